@@ -1,0 +1,13 @@
+//! veil-core: the veil protocol, sans-IO.
+//!
+//! Nothing in this crate opens a socket or a file, reads a clock or asks the
+//! operating system for randomness: callers pass `now` (seconds since the Unix
+//! epoch) and a seeded RNG. The daemon (`veild`) and the simulator
+//! (`veil-sim`) are two drivers of the same code.
+#![forbid(unsafe_code)]
+
+pub mod content;
+pub mod identity;
+pub mod pow;
+pub mod record;
+pub mod wire;
