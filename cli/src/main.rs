@@ -1,1 +1,332 @@
-fn main() {}
+//! `veil`: the command-line client. Talks to `veild` over the control API;
+//! holds no protocol logic of its own. `veil hash` works without a daemon.
+//!
+//! Exit codes: 0 ok, 1 error (including "daemon not reachable"), 2 usage.
+//! With `--json`, stdout is exactly one JSON document; progress and logs go
+//! to stderr.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use indicatif::{ProgressBar, ProgressStyle};
+use serde::de::DeserializeOwned;
+use veil_daemon::api::{Command, FindHit, IdInfo, LibraryEntry, Progress, ShareReport, StatusInfo, UnshareReport};
+use veil_daemon::client;
+use veil_daemon::datadir::{DataDir, ENV_DATA_DIR};
+
+/// veil: anonymous, onion-routed file sharing.
+#[derive(Debug, Parser)]
+#[command(version, about, propagate_version = true)]
+struct Cli {
+    /// Data dir of the daemon to talk to. Default: $XDG_DATA_HOME/veil.
+    #[arg(long, env = ENV_DATA_DIR, global = true)]
+    data_dir: Option<PathBuf>,
+    /// Print exactly one JSON document on stdout.
+    #[arg(long, global = true)]
+    json: bool,
+    /// Stream one JSON object per line on stdout (progress, then the result).
+    #[arg(long, global = true, conflicts_with = "json")]
+    jsonl: bool,
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Debug, Subcommand)]
+enum Cmd {
+    /// Print the BLAKE3 content id of files, like b3sum (no daemon needed).
+    Hash {
+        /// Files to hash.
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+    },
+    /// Share a file or a directory tree: hash, sign records, index.
+    Share { path: PathBuf },
+    /// Stop sharing a file or every file under a directory.
+    Unshare { path: PathBuf },
+    /// List the shared library.
+    Library,
+    /// Search the local library index.
+    Find {
+        /// Words to look for.
+        #[arg(required = true)]
+        words: Vec<String>,
+        /// Most results to show.
+        #[arg(long)]
+        limit: Option<u32>,
+    },
+    /// Show this node's public identities.
+    Id,
+    /// Show the daemon's status.
+    Status,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Output {
+    Human,
+    Json,
+    Jsonl,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let out = if cli.json {
+        Output::Json
+    } else if cli.jsonl {
+        Output::Jsonl
+    } else {
+        Output::Human
+    };
+    match run(cli, out) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("veil: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: Cli, out: Output) -> anyhow::Result<ExitCode> {
+    if let Cmd::Hash { files } = &cli.command {
+        return Ok(hash_files(files, out));
+    }
+    let dir = DataDir::resolve(cli.data_dir.clone())?;
+    match cli.command {
+        Cmd::Hash { .. } => unreachable!("handled above"),
+        Cmd::Share { path } => {
+            let abs = absolute(&path)?;
+            let bar = ShareBar::new(out == Output::Human);
+            let mut on_progress = |p: Progress| {
+                if out == Output::Jsonl {
+                    emit_line(&serde_json::json!({ "progress": p }));
+                }
+                bar.update(&p);
+            };
+            let result = client::call(&dir, Command::Share { path: abs }, &mut on_progress);
+            bar.finish();
+            let report: ShareReport = decode(result?)?;
+            for f in &report.failed {
+                eprintln!("veil: {}: {}", f.path, f.error);
+            }
+            print_result(out, &report, |r| {
+                println!(
+                    "shared {} new, {} updated, {} unchanged, {} failed",
+                    r.added.len(),
+                    r.updated.len(),
+                    r.unchanged,
+                    r.failed.len()
+                );
+                for e in r.added.iter().chain(&r.updated) {
+                    println!("{}  {}", e.id, e.path);
+                }
+            });
+            Ok(if report.failed.is_empty() {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            })
+        }
+        Cmd::Unshare { path } => {
+            let abs = absolute(&path)?;
+            let r: UnshareReport = simple(&dir, Command::Unshare { path: abs })?;
+            print_result(out, &r, |r| println!("unshared {} file(s)", r.removed));
+            Ok(if r.removed == 0 {
+                eprintln!("veil: {} was not shared", path.display());
+                ExitCode::FAILURE
+            } else {
+                ExitCode::SUCCESS
+            })
+        }
+        Cmd::Library => {
+            let lib: Vec<LibraryEntry> = simple(&dir, Command::Library)?;
+            print_result(out, &lib, |lib| {
+                if lib.is_empty() {
+                    eprintln!("the library is empty; add files with: veil share PATH");
+                }
+                for e in lib {
+                    println!("{}  {:>10}  {}", e.id, human_size(e.size), e.path);
+                }
+            });
+            Ok(ExitCode::SUCCESS)
+        }
+        Cmd::Find { words, limit } => {
+            let words = words.join(" ");
+            let hits: Vec<FindHit> = simple(&dir, Command::Find { words, limit })?;
+            print_result(out, &hits, |hits| {
+                if hits.is_empty() {
+                    eprintln!("no matches");
+                }
+                for h in hits {
+                    println!("{}  {:>10}  {}", h.id, human_size(h.size), h.path);
+                }
+            });
+            Ok(ExitCode::SUCCESS)
+        }
+        Cmd::Id => {
+            let id: IdInfo = simple(&dir, Command::Id)?;
+            print_result(out, &id, |id| {
+                println!("node id:       {}", id.node_id);
+                println!("publisher id:  {}", id.publisher_id);
+                println!("pow bits:      {}", id.pow_difficulty_bits);
+            });
+            Ok(ExitCode::SUCCESS)
+        }
+        Cmd::Status => {
+            let s: StatusInfo = simple(&dir, Command::Status)?;
+            print_result(out, &s, |s| {
+                println!("veild {} running (pid {}, up {} s){}", s.version, s.pid, s.uptime_s, if s.testnet { ", testnet" } else { "" });
+                println!("node id:       {}", s.node_id);
+                println!("publisher id:  {}", s.publisher_id);
+                println!("data dir:      {}", s.data_dir);
+                println!("shared:        {} file(s), {}", s.shared_files, human_size(s.shared_bytes));
+            });
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+/// Call the daemon for a command without progress and decode its result.
+fn simple<T: DeserializeOwned>(dir: &DataDir, command: Command) -> anyhow::Result<T> {
+    decode(client::call(dir, command, &mut |_| {})?)
+}
+
+fn decode<T: DeserializeOwned>(v: serde_json::Value) -> anyhow::Result<T> {
+    serde_json::from_value(v).context("the daemon sent an answer this veil does not understand")
+}
+
+
+fn print_result<T: serde::Serialize>(out: Output, value: &T, human: impl FnOnce(&T)) {
+    match out {
+        Output::Human => human(value),
+        Output::Json => {
+            let mut stdout = std::io::stdout().lock();
+            let _ = serde_json::to_writer_pretty(&mut stdout, value);
+            let _ = writeln!(stdout);
+        }
+        Output::Jsonl => emit_line(&serde_json::json!({ "result": value })),
+    }
+}
+
+fn emit_line(v: &serde_json::Value) {
+    let mut stdout = std::io::stdout().lock();
+    let _ = serde_json::to_writer(&mut stdout, v);
+    let _ = writeln!(stdout);
+}
+
+fn absolute(path: &Path) -> anyhow::Result<String> {
+    let abs = std::path::absolute(path).with_context(|| format!("{}: bad path", path.display()))?;
+    let abs = std::fs::canonicalize(&abs).with_context(|| format!("{}", path.display()))?;
+    abs.into_os_string()
+        .into_string()
+        .map_err(|p| anyhow::anyhow!("{}: path is not valid UTF-8", Path::new(&p).display()))
+}
+
+fn human_size(n: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut v = n as f64;
+    let mut u = 0;
+    while v >= 1024.0 && u + 1 < UNITS.len() {
+        v /= 1024.0;
+        u += 1;
+    }
+    if u == 0 { format!("{n} B") } else { format!("{v:.1} {}", UNITS[u]) }
+}
+
+/// A progress bar on stderr for `veil share` (hidden when not a terminal).
+struct ShareBar {
+    bar: Option<ProgressBar>,
+}
+
+impl ShareBar {
+    fn new(enabled: bool) -> ShareBar {
+        let bar = enabled.then(|| {
+            let b = ProgressBar::with_draw_target(Some(0), indicatif::ProgressDrawTarget::stderr());
+            b.set_style(
+                ProgressStyle::with_template("{spinner} hashing [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} {msg}")
+                    .unwrap_or_else(|_| ProgressStyle::default_bar())
+                    .progress_chars("=> "),
+            );
+            b
+        });
+        ShareBar { bar }
+    }
+
+    fn update(&self, p: &Progress) {
+        let Some(b) = &self.bar else { return };
+        match p {
+            Progress::Scanned { bytes, .. } => b.set_length(*bytes),
+            Progress::Hashing { path, done, total } => {
+                b.set_length(*total);
+                b.set_position(*done);
+                let name = Path::new(path).file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+                b.set_message(name);
+            }
+        }
+    }
+
+    fn finish(&self) {
+        if let Some(b) = &self.bar {
+            b.finish_and_clear();
+        }
+    }
+}
+
+/// `veil hash`: one line per file in b3sum's format, errors on stderr, the
+/// remaining files still hashed; exit 1 if any file failed.
+fn hash_files(files: &[PathBuf], out: Output) -> ExitCode {
+    let mut ok = true;
+    let mut results = Vec::new();
+    for path in files {
+        match hash_one(path) {
+            Ok(hash) => {
+                if out == Output::Human {
+                    println!("{}", b3sum_line(&hash.to_hex(), path));
+                }
+                results.push(serde_json::json!({ "id": hash.to_hex().to_string(), "path": path.display().to_string() }));
+            }
+            Err(e) => {
+                ok = false;
+                eprintln!("veil: {}: {e}", path.display());
+                results.push(serde_json::json!({ "path": path.display().to_string(), "error": e.to_string() }));
+            }
+        }
+    }
+    match out {
+        Output::Human => {}
+        Output::Json => {
+            let _ = serde_json::to_writer_pretty(std::io::stdout().lock(), &results);
+            println!();
+        }
+        Output::Jsonl => {
+            for r in &results {
+                emit_line(r);
+            }
+        }
+    }
+    if ok { ExitCode::SUCCESS } else { ExitCode::FAILURE }
+}
+
+/// Hash one file with memory mapping and all cores (rayon) for large files.
+fn hash_one(path: &Path) -> std::io::Result<blake3::Hash> {
+    let meta = std::fs::metadata(path)?;
+    if meta.is_dir() {
+        return Err(std::io::Error::new(std::io::ErrorKind::IsADirectory, "is a directory"));
+    }
+    let mut hasher = blake3::Hasher::new();
+    hasher.update_mmap_rayon(path)?;
+    Ok(hasher.finalize())
+}
+
+/// b3sum's line format: `<hash>  <path>`; a path containing `\` or a newline
+/// is escaped and the line starts with `\`.
+fn b3sum_line(hex: &str, path: &Path) -> String {
+    let p = path.to_string_lossy();
+    if p.contains('\\') || p.contains('\n') {
+        let escaped = p.replace('\\', "\\\\").replace('\n', "\\n");
+        format!("\\{hex}  {escaped}")
+    } else {
+        format!("{hex}  {p}")
+    }
+}

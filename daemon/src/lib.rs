@@ -1,1 +1,14 @@
+//! veil-daemon: `veild`, the node daemon, and the control API shared with the
+//! `veil` CLI.
+//!
+//! The daemon owns everything with side effects: the data dir and its keys,
+//! the SQLite store, files on disk, the control socket and (in later layers)
+//! the QUIC endpoint that drives `veil-core`.
 
+pub mod api;
+pub mod client;
+pub mod datadir;
+pub mod keys;
+pub mod library;
+pub mod server;
+pub mod store;

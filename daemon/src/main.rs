@@ -1,1 +1,93 @@
-fn main() {}
+//! `veild`: the veil node daemon. Runs in the foreground.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::Context;
+use clap::Parser;
+use rand::RngCore;
+use tokio::net::UnixListener;
+use veil_core::pow::PowParams;
+use veil_daemon::datadir::{DB_FILE, DataDir, ENV_DATA_DIR, InstanceLock, TOKEN_FILE, write_private};
+use veil_daemon::server::{Daemon, serve};
+use veil_daemon::store::Store;
+use veil_daemon::keys;
+
+/// veild: the veil node daemon. Keeps the library, answers the `veil` CLI.
+#[derive(Debug, Parser)]
+#[command(version, about)]
+struct Args {
+    /// Data dir (keys, database, control socket). Default: $XDG_DATA_HOME/veil.
+    #[arg(long, env = ENV_DATA_DIR)]
+    data_dir: Option<PathBuf>,
+    /// Test-network parameters: low proof-of-work difficulty and short timers.
+    /// Never use on the real network.
+    #[arg(long)]
+    testnet: bool,
+    /// Log filter (tracing EnvFilter syntax), e.g. `info` or `veil_daemon=debug`.
+    #[arg(long, env = "VEIL_LOG", default_value = "info")]
+    log: String,
+}
+
+fn main() -> std::process::ExitCode {
+    let args = Args::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::try_new(&args.log).unwrap_or_else(|_| "info".into()))
+        .with_writer(std::io::stderr)
+        .init();
+    match run(args) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("veild: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(args: Args) -> anyhow::Result<()> {
+    let dir = DataDir::resolve(args.data_dir)?;
+    dir.create_private()?;
+    let _lock = InstanceLock::acquire(&dir)?;
+    let pow = if args.testnet {
+        PowParams::TESTNET
+    } else {
+        PowParams::MAINNET
+    };
+    let node = keys::load_or_create_node(&dir, pow)?;
+    let publisher = keys::load_or_create_publisher(&dir, pow)?;
+    let store = Store::open(&dir.file(DB_FILE))?;
+
+    let mut token = [0u8; 32];
+    rand::rngs::OsRng.fill_bytes(&mut token);
+    let token = hex::encode(token);
+    write_private(&dir.file(TOKEN_FILE), format!("{token}\n").as_bytes())
+        .context("cannot write the control token")?;
+
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    runtime.block_on(async move {
+        // We hold the instance lock, so a socket file left here is stale.
+        let socket = dir.socket_path();
+        match std::fs::remove_file(&socket) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(e).with_context(|| format!("cannot remove stale {}", socket.display())),
+        }
+        let listener = UnixListener::bind(&socket)
+            .with_context(|| format!("cannot listen on {}", socket.display()))?;
+        let daemon = Arc::new(Daemon::new(dir.clone(), node, publisher, store, token, args.testnet, pow));
+        tracing::info!(node_id = %daemon.node.node_id(), data_dir = %dir.path().display(), "veild ready");
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+        let result = tokio::select! {
+            r = serve(daemon, listener) => r.context("control socket failed"),
+            _ = tokio::signal::ctrl_c() => Ok(()),
+            _ = term.recv() => Ok(()),
+        };
+        let _ = std::fs::remove_file(&socket);
+        tracing::info!("veild stopped");
+        result
+    })?;
+    Ok(())
+}

@@ -1,1 +1,174 @@
-//! Integration tests live in `tests/tests/`.
+//! Harness for veil's integration tests: start real `veild` processes on
+//! temp data dirs, run the real `veil` CLI against them, and clean up.
+//!
+//! The binaries are found next to the test executable's directory
+//! (`target/<profile>/`); `cargo test --workspace` builds them because the
+//! daemon and CLI crates have integration tests of their own.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+/// How long a daemon may take to come up.
+pub const START_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Path of a workspace binary (`veild`, `veil`, `veil-sim`).
+pub fn bin(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().expect("test executable path");
+    // target/<profile>/deps/<test> -> target/<profile>/<name>
+    let dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("test executable lives in target/<profile>/deps");
+    let path = dir.join(name);
+    assert!(
+        path.exists(),
+        "{} not built; run `cargo build --workspace` (or `cargo test --workspace`) first",
+        path.display()
+    );
+    path
+}
+
+/// A running `veild` on its own temp data dir, killed and cleaned up on drop.
+#[derive(Debug)]
+pub struct Daemon {
+    pub child: Option<Child>,
+    pub data_dir: PathBuf,
+    _tmp: Option<tempfile::TempDir>,
+    log: PathBuf,
+}
+
+impl Daemon {
+    /// Start a testnet daemon on a fresh temp data dir and wait until it
+    /// answers `veil status`.
+    pub fn start() -> Daemon {
+        let tmp = tempfile::Builder::new().prefix("veil-it-").tempdir().expect("tempdir");
+        let data_dir = tmp.path().join("data");
+        let mut d = Daemon {
+            child: None,
+            log: tmp.path().join("veild.log"),
+            data_dir,
+            _tmp: Some(tmp),
+        };
+        d.restart();
+        d
+    }
+
+    /// Spawn `veild` without waiting; returns the child.
+    pub fn spawn(&self) -> Child {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log)
+            .expect("log file");
+        Command::new(bin("veild"))
+            .arg("--testnet")
+            .arg("--data-dir")
+            .arg(&self.data_dir)
+            .env_remove("VEIL_DATA_DIR")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("spawn veild")
+    }
+
+    /// (Re)start the daemon after a stop or kill and wait until it is ready.
+    pub fn restart(&mut self) {
+        assert!(self.child.is_none(), "daemon still running");
+        self.child = Some(self.spawn());
+        let deadline = Instant::now() + START_TIMEOUT;
+        loop {
+            let out = self.veil(&["status", "--json"]);
+            if out.status.success() {
+                return;
+            }
+            if let Some(Ok(Some(status))) = self.child.as_mut().map(|c| c.try_wait()) {
+                panic!("veild exited early with {status}; log:\n{}", self.log_text());
+            }
+            assert!(
+                Instant::now() < deadline,
+                "veild did not become ready; log:\n{}",
+                self.log_text()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Run `veil` against this daemon.
+    pub fn veil(&self, args: &[&str]) -> Output {
+        Command::new(bin("veil"))
+            .arg("--data-dir")
+            .arg(&self.data_dir)
+            .args(args)
+            .env_remove("VEIL_DATA_DIR")
+            .stdin(Stdio::null())
+            .output()
+            .expect("run veil")
+    }
+
+    /// Run `veil ... --json` and parse stdout, asserting success.
+    pub fn veil_json(&self, args: &[&str]) -> serde_json::Value {
+        let mut all: Vec<&str> = args.to_vec();
+        all.push("--json");
+        let out = self.veil(&all);
+        assert!(
+            out.status.success(),
+            "veil {all:?} failed ({}): {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+            panic!(
+                "veil {all:?}: stdout is not one JSON document ({e}): {}",
+                String::from_utf8_lossy(&out.stdout)
+            )
+        })
+    }
+
+    /// Stop with SIGTERM and wait.
+    pub fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let pid = rustix::process::Pid::from_child(&child);
+            let _ = rustix::process::kill_process(pid, rustix::process::Signal::TERM);
+            let deadline = Instant::now() + Duration::from_secs(20);
+            while Instant::now() < deadline {
+                if let Ok(Some(_)) = child.try_wait() {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Kill with SIGKILL and wait.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// What the daemon logged so far.
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// Text of a process's stderr.
+pub fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+/// Text of a process's stdout.
+pub fn stdout(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}

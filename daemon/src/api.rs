@@ -1,0 +1,177 @@
+//! The control API between `veil` (the CLI) and `veild`.
+//!
+//! Transport: a Unix stream socket `control.sock` inside the data dir (the dir
+//! is 0700 and the socket 0600), plus a random token in `control.token`
+//! (0600) that every request must carry. One connection carries one request.
+//!
+//! Framing: newline-delimited JSON. The client writes one [`Request`] line;
+//! the daemon answers with zero or more [`Reply::Progress`] lines and then
+//! exactly one final [`Reply::Ok`] or [`Reply::Error`] line, and closes.
+//! Requests are bounded to [`MAX_REQUEST_BYTES`].
+
+use serde::{Deserialize, Serialize};
+
+/// Largest request line the daemon reads.
+pub const MAX_REQUEST_BYTES: usize = 64 * 1024;
+
+/// One request line: the token and the command.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Request {
+    /// Lowercase hex token read from `control.token`.
+    pub token: String,
+    /// What to do.
+    pub command: Command,
+}
+
+/// The commands the daemon understands.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(tag = "cmd", rename_all = "snake_case")]
+pub enum Command {
+    /// Node status.
+    Status,
+    /// This node's public identities.
+    Id,
+    /// Hash, index and sign a file or a directory tree (absolute path).
+    Share { path: String },
+    /// Stop sharing a file or every file under a directory (absolute path).
+    Unshare { path: String },
+    /// The shared library.
+    Library,
+    /// Search the local index.
+    Find { words: String, limit: Option<u32> },
+}
+
+/// One line of the daemon's answer.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(tag = "reply", rename_all = "snake_case")]
+pub enum Reply {
+    /// An intermediate progress event; more lines follow.
+    Progress { event: Progress },
+    /// The final answer.
+    Ok { result: serde_json::Value },
+    /// The final answer: the request failed.
+    Error { error: ApiError },
+}
+
+/// Why a request failed.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ApiError {
+    /// Machine-readable kind.
+    pub kind: ErrorKind,
+    /// Human-readable message.
+    pub message: String,
+}
+
+/// Kinds of API errors.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorKind {
+    /// Missing or wrong token.
+    Unauthorized,
+    /// The request line could not be parsed.
+    BadRequest,
+    /// A path does not exist or cannot be read.
+    BadPath,
+    /// Something failed inside the daemon.
+    Internal,
+}
+
+impl ApiError {
+    /// Build an error.
+    pub fn new(kind: ErrorKind, message: impl Into<String>) -> Self {
+        ApiError {
+            kind,
+            message: message.into(),
+        }
+    }
+}
+
+impl std::fmt::Display for ApiError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl std::error::Error for ApiError {}
+
+/// Progress of a long-running command.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(tag = "phase", rename_all = "snake_case")]
+pub enum Progress {
+    /// The tree was scanned: this many files and bytes are candidates.
+    Scanned { files: u64, bytes: u64 },
+    /// Hashing a file; `done` bytes of all candidate bytes so far.
+    Hashing { path: String, done: u64, total: u64 },
+}
+
+/// Status of the node.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct StatusInfo {
+    pub version: String,
+    pub pid: u32,
+    pub node_id: String,
+    pub publisher_id: String,
+    pub data_dir: String,
+    pub uptime_s: u64,
+    pub testnet: bool,
+    pub shared_files: u64,
+    pub shared_bytes: u64,
+}
+
+/// Public identities of the node.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct IdInfo {
+    pub node_id: String,
+    pub node_ed25519: String,
+    pub node_x25519: String,
+    pub publisher_id: String,
+    pub publisher_ed25519: String,
+    pub pow_difficulty_bits: u8,
+}
+
+/// One shared file.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct LibraryEntry {
+    pub id: String,
+    pub size: u64,
+    pub name: String,
+    pub path: String,
+    pub keywords: Vec<String>,
+    pub shared_at: u64,
+    pub record_expires: u64,
+}
+
+/// Outcome of a share request.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct ShareReport {
+    /// Newly indexed files.
+    pub added: Vec<LibraryEntry>,
+    /// Files re-hashed because size or mtime changed.
+    pub updated: Vec<LibraryEntry>,
+    /// Files skipped because size and mtime were unchanged.
+    pub unchanged: u64,
+    /// Files that could not be shared, with the reason.
+    pub failed: Vec<ShareFailure>,
+}
+
+/// A file that could not be shared.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ShareFailure {
+    pub path: String,
+    pub error: String,
+}
+
+/// Outcome of an unshare request.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct UnshareReport {
+    pub removed: u64,
+}
+
+/// One local search hit.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct FindHit {
+    pub id: String,
+    pub size: u64,
+    pub name: String,
+    pub path: String,
+}

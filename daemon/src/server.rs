@@ -1,0 +1,220 @@
+//! The control API server: a Unix socket in the data dir, one request per
+//! connection, newline-delimited JSON answers (see [`crate::api`]).
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::net::{UnixListener, UnixStream};
+use tokio::sync::mpsc;
+use veil_core::identity::{NodeIdentity, Pseudonym};
+use veil_core::pow::PowParams;
+
+use crate::api::{
+    ApiError, Command, ErrorKind, FindHit, IdInfo, MAX_REQUEST_BYTES, Reply, Request, StatusInfo,
+    UnshareReport,
+};
+use crate::datadir::DataDir;
+use crate::library::{self, Library, internal, lock};
+use crate::store::Store;
+
+/// Most results a local find returns unless asked for fewer.
+const DEFAULT_FIND_LIMIT: u32 = 200;
+
+/// Everything the control API serves from.
+#[derive(Debug)]
+pub struct Daemon {
+    pub dir: DataDir,
+    pub node: NodeIdentity,
+    pub library: Library,
+    pub token: String,
+    pub started: Instant,
+    pub testnet: bool,
+    pub pow: PowParams,
+}
+
+impl Daemon {
+    /// Assemble a daemon from its loaded parts.
+    pub fn new(
+        dir: DataDir,
+        node: NodeIdentity,
+        publisher: Pseudonym,
+        store: Store,
+        token: String,
+        testnet: bool,
+        pow: PowParams,
+    ) -> Daemon {
+        Daemon {
+            dir,
+            node,
+            library: Library {
+                store: Arc::new(Mutex::new(store)),
+                publisher: Arc::new(publisher),
+            },
+            token,
+            started: Instant::now(),
+            testnet,
+            pow,
+        }
+    }
+}
+
+/// Accept control connections until the listener fails.
+pub async fn serve(daemon: Arc<Daemon>, listener: UnixListener) -> std::io::Result<()> {
+    loop {
+        let (stream, _) = listener.accept().await?;
+        let d = daemon.clone();
+        tokio::spawn(async move {
+            if let Err(e) = handle(d, stream).await {
+                tracing::debug!("control connection ended: {e}");
+            }
+        });
+    }
+}
+
+async fn handle(daemon: Arc<Daemon>, stream: UnixStream) -> std::io::Result<()> {
+    let (rd, mut wr) = stream.into_split();
+    let mut line = Vec::new();
+    let n = BufReader::new(rd)
+        .take(MAX_REQUEST_BYTES as u64 + 1)
+        .read_until(b'\n', &mut line)
+        .await?;
+    if n > MAX_REQUEST_BYTES {
+        return send(&mut wr, &err(ErrorKind::BadRequest, "request too large")).await;
+    }
+    let req: Request = match serde_json::from_slice(&line) {
+        Ok(r) => r,
+        Err(e) => {
+            return send(&mut wr, &err(ErrorKind::BadRequest, format!("malformed request: {e}"))).await;
+        }
+    };
+    if !token_matches(&req.token, &daemon.token) {
+        tracing::warn!("control request with a wrong or missing token refused");
+        return send(
+            &mut wr,
+            &err(ErrorKind::Unauthorized, "wrong or missing control token"),
+        )
+        .await;
+    }
+    let (tx, mut rx) = mpsc::unbounded_channel::<Reply>();
+    let worker = tokio::task::spawn_blocking(move || {
+        let progress_tx = tx.clone();
+        let mut progress = move |event| {
+            let _ = progress_tx.send(Reply::Progress { event });
+        };
+        let reply = match execute(&daemon, req.command, &mut progress) {
+            Ok(result) => Reply::Ok { result },
+            Err(error) => Reply::Error { error },
+        };
+        let _ = tx.send(reply);
+    });
+    while let Some(reply) = rx.recv().await {
+        // A client that went away does not stop the work: a share still
+        // completes and is indexed.
+        if send(&mut wr, &reply).await.is_err() {
+            break;
+        }
+    }
+    let _ = worker.await;
+    Ok(())
+}
+
+fn err(kind: ErrorKind, msg: impl Into<String>) -> Reply {
+    Reply::Error {
+        error: ApiError::new(kind, msg),
+    }
+}
+
+async fn send(wr: &mut tokio::net::unix::OwnedWriteHalf, reply: &Reply) -> std::io::Result<()> {
+    let mut buf = serde_json::to_vec(reply).map_err(std::io::Error::other)?;
+    buf.push(b'\n');
+    wr.write_all(&buf).await
+}
+
+/// Compare tokens without leaking where they differ: compare their hashes.
+fn token_matches(given: &str, expected: &str) -> bool {
+    blake3::hash(given.as_bytes()) == blake3::hash(expected.as_bytes())
+}
+
+fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+fn absolute(path: &str) -> Result<PathBuf, ApiError> {
+    let p = Path::new(path);
+    if !p.is_absolute() {
+        return Err(ApiError::new(
+            ErrorKind::BadPath,
+            format!("{path}: the daemon needs an absolute path"),
+        ));
+    }
+    Ok(p.to_path_buf())
+}
+
+fn to_json<T: serde::Serialize>(v: &T) -> Result<serde_json::Value, ApiError> {
+    serde_json::to_value(v).map_err(|e| ApiError::new(ErrorKind::Internal, e.to_string()))
+}
+
+fn execute(
+    d: &Daemon,
+    command: Command,
+    progress: &mut dyn FnMut(crate::api::Progress),
+) -> Result<serde_json::Value, ApiError> {
+    match command {
+        Command::Status => {
+            let (files, bytes) = lock(&d.library.store)?.totals().map_err(internal)?;
+            to_json(&StatusInfo {
+                version: env!("CARGO_PKG_VERSION").into(),
+                pid: std::process::id(),
+                node_id: d.node.node_id().to_string(),
+                publisher_id: d.library.publisher.publisher().id().to_string(),
+                data_dir: d.dir.path().display().to_string(),
+                uptime_s: d.started.elapsed().as_secs(),
+                testnet: d.testnet,
+                shared_files: files,
+                shared_bytes: bytes,
+            })
+        }
+        Command::Id => {
+            let public = d.node.public();
+            let publisher = d.library.publisher.publisher();
+            to_json(&IdInfo {
+                node_id: public.node_id().to_string(),
+                node_ed25519: hex::encode(public.ed25519.as_bytes()),
+                node_x25519: hex::encode(public.x25519.as_bytes()),
+                publisher_id: publisher.id().to_string(),
+                publisher_ed25519: hex::encode(publisher.key.as_bytes()),
+                pow_difficulty_bits: d.pow.difficulty_bits,
+            })
+        }
+        Command::Share { path } => {
+            let path = absolute(&path)?;
+            let report = library::share(&d.library, &path, unix_now(), progress)?;
+            to_json(&report)
+        }
+        Command::Unshare { path } => {
+            let path = absolute(&path)?;
+            let path = path
+                .to_str()
+                .ok_or_else(|| ApiError::new(ErrorKind::BadPath, "path is not valid UTF-8"))?;
+            let removed = library::unshare(&d.library, path)?;
+            to_json(&UnshareReport { removed })
+        }
+        Command::Library => {
+            let rows = lock(&d.library.store)?.library().map_err(internal)?;
+            let entries: Vec<_> = rows.iter().map(|r| r.entry()).collect();
+            to_json(&entries)
+        }
+        Command::Find { words, limit } => {
+            let limit = limit.unwrap_or(DEFAULT_FIND_LIMIT).min(DEFAULT_FIND_LIMIT);
+            let hits: Vec<FindHit> = lock(&d.library.store)?
+                .find(&words, limit)
+                .map_err(internal)?;
+            to_json(&hits)
+        }
+    }
+}

@@ -1,0 +1,397 @@
+//! The SQLite store: the library of shared files, its FTS5 index, and the
+//! tables later layers fill (peers, downloads, reputation).
+//!
+//! **Invariant:** only the daemon touches SQLite, and only through this
+//! module. The database runs in WAL mode with `synchronous=FULL`, one
+//! transaction per shared file, so a SIGKILL at any moment loses at
+//! most the transaction in flight and never corrupts what was committed.
+//! Migrations are keyed on `PRAGMA user_version`.
+//!
+//! **Invariant:** query text never reaches FTS5 syntax: [`fts_query`] keeps
+//! only alphanumeric tokens and quotes each one.
+
+use std::path::Path;
+
+use anyhow::{Context, bail};
+use rusqlite::{Connection, OptionalExtension, params};
+
+use crate::api::{FindHit, LibraryEntry};
+
+/// Each entry migrates from `user_version == index` to `index + 1`.
+const MIGRATIONS: &[&str] = &[
+    // 0 -> 1: the library, its full-text index, and tables for later layers.
+    r#"
+    CREATE TABLE files (
+        id          INTEGER PRIMARY KEY,
+        path        TEXT NOT NULL UNIQUE,
+        content_id  BLOB NOT NULL CHECK (length(content_id) = 32),
+        size        INTEGER NOT NULL,
+        mtime_ns    INTEGER NOT NULL,
+        name        TEXT NOT NULL,
+        keywords    TEXT NOT NULL,
+        outboard    BLOB NOT NULL,
+        record      BLOB NOT NULL,
+        expires     INTEGER NOT NULL,
+        shared_at   INTEGER NOT NULL
+    );
+    CREATE INDEX files_by_content ON files(content_id);
+    CREATE VIRTUAL TABLE files_fts USING fts5(
+        name, keywords,
+        content = 'files', content_rowid = 'id',
+        tokenize = 'unicode61 remove_diacritics 2'
+    );
+    CREATE TRIGGER files_ai AFTER INSERT ON files BEGIN
+        INSERT INTO files_fts(rowid, name, keywords) VALUES (new.id, new.name, new.keywords);
+    END;
+    CREATE TRIGGER files_ad AFTER DELETE ON files BEGIN
+        INSERT INTO files_fts(files_fts, rowid, name, keywords)
+            VALUES ('delete', old.id, old.name, old.keywords);
+    END;
+    CREATE TRIGGER files_au AFTER UPDATE ON files BEGIN
+        INSERT INTO files_fts(files_fts, rowid, name, keywords)
+            VALUES ('delete', old.id, old.name, old.keywords);
+        INSERT INTO files_fts(rowid, name, keywords) VALUES (new.id, new.name, new.keywords);
+    END;
+
+    CREATE TABLE peers (
+        node_id        BLOB PRIMARY KEY CHECK (length(node_id) = 32),
+        descriptor     BLOB NOT NULL,
+        address        TEXT,
+        first_seen     INTEGER NOT NULL,
+        last_seen      INTEGER NOT NULL,
+        last_reached   INTEGER,
+        failures       INTEGER NOT NULL DEFAULT 0,
+        guard_rank     INTEGER
+    );
+    CREATE TABLE downloads (
+        content_id     BLOB PRIMARY KEY CHECK (length(content_id) = 32),
+        size           INTEGER NOT NULL,
+        name           TEXT NOT NULL,
+        dest_path      TEXT NOT NULL,
+        pieces         BLOB NOT NULL,
+        state          TEXT NOT NULL,
+        created        INTEGER NOT NULL,
+        updated        INTEGER NOT NULL
+    );
+    CREATE TABLE reputation (
+        key            BLOB PRIMARY KEY,
+        kind           TEXT NOT NULL,
+        good_pieces    INTEGER NOT NULL DEFAULT 0,
+        bad_pieces     INTEGER NOT NULL DEFAULT 0,
+        stalls         INTEGER NOT NULL DEFAULT 0,
+        updated        INTEGER NOT NULL
+    );
+    "#,
+];
+
+/// Most tokens a query may have.
+pub const MAX_QUERY_TOKENS: usize = 16;
+/// Longest token kept (in chars).
+pub const MAX_TOKEN_CHARS: usize = 64;
+
+/// The database.
+#[derive(Debug)]
+pub struct Store {
+    conn: Connection,
+}
+
+/// What is stored for one shared file.
+#[derive(Debug, Clone)]
+pub struct FileRow {
+    pub path: String,
+    pub content_id: [u8; 32],
+    pub size: u64,
+    pub mtime_ns: i64,
+    pub name: String,
+    pub keywords: Vec<String>,
+    pub outboard: Vec<u8>,
+    pub record: Vec<u8>,
+    pub expires: u64,
+    pub shared_at: u64,
+}
+
+impl FileRow {
+    /// The public view of this row.
+    pub fn entry(&self) -> LibraryEntry {
+        LibraryEntry {
+            id: hex::encode(self.content_id),
+            size: self.size,
+            name: self.name.clone(),
+            path: self.path.clone(),
+            keywords: self.keywords.clone(),
+            shared_at: self.shared_at,
+            record_expires: self.expires,
+        }
+    }
+}
+
+impl Store {
+    /// Open (creating if needed) and migrate.
+    pub fn open(path: &Path) -> anyhow::Result<Store> {
+        let conn = Connection::open(path)
+            .with_context(|| format!("cannot open database {}", path.display()))?;
+        conn.busy_timeout(std::time::Duration::from_secs(5))?;
+        let mode: String = conn.query_row("PRAGMA journal_mode=WAL", [], |r| r.get(0))?;
+        if !mode.eq_ignore_ascii_case("wal") {
+            bail!("database {} refused WAL mode ({mode})", path.display());
+        }
+        conn.execute_batch("PRAGMA synchronous=FULL; PRAGMA foreign_keys=ON;")?;
+        let mut store = Store { conn };
+        store.migrate()?;
+        Ok(store)
+    }
+
+    fn migrate(&mut self) -> anyhow::Result<()> {
+        let version: i64 = self
+            .conn
+            .query_row("PRAGMA user_version", [], |r| r.get(0))?;
+        let version = usize::try_from(version).unwrap_or(usize::MAX);
+        if version > MIGRATIONS.len() {
+            bail!(
+                "database schema version {version} is newer than this veild understands ({}); upgrade veild",
+                MIGRATIONS.len()
+            );
+        }
+        for (i, sql) in MIGRATIONS.iter().enumerate().skip(version) {
+            let tx = self.conn.transaction()?;
+            tx.execute_batch(sql)
+                .with_context(|| format!("migration {i} -> {} failed", i + 1))?;
+            tx.pragma_update(None, "user_version", (i + 1) as i64)?;
+            tx.commit()?;
+        }
+        Ok(())
+    }
+
+    /// Schema version after migration.
+    pub fn schema_version(&self) -> anyhow::Result<i64> {
+        Ok(self
+            .conn
+            .query_row("PRAGMA user_version", [], |r| r.get(0))?)
+    }
+
+    /// Size and mtime recorded for `path`, if shared.
+    pub fn file_stamp(&self, path: &str) -> anyhow::Result<Option<(u64, i64)>> {
+        Ok(self
+            .conn
+            .query_row(
+                "SELECT size, mtime_ns FROM files WHERE path = ?1",
+                [path],
+                |r| Ok((r.get::<_, i64>(0)? as u64, r.get(1)?)),
+            )
+            .optional()?)
+    }
+
+    /// Insert or replace a shared file, durably. Returns true if it replaced
+    /// an older row.
+    pub fn upsert_file(&mut self, row: &FileRow) -> anyhow::Result<bool> {
+        let tx = self.conn.transaction()?;
+        let existed: bool = tx
+            .query_row("SELECT 1 FROM files WHERE path = ?1", [&row.path], |_| Ok(()))
+            .optional()?
+            .is_some();
+        let keywords = row.keywords.join(" ");
+        if existed {
+            tx.execute(
+                "UPDATE files SET content_id=?2, size=?3, mtime_ns=?4, name=?5, keywords=?6,
+                    outboard=?7, record=?8, expires=?9, shared_at=?10 WHERE path=?1",
+                params![
+                    row.path,
+                    row.content_id.as_slice(),
+                    row.size as i64,
+                    row.mtime_ns,
+                    row.name,
+                    keywords,
+                    row.outboard,
+                    row.record,
+                    row.expires as i64,
+                    row.shared_at as i64
+                ],
+            )?;
+        } else {
+            tx.execute(
+                "INSERT INTO files (path, content_id, size, mtime_ns, name, keywords, outboard,
+                    record, expires, shared_at) VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9,?10)",
+                params![
+                    row.path,
+                    row.content_id.as_slice(),
+                    row.size as i64,
+                    row.mtime_ns,
+                    row.name,
+                    keywords,
+                    row.outboard,
+                    row.record,
+                    row.expires as i64,
+                    row.shared_at as i64
+                ],
+            )?;
+        }
+        tx.commit()?;
+        Ok(existed)
+    }
+
+    /// Remove `path`, or every file under it if it names a directory.
+    pub fn remove_path(&mut self, path: &str) -> anyhow::Result<u64> {
+        let prefix = format!("{}/", path.trim_end_matches('/'));
+        let n = self.conn.execute(
+            "DELETE FROM files WHERE path = ?1 OR substr(path, 1, length(?2)) = ?2",
+            params![path, prefix],
+        )?;
+        Ok(n as u64)
+    }
+
+    /// Every shared file, by path.
+    pub fn library(&self) -> anyhow::Result<Vec<FileRow>> {
+        let mut stmt = self.conn.prepare(
+            "SELECT path, content_id, size, mtime_ns, name, keywords, outboard, record, expires,
+                shared_at FROM files ORDER BY path",
+        )?;
+        let rows = stmt.query_map([], row_from_sql)?;
+        let mut out = Vec::new();
+        for r in rows {
+            out.push(r?);
+        }
+        Ok(out)
+    }
+
+    /// Number of shared files and their total size.
+    pub fn totals(&self) -> anyhow::Result<(u64, u64)> {
+        Ok(self.conn.query_row(
+            "SELECT count(*), coalesce(sum(size), 0) FROM files",
+            [],
+            |r| Ok((r.get::<_, i64>(0)? as u64, r.get::<_, i64>(1)? as u64)),
+        )?)
+    }
+
+    /// Search the library with the same matcher that answers remote queries.
+    /// Any text is safe: see [`fts_query`].
+    pub fn find(&self, words: &str, limit: u32) -> anyhow::Result<Vec<FindHit>> {
+        let Some(query) = fts_query(words) else {
+            return Ok(Vec::new());
+        };
+        let mut stmt = self.conn.prepare(
+            "SELECT f.content_id, f.size, f.name, f.path FROM files_fts
+                JOIN files f ON f.id = files_fts.rowid
+                WHERE files_fts MATCH ?1 ORDER BY rank, f.path LIMIT ?2",
+        )?;
+        let rows = stmt.query_map(params![query, limit], |r| {
+            Ok(FindHit {
+                id: hex::encode(r.get::<_, Vec<u8>>(0)?),
+                size: r.get::<_, i64>(1)? as u64,
+                name: r.get(2)?,
+                path: r.get(3)?,
+            })
+        })?;
+        let mut out = Vec::new();
+        for r in rows {
+            out.push(r?);
+        }
+        Ok(out)
+    }
+}
+
+fn row_from_sql(r: &rusqlite::Row<'_>) -> rusqlite::Result<FileRow> {
+    let id: Vec<u8> = r.get(1)?;
+    let mut content_id = [0u8; 32];
+    if id.len() == 32 {
+        content_id.copy_from_slice(&id);
+    }
+    let keywords: String = r.get(5)?;
+    Ok(FileRow {
+        path: r.get(0)?,
+        content_id,
+        size: r.get::<_, i64>(2)? as u64,
+        mtime_ns: r.get(3)?,
+        name: r.get(4)?,
+        keywords: keywords.split_whitespace().map(str::to_owned).collect(),
+        outboard: r.get(6)?,
+        record: r.get(7)?,
+        expires: r.get::<_, i64>(8)? as u64,
+        shared_at: r.get::<_, i64>(9)? as u64,
+    })
+}
+
+/// Turn arbitrary user or peer text into a safe FTS5 query: split on
+/// anything that is not alphanumeric, lowercase, keep at most
+/// [`MAX_QUERY_TOKENS`] tokens of at most [`MAX_TOKEN_CHARS`] chars, quote
+/// each as a prefix term and AND them. Returns `None` when nothing
+/// searchable is left. No FTS5 operator (`OR`, `NEAR(`, `*`, `"`, `:`, `^`)
+/// survives: every token is a quoted string of letters and digits.
+pub fn fts_query(text: &str) -> Option<String> {
+    let terms: Vec<String> = text
+        .split(|c: char| !c.is_alphanumeric())
+        .filter(|t| !t.is_empty())
+        .take(MAX_QUERY_TOKENS)
+        .map(|t| {
+            let t: String = t.chars().take(MAX_TOKEN_CHARS).collect();
+            format!("\"{}\"*", t.to_lowercase())
+        })
+        .collect();
+    if terms.is_empty() {
+        None
+    } else {
+        Some(terms.join(" AND "))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row(path: &str, name: &str, id: u8) -> FileRow {
+        FileRow {
+            path: path.into(),
+            content_id: [id; 32],
+            size: 10,
+            mtime_ns: 1,
+            name: name.into(),
+            keywords: vec!["kw".into()],
+            outboard: vec![],
+            record: vec![1, 2, 3],
+            expires: 100,
+            shared_at: 1,
+        }
+    }
+
+    #[test]
+    fn hostile_queries_are_safe() {
+        let tmp = tempfile::tempdir().unwrap();
+        let mut s = Store::open(&tmp.path().join("db")).unwrap();
+        s.upsert_file(&row("/a/zebra_song.txt", "zebra_song.txt", 1))
+            .unwrap();
+        s.upsert_file(&row("/a/or near.txt", "or near.txt", 2)).unwrap();
+        for q in [
+            "\"", "*", "NEAR(", "OR", "zebra OR", "\"zebra", "zebra*", "name:zebra", "^zebra",
+            "a AND", "NOT", ")", "'; DROP TABLE files; --", "NEAR(zebra song, 2)", "",
+        ] {
+            s.find(q, 50)
+                .unwrap_or_else(|e| panic!("query {q:?} failed: {e:#}"));
+        }
+        assert_eq!(s.find("zebra", 50).unwrap().len(), 1);
+        assert_eq!(s.find("ZEB", 50).unwrap().len(), 1);
+        assert_eq!(s.find("NEAR(", 50).unwrap().len(), 1);
+        assert_eq!(s.find("OR", 50).unwrap()[0].name, "or near.txt");
+        assert!(s.find("\"", 50).unwrap().is_empty());
+    }
+
+    #[test]
+    fn reopen_keeps_data_and_schema() {
+        let tmp = tempfile::tempdir().unwrap();
+        let db = tmp.path().join("db");
+        {
+            let mut s = Store::open(&db).unwrap();
+            s.upsert_file(&row("/x/a.txt", "a.txt", 1)).unwrap();
+            assert!(s.upsert_file(&row("/x/a.txt", "a.txt", 2)).unwrap());
+        }
+        let mut s = Store::open(&db).unwrap();
+        assert_eq!(s.schema_version().unwrap(), MIGRATIONS.len() as i64);
+        let lib = s.library().unwrap();
+        assert_eq!(lib.len(), 1);
+        assert_eq!(lib[0].content_id, [2; 32]);
+        assert_eq!(s.find("a", 10).unwrap().len(), 1);
+        s.upsert_file(&row("/x/sub/b.txt", "b.txt", 3)).unwrap();
+        s.upsert_file(&row("/xy/c.txt", "c.txt", 4)).unwrap();
+        assert_eq!(s.remove_path("/x").unwrap(), 2);
+        assert_eq!(s.library().unwrap().len(), 1);
+        assert!(s.find("a", 10).unwrap().is_empty());
+    }
+}

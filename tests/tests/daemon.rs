@@ -1,0 +1,118 @@
+//! Daemon robustness: the instance lock, the control token, an unreachable
+//! daemon, and kills at any moment.
+
+use std::io::{BufRead, BufReader, Write};
+use std::os::unix::net::UnixStream;
+use std::time::Duration;
+
+use veil_tests::{Daemon, bin, stderr};
+
+#[test]
+fn second_instance_is_refused() {
+    let d = Daemon::start();
+    let out = std::process::Command::new(bin("veild"))
+        .args(["--testnet", "--data-dir"])
+        .arg(&d.data_dir)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = stderr(&out);
+    assert!(err.contains("already running"), "{err}");
+    // The first one is unharmed.
+    d.veil_json(&["status"]);
+}
+
+fn raw_request(d: &Daemon, line: &str) -> serde_json::Value {
+    let mut s = UnixStream::connect(d.data_dir.join("control.sock")).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    s.write_all(line.as_bytes()).unwrap();
+    let mut reply = String::new();
+    BufReader::new(s).read_line(&mut reply).unwrap();
+    serde_json::from_str(&reply).unwrap()
+}
+
+#[test]
+fn missing_or_wrong_token_is_refused() {
+    let d = Daemon::start();
+    let wrong = raw_request(&d, "{\"token\":\"00\",\"command\":{\"cmd\":\"library\"}}\n");
+    assert_eq!(wrong["reply"], "error");
+    assert_eq!(wrong["error"]["kind"], "unauthorized");
+    let missing = raw_request(&d, "{\"command\":{\"cmd\":\"library\"}}\n");
+    assert_eq!(missing["reply"], "error");
+    let garbage = raw_request(&d, "\u{1}\u{2}not json\n");
+    assert_eq!(garbage["error"]["kind"], "bad_request");
+    // The right token works.
+    let token = std::fs::read_to_string(d.data_dir.join("control.token")).unwrap();
+    let ok = raw_request(
+        &d,
+        &format!(
+            "{{\"token\":\"{}\",\"command\":{{\"cmd\":\"library\"}}}}\n",
+            token.trim()
+        ),
+    );
+    assert_eq!(ok["reply"], "ok");
+}
+
+#[test]
+fn unreachable_daemon_says_how_to_start_it() {
+    let tmp = tempfile::tempdir().unwrap();
+    for args in [&["status"][..], &["library", "--json"], &["find", "x"], &["id"]] {
+        let out = std::process::Command::new(bin("veil"))
+            .arg("--data-dir")
+            .arg(tmp.path().join("nothing"))
+            .args(args)
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(1), "{args:?}");
+        let err = stderr(&out);
+        assert_eq!(err.trim().lines().count(), 1, "{err}");
+        assert!(err.contains("not reachable") && err.contains("veild"), "{err}");
+        assert!(out.stdout.is_empty());
+    }
+    // The CLI never creates the data dir.
+    assert!(!tmp.path().join("nothing").exists());
+}
+
+#[test]
+fn sigkill_during_share_never_corrupts_the_store() {
+    let mut d = Daemon::start();
+    let files = tempfile::tempdir().unwrap();
+    for i in 0..60 {
+        let data: Vec<u8> = (0..1_000_000u32).map(|j| ((i * 31 + j) % 253) as u8).collect();
+        std::fs::write(files.path().join(format!("file{i:02}.bin")), data).unwrap();
+    }
+    let dir = files.path().to_str().unwrap().to_owned();
+    for round in 0..4u64 {
+        // Start a share and kill the daemon while it runs.
+        let mut share = std::process::Command::new(bin("veil"))
+            .arg("--data-dir")
+            .arg(&d.data_dir)
+            .args(["share", "--json", &dir])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(Duration::from_millis(30 + round * 40));
+        d.kill();
+        let _ = share.wait();
+        // A new daemon starts straight away on the same dir.
+        d.restart();
+        let db = rusqlite::Connection::open(d.data_dir.join("veil.db")).unwrap();
+        let check: String = db
+            .query_row("PRAGMA integrity_check", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(check, "ok");
+        // Every indexed row matches its file's hash.
+        let lib = d.veil_json(&["library"]);
+        for e in lib.as_array().unwrap() {
+            let data = std::fs::read(e["path"].as_str().unwrap()).unwrap();
+            assert_eq!(e["id"], blake3::hash(&data).to_hex().as_str());
+        }
+    }
+    let report = d.veil_json(&["share", &dir]);
+    let total = report["added"].as_array().unwrap().len() as u64
+        + report["unchanged"].as_u64().unwrap()
+        + report["updated"].as_array().unwrap().len() as u64;
+    assert_eq!(total, 60);
+    assert_eq!(d.veil_json(&["library"]).as_array().unwrap().len(), 60);
+}
