@@ -15,8 +15,14 @@ fn median(v: &mut [f64]) -> f64 {
 }
 
 fn main() {
-    let mib: u64 = std::env::var("VEIL_BENCH_MIB").ok().and_then(|s| s.parse().ok()).unwrap_or(1024);
-    let rounds: usize = std::env::var("VEIL_BENCH_ROUNDS").ok().and_then(|s| s.parse().ok()).unwrap_or(7);
+    let mib: u64 = std::env::var("VEIL_BENCH_MIB")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(1024);
+    let rounds: usize = std::env::var("VEIL_BENCH_ROUNDS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(7);
     let tmp = tempfile::tempdir().expect("tempdir");
     let path = tmp.path().join("big.bin");
     {
@@ -35,26 +41,35 @@ fn main() {
     let mut t_veil = Vec::new();
     let mut t_lib = Vec::new();
     let mut t_b3 = Vec::new();
-    let mut reference = String::new();
     // One warm-up of each, then alternate.
     for round in 0..=rounds {
         let start = Instant::now();
         let mut h = blake3::Hasher::new();
         h.update_mmap_rayon(&path).expect("hash");
         let lib_s = start.elapsed().as_secs_f64();
-        reference = h.finalize().to_hex().to_string();
+        let reference = h.finalize().to_hex().to_string();
 
         let start = Instant::now();
-        let out = Command::new(veil).arg("hash").arg(&path).output().expect("veil hash");
+        let out = Command::new(veil)
+            .arg("hash")
+            .arg(&path)
+            .output()
+            .expect("veil hash");
         let veil_s = start.elapsed().as_secs_f64();
         assert!(out.status.success());
-        assert!(String::from_utf8_lossy(&out.stdout).starts_with(&reference), "veil hash disagrees with blake3");
+        assert!(
+            String::from_utf8_lossy(&out.stdout).starts_with(&reference),
+            "veil hash disagrees with blake3"
+        );
 
         let b3_s = b3sum.as_ref().map(|b| {
             let start = Instant::now();
             let out = Command::new(b).arg(&path).output().expect("b3sum");
             let s = start.elapsed().as_secs_f64();
-            assert!(String::from_utf8_lossy(&out.stdout).starts_with(&reference), "b3sum disagrees");
+            assert!(
+                String::from_utf8_lossy(&out.stdout).starts_with(&reference),
+                "b3sum disagrees"
+            );
             s
         });
         if round > 0 {
@@ -68,13 +83,39 @@ fn main() {
     let gib = |s: f64| bytes / s / (1u64 << 30) as f64;
     let lib = median(&mut t_lib);
     let v = median(&mut t_veil);
-    println!("file: {mib} MiB, {rounds} rounds, medians; threads: {}", std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1));
-    println!("{:<42} {:>10} {:>10} {:>8}", "hasher", "seconds", "GiB/s", "ratio");
-    println!("{:<42} {:>10.3} {:>10.2} {:>8.2}", "blake3 crate, mmap + rayon (in process)", lib, gib(lib), 1.0);
-    println!("{:<42} {:>10.3} {:>10.2} {:>8.2}", "veil hash (whole process)", v, gib(v), lib / v);
+    println!(
+        "file: {mib} MiB, {rounds} rounds, medians; threads: {}",
+        std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1)
+    );
+    println!(
+        "{:<42} {:>10} {:>10} {:>8}",
+        "hasher", "seconds", "GiB/s", "ratio"
+    );
+    println!(
+        "{:<42} {:>10.3} {:>10.2} {:>8.2}",
+        "blake3 crate, mmap + rayon (in process)",
+        lib,
+        gib(lib),
+        1.0
+    );
+    println!(
+        "{:<42} {:>10.3} {:>10.2} {:>8.2}",
+        "veil hash (whole process)",
+        v,
+        gib(v),
+        lib / v
+    );
     if !t_b3.is_empty() {
         let b = median(&mut t_b3);
-        println!("{:<42} {:>10.3} {:>10.2} {:>8.2}", "b3sum (whole process)", b, gib(b), lib / b);
+        println!(
+            "{:<42} {:>10.3} {:>10.2} {:>8.2}",
+            "b3sum (whole process)",
+            b,
+            gib(b),
+            lib / b
+        );
     }
     println!("ratio = blake3 time / tool time (>= 0.8 is the target for veil hash)");
 }

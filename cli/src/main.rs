@@ -13,7 +13,9 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
 use serde::de::DeserializeOwned;
-use veil_daemon::api::{Command, FindHit, IdInfo, LibraryEntry, Progress, ShareReport, StatusInfo, UnshareReport};
+use veil_daemon::api::{
+    Command, FindHit, IdInfo, LibraryEntry, Progress, ShareReport, StatusInfo, UnshareReport,
+};
 use veil_daemon::client;
 use veil_daemon::datadir::{DataDir, ENV_DATA_DIR};
 
@@ -176,11 +178,21 @@ fn run(cli: Cli, out: Output) -> anyhow::Result<ExitCode> {
         Cmd::Status => {
             let s: StatusInfo = simple(&dir, Command::Status)?;
             print_result(out, &s, |s| {
-                println!("veild {} running (pid {}, up {} s){}", s.version, s.pid, s.uptime_s, if s.testnet { ", testnet" } else { "" });
+                println!(
+                    "veild {} running (pid {}, up {} s){}",
+                    s.version,
+                    s.pid,
+                    s.uptime_s,
+                    if s.testnet { ", testnet" } else { "" }
+                );
                 println!("node id:       {}", s.node_id);
                 println!("publisher id:  {}", s.publisher_id);
                 println!("data dir:      {}", s.data_dir);
-                println!("shared:        {} file(s), {}", s.shared_files, human_size(s.shared_bytes));
+                println!(
+                    "shared:        {} file(s), {}",
+                    s.shared_files,
+                    human_size(s.shared_bytes)
+                );
             });
             Ok(ExitCode::SUCCESS)
         }
@@ -195,7 +207,6 @@ fn simple<T: DeserializeOwned>(dir: &DataDir, command: Command) -> anyhow::Resul
 fn decode<T: DeserializeOwned>(v: serde_json::Value) -> anyhow::Result<T> {
     serde_json::from_value(v).context("the daemon sent an answer this veil does not understand")
 }
-
 
 fn print_result<T: serde::Serialize>(out: Output, value: &T, human: impl FnOnce(&T)) {
     match out {
@@ -231,7 +242,11 @@ fn human_size(n: u64) -> String {
         v /= 1024.0;
         u += 1;
     }
-    if u == 0 { format!("{n} B") } else { format!("{v:.1} {}", UNITS[u]) }
+    if u == 0 {
+        format!("{n} B")
+    } else {
+        format!("{v:.1} {}", UNITS[u])
+    }
 }
 
 /// A progress bar on stderr for `veil share` (hidden when not a terminal).
@@ -244,9 +259,11 @@ impl ShareBar {
         let bar = enabled.then(|| {
             let b = ProgressBar::with_draw_target(Some(0), indicatif::ProgressDrawTarget::stderr());
             b.set_style(
-                ProgressStyle::with_template("{spinner} hashing [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} {msg}")
-                    .unwrap_or_else(|_| ProgressStyle::default_bar())
-                    .progress_chars("=> "),
+                ProgressStyle::with_template(
+                    "{spinner} hashing [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} {msg}",
+                )
+                .unwrap_or_else(|_| ProgressStyle::default_bar())
+                .progress_chars("=> "),
             );
             b
         });
@@ -260,7 +277,10 @@ impl ShareBar {
             Progress::Hashing { path, done, total } => {
                 b.set_length(*total);
                 b.set_position(*done);
-                let name = Path::new(path).file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+                let name = Path::new(path)
+                    .file_name()
+                    .map(|n| n.to_string_lossy().into_owned())
+                    .unwrap_or_default();
                 b.set_message(name);
             }
         }
@@ -305,14 +325,21 @@ fn hash_files(files: &[PathBuf], out: Output) -> ExitCode {
             }
         }
     }
-    if ok { ExitCode::SUCCESS } else { ExitCode::FAILURE }
+    if ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
 }
 
 /// Hash one file with memory mapping and all cores (rayon) for large files.
 fn hash_one(path: &Path) -> std::io::Result<blake3::Hash> {
     let meta = std::fs::metadata(path)?;
     if meta.is_dir() {
-        return Err(std::io::Error::new(std::io::ErrorKind::IsADirectory, "is a directory"));
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::IsADirectory,
+            "is a directory",
+        ));
     }
     let mut hasher = blake3::Hasher::new();
     hasher.update_mmap_rayon(path)?;

@@ -10,18 +10,36 @@ fn veil() -> Command {
 #[test]
 fn hash_matches_blake3_at_edge_sizes() {
     let tmp = tempfile::tempdir().unwrap();
-    let sizes = [0usize, 1, 1023, 1024, 1025, 16383, 16384, 16385, (3 << 20) + 7];
+    let sizes = [
+        0usize,
+        1,
+        1023,
+        1024,
+        1025,
+        16383,
+        16384,
+        16385,
+        (3 << 20) + 7,
+    ];
     let mut paths = Vec::new();
     let mut want = String::new();
     for (i, &n) in sizes.iter().enumerate() {
         let data: Vec<u8> = (0..n).map(|j| (j * 13 + i) as u8).collect();
         let p = tmp.path().join(format!("f{n}"));
         std::fs::write(&p, &data).unwrap();
-        want.push_str(&format!("{}  {}\n", blake3::hash(&data).to_hex(), p.display()));
+        want.push_str(&format!(
+            "{}  {}\n",
+            blake3::hash(&data).to_hex(),
+            p.display()
+        ));
         paths.push(p);
     }
     let out = veil().arg("hash").args(&paths).output().unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert_eq!(String::from_utf8(out.stdout).unwrap(), want);
     assert!(out.stderr.is_empty());
 }

@@ -12,9 +12,7 @@ use crate::datadir::{DataDir, TOKEN_FILE};
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
     /// The daemon is not running or its socket cannot be reached.
-    #[error(
-        "veild is not reachable at {socket} ({reason}); start it with: veild --data-dir {dir}"
-    )]
+    #[error("veild is not reachable at {socket} ({reason}); start it with: veild --data-dir {dir}")]
     Unreachable {
         socket: String,
         dir: String,

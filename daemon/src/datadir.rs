@@ -80,9 +80,8 @@ impl DataDir {
             bail!("data dir {} is not a directory", self.root.display());
         }
         if meta.permissions().mode() & 0o777 != 0o700 {
-            fs::set_permissions(&self.root, fs::Permissions::from_mode(0o700)).with_context(
-                || format!("cannot make data dir {} private", self.root.display()),
-            )?;
+            fs::set_permissions(&self.root, fs::Permissions::from_mode(0o700))
+                .with_context(|| format!("cannot make data dir {} private", self.root.display()))?;
         }
         let sock = self.socket_path();
         if sock.as_os_str().len() > MAX_SOCKET_PATH {

@@ -19,10 +19,22 @@ use crate::datadir::{DataDir, NODE_KEY_FILE, PUBLISHER_KEY_FILE, write_private};
 pub fn load_or_create_node(dir: &DataDir, pow: PowParams) -> anyhow::Result<NodeIdentity> {
     let path = dir.file(NODE_KEY_FILE);
     match fs::read(&path) {
-        Ok(bytes) => NodeIdentity::from_bytes(&bytes)
-            .with_context(|| format!("node key {} is unreadable", path.display())),
+        Ok(bytes) => {
+            let id = NodeIdentity::from_bytes(&bytes)
+                .with_context(|| format!("node key {} is unreadable", path.display()))?;
+            id.public().check_pow(pow).map_err(|e| {
+                anyhow::anyhow!(
+                    "node key {} does not meet this network's proof of work ({e}); it was made for another network (--testnet?): use a separate --data-dir",
+                    path.display()
+                )
+            })?;
+            Ok(id)
+        }
         Err(e) if e.kind() == io::ErrorKind::NotFound => {
-            tracing::info!(difficulty = pow.difficulty_bits, "creating node identity (proof of work)");
+            tracing::info!(
+                difficulty = pow.difficulty_bits,
+                "creating node identity (proof of work)"
+            );
             let id = NodeIdentity::generate(&mut OsRng, pow);
             write_private(&path, &id.to_bytes())
                 .with_context(|| format!("cannot write node key {}", path.display()))?;
@@ -36,10 +48,22 @@ pub fn load_or_create_node(dir: &DataDir, pow: PowParams) -> anyhow::Result<Node
 pub fn load_or_create_publisher(dir: &DataDir, pow: PowParams) -> anyhow::Result<Pseudonym> {
     let path = dir.file(PUBLISHER_KEY_FILE);
     match fs::read(&path) {
-        Ok(bytes) => Pseudonym::from_bytes(&bytes)
-            .with_context(|| format!("publisher key {} is unreadable", path.display())),
+        Ok(bytes) => {
+            let p = Pseudonym::from_bytes(&bytes)
+                .with_context(|| format!("publisher key {} is unreadable", path.display()))?;
+            p.publisher().check_pow(pow).map_err(|e| {
+                anyhow::anyhow!(
+                    "publisher key {} does not meet this network's proof of work ({e}); it was made for another network (--testnet?): use a separate --data-dir",
+                    path.display()
+                )
+            })?;
+            Ok(p)
+        }
         Err(e) if e.kind() == io::ErrorKind::NotFound => {
-            tracing::info!(difficulty = pow.difficulty_bits, "creating publisher pseudonym (proof of work)");
+            tracing::info!(
+                difficulty = pow.difficulty_bits,
+                "creating publisher pseudonym (proof of work)"
+            );
             let p = Pseudonym::generate(&mut OsRng, pow);
             write_private(&path, &p.to_bytes())
                 .with_context(|| format!("cannot write publisher key {}", path.display()))?;

@@ -88,7 +88,12 @@ pub fn hash_file(path: &Path, on_bytes: &mut dyn FnMut(u64)) -> Result<HashedFil
         let outboard = match Outboard::compute(reader, before.size) {
             Ok(ob) => ob,
             // A size mismatch mid-read is a change, not a hard failure.
-            Err(e) if e.kind() == io::ErrorKind::UnexpectedEof || e.kind() == io::ErrorKind::InvalidData => continue,
+            Err(e)
+                if e.kind() == io::ErrorKind::UnexpectedEof
+                    || e.kind() == io::ErrorKind::InvalidData =>
+            {
+                continue;
+            }
             Err(e) => return Err(e.into()),
         };
         let after_fd = Stamp::of(&file.metadata()?);
@@ -132,9 +137,8 @@ pub fn share(
     now: u64,
     progress: &mut dyn FnMut(Progress),
 ) -> Result<ShareReport, ApiError> {
-    let meta = fs::metadata(root).map_err(|e| {
-        ApiError::new(ErrorKind::BadPath, format!("{}: {e}", root.display()))
-    })?;
+    let meta = fs::metadata(root)
+        .map_err(|e| ApiError::new(ErrorKind::BadPath, format!("{}: {e}", root.display())))?;
     let mut report = ShareReport::default();
     let mut candidates = Vec::new();
     if meta.is_file() {

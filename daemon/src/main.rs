@@ -8,10 +8,12 @@ use clap::Parser;
 use rand::RngCore;
 use tokio::net::UnixListener;
 use veil_core::pow::PowParams;
-use veil_daemon::datadir::{DB_FILE, DataDir, ENV_DATA_DIR, InstanceLock, TOKEN_FILE, write_private};
+use veil_daemon::datadir::{
+    DB_FILE, DataDir, ENV_DATA_DIR, InstanceLock, TOKEN_FILE, write_private,
+};
+use veil_daemon::keys;
 use veil_daemon::server::{Daemon, serve};
 use veil_daemon::store::Store;
-use veil_daemon::keys;
 
 /// veild: the veil node daemon. Keeps the library, answers the `veil` CLI.
 #[derive(Debug, Parser)]
@@ -32,7 +34,9 @@ struct Args {
 fn main() -> std::process::ExitCode {
     let args = Args::parse();
     tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::try_new(&args.log).unwrap_or_else(|_| "info".into()))
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_new(&args.log).unwrap_or_else(|_| "info".into()),
+        )
         .with_writer(std::io::stderr)
         .init();
     match run(args) {

@@ -86,7 +86,11 @@ async fn handle(daemon: Arc<Daemon>, stream: UnixStream) -> std::io::Result<()> 
     let req: Request = match serde_json::from_slice(&line) {
         Ok(r) => r,
         Err(e) => {
-            return send(&mut wr, &err(ErrorKind::BadRequest, format!("malformed request: {e}"))).await;
+            return send(
+                &mut wr,
+                &err(ErrorKind::BadRequest, format!("malformed request: {e}")),
+            )
+            .await;
         }
     };
     if !token_matches(&req.token, &daemon.token) {

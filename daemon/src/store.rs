@@ -186,7 +186,9 @@ impl Store {
     pub fn upsert_file(&mut self, row: &FileRow) -> anyhow::Result<bool> {
         let tx = self.conn.transaction()?;
         let existed: bool = tx
-            .query_row("SELECT 1 FROM files WHERE path = ?1", [&row.path], |_| Ok(()))
+            .query_row("SELECT 1 FROM files WHERE path = ?1", [&row.path], |_| {
+                Ok(())
+            })
             .optional()?
             .is_some();
         let keywords = row.keywords.join(" ");
@@ -358,10 +360,24 @@ mod tests {
         let mut s = Store::open(&tmp.path().join("db")).unwrap();
         s.upsert_file(&row("/a/zebra_song.txt", "zebra_song.txt", 1))
             .unwrap();
-        s.upsert_file(&row("/a/or near.txt", "or near.txt", 2)).unwrap();
+        s.upsert_file(&row("/a/or near.txt", "or near.txt", 2))
+            .unwrap();
         for q in [
-            "\"", "*", "NEAR(", "OR", "zebra OR", "\"zebra", "zebra*", "name:zebra", "^zebra",
-            "a AND", "NOT", ")", "'; DROP TABLE files; --", "NEAR(zebra song, 2)", "",
+            "\"",
+            "*",
+            "NEAR(",
+            "OR",
+            "zebra OR",
+            "\"zebra",
+            "zebra*",
+            "name:zebra",
+            "^zebra",
+            "a AND",
+            "NOT",
+            ")",
+            "'; DROP TABLE files; --",
+            "NEAR(zebra song, 2)",
+            "",
         ] {
             s.find(q, 50)
                 .unwrap_or_else(|e| panic!("query {q:?} failed: {e:#}"));

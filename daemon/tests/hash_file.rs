@@ -72,5 +72,8 @@ fn truncation_during_hash_is_detected() {
     assert!(truncated);
     assert_eq!(hashed.size, 1000);
     let now = fs::read(&path).unwrap();
-    assert_eq!(hashed.outboard.root().as_bytes(), blake3::hash(&now).as_bytes());
+    assert_eq!(
+        hashed.outboard.root().as_bytes(),
+        blake3::hash(&now).as_bytes()
+    );
 }

@@ -39,7 +39,12 @@ enum Cmd {
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.command {
-        Cmd::Identities { nodes, seed, difficulty, json } => {
+        Cmd::Identities {
+            nodes,
+            seed,
+            difficulty,
+            json,
+        } => {
             eprintln!("veil-sim: seed {seed}");
             let params = PowParams {
                 difficulty_bits: difficulty.unwrap_or(PowParams::TESTNET.difficulty_bits),

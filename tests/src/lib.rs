@@ -42,7 +42,10 @@ impl Daemon {
     /// Start a testnet daemon on a fresh temp data dir and wait until it
     /// answers `veil status`.
     pub fn start() -> Daemon {
-        let tmp = tempfile::Builder::new().prefix("veil-it-").tempdir().expect("tempdir");
+        let tmp = tempfile::Builder::new()
+            .prefix("veil-it-")
+            .tempdir()
+            .expect("tempdir");
         let data_dir = tmp.path().join("data");
         let mut d = Daemon {
             child: None,
@@ -84,7 +87,10 @@ impl Daemon {
                 return;
             }
             if let Some(Ok(Some(status))) = self.child.as_mut().map(|c| c.try_wait()) {
-                panic!("veild exited early with {status}; log:\n{}", self.log_text());
+                panic!(
+                    "veild exited early with {status}; log:\n{}",
+                    self.log_text()
+                );
             }
             assert!(
                 Instant::now() < deadline,

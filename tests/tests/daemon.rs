@@ -56,7 +56,12 @@ fn missing_or_wrong_token_is_refused() {
 #[test]
 fn unreachable_daemon_says_how_to_start_it() {
     let tmp = tempfile::tempdir().unwrap();
-    for args in [&["status"][..], &["library", "--json"], &["find", "x"], &["id"]] {
+    for args in [
+        &["status"][..],
+        &["library", "--json"],
+        &["find", "x"],
+        &["id"],
+    ] {
         let out = std::process::Command::new(bin("veil"))
             .arg("--data-dir")
             .arg(tmp.path().join("nothing"))
@@ -66,7 +71,10 @@ fn unreachable_daemon_says_how_to_start_it() {
         assert_eq!(out.status.code(), Some(1), "{args:?}");
         let err = stderr(&out);
         assert_eq!(err.trim().lines().count(), 1, "{err}");
-        assert!(err.contains("not reachable") && err.contains("veild"), "{err}");
+        assert!(
+            err.contains("not reachable") && err.contains("veild"),
+            "{err}"
+        );
         assert!(out.stdout.is_empty());
     }
     // The CLI never creates the data dir.
@@ -78,7 +86,9 @@ fn sigkill_during_share_never_corrupts_the_store() {
     let mut d = Daemon::start();
     let files = tempfile::tempdir().unwrap();
     for i in 0..60 {
-        let data: Vec<u8> = (0..1_000_000u32).map(|j| ((i * 31 + j) % 253) as u8).collect();
+        let data: Vec<u8> = (0..1_000_000u32)
+            .map(|j| ((i * 31 + j) % 253) as u8)
+            .collect();
         std::fs::write(files.path().join(format!("file{i:02}.bin")), data).unwrap();
     }
     let dir = files.path().to_str().unwrap().to_owned();

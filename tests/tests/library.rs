@@ -46,7 +46,10 @@ fn share_find_library_survive_restart() {
     assert!(ids.contains(&blake3::hash(b"").to_hex().as_str()));
     for id in &ids {
         assert_eq!(id.len(), 64);
-        assert!(id.chars().all(|c| c.is_ascii_hexdigit() && !c.is_ascii_uppercase()));
+        assert!(
+            id.chars()
+                .all(|c| c.is_ascii_hexdigit() && !c.is_ascii_uppercase())
+        );
     }
 
     // Human output finds it too.
@@ -80,7 +83,12 @@ fn share_find_library_survive_restart() {
     let sub = files.path().join("sub");
     let un = d.veil_json(&["unshare", sub.to_str().unwrap()]);
     assert_eq!(un["removed"], 1);
-    assert!(d.veil_json(&["find", "lion"]).as_array().unwrap().is_empty());
+    assert!(
+        d.veil_json(&["find", "lion"])
+            .as_array()
+            .unwrap()
+            .is_empty()
+    );
 }
 
 #[test]
@@ -90,8 +98,22 @@ fn hostile_find_text_is_harmless() {
     write(files.path(), "zebra_song.txt", b"z");
     d.veil_json(&["share", files.path().to_str().unwrap()]);
     for q in [
-        "\"", "*", "NEAR(", "OR", "AND", "NOT", "zebra OR", "\"zebra", "zebra*", "(", ")",
-        "name:zebra", "'; DROP TABLE files; --", "NEAR(zebra song, 1)", "-zebra", "^",
+        "\"",
+        "*",
+        "NEAR(",
+        "OR",
+        "AND",
+        "NOT",
+        "zebra OR",
+        "\"zebra",
+        "zebra*",
+        "(",
+        ")",
+        "name:zebra",
+        "'; DROP TABLE files; --",
+        "NEAR(zebra song, 1)",
+        "-zebra",
+        "^",
     ] {
         let out = d.veil(&["find", "--json", "--", q]);
         assert!(out.status.success(), "find {q:?}: {}", stderr(&out));
