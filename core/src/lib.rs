@@ -6,8 +6,13 @@
 //! (`veil-sim`) are two drivers of the same code.
 #![forbid(unsafe_code)]
 
+pub mod cell;
 pub mod content;
+pub mod descriptor;
 pub mod identity;
+pub mod link;
+pub mod node;
 pub mod pow;
 pub mod record;
+pub mod sampling;
 pub mod wire;

@@ -483,6 +483,25 @@ impl SignedRecord {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Unchecked<T>(T);
 
+impl<T> Unchecked<T> {
+    /// Wrap a freshly decoded value (for other checked types in this crate).
+    pub(crate) const fn new(value: T) -> Self {
+        Unchecked(value)
+    }
+
+    /// The value, for the `check` of the type that wraps it. Never hand it
+    /// out unchecked.
+    pub(crate) fn into_inner(self) -> T {
+        self.0
+    }
+
+    /// Borrow the value, for fields that need no check (such as an id
+    /// derived from the keys the value carries).
+    pub(crate) fn inner_ref(&self) -> &T {
+        &self.0
+    }
+}
+
 impl Unchecked<SignedRecord> {
     /// Decodes a record. Bounded (inputs over [`MAX_RECORD_BYTES`] are
     /// refused unread), strict (no trailing bytes, bad UTF-8, oversize

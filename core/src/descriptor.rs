@@ -1,0 +1,409 @@
+//! Signed node descriptors: what a node says about itself to the overlay.
+//!
+//! A descriptor carries the node's public keys and their proof of work, its
+//! role (relay or client-only), the address it listens on, a timestamp and
+//! room for extensions, all signed by the node's ed25519 key. It is gossiped
+//! by peer sampling and later used to pick circuit hops.
+//!
+//! Security argument:
+//! - **Keys bind the id.** The node id is derived from the two public keys,
+//!   and the proof of work is on that id, so a descriptor cannot claim another
+//!   node's id, and each id costs work.
+//! - **The address is a claim, not a fact.** Nothing here proves that the
+//!   node is reachable at `address`; the node state machine grants a claimed
+//!   address one rate-limited handshake to the claimed id and uses it for
+//!   nothing else until that handshake succeeds (so descriptors cannot aim
+//!   traffic at a victim).
+//! - **Fresh and bounded.** A descriptor is `Unchecked` until its signature,
+//!   PoW, bounds and timestamp (not more than [`MAX_CLOCK_SKEW_MS`] in the
+//!   future, not older than the caller's maximum age) are checked.
+
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+
+use ed25519_dalek::{Signature, Signer, Verifier};
+use thiserror::Error;
+
+use crate::identity::{NodeId, NodeIdentity, NodePublic};
+use crate::pow::{PowError, PowParams};
+use crate::record::Unchecked;
+use crate::wire::{DecodeError, Reader, Writer};
+
+/// Format version of descriptors.
+pub const DESCRIPTOR_VERSION: u8 = 1;
+/// Domain separation for descriptor signatures.
+pub const DESCRIPTOR_SIGNATURE_CONTEXT: &[u8] = b"veil descriptor v1 signature\0";
+/// Most extension bytes a descriptor may carry.
+pub const MAX_EXTENSION_BYTES: usize = 256;
+/// Largest encoded descriptor.
+pub const MAX_DESCRIPTOR_BYTES: usize =
+    2 + NodePublic::ENCODED_LEN + 1 + 16 + 2 + 8 + 2 + MAX_EXTENSION_BYTES + 64;
+/// A descriptor may be stamped at most this far in the future.
+pub const MAX_CLOCK_SKEW_MS: u64 = 10 * 60 * 1000;
+
+/// Capability flags.
+pub mod flags {
+    /// The node relays for others (it may be picked as a circuit hop).
+    pub const RELAY: u8 = 0b0000_0001;
+    /// Flags this version understands; others must be zero.
+    pub const KNOWN: u8 = RELAY;
+}
+
+/// A node's signed self-description.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Descriptor {
+    public: NodePublic,
+    flags: u8,
+    address: Option<SocketAddr>,
+    timestamp_ms: u64,
+    extensions: Vec<u8>,
+    signature: Signature,
+}
+
+/// Why a descriptor was refused.
+#[derive(Debug, Error, Clone, PartialEq, Eq)]
+pub enum DescriptorError {
+    /// The bytes do not parse.
+    #[error("malformed descriptor: {0}")]
+    Decode(#[from] DecodeError),
+    /// The signature does not verify.
+    #[error("descriptor signature does not verify")]
+    BadSignature,
+    /// The node id lacks the network's proof of work.
+    #[error("descriptor proof of work: {0}")]
+    BadPow(#[from] PowError),
+    /// Stamped too far in the future.
+    #[error("descriptor stamped {ahead_ms} ms in the future")]
+    FromTheFuture {
+        /// How far ahead of `now`.
+        ahead_ms: u64,
+    },
+    /// Older than the caller accepts.
+    #[error("descriptor is {age_ms} ms old")]
+    Stale {
+        /// Its age at `now`.
+        age_ms: u64,
+    },
+    /// A relay must say where it listens.
+    #[error("a relay descriptor has no address")]
+    RelayWithoutAddress,
+}
+
+impl Descriptor {
+    /// Build and sign a descriptor for `identity`.
+    pub fn sign(
+        identity: &NodeIdentity,
+        flags: u8,
+        address: Option<SocketAddr>,
+        timestamp_ms: u64,
+        extensions: Vec<u8>,
+    ) -> Descriptor {
+        let mut extensions = extensions;
+        extensions.truncate(MAX_EXTENSION_BYTES);
+        let mut d = Descriptor {
+            public: identity.public(),
+            flags: flags & flags::KNOWN,
+            address,
+            timestamp_ms,
+            extensions,
+            signature: Signature::from_bytes(&[0; 64]),
+        };
+        let msg = d.signed_message();
+        d.signature = identity.signing_key().sign(&msg);
+        d
+    }
+
+    /// The node id.
+    pub fn node_id(&self) -> NodeId {
+        self.public.node_id()
+    }
+
+    /// The node's public keys.
+    pub fn public(&self) -> &NodePublic {
+        &self.public
+    }
+
+    /// Whether the node relays for others.
+    pub fn is_relay(&self) -> bool {
+        self.flags & flags::RELAY != 0
+    }
+
+    /// Capability flags.
+    pub fn flags(&self) -> u8 {
+        self.flags
+    }
+
+    /// The claimed listening address (unverified until reached there).
+    pub fn address(&self) -> Option<SocketAddr> {
+        self.address
+    }
+
+    /// When it was signed (Unix milliseconds).
+    pub fn timestamp_ms(&self) -> u64 {
+        self.timestamp_ms
+    }
+
+    /// Extension bytes (opaque to this version).
+    pub fn extensions(&self) -> &[u8] {
+        &self.extensions
+    }
+
+    fn encode_body(&self, w: &mut Writer) {
+        w.put_u8(DESCRIPTOR_VERSION);
+        w.put_u8(self.flags);
+        self.public.encode(w);
+        match self.address {
+            None => w.put_u8(0),
+            Some(SocketAddr::V4(a)) => {
+                w.put_u8(4);
+                w.put_bytes(&a.ip().octets());
+                w.put_u16(a.port());
+            }
+            Some(SocketAddr::V6(a)) => {
+                w.put_u8(6);
+                w.put_bytes(&a.ip().octets());
+                w.put_u16(a.port());
+            }
+        }
+        w.put_u64(self.timestamp_ms);
+        // Bounded at construction and at decode, so this cannot fail.
+        let _ = w.put_bytes_u16len(&self.extensions);
+    }
+
+    fn signed_message(&self) -> Vec<u8> {
+        let mut w =
+            Writer::with_capacity(MAX_DESCRIPTOR_BYTES + DESCRIPTOR_SIGNATURE_CONTEXT.len());
+        w.put_bytes(DESCRIPTOR_SIGNATURE_CONTEXT);
+        self.encode_body(&mut w);
+        w.into_vec()
+    }
+
+    /// Append the canonical encoding to `w`.
+    pub fn encode(&self, w: &mut Writer) {
+        self.encode_body(w);
+        w.put_bytes(&self.signature.to_bytes());
+    }
+
+    /// The canonical encoding.
+    pub fn to_bytes(&self) -> Vec<u8> {
+        let mut w = Writer::with_capacity(MAX_DESCRIPTOR_BYTES);
+        self.encode(&mut w);
+        w.into_vec()
+    }
+
+    /// Read one descriptor from `r` (which may hold more after it).
+    pub fn decode_from(r: &mut Reader<'_>) -> Result<Unchecked<Descriptor>, DecodeError> {
+        let version = r.get_u8()?;
+        if version != DESCRIPTOR_VERSION {
+            return Err(DecodeError::UnknownVersion(version));
+        }
+        let flags = r.get_u8()?;
+        if flags & !flags::KNOWN != 0 {
+            return Err(DecodeError::BadValue {
+                field: "descriptor flags",
+                reason: "unknown flag bits set",
+            });
+        }
+        let public = NodePublic::decode(r)?;
+        let address = match r.get_u8()? {
+            0 => None,
+            4 => {
+                let ip = Ipv4Addr::from(r.get_array::<4>()?);
+                Some(SocketAddr::new(IpAddr::V4(ip), r.get_u16()?))
+            }
+            6 => {
+                let ip = Ipv6Addr::from(r.get_array::<16>()?);
+                Some(SocketAddr::new(IpAddr::V6(ip), r.get_u16()?))
+            }
+            _ => {
+                return Err(DecodeError::BadValue {
+                    field: "descriptor address family",
+                    reason: "not 0, 4 or 6",
+                });
+            }
+        };
+        let timestamp_ms = r.get_u64()?;
+        let extensions = r
+            .get_bytes_u16len(MAX_EXTENSION_BYTES, "descriptor extensions")?
+            .to_vec();
+        let signature = Signature::from_bytes(&r.get_array::<64>()?);
+        Ok(Unchecked::new(Descriptor {
+            public,
+            flags,
+            address,
+            timestamp_ms,
+            extensions,
+            signature,
+        }))
+    }
+
+    /// Decode exactly one descriptor.
+    pub fn decode(bytes: &[u8]) -> Result<Unchecked<Descriptor>, DecodeError> {
+        if bytes.len() > MAX_DESCRIPTOR_BYTES {
+            return Err(DecodeError::TooLong {
+                field: "descriptor",
+                len: bytes.len(),
+                max: MAX_DESCRIPTOR_BYTES,
+            });
+        }
+        let mut r = Reader::new(bytes);
+        let d = Descriptor::decode_from(&mut r)?;
+        r.finish()?;
+        Ok(d)
+    }
+}
+
+impl Unchecked<Descriptor> {
+    /// Check timestamp window (cheap), proof of work, then the signature.
+    /// `max_age_ms` bounds how old a descriptor may be at `now_ms`.
+    pub fn check(
+        self,
+        now_ms: u64,
+        max_age_ms: u64,
+        pow: PowParams,
+    ) -> Result<Descriptor, DescriptorError> {
+        let d = self.into_inner();
+        if d.timestamp_ms > now_ms.saturating_add(MAX_CLOCK_SKEW_MS) {
+            return Err(DescriptorError::FromTheFuture {
+                ahead_ms: d.timestamp_ms - now_ms,
+            });
+        }
+        let age_ms = now_ms.saturating_sub(d.timestamp_ms);
+        if age_ms > max_age_ms {
+            return Err(DescriptorError::Stale { age_ms });
+        }
+        if d.is_relay() && d.address.is_none() {
+            return Err(DescriptorError::RelayWithoutAddress);
+        }
+        d.public.check_pow(pow)?;
+        d.public
+            .ed25519
+            .verify(&d.signed_message(), &d.signature)
+            .map_err(|_| DescriptorError::BadSignature)?;
+        Ok(d)
+    }
+
+    /// The id this descriptor claims (unverified: derived from the keys it
+    /// carries, not yet proven by the signature).
+    pub fn claimed_id(&self) -> NodeId {
+        self.inner_ref().public.node_id()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ed25519_dalek::SigningKey;
+    use x25519_dalek::StaticSecret;
+
+    const NOW: u64 = 1_800_000_000_000;
+    const DAY: u64 = 24 * 3600 * 1000;
+
+    fn identity(seed: u8) -> NodeIdentity {
+        NodeIdentity::from_keys(
+            SigningKey::from_bytes(&[seed; 32]),
+            StaticSecret::from([seed.wrapping_add(1); 32]),
+            PowParams::TESTNET,
+        )
+    }
+
+    fn addr() -> SocketAddr {
+        "127.3.0.1:4433".parse().unwrap()
+    }
+
+    #[test]
+    fn round_trip_and_check() {
+        let id = identity(3);
+        let d = Descriptor::sign(&id, flags::RELAY, Some(addr()), NOW, vec![1, 2]);
+        let bytes = d.to_bytes();
+        let back = Descriptor::decode(&bytes)
+            .unwrap()
+            .check(NOW, DAY, PowParams::TESTNET)
+            .unwrap();
+        assert_eq!(back, d);
+        assert_eq!(back.node_id(), id.node_id());
+        assert!(back.is_relay());
+        assert_eq!(back.address(), Some(addr()));
+        let v6 = Descriptor::sign(&id, 0, Some("[::1]:9".parse().unwrap()), NOW, vec![]);
+        let back = Descriptor::decode(&v6.to_bytes())
+            .unwrap()
+            .check(NOW, DAY, PowParams::TESTNET)
+            .unwrap();
+        assert!(!back.is_relay());
+    }
+
+    #[test]
+    fn hex_vector() {
+        let d = Descriptor::sign(&identity(7), flags::RELAY, Some(addr()), NOW, vec![]);
+        let hex = hex::encode(d.to_bytes());
+        assert_eq!(hex, VECTOR);
+        let back = Descriptor::decode(&hex::decode(VECTOR).unwrap()).unwrap();
+        back.check(NOW, DAY, PowParams::TESTNET).unwrap();
+    }
+
+    const VECTOR: &str = "0101ea4a6c63e29c520abef5507b132ec5f9954776aebebe7b92421eea691446d22c31d4ab6aceec961137917037936e60716fac573afe94d9da84a8020448dfc1120000000000000198047f0300011151000001a3185c5000000027cb38c2fea019cc37eed857b245d1d0388912064ca5b238c80914b691cd43a38a2589425483b9bc1311c86acab07c8ec913dc9ee2ed01e704751cd7b96a8d0e";
+
+    #[test]
+    fn every_flipped_byte_is_refused() {
+        let d = Descriptor::sign(&identity(5), flags::RELAY, Some(addr()), NOW, vec![9; 3]);
+        let bytes = d.to_bytes();
+        for i in 0..bytes.len() {
+            for bit in [0x01u8, 0x80] {
+                let mut b = bytes.clone();
+                b[i] ^= bit;
+                let ok = Descriptor::decode(&b)
+                    .map_err(DescriptorError::from)
+                    .and_then(|u| u.check(NOW, DAY, PowParams::TESTNET));
+                assert!(ok.is_err(), "flip at {i} accepted");
+            }
+        }
+    }
+
+    #[test]
+    fn time_window_and_pow_are_enforced() {
+        let d = Descriptor::sign(&identity(5), flags::RELAY, Some(addr()), NOW, vec![]);
+        let b = d.to_bytes();
+        let u = || Descriptor::decode(&b).unwrap();
+        assert!(matches!(
+            u().check(NOW - MAX_CLOCK_SKEW_MS - 1, DAY, PowParams::TESTNET),
+            Err(DescriptorError::FromTheFuture { .. })
+        ));
+        assert!(matches!(
+            u().check(NOW + DAY + 1, DAY, PowParams::TESTNET),
+            Err(DescriptorError::Stale { .. })
+        ));
+        let harder = PowParams {
+            difficulty_bits: 30,
+        };
+        assert!(matches!(
+            u().check(NOW, DAY, harder),
+            Err(DescriptorError::BadPow(_))
+        ));
+        let relay_no_addr = Descriptor::sign(&identity(5), flags::RELAY, None, NOW, vec![]);
+        assert_eq!(
+            Descriptor::decode(&relay_no_addr.to_bytes())
+                .unwrap()
+                .check(NOW, DAY, PowParams::TESTNET),
+            Err(DescriptorError::RelayWithoutAddress)
+        );
+    }
+
+    #[test]
+    fn bounded_decoding() {
+        assert!(Descriptor::decode(&[]).is_err());
+        assert!(Descriptor::decode(&vec![1u8; MAX_DESCRIPTOR_BYTES + 1]).is_err());
+        let d = Descriptor::sign(&identity(5), 0, None, NOW, vec![]);
+        let mut b = d.to_bytes();
+        b.push(0);
+        assert!(matches!(
+            Descriptor::decode(&b),
+            Err(DecodeError::TrailingBytes { .. })
+        ));
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn decode_never_panics(bytes in proptest::collection::vec(proptest::num::u8::ANY, 0..400)) {
+            let _ = Descriptor::decode(&bytes).map(|u| u.check(NOW, DAY, PowParams::TESTNET));
+        }
+    }
+}

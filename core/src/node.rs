@@ -1,0 +1,1212 @@
+//! The node: veil's protocol as one deterministic, sans-IO state machine.
+//!
+//! The daemon drives it over QUIC and the simulator drives thousands of them
+//! over simulated links; both go through exactly this API, in the style of
+//! quinn-proto:
+//!
+//! - **Inputs** (`handle_*`): a link came up ([`Node::handle_link_up`]),
+//!   bytes arrived on it ([`Node::handle_link_data`]), it went down
+//!   ([`Node::handle_link_down`]), a dial failed
+//!   ([`Node::handle_connect_failed`]), a timer fired
+//!   ([`Node::handle_timeout`]).
+//! - **Outputs** (`poll_*`): cells to send ([`Node::poll_transmit`]),
+//!   requests and notices for the driver ([`Node::poll_event`]: dial this
+//!   address, close that link, a peer came up), and when to call
+//!   `handle_timeout` next ([`Node::poll_timeout`]).
+//!
+//! **Call order.** After every `handle_*` call, drain `poll_transmit` and
+//! `poll_event` until they return `None`, then read `poll_timeout` and
+//! arrange to call `handle_timeout` at that time (or earlier). Every input
+//! carries `now` (Unix milliseconds in the daemon, virtual milliseconds in
+//! the simulator); the node never reads a clock. All randomness comes from
+//! the seed given to [`Node::new`], and all collections are ordered, so the
+//! same inputs give the same outputs.
+//!
+//! **Links.** A link is a reliable, ordered byte stream to one peer (a QUIC
+//! stream in the daemon). Its first cells are a Noise XX handshake bound to
+//! the transport's channel-binding value (see [`crate::link`]); nothing else
+//! is accepted or sent before it completes. Memory per link is bounded (one
+//! partial cell, a bounded output queue), cells per second per link are
+//! rate-limited, and pending handshakes are bounded per node.
+//!
+//! **Peer sampling.** Brahms rounds over established links (see
+//! [`crate::sampling`]). A push carries only the pusher's own descriptor and
+//! at most one push and one pull request per link per round are honoured.
+//! An address learnt from a descriptor is dialled at most once per
+//! `dial_backoff_ms`, with the claimed id as the expected peer, and used for
+//! nothing else until that handshake succeeds.
+
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::net::SocketAddr;
+
+use rand_chacha::ChaCha20Rng;
+use rand_core::{RngCore, SeedableRng};
+
+use crate::cell::{Cell, CellReader};
+use crate::descriptor::{Descriptor, DescriptorError, flags};
+use crate::identity::{NodeId, NodeIdentity};
+use crate::link::{CheckParams, HandshakeError, HandshakeStep, LinkHandshake, LinkMsg, Side};
+use crate::pow::PowParams;
+use crate::sampling::{Brahms, BrahmsParams};
+
+/// Milliseconds: Unix time in the daemon, virtual time in the simulator.
+pub type Millis = u64;
+
+/// The driver's handle for one link. Unique per node for the node's life.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct LinkId(pub u64);
+
+/// Who opened a link.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Direction {
+    /// We dialled (after a [`Event::Connect`]).
+    Outbound,
+    /// The peer dialled us.
+    Inbound,
+}
+
+/// Protocol parameters. [`Config::mainnet`] holds the real network's values;
+/// [`Config::testnet`] relaxes the ones that only make sense in a large
+/// network (like Tor's TestingTorNetwork).
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// Proof-of-work difficulty for node ids.
+    pub pow: PowParams,
+    /// Relay for others (false: client-only).
+    pub relay: bool,
+    /// The address we listen on, advertised in our descriptor.
+    pub advertised_addr: Option<SocketAddr>,
+    /// Seed nodes to reach first.
+    pub bootstrap: Vec<SocketAddr>,
+    /// Peer-sampling parameters.
+    pub brahms: BrahmsParams,
+    /// Length of a gossip round.
+    pub round_ms: Millis,
+    /// A handshake must finish within this.
+    pub handshake_timeout_ms: Millis,
+    /// Unreached bootstrap addresses are retried this often.
+    pub bootstrap_retry_ms: Millis,
+    /// An address learnt from a descriptor is dialled at most this often.
+    pub dial_backoff_ms: Millis,
+    /// Most links at once.
+    pub max_links: usize,
+    /// Most handshakes and dials in flight at once.
+    pub max_pending_handshakes: usize,
+    /// Most cells a peer may send per second on one link (burst = 2 s worth).
+    pub max_cells_per_sec: u32,
+    /// Most cells queued for one link before it is considered stalled.
+    pub max_queued_cells: usize,
+    /// Most descriptors remembered.
+    pub max_known_peers: usize,
+    /// Oldest descriptor accepted.
+    pub descriptor_max_age_ms: Millis,
+    /// Our descriptor is re-signed this often.
+    pub descriptor_refresh_ms: Millis,
+}
+
+impl Config {
+    /// The real network.
+    pub fn mainnet() -> Config {
+        Config {
+            pow: PowParams::MAINNET,
+            relay: true,
+            advertised_addr: None,
+            bootstrap: Vec::new(),
+            brahms: BrahmsParams::DEFAULT,
+            round_ms: 30_000,
+            handshake_timeout_ms: 20_000,
+            bootstrap_retry_ms: 10_000,
+            dial_backoff_ms: 10 * 60_000,
+            max_links: 128,
+            max_pending_handshakes: 32,
+            max_cells_per_sec: 4096,
+            max_queued_cells: 1024,
+            max_known_peers: 8192,
+            descriptor_max_age_ms: 6 * 3600 * 1000,
+            descriptor_refresh_ms: 3600 * 1000,
+        }
+    }
+
+    /// A small local test network: low PoW, short timers.
+    pub fn testnet() -> Config {
+        Config {
+            pow: PowParams::TESTNET,
+            round_ms: 1_000,
+            handshake_timeout_ms: 10_000,
+            bootstrap_retry_ms: 1_000,
+            dial_backoff_ms: 5_000,
+            ..Config::mainnet()
+        }
+    }
+}
+
+/// A cell to send on a link.
+#[derive(Debug)]
+pub struct Transmit {
+    /// Where.
+    pub link: LinkId,
+    /// What (exactly [`crate::cell::CELL_SIZE`] bytes).
+    pub cell: Cell,
+}
+
+/// Requests and notices for the driver.
+#[derive(Debug)]
+pub enum Event {
+    /// Open a link to `addr` and report it with `handle_link_up(..,
+    /// Direction::Outbound, addr, ..)` or `handle_connect_failed(addr)`.
+    Connect {
+        /// Where to dial.
+        addr: SocketAddr,
+        /// Whom we expect there (None for bootstrap addresses).
+        expected: Option<NodeId>,
+    },
+    /// Close this link (the node already forgot it).
+    Close {
+        /// Which.
+        link: LinkId,
+    },
+    /// A link finished its handshake.
+    LinkUp {
+        /// Which.
+        link: LinkId,
+        /// The authenticated peer.
+        peer: NodeId,
+        /// The transport address of the peer.
+        addr: SocketAddr,
+        /// Who dialled.
+        direction: Direction,
+    },
+    /// A handshake failed; the link is being closed.
+    HandshakeFailed {
+        /// Which.
+        link: LinkId,
+        /// Why.
+        error: HandshakeError,
+    },
+}
+
+/// An authenticated peer, for `veil peers`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PeerInfo {
+    /// The peer's id.
+    pub node_id: NodeId,
+    /// The transport address of the link.
+    pub addr: SocketAddr,
+    /// Who dialled.
+    pub direction: Direction,
+    /// When the handshake completed.
+    pub since_ms: Millis,
+    /// Whether the peer relays.
+    pub relay: bool,
+}
+
+/// Counters, for status output and the simulator.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Stats {
+    /// Handshakes we initiated that completed.
+    pub handshakes_ok_outbound: u64,
+    /// Handshakes we answered that completed.
+    pub handshakes_ok_inbound: u64,
+    /// Handshakes that failed (either side), timeouts included.
+    pub handshakes_failed: u64,
+    /// Dials the driver reported as failed.
+    pub dials_failed: u64,
+    /// Links closed because the peer broke the protocol or a limit.
+    pub peers_penalised: u64,
+    /// Descriptors refused (bad signature, PoW, freshness).
+    pub descriptors_refused: u64,
+    /// Pushes and pull requests over the per-round limit, ignored.
+    pub over_limit_ignored: u64,
+    /// Rounds completed.
+    pub rounds: u64,
+    /// Rounds in which Brahms saw a push flood and kept its view.
+    pub floods_detected: u64,
+}
+
+#[derive(Debug)]
+enum LinkState {
+    Handshaking(LinkHandshake),
+    Up { peer: NodeId },
+    Closed,
+}
+
+#[derive(Debug)]
+struct Link {
+    direction: Direction,
+    remote: SocketAddr,
+    state: LinkState,
+    reader: CellReader,
+    opened_ms: Millis,
+    up_since_ms: Millis,
+    last_used_ms: Millis,
+    /// Token bucket for inbound cells: tokens in milli-cells.
+    tokens: u64,
+    tokens_at_ms: Millis,
+    pushed_round: u64,
+    pulled_round: u64,
+    /// Our outstanding pull on this link: nonce and descriptors received.
+    my_pull: Option<(u64, usize)>,
+    queued: usize,
+}
+
+#[derive(Debug, Clone)]
+struct Known {
+    descriptor: Descriptor,
+    /// When we first saw this node (never from its descriptor's timestamp).
+    first_seen_ms: Millis,
+    last_seen_ms: Millis,
+    /// The address we reached this node at, once we have.
+    verified_addr: Option<SocketAddr>,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Dial {
+    expected: Option<NodeId>,
+    since_ms: Millis,
+}
+
+/// The veil node state machine. See the module docs for the call order.
+#[derive(Debug)]
+pub struct Node {
+    identity: NodeIdentity,
+    config: Config,
+    rng: ChaCha20Rng,
+    descriptor: Descriptor,
+    links: BTreeMap<LinkId, Link>,
+    by_peer: BTreeMap<NodeId, LinkId>,
+    known: BTreeMap<NodeId, Known>,
+    dials: BTreeMap<SocketAddr, Dial>,
+    last_dial: BTreeMap<SocketAddr, Millis>,
+    bootstrap_reached: BTreeSet<SocketAddr>,
+    brahms: Brahms,
+    round: u64,
+    next_round_ms: Millis,
+    next_bootstrap_ms: Millis,
+    pending_push: BTreeSet<NodeId>,
+    pending_pull: BTreeSet<NodeId>,
+    transmits: VecDeque<Transmit>,
+    events: VecDeque<Event>,
+    stats: Stats,
+}
+
+impl Node {
+    /// A node with this identity and configuration. `seed` drives all of its
+    /// randomness; `now` is the current time.
+    pub fn new(identity: NodeIdentity, config: Config, seed: [u8; 32], now: Millis) -> Node {
+        let mut rng = ChaCha20Rng::from_seed(seed);
+        let descriptor = sign_own(&identity, &config, now);
+        let brahms = Brahms::new(identity.node_id(), config.brahms, &mut rng);
+        // Spread the first round so that nodes started together do not act
+        // in lockstep.
+        let first_round = now + 1 + rng.next_u64() % config.round_ms.max(1);
+        Node {
+            identity,
+            config,
+            rng,
+            descriptor,
+            links: BTreeMap::new(),
+            by_peer: BTreeMap::new(),
+            known: BTreeMap::new(),
+            dials: BTreeMap::new(),
+            last_dial: BTreeMap::new(),
+            bootstrap_reached: BTreeSet::new(),
+            brahms,
+            round: 0,
+            next_round_ms: first_round,
+            next_bootstrap_ms: now,
+            pending_push: BTreeSet::new(),
+            pending_pull: BTreeSet::new(),
+            transmits: VecDeque::new(),
+            events: VecDeque::new(),
+            stats: Stats::default(),
+        }
+    }
+
+    /// Our node id.
+    pub fn node_id(&self) -> NodeId {
+        self.identity.node_id()
+    }
+
+    /// Our current signed descriptor.
+    pub fn descriptor(&self) -> &Descriptor {
+        &self.descriptor
+    }
+
+    /// Counters.
+    pub fn stats(&self) -> &Stats {
+        &self.stats
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// Peers with an authenticated link, by node id.
+    pub fn peers(&self) -> Vec<PeerInfo> {
+        let mut out: Vec<PeerInfo> = self
+            .links
+            .values()
+            .filter_map(|l| match l.state {
+                LinkState::Up { peer } => Some(PeerInfo {
+                    node_id: peer,
+                    addr: l.remote,
+                    direction: l.direction,
+                    since_ms: l.up_since_ms,
+                    relay: self
+                        .known
+                        .get(&peer)
+                        .is_some_and(|k| k.descriptor.is_relay()),
+                }),
+                _ => None,
+            })
+            .collect();
+        out.sort_by_key(|p| p.node_id);
+        out
+    }
+
+    /// The peer-sampling output: a near-uniform sample of node ids.
+    pub fn sample(&self) -> Vec<NodeId> {
+        self.brahms.sample()
+    }
+
+    /// The current Brahms view.
+    pub fn view(&self) -> &[NodeId] {
+        self.brahms.view()
+    }
+
+    /// Verified descriptors we hold for `id`, with when we first saw it.
+    pub fn known_descriptor(&self, id: &NodeId) -> Option<(&Descriptor, Millis)> {
+        self.known.get(id).map(|k| (&k.descriptor, k.first_seen_ms))
+    }
+
+    /// Number of descriptors held.
+    pub fn known_count(&self) -> usize {
+        self.known.len()
+    }
+
+    // ---- inputs -------------------------------------------------------
+
+    /// A transport link is open. `binding` is the transport's channel-binding
+    /// value (identical on both ends of a genuine connection).
+    pub fn handle_link_up(
+        &mut self,
+        now: Millis,
+        link: LinkId,
+        direction: Direction,
+        remote: SocketAddr,
+        binding: [u8; 32],
+    ) {
+        let expected = match direction {
+            Direction::Outbound => self.dials.remove(&remote).and_then(|d| d.expected),
+            Direction::Inbound => None,
+        };
+        let handshaking = self
+            .links
+            .values()
+            .filter(|l| matches!(l.state, LinkState::Handshaking(_)))
+            .count();
+        if self.links.len() >= self.config.max_links
+            || (direction == Direction::Inbound
+                && handshaking >= self.config.max_pending_handshakes)
+            || self.links.contains_key(&link)
+        {
+            self.events.push_back(Event::Close { link });
+            return;
+        }
+        let side = match direction {
+            Direction::Outbound => Side::Initiator,
+            Direction::Inbound => Side::Responder,
+        };
+        let mut seed = [0u8; 32];
+        self.rng.fill_bytes(&mut seed);
+        let (hs, first) = match LinkHandshake::start(
+            &self.identity,
+            &self.descriptor,
+            side,
+            expected,
+            &binding,
+            seed,
+        ) {
+            Ok(x) => x,
+            Err(error) => {
+                self.stats.handshakes_failed += 1;
+                self.events
+                    .push_back(Event::HandshakeFailed { link, error });
+                self.events.push_back(Event::Close { link });
+                return;
+            }
+        };
+        self.links.insert(
+            link,
+            Link {
+                direction,
+                remote,
+                state: LinkState::Handshaking(hs),
+                reader: CellReader::default(),
+                opened_ms: now,
+                up_since_ms: now,
+                last_used_ms: now,
+                tokens: u64::from(self.config.max_cells_per_sec) * 2000,
+                tokens_at_ms: now,
+                pushed_round: 0,
+                pulled_round: 0,
+                my_pull: None,
+                queued: 0,
+            },
+        );
+        if let Some(c) = first {
+            self.send(link, c);
+        }
+    }
+
+    /// Stream bytes arrived on a link.
+    pub fn handle_link_data(&mut self, now: Millis, link: LinkId, data: &[u8]) {
+        let mut cells = Vec::new();
+        match self.links.get_mut(&link) {
+            Some(l) => l.reader.push(data, &mut cells),
+            None => return,
+        }
+        for cell in cells {
+            if !self.take_token(now, link) {
+                self.penalise(link);
+                return;
+            }
+            self.handle_cell(now, link, cell);
+            if !self.links.contains_key(&link) {
+                return;
+            }
+        }
+    }
+
+    /// A link closed (by the peer or the transport).
+    pub fn handle_link_down(&mut self, _now: Millis, link: LinkId) {
+        if let Some(l) = self.links.remove(&link) {
+            match l.state {
+                LinkState::Up { peer } => {
+                    if self.by_peer.get(&peer) == Some(&link) {
+                        self.by_peer.remove(&peer);
+                    }
+                }
+                LinkState::Handshaking(_) => self.stats.handshakes_failed += 1,
+                LinkState::Closed => {}
+            }
+        }
+    }
+
+    /// A dial requested by [`Event::Connect`] failed.
+    pub fn handle_connect_failed(&mut self, _now: Millis, addr: SocketAddr) {
+        self.stats.dials_failed += 1;
+        if let Some(d) = self.dials.remove(&addr) {
+            if let Some(id) = d.expected {
+                self.pending_push.remove(&id);
+                self.pending_pull.remove(&id);
+                // An address that never answered is not kept in the view.
+                if self
+                    .known
+                    .get(&id)
+                    .is_some_and(|k| k.verified_addr.is_none())
+                {
+                    self.brahms.remove(id);
+                }
+            }
+        }
+    }
+
+    /// A timer fired (call at [`Node::poll_timeout`] or later).
+    pub fn handle_timeout(&mut self, now: Millis) {
+        // Stalled handshakes and dials.
+        let deadline = self.config.handshake_timeout_ms;
+        let stalled: Vec<LinkId> = self
+            .links
+            .iter()
+            .filter(|(_, l)| {
+                matches!(l.state, LinkState::Handshaking(_)) && now >= l.opened_ms + deadline
+            })
+            .map(|(id, _)| *id)
+            .collect();
+        for link in stalled {
+            self.stats.handshakes_failed += 1;
+            self.close(link);
+        }
+        self.dials.retain(|_, d| now < d.since_ms + deadline);
+        // Bootstrap until every seed was reached once.
+        if now >= self.next_bootstrap_ms {
+            self.next_bootstrap_ms = now + self.config.bootstrap_retry_ms;
+            let seeds: Vec<SocketAddr> = self
+                .config
+                .bootstrap
+                .iter()
+                .copied()
+                .filter(|a| {
+                    Some(*a) != self.config.advertised_addr && !self.bootstrap_reached.contains(a)
+                })
+                .collect();
+            for addr in seeds {
+                if !self.dials.contains_key(&addr) {
+                    self.dials.insert(
+                        addr,
+                        Dial {
+                            expected: None,
+                            since_ms: now,
+                        },
+                    );
+                    self.events.push_back(Event::Connect {
+                        addr,
+                        expected: None,
+                    });
+                }
+            }
+        }
+        if now >= self.descriptor.timestamp_ms() + self.config.descriptor_refresh_ms {
+            self.descriptor = sign_own(&self.identity, &self.config, now);
+        }
+        if now >= self.next_round_ms {
+            self.next_round_ms = now + self.config.round_ms;
+            self.run_round(now);
+        }
+    }
+
+    // ---- outputs ------------------------------------------------------
+
+    /// The next cell to send.
+    pub fn poll_transmit(&mut self) -> Option<Transmit> {
+        let t = self.transmits.pop_front()?;
+        if let Some(l) = self.links.get_mut(&t.link) {
+            l.queued = l.queued.saturating_sub(1);
+        }
+        Some(t)
+    }
+
+    /// The next request or notice for the driver.
+    pub fn poll_event(&mut self) -> Option<Event> {
+        self.events.pop_front()
+    }
+
+    /// When to call [`Node::handle_timeout`] next.
+    pub fn poll_timeout(&self) -> Option<Millis> {
+        let mut t = self.next_round_ms;
+        if self.bootstrap_pending() {
+            t = t.min(self.next_bootstrap_ms);
+        }
+        t = t.min(self.descriptor.timestamp_ms() + self.config.descriptor_refresh_ms);
+        for l in self.links.values() {
+            if matches!(l.state, LinkState::Handshaking(_)) {
+                t = t.min(l.opened_ms + self.config.handshake_timeout_ms);
+            }
+        }
+        for d in self.dials.values() {
+            t = t.min(d.since_ms + self.config.handshake_timeout_ms);
+        }
+        Some(t)
+    }
+
+    fn bootstrap_pending(&self) -> bool {
+        self.config
+            .bootstrap
+            .iter()
+            .any(|a| Some(*a) != self.config.advertised_addr && !self.bootstrap_reached.contains(a))
+    }
+
+    // ---- internals ----------------------------------------------------
+
+    fn check_params(&self, now: Millis) -> CheckParams {
+        CheckParams {
+            now_ms: now,
+            max_age_ms: self.config.descriptor_max_age_ms,
+            pow: self.config.pow,
+        }
+    }
+
+    fn send(&mut self, link: LinkId, cell: Cell) {
+        let Some(l) = self.links.get_mut(&link) else {
+            return;
+        };
+        if l.queued >= self.config.max_queued_cells {
+            // The peer does not read: cut it rather than buffer without bound.
+            self.penalise(link);
+            return;
+        }
+        l.queued += 1;
+        self.transmits.push_back(Transmit { link, cell });
+    }
+
+    fn close(&mut self, link: LinkId) {
+        self.handle_link_down(0, link);
+        self.events.push_back(Event::Close { link });
+    }
+
+    fn penalise(&mut self, link: LinkId) {
+        self.stats.peers_penalised += 1;
+        self.close(link);
+    }
+
+    fn take_token(&mut self, now: Millis, link: LinkId) -> bool {
+        let rate = u64::from(self.config.max_cells_per_sec);
+        let Some(l) = self.links.get_mut(&link) else {
+            return false;
+        };
+        let elapsed = now.saturating_sub(l.tokens_at_ms);
+        l.tokens = (l.tokens + elapsed * rate).min(rate * 2000);
+        l.tokens_at_ms = now;
+        if l.tokens >= 1000 {
+            l.tokens -= 1000;
+            true
+        } else {
+            false
+        }
+    }
+
+    fn handle_cell(&mut self, now: Millis, link: LinkId, cell: Cell) {
+        let Some(l) = self.links.get_mut(&link) else {
+            return;
+        };
+        l.last_used_ms = now;
+        let state = std::mem::replace(&mut l.state, LinkState::Closed);
+        match state {
+            LinkState::Closed => {}
+            LinkState::Handshaking(hs) => {
+                let check = self.check_params(now);
+                match hs.read(&cell, check) {
+                    Ok((hs, HandshakeStep::Continue(reply))) => {
+                        if let Some(l) = self.links.get_mut(&link) {
+                            l.state = LinkState::Handshaking(hs);
+                        }
+                        self.send(link, reply);
+                    }
+                    Ok((_, HandshakeStep::Done { peer, last })) => {
+                        if let Some(c) = last {
+                            // Send before the state changes so the queue
+                            // accounting sees the link.
+                            self.send(link, c);
+                        }
+                        self.link_established(now, link, *peer);
+                    }
+                    Err(error) => {
+                        self.stats.handshakes_failed += 1;
+                        self.events
+                            .push_back(Event::HandshakeFailed { link, error });
+                        self.close(link);
+                    }
+                }
+            }
+            LinkState::Up { peer } => {
+                if let Some(l) = self.links.get_mut(&link) {
+                    l.state = LinkState::Up { peer };
+                }
+                if cell.circ_id() != 0 {
+                    // Circuits arrive with a later layer; until then a
+                    // circuit cell is a protocol violation.
+                    self.penalise(link);
+                    return;
+                }
+                match LinkMsg::decode(&cell) {
+                    Ok(msg) => self.handle_link_msg(now, link, peer, msg),
+                    Err(_) => self.penalise(link),
+                }
+            }
+        }
+    }
+
+    fn link_established(&mut self, now: Millis, link: LinkId, peer: Descriptor) {
+        let peer_id = peer.node_id();
+        let Some(l) = self.links.get_mut(&link) else {
+            return;
+        };
+        let direction = l.direction;
+        let remote = l.remote;
+        l.state = LinkState::Up { peer: peer_id };
+        l.up_since_ms = now;
+        match direction {
+            Direction::Outbound => self.stats.handshakes_ok_outbound += 1,
+            Direction::Inbound => self.stats.handshakes_ok_inbound += 1,
+        }
+        if peer_id == self.node_id() {
+            // We dialled ourselves (a seed list that includes us).
+            self.bootstrap_reached.insert(remote);
+            self.close(link);
+            return;
+        }
+        if direction == Direction::Outbound {
+            self.bootstrap_reached.insert(remote);
+        }
+        // Keep one link per peer: the older one wins.
+        if let Some(&old) = self.by_peer.get(&peer_id) {
+            if old != link && self.links.contains_key(&old) {
+                self.close(link);
+                return;
+            }
+        }
+        self.by_peer.insert(peer_id, link);
+        let verified = (direction == Direction::Outbound).then_some(remote);
+        self.remember(now, peer, verified);
+        self.events.push_back(Event::LinkUp {
+            link,
+            peer: peer_id,
+            addr: remote,
+            direction,
+        });
+        if self.brahms.view().is_empty() {
+            self.brahms.bootstrap([peer_id]);
+        }
+        if self.pending_push.remove(&peer_id) {
+            let c = LinkMsg::push(&self.descriptor);
+            self.send(link, c);
+        }
+        if self.pending_pull.remove(&peer_id) {
+            self.send_pull(link);
+        }
+    }
+
+    fn remember(&mut self, now: Millis, d: Descriptor, verified_addr: Option<SocketAddr>) {
+        let id = d.node_id();
+        if id == self.node_id() {
+            return;
+        }
+        if let Some(k) = self.known.get_mut(&id) {
+            if d.timestamp_ms() >= k.descriptor.timestamp_ms() {
+                if d.address() != k.descriptor.address() {
+                    k.verified_addr = None;
+                }
+                k.descriptor = d;
+            }
+            k.last_seen_ms = now;
+            if verified_addr.is_some() {
+                k.verified_addr = verified_addr;
+            }
+            return;
+        }
+        if self.known.len() >= self.config.max_known_peers {
+            self.evict_known();
+        }
+        self.known.insert(
+            id,
+            Known {
+                descriptor: d,
+                first_seen_ms: now,
+                last_seen_ms: now,
+                verified_addr,
+            },
+        );
+    }
+
+    fn evict_known(&mut self) {
+        let keep: BTreeSet<NodeId> = self
+            .brahms
+            .view()
+            .iter()
+            .copied()
+            .chain(self.brahms.sample())
+            .chain(self.by_peer.keys().copied())
+            .collect();
+        if let Some(victim) = self
+            .known
+            .iter()
+            .filter(|(id, _)| !keep.contains(id))
+            .min_by_key(|(id, k)| (k.verified_addr.is_some(), k.last_seen_ms, **id))
+            .map(|(id, _)| *id)
+        {
+            self.known.remove(&victim);
+        }
+    }
+
+    fn handle_link_msg(&mut self, now: Millis, link: LinkId, peer: NodeId, msg: LinkMsg) {
+        let round = self.round;
+        match msg {
+            LinkMsg::Padding => {}
+            LinkMsg::Push(u) => {
+                let Some(l) = self.links.get_mut(&link) else {
+                    return;
+                };
+                if l.pushed_round == round && round != 0 {
+                    self.stats.over_limit_ignored += 1;
+                    return;
+                }
+                l.pushed_round = round;
+                match u.check(now, self.config.descriptor_max_age_ms, self.config.pow) {
+                    Ok(d) if d.node_id() == peer => {
+                        self.remember(now, d, None);
+                        self.brahms.on_push(peer);
+                    }
+                    // Pushing someone else, or an invalid descriptor.
+                    _ => {
+                        self.stats.descriptors_refused += 1;
+                        self.penalise(link);
+                    }
+                }
+            }
+            LinkMsg::PullRequest { nonce } => {
+                let Some(l) = self.links.get_mut(&link) else {
+                    return;
+                };
+                if l.pulled_round == round && round != 0 {
+                    self.stats.over_limit_ignored += 1;
+                    return;
+                }
+                l.pulled_round = round;
+                let answer: Vec<Descriptor> = self
+                    .brahms
+                    .view()
+                    .iter()
+                    .filter(|id| **id != peer)
+                    .filter_map(|id| self.known.get(id).map(|k| k.descriptor.clone()))
+                    .chain(std::iter::once(self.descriptor.clone()))
+                    .take(self.config.brahms.view_size)
+                    .collect();
+                for c in LinkMsg::pull_reply(nonce, &answer) {
+                    self.send(link, c);
+                }
+            }
+            LinkMsg::PullReply { nonce, descriptors } => {
+                let max = self.config.brahms.view_size;
+                let Some(l) = self.links.get_mut(&link) else {
+                    return;
+                };
+                let Some((want, got)) = l.my_pull else {
+                    // Unsolicited: ignore (a late reply from an old round).
+                    self.stats.over_limit_ignored += 1;
+                    return;
+                };
+                if want != nonce || got + descriptors.len() > max {
+                    self.stats.over_limit_ignored += 1;
+                    return;
+                }
+                l.my_pull = Some((want, got + descriptors.len()));
+                let mut ids = Vec::with_capacity(descriptors.len());
+                for u in descriptors {
+                    match u.check(now, self.config.descriptor_max_age_ms, self.config.pow) {
+                        Ok(d) => {
+                            ids.push(d.node_id());
+                            self.remember(now, d, None);
+                        }
+                        Err(DescriptorError::Stale { .. }) => {}
+                        Err(_) => self.stats.descriptors_refused += 1,
+                    }
+                }
+                ids.retain(|id| *id != self.node_id());
+                self.brahms.on_pull_reply(peer, &ids);
+            }
+        }
+    }
+
+    fn send_pull(&mut self, link: LinkId) {
+        let nonce = self.rng.next_u64();
+        if let Some(l) = self.links.get_mut(&link) {
+            l.my_pull = Some((nonce, 0));
+        }
+        self.send(link, LinkMsg::pull_request(nonce));
+    }
+
+    fn run_round(&mut self, now: Millis) {
+        if self.round > 0 {
+            let outcome = self.brahms.end_round(&mut self.rng);
+            self.stats.rounds += 1;
+            if outcome.view == crate::sampling::ViewUpdate::FloodDetected {
+                self.stats.floods_detected += 1;
+            }
+        }
+        self.round += 1;
+        self.pending_push.clear();
+        self.pending_pull.clear();
+        for l in self.links.values_mut() {
+            l.my_pull = None;
+        }
+        let pushes = self.brahms.push_targets(&mut self.rng);
+        let pulls = self.brahms.pull_targets(&mut self.rng);
+        for id in pushes {
+            match self.by_peer.get(&id) {
+                Some(&link) => {
+                    let c = LinkMsg::push(&self.descriptor);
+                    self.send(link, c);
+                }
+                None => {
+                    if self.dial(now, id) {
+                        self.pending_push.insert(id);
+                    }
+                }
+            }
+        }
+        for id in pulls {
+            match self.by_peer.get(&id) {
+                Some(&link) => self.send_pull(link),
+                None => {
+                    if self.dial(now, id) {
+                        self.pending_pull.insert(id);
+                    }
+                }
+            }
+        }
+        self.prune_links(now);
+    }
+
+    /// Ask the driver to dial `id` at its claimed address, at most once per
+    /// backoff period per address.
+    fn dial(&mut self, now: Millis, id: NodeId) -> bool {
+        let Some(k) = self.known.get(&id) else {
+            return false;
+        };
+        if !k.descriptor.is_relay() {
+            return false;
+        }
+        let Some(addr) = k.verified_addr.or(k.descriptor.address()) else {
+            return false;
+        };
+        if let Some(d) = self.dials.get(&addr) {
+            return d.expected == Some(id);
+        }
+        if let Some(&t) = self.last_dial.get(&addr) {
+            if now < t + self.config.dial_backoff_ms {
+                return false;
+            }
+        }
+        let handshaking = self
+            .links
+            .values()
+            .filter(|l| matches!(l.state, LinkState::Handshaking(_)))
+            .count();
+        if self.dials.len() + handshaking >= self.config.max_pending_handshakes
+            || self.links.len() + self.dials.len() >= self.config.max_links
+        {
+            return false;
+        }
+        if self.last_dial.len() >= self.config.max_known_peers {
+            let horizon = now.saturating_sub(self.config.dial_backoff_ms);
+            self.last_dial.retain(|_, t| *t >= horizon);
+        }
+        self.last_dial.insert(addr, now);
+        self.dials.insert(
+            addr,
+            Dial {
+                expected: Some(id),
+                since_ms: now,
+            },
+        );
+        self.events.push_back(Event::Connect {
+            addr,
+            expected: Some(id),
+        });
+        true
+    }
+
+    /// Keep the link count well under the limit: close the least recently
+    /// used links to peers outside the view.
+    fn prune_links(&mut self, now: Millis) {
+        let target = self.config.max_links * 3 / 4;
+        if self.links.len() <= target {
+            return;
+        }
+        let view: BTreeSet<NodeId> = self.brahms.view().iter().copied().collect();
+        let mut idle: Vec<(Millis, LinkId)> = self
+            .links
+            .iter()
+            .filter_map(|(id, l)| match l.state {
+                LinkState::Up { peer }
+                    if !view.contains(&peer) && now > l.last_used_ms + self.config.round_ms =>
+                {
+                    Some((l.last_used_ms, *id))
+                }
+                _ => None,
+            })
+            .collect();
+        idle.sort();
+        let excess = self.links.len() - target;
+        for (_, link) in idle.into_iter().take(excess) {
+            self.close(link);
+        }
+    }
+}
+
+fn sign_own(identity: &NodeIdentity, config: &Config, now: Millis) -> Descriptor {
+    let (f, addr) = if config.relay {
+        (flags::RELAY, config.advertised_addr)
+    } else {
+        (0, None)
+    };
+    Descriptor::sign(identity, f, addr, now, Vec::new())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cell::CELL_SIZE;
+    use ed25519_dalek::SigningKey;
+    use x25519_dalek::StaticSecret;
+
+    const T0: Millis = 1_800_000_000_000;
+
+    fn node(i: u8, bootstrap: Vec<SocketAddr>) -> Node {
+        let id = NodeIdentity::from_keys(
+            SigningKey::from_bytes(&[i; 32]),
+            StaticSecret::from([i ^ 0xaa; 32]),
+            PowParams::TESTNET,
+        );
+        let mut cfg = Config::testnet();
+        cfg.advertised_addr = Some(addr(i));
+        cfg.bootstrap = bootstrap;
+        Node::new(id, cfg, [i; 32], T0)
+    }
+
+    fn addr(i: u8) -> SocketAddr {
+        format!("127.{i}.0.1:7000").parse().unwrap()
+    }
+
+    /// A tiny in-test driver: instant delivery between nodes by address.
+    struct Net {
+        nodes: Vec<Node>,
+        /// (node index, link) -> (peer index, peer link)
+        wires: BTreeMap<(usize, LinkId), (usize, LinkId)>,
+        next_link: u64,
+        bindings_differ: bool,
+    }
+
+    impl Net {
+        fn pump(&mut self, now: Millis) {
+            loop {
+                let mut progressed = false;
+                for i in 0..self.nodes.len() {
+                    while let Some(t) = self.nodes[i].poll_transmit() {
+                        progressed = true;
+                        if let Some(&(j, pl)) = self.wires.get(&(i, t.link)) {
+                            self.nodes[j].handle_link_data(now, pl, t.cell.as_bytes());
+                        }
+                    }
+                    while let Some(e) = self.nodes[i].poll_event() {
+                        progressed = true;
+                        match e {
+                            Event::Connect { addr: a, .. } => {
+                                let j = (a
+                                    .ip()
+                                    .to_string()
+                                    .split('.')
+                                    .nth(1)
+                                    .unwrap()
+                                    .parse::<usize>()
+                                    .unwrap())
+                                    - 1;
+                                let (la, lb) = (LinkId(self.next_link), LinkId(self.next_link + 1));
+                                self.next_link += 2;
+                                self.wires.insert((i, la), (j, lb));
+                                self.wires.insert((j, lb), (i, la));
+                                let b2 = if self.bindings_differ {
+                                    [2; 32]
+                                } else {
+                                    [1; 32]
+                                };
+                                self.nodes[i].handle_link_up(
+                                    now,
+                                    la,
+                                    Direction::Outbound,
+                                    a,
+                                    [1; 32],
+                                );
+                                self.nodes[j].handle_link_up(
+                                    now,
+                                    lb,
+                                    Direction::Inbound,
+                                    addr(i as u8 + 1),
+                                    b2,
+                                );
+                            }
+                            Event::Close { link } => {
+                                if let Some((j, pl)) = self.wires.remove(&(i, link)) {
+                                    self.wires.remove(&(j, pl));
+                                    self.nodes[j].handle_link_down(now, pl);
+                                }
+                            }
+                            _ => {}
+                        }
+                    }
+                }
+                if !progressed {
+                    break;
+                }
+            }
+        }
+
+        fn run(&mut self, until: Millis) {
+            let mut now = T0;
+            while now < until {
+                for n in &mut self.nodes {
+                    if n.poll_timeout().is_some_and(|t| t <= now) {
+                        n.handle_timeout(now);
+                    }
+                }
+                self.pump(now);
+                now += 50;
+            }
+        }
+    }
+
+    fn net(n: u8, bindings_differ: bool) -> Net {
+        let nodes = (1..=n).map(|i| node(i, vec![addr(1)])).collect();
+        Net {
+            nodes,
+            wires: BTreeMap::new(),
+            next_link: 1,
+            bindings_differ,
+        }
+    }
+
+    #[test]
+    fn nodes_link_and_gossip() {
+        let mut net = net(12, false);
+        net.run(T0 + 30_000);
+        for n in &net.nodes {
+            assert!(!n.peers().is_empty(), "node has no peers");
+            assert!(n.known_count() >= 8, "node knows only {}", n.known_count());
+            assert!(n.stats().rounds > 10);
+            assert_eq!(n.stats().handshakes_failed, 0);
+            assert_eq!(n.stats().peers_penalised, 0);
+            assert!(!n.peers().iter().any(|p| p.node_id == n.node_id()));
+        }
+    }
+
+    #[test]
+    fn spliced_links_never_come_up() {
+        let mut net = net(3, true);
+        net.run(T0 + 5_000);
+        for n in &net.nodes {
+            assert!(n.peers().is_empty());
+        }
+        assert!(net.nodes[1].stats().handshakes_failed > 0);
+    }
+
+    #[test]
+    fn garbage_before_handshake_is_refused_and_node_keeps_serving() {
+        let mut a = node(1, vec![]);
+        a.handle_link_up(T0, LinkId(9), Direction::Inbound, addr(9), [0; 32]);
+        a.handle_link_data(T0, LinkId(9), &[0xff; CELL_SIZE]);
+        let mut closed = false;
+        while let Some(e) = a.poll_event() {
+            closed |= matches!(e, Event::Close { link: LinkId(9) });
+        }
+        assert!(closed);
+        assert_eq!(a.stats().handshakes_failed, 1);
+        // Still accepts new links.
+        a.handle_link_up(T0, LinkId(10), Direction::Inbound, addr(9), [0; 32]);
+        assert!(a.poll_event().is_none());
+    }
+
+    #[test]
+    fn cell_floods_are_cut() {
+        let mut a = node(1, vec![]);
+        a.handle_link_up(T0, LinkId(1), Direction::Inbound, addr(9), [0; 32]);
+        let junk = vec![0u8; CELL_SIZE * 10_000];
+        a.handle_link_data(T0, LinkId(1), &junk);
+        assert!(a.stats().handshakes_failed + a.stats().peers_penalised >= 1);
+        assert!(a.peers().is_empty());
+    }
+
+    #[test]
+    fn same_inputs_same_outputs() {
+        let run = || {
+            let mut net = net(8, false);
+            net.run(T0 + 10_000);
+            net.nodes
+                .iter()
+                .map(|n| (n.sample(), n.stats().clone()))
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(run(), run());
+    }
+}
