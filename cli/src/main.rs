@@ -14,7 +14,8 @@ use clap::{Parser, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
 use serde::de::DeserializeOwned;
 use veil_daemon::api::{
-    Command, FindHit, IdInfo, LibraryEntry, Progress, ShareReport, StatusInfo, UnshareReport,
+    Command, FindHit, IdInfo, LibraryEntry, LinkDirection, PeerEntry, Progress, ShareReport,
+    StatusInfo, UnshareReport,
 };
 use veil_daemon::client;
 use veil_daemon::datadir::{DataDir, ENV_DATA_DIR};
@@ -63,6 +64,8 @@ enum Cmd {
     Id,
     /// Show the daemon's status.
     Status,
+    /// List the authenticated peers: node id, address, link age, direction.
+    Peers,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -193,6 +196,32 @@ fn run(cli: Cli, out: Output) -> anyhow::Result<ExitCode> {
                     s.shared_files,
                     human_size(s.shared_bytes)
                 );
+                println!("listening on:  {} (UDP)", s.listen);
+                println!("peers:         {}", s.peers);
+            });
+            Ok(ExitCode::SUCCESS)
+        }
+        Cmd::Peers => {
+            let peers: Vec<PeerEntry> = simple(&dir, Command::Peers)?;
+            print_result(out, &peers, |peers| {
+                if peers.is_empty() {
+                    eprintln!("no peers yet");
+                    return;
+                }
+                println!(
+                    "{:<64}  {:<21}  {:>8}  DIRECTION",
+                    "NODE ID", "ADDRESS", "AGE"
+                );
+                for p in peers {
+                    let dir = match p.direction {
+                        LinkDirection::Outbound => "outbound",
+                        LinkDirection::Inbound => "inbound",
+                    };
+                    println!(
+                        "{:<64}  {:<21}  {:>7}s  {dir}",
+                        p.node_id, p.address, p.age_s
+                    );
+                }
             });
             Ok(ExitCode::SUCCESS)
         }

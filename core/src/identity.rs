@@ -101,9 +101,15 @@ pub struct ParseIdError {
 impl NodeId {
     /// The id of a node with these public keys.
     pub fn derive(ed25519: &VerifyingKey, x25519: &x25519_dalek::PublicKey) -> NodeId {
+        NodeId::derive_raw(ed25519.as_bytes(), x25519.as_bytes())
+    }
+
+    /// The same derivation from the raw public key bytes (no point
+    /// decompression), for ids claimed by not-yet-verified descriptors.
+    pub fn derive_raw(ed25519: &[u8; 32], x25519: &[u8; 32]) -> NodeId {
         let mut h = blake3::Hasher::new_derive_key(NODE_ID_CONTEXT);
-        h.update(ed25519.as_bytes());
-        h.update(x25519.as_bytes());
+        h.update(ed25519);
+        h.update(x25519);
         NodeId(*h.finalize().as_bytes())
     }
 }

@@ -30,10 +30,11 @@ use snow::types::{Cipher, Dh, Hash, Random};
 use thiserror::Error;
 
 use crate::cell::{Cell, MAX_LINK_PAYLOAD, command};
-use crate::descriptor::{Descriptor, DescriptorError, MAX_DESCRIPTOR_BYTES};
+use crate::descriptor::{
+    Admitted, Descriptor, DescriptorError, MAX_DESCRIPTOR_BYTES, UncheckedDescriptor,
+};
 use crate::identity::{NodeId, NodeIdentity};
 use crate::pow::PowParams;
-use crate::record::Unchecked;
 use crate::wire::{DecodeError, Reader, Writer};
 
 /// The Noise protocol name for links.
@@ -308,13 +309,13 @@ impl LinkHandshake {
         if remote != d.public().x25519.as_bytes() {
             return Err(HandshakeError::KeyMismatch);
         }
-        if let Some(expected) = self.expected {
-            if expected != d.node_id() {
-                return Err(HandshakeError::WrongPeer {
-                    expected,
-                    got: d.node_id(),
-                });
-            }
+        if let Some(expected) = self.expected
+            && expected != d.node_id()
+        {
+            return Err(HandshakeError::WrongPeer {
+                expected,
+                got: d.node_id(),
+            });
         }
         Ok(d)
     }
@@ -326,7 +327,7 @@ pub enum LinkMsg {
     /// Ignored.
     Padding,
     /// The sender pushes its own, current descriptor.
-    Push(Unchecked<Descriptor>),
+    Push(UncheckedDescriptor),
     /// Ask for the receiver's view.
     PullRequest {
         /// Echoed in the reply.
@@ -337,7 +338,7 @@ pub enum LinkMsg {
         /// The request's nonce.
         nonce: u64,
         /// Descriptors, unchecked.
-        descriptors: Vec<Unchecked<Descriptor>>,
+        descriptors: Vec<UncheckedDescriptor>,
     },
 }
 
@@ -393,7 +394,7 @@ impl LinkMsg {
     }
 
     /// Encode a pull reply as as many cells as needed.
-    pub fn pull_reply(nonce: u64, descriptors: &[Descriptor]) -> Vec<Cell> {
+    pub fn pull_reply(nonce: u64, descriptors: &[Admitted]) -> Vec<Cell> {
         let mut cells = Vec::new();
         for chunk in descriptors.chunks(MAX_DESCRIPTORS_PER_CELL.max(1)) {
             let mut w = Writer::with_capacity(MAX_LINK_PAYLOAD);
@@ -539,7 +540,8 @@ mod tests {
             LinkMsg::PullRequest { nonce: 77 }
         );
         let many: Vec<Descriptor> = (1..=40).map(|i| node(i).1).collect();
-        let cells = LinkMsg::pull_reply(5, &many);
+        let admitted: Vec<Admitted> = many.iter().map(Descriptor::admitted).collect();
+        let cells = LinkMsg::pull_reply(5, &admitted);
         assert!(cells.len() > 1);
         let mut got = Vec::new();
         for c in &cells {

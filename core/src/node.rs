@@ -43,7 +43,7 @@ use rand_chacha::ChaCha20Rng;
 use rand_core::{RngCore, SeedableRng};
 
 use crate::cell::{Cell, CellReader};
-use crate::descriptor::{Descriptor, DescriptorError, flags};
+use crate::descriptor::{Admitted, Descriptor, DescriptorError, flags};
 use crate::identity::{NodeId, NodeIdentity};
 use crate::link::{CheckParams, HandshakeError, HandshakeStep, LinkHandshake, LinkMsg, Side};
 use crate::pow::PowParams;
@@ -90,6 +90,10 @@ pub struct Config {
     pub dial_backoff_ms: Millis,
     /// Most links at once.
     pub max_links: usize,
+    /// Most new links a gossip round may open: push and pull targets
+    /// without a link beyond this are skipped this round. Each new link
+    /// costs a QUIC and a Noise handshake at both ends.
+    pub max_new_links_per_round: usize,
     /// Most handshakes and dials in flight at once.
     pub max_pending_handshakes: usize,
     /// Most cells a peer may send per second on one link (burst = 2 s worth).
@@ -118,7 +122,8 @@ impl Config {
             bootstrap_retry_ms: 10_000,
             dial_backoff_ms: 10 * 60_000,
             max_links: 128,
-            max_pending_handshakes: 32,
+            max_new_links_per_round: 1,
+            max_pending_handshakes: 64,
             max_cells_per_sec: 4096,
             max_queued_cells: 1024,
             max_known_peers: 8192,
@@ -221,11 +226,17 @@ pub struct Stats {
     pub rounds: u64,
     /// Rounds in which Brahms saw a push flood and kept its view.
     pub floods_detected: u64,
+    /// Pull requests we sent.
+    pub pulls_sent: u64,
+    /// Pull-reply cells we accepted.
+    pub pull_replies: u64,
+    /// Pushes we sent.
+    pub pushes_sent: u64,
 }
 
 #[derive(Debug)]
 enum LinkState {
-    Handshaking(LinkHandshake),
+    Handshaking(Box<LinkHandshake>),
     Up { peer: NodeId },
     Closed,
 }
@@ -251,7 +262,10 @@ struct Link {
 
 #[derive(Debug, Clone)]
 struct Known {
-    descriptor: Descriptor,
+    /// The newest descriptor seen for this node (identity admitted).
+    admitted: Admitted,
+    /// `admitted`, once its signature was checked (on first use).
+    verified: Option<Descriptor>,
     /// When we first saw this node (never from its descriptor's timestamp).
     first_seen_ms: Millis,
     last_seen_ms: Millis,
@@ -287,6 +301,8 @@ pub struct Node {
     transmits: VecDeque<Transmit>,
     events: VecDeque<Event>,
     stats: Stats,
+    /// The latest `now` seen by any input.
+    now_ms: Millis,
 }
 
 impl Node {
@@ -319,6 +335,7 @@ impl Node {
             transmits: VecDeque::new(),
             events: VecDeque::new(),
             stats: Stats::default(),
+            now_ms: now,
         }
     }
 
@@ -356,7 +373,7 @@ impl Node {
                     relay: self
                         .known
                         .get(&peer)
-                        .is_some_and(|k| k.descriptor.is_relay()),
+                        .is_some_and(|k| k.verified.as_ref().is_some_and(Descriptor::is_relay)),
                 }),
                 _ => None,
             })
@@ -377,7 +394,9 @@ impl Node {
 
     /// Verified descriptors we hold for `id`, with when we first saw it.
     pub fn known_descriptor(&self, id: &NodeId) -> Option<(&Descriptor, Millis)> {
-        self.known.get(id).map(|k| (&k.descriptor, k.first_seen_ms))
+        self.known
+            .get(id)
+            .and_then(|k| k.verified.as_ref().map(|d| (d, k.first_seen_ms)))
     }
 
     /// Number of descriptors held.
@@ -397,6 +416,7 @@ impl Node {
         remote: SocketAddr,
         binding: [u8; 32],
     ) {
+        self.now_ms = self.now_ms.max(now);
         let expected = match direction {
             Direction::Outbound => self.dials.remove(&remote).and_then(|d| d.expected),
             Direction::Inbound => None,
@@ -406,9 +426,39 @@ impl Node {
             .values()
             .filter(|l| matches!(l.state, LinkState::Handshaking(_)))
             .count();
+        let inbound = self
+            .links
+            .values()
+            .filter(|l| l.direction == Direction::Inbound)
+            .count();
+        // Half the link slots are reserved for links we choose, so peers
+        // that dial us cannot crowd out our own picks (an eclipse defence).
+        if direction == Direction::Inbound && inbound >= self.config.max_links / 2 {
+            // Inbound slots full: make room by closing the least recently
+            // used inbound link (turnover for seeds and busy nodes; links
+            // we chose ourselves are never evicted for a newcomer).
+            // The least recently used inbound link goes.
+            let victim = self
+                .links
+                .iter()
+                .filter(|(_, l)| {
+                    l.direction == Direction::Inbound && matches!(l.state, LinkState::Up { .. })
+                })
+                .min_by_key(|(id, l)| (l.last_used_ms, **id))
+                .map(|(id, _)| *id);
+            if let Some(v) = victim {
+                self.close(v);
+            }
+        }
+        let inbound = self
+            .links
+            .values()
+            .filter(|l| l.direction == Direction::Inbound)
+            .count();
         if self.links.len() >= self.config.max_links
             || (direction == Direction::Inbound
-                && handshaking >= self.config.max_pending_handshakes)
+                && (handshaking >= self.config.max_pending_handshakes
+                    || inbound >= self.config.max_links / 2))
             || self.links.contains_key(&link)
         {
             self.events.push_back(Event::Close { link });
@@ -442,7 +492,7 @@ impl Node {
             Link {
                 direction,
                 remote,
-                state: LinkState::Handshaking(hs),
+                state: LinkState::Handshaking(Box::new(hs)),
                 reader: CellReader::default(),
                 opened_ms: now,
                 up_since_ms: now,
@@ -462,6 +512,7 @@ impl Node {
 
     /// Stream bytes arrived on a link.
     pub fn handle_link_data(&mut self, now: Millis, link: LinkId, data: &[u8]) {
+        self.now_ms = self.now_ms.max(now);
         let mut cells = Vec::new();
         match self.links.get_mut(&link) {
             Some(l) => l.reader.push(data, &mut cells),
@@ -497,24 +548,25 @@ impl Node {
     /// A dial requested by [`Event::Connect`] failed.
     pub fn handle_connect_failed(&mut self, _now: Millis, addr: SocketAddr) {
         self.stats.dials_failed += 1;
-        if let Some(d) = self.dials.remove(&addr) {
-            if let Some(id) = d.expected {
-                self.pending_push.remove(&id);
-                self.pending_pull.remove(&id);
-                // An address that never answered is not kept in the view.
-                if self
-                    .known
-                    .get(&id)
-                    .is_some_and(|k| k.verified_addr.is_none())
-                {
-                    self.brahms.remove(id);
-                }
+        if let Some(d) = self.dials.remove(&addr)
+            && let Some(id) = d.expected
+        {
+            self.pending_push.remove(&id);
+            self.pending_pull.remove(&id);
+            // An address that never answered is not kept in the view.
+            if self
+                .known
+                .get(&id)
+                .is_some_and(|k| k.verified_addr.is_none())
+            {
+                self.brahms.remove(id);
             }
         }
     }
 
     /// A timer fired (call at [`Node::poll_timeout`] or later).
     pub fn handle_timeout(&mut self, now: Millis) {
+        self.now_ms = self.now_ms.max(now);
         // Stalled handshakes and dials.
         let deadline = self.config.handshake_timeout_ms;
         let stalled: Vec<LinkId> = self
@@ -531,31 +583,35 @@ impl Node {
         }
         self.dials.retain(|_, d| now < d.since_ms + deadline);
         // Bootstrap until every seed was reached once.
-        if now >= self.next_bootstrap_ms {
+        if now >= self.next_bootstrap_ms && self.bootstrap_pending() {
             self.next_bootstrap_ms = now + self.config.bootstrap_retry_ms;
+            // One seed at a time, picked at random, so that a crowd of
+            // newcomers spreads over the seed list instead of hitting
+            // every seed at once.
             let seeds: Vec<SocketAddr> = self
                 .config
                 .bootstrap
                 .iter()
                 .copied()
                 .filter(|a| {
-                    Some(*a) != self.config.advertised_addr && !self.bootstrap_reached.contains(a)
+                    Some(*a) != self.config.advertised_addr
+                        && !self.bootstrap_reached.contains(a)
+                        && !self.dials.contains_key(a)
                 })
                 .collect();
-            for addr in seeds {
-                if !self.dials.contains_key(&addr) {
-                    self.dials.insert(
-                        addr,
-                        Dial {
-                            expected: None,
-                            since_ms: now,
-                        },
-                    );
-                    self.events.push_back(Event::Connect {
-                        addr,
+            if !seeds.is_empty() {
+                let addr = seeds[(self.rng.next_u64() % seeds.len() as u64) as usize];
+                self.dials.insert(
+                    addr,
+                    Dial {
                         expected: None,
-                    });
-                }
+                        since_ms: now,
+                    },
+                );
+                self.events.push_back(Event::Connect {
+                    addr,
+                    expected: None,
+                });
             }
         }
         if now >= self.descriptor.timestamp_ms() + self.config.descriptor_refresh_ms {
@@ -601,11 +657,13 @@ impl Node {
         Some(t)
     }
 
+    /// Seeds are dialled while the node has no authenticated peer and some
+    /// seed was never reached; once linked, gossip takes over.
     fn bootstrap_pending(&self) -> bool {
-        self.config
-            .bootstrap
-            .iter()
-            .any(|a| Some(*a) != self.config.advertised_addr && !self.bootstrap_reached.contains(a))
+        self.by_peer.is_empty()
+            && self.config.bootstrap.iter().any(|a| {
+                Some(*a) != self.config.advertised_addr && !self.bootstrap_reached.contains(a)
+            })
     }
 
     // ---- internals ----------------------------------------------------
@@ -628,6 +686,7 @@ impl Node {
             return;
         }
         l.queued += 1;
+        l.last_used_ms = l.last_used_ms.max(self.now_ms);
         self.transmits.push_back(Transmit { link, cell });
     }
 
@@ -667,10 +726,10 @@ impl Node {
             LinkState::Closed => {}
             LinkState::Handshaking(hs) => {
                 let check = self.check_params(now);
-                match hs.read(&cell, check) {
+                match (*hs).read(&cell, check) {
                     Ok((hs, HandshakeStep::Continue(reply))) => {
                         if let Some(l) = self.links.get_mut(&link) {
-                            l.state = LinkState::Handshaking(hs);
+                            l.state = LinkState::Handshaking(Box::new(hs));
                         }
                         self.send(link, reply);
                     }
@@ -730,22 +789,24 @@ impl Node {
         if direction == Direction::Outbound {
             self.bootstrap_reached.insert(remote);
         }
-        // Keep one link per peer: the older one wins.
-        if let Some(&old) = self.by_peer.get(&peer_id) {
-            if old != link && self.links.contains_key(&old) {
-                self.close(link);
-                return;
-            }
-        }
-        self.by_peer.insert(peer_id, link);
-        let verified = (direction == Direction::Outbound).then_some(remote);
-        self.remember(now, peer, verified);
         self.events.push_back(Event::LinkUp {
             link,
             peer: peer_id,
             addr: remote,
             direction,
         });
+        let verified = (direction == Direction::Outbound).then_some(remote);
+        self.remember(now, peer, verified);
+        // Keep one link per peer (both may have dialled at once): the older
+        // one wins.
+        if let Some(&old) = self.by_peer.get(&peer_id)
+            && old != link
+            && self.links.contains_key(&old)
+        {
+            self.close(link);
+            return;
+        }
+        self.by_peer.insert(peer_id, link);
         if self.brahms.view().is_empty() {
             self.brahms.bootstrap([peer_id]);
         }
@@ -758,17 +819,22 @@ impl Node {
         }
     }
 
+    /// Remember a verified descriptor (from a handshake or a push).
     fn remember(&mut self, now: Millis, d: Descriptor, verified_addr: Option<SocketAddr>) {
         let id = d.node_id();
         if id == self.node_id() {
             return;
         }
         if let Some(k) = self.known.get_mut(&id) {
-            if d.timestamp_ms() >= k.descriptor.timestamp_ms() {
-                if d.address() != k.descriptor.address() {
+            if d.timestamp_ms() >= k.admitted.timestamp_ms() {
+                if k.verified
+                    .as_ref()
+                    .is_none_or(|v| v.address() != d.address())
+                {
                     k.verified_addr = None;
                 }
-                k.descriptor = d;
+                k.admitted = d.admitted();
+                k.verified = Some(d);
             }
             k.last_seen_ms = now;
             if verified_addr.is_some() {
@@ -776,18 +842,69 @@ impl Node {
             }
             return;
         }
-        if self.known.len() >= self.config.max_known_peers {
-            self.evict_known();
-        }
-        self.known.insert(
-            id,
+        self.insert_known(
+            now,
             Known {
-                descriptor: d,
+                admitted: d.admitted(),
+                verified: Some(d),
                 first_seen_ms: now,
                 last_seen_ms: now,
                 verified_addr,
             },
         );
+    }
+
+    /// Remember a gossiped descriptor whose identity was admitted but whose
+    /// signature is not checked yet. A verified descriptor is never
+    /// replaced by an unverified one unless the newer one verifies (so
+    /// nobody can overwrite a node's address with an unsigned claim).
+    fn remember_admitted(&mut self, now: Millis, a: Admitted) {
+        let id = a.node_id();
+        if id == self.node_id() {
+            return;
+        }
+        if let Some(k) = self.known.get_mut(&id) {
+            k.last_seen_ms = now;
+            if a.timestamp_ms() <= k.admitted.timestamp_ms() || a == k.admitted {
+                return;
+            }
+            if k.verified.is_some() {
+                match a.verify() {
+                    Ok(d) => {
+                        if k.verified
+                            .as_ref()
+                            .is_some_and(|v| v.address() != d.address())
+                        {
+                            k.verified_addr = None;
+                        }
+                        k.admitted = a;
+                        k.verified = Some(d);
+                    }
+                    Err(_) => self.stats.descriptors_refused += 1,
+                }
+            } else {
+                k.admitted = a;
+            }
+            return;
+        }
+        self.insert_known(
+            now,
+            Known {
+                admitted: a,
+                verified: None,
+                first_seen_ms: now,
+                last_seen_ms: now,
+                verified_addr: None,
+            },
+        );
+    }
+
+    fn insert_known(&mut self, now: Millis, k: Known) {
+        let _ = now;
+        if self.known.len() >= self.config.max_known_peers {
+            self.evict_known();
+        }
+        self.known.insert(k.admitted.node_id(), k);
     }
 
     fn evict_known(&mut self) {
@@ -823,7 +940,7 @@ impl Node {
                     return;
                 }
                 l.pushed_round = round;
-                match u.check(now, self.config.descriptor_max_age_ms, self.config.pow) {
+                match self.check_descriptor(u, now) {
                     Ok(d) if d.node_id() == peer => {
                         self.remember(now, d, None);
                         self.brahms.on_push(peer);
@@ -844,15 +961,7 @@ impl Node {
                     return;
                 }
                 l.pulled_round = round;
-                let answer: Vec<Descriptor> = self
-                    .brahms
-                    .view()
-                    .iter()
-                    .filter(|id| **id != peer)
-                    .filter_map(|id| self.known.get(id).map(|k| k.descriptor.clone()))
-                    .chain(std::iter::once(self.descriptor.clone()))
-                    .take(self.config.brahms.view_size)
-                    .collect();
+                let answer = self.pull_answer(peer);
                 for c in LinkMsg::pull_reply(nonce, &answer) {
                     self.send(link, c);
                 }
@@ -872,21 +981,91 @@ impl Node {
                     return;
                 }
                 l.my_pull = Some((want, got + descriptors.len()));
+                // Identities are admitted (freshness and proof of work, no
+                // signature): enough to feed sampling. Signatures are
+                // checked when a descriptor is first used.
                 let mut ids = Vec::with_capacity(descriptors.len());
+                let max_age = self.config.descriptor_max_age_ms;
                 for u in descriptors {
-                    match u.check(now, self.config.descriptor_max_age_ms, self.config.pow) {
-                        Ok(d) => {
-                            ids.push(d.node_id());
-                            self.remember(now, d, None);
+                    match u.admit(now, max_age, self.config.pow) {
+                        Ok(a) => {
+                            ids.push(a.node_id());
+                            self.remember_admitted(now, a);
                         }
                         Err(DescriptorError::Stale { .. }) => {}
                         Err(_) => self.stats.descriptors_refused += 1,
                     }
                 }
                 ids.retain(|id| *id != self.node_id());
+                self.stats.pull_replies += 1;
                 self.brahms.on_pull_reply(peer, &ids);
             }
         }
+    }
+
+    /// Check a descriptor, skipping the signature and PoW when it is
+    /// identical to one verified before (gossip repeats descriptors a lot).
+    fn check_descriptor(
+        &self,
+        u: crate::descriptor::UncheckedDescriptor,
+        now: Millis,
+    ) -> Result<Descriptor, DescriptorError> {
+        let max_age = self.config.descriptor_max_age_ms;
+        if let Some(k) = self.known.get(&u.claimed_id())
+            && let Some(v) = &k.verified
+            && let Some(result) = u.check_against_verified(v, now, max_age)
+        {
+            return result;
+        }
+        if u.claimed_id() == self.node_id()
+            && let Some(result) = u.check_against_verified(&self.descriptor, now, max_age)
+        {
+            return result;
+        }
+        u.check(now, max_age, self.config.pow)
+    }
+
+    /// What we answer a pull with: a quarter from our Brahms view
+    /// (ourselves included), the rest drawn at random from every descriptor
+    /// we hold. The random part makes knowledge of the membership spread
+    /// epidemically, so every honest node soon has *seen* every honest id;
+    /// min-wise samplers are uniform over the set of ids seen, so that is
+    /// what bounds an attacker's share of the samples to its share of the
+    /// population, however many pull replies it floods with its own ids.
+    fn pull_answer(&mut self, requester: NodeId) -> Vec<Admitted> {
+        let want = self.config.brahms.view_size;
+        let mut ids: BTreeSet<NodeId> = BTreeSet::new();
+        let mut answer = vec![self.descriptor.admitted()];
+        ids.insert(self.node_id());
+        ids.insert(requester);
+        for id in self.brahms.view() {
+            if answer.len() >= want / 4 {
+                break;
+            }
+            if let Some(k) = self.known.get(id)
+                && ids.insert(*id)
+            {
+                answer.push(k.admitted.clone());
+            }
+        }
+        let mut tries = 0;
+        while answer.len() < want && tries < 2 * want && !self.known.is_empty() {
+            tries += 1;
+            let mut probe = [0u8; 32];
+            self.rng.fill_bytes(&mut probe);
+            let probe = NodeId::from_bytes(probe);
+            let pick = self
+                .known
+                .range(probe..)
+                .next()
+                .or_else(|| self.known.iter().next());
+            if let Some((id, k)) = pick
+                && ids.insert(*id)
+            {
+                answer.push(k.admitted.clone());
+            }
+        }
+        answer
     }
 
     fn send_pull(&mut self, link: LinkId) {
@@ -894,6 +1073,7 @@ impl Node {
         if let Some(l) = self.links.get_mut(&link) {
             l.my_pull = Some((nonce, 0));
         }
+        self.stats.pulls_sent += 1;
         self.send(link, LinkMsg::pull_request(nonce));
     }
 
@@ -912,27 +1092,62 @@ impl Node {
             l.my_pull = None;
         }
         let pushes = self.brahms.push_targets(&mut self.rng);
-        let pulls = self.brahms.pull_targets(&mut self.rng);
+        // Half the pulls go to view members (Brahms), half to our own
+        // samples: the min-wise samplers converge to the population share
+        // whatever a flood does to the view, so pulling from them keeps a
+        // polluted view from steering all of our discovery to attackers.
+        let mut pulls = self.brahms.pull_targets(&mut self.rng);
+        let from_samples = pulls.len() / 2;
+        pulls.truncate(pulls.len() - from_samples);
+        let mut sample = self.brahms.sample();
+        sample.retain(|id| !pulls.contains(id));
+        for _ in 0..from_samples {
+            if sample.is_empty() {
+                break;
+            }
+            let pick = (self.rng.next_u64() % sample.len() as u64) as usize;
+            pulls.push(sample.swap_remove(pick));
+        }
+        let mut budget = self.config.max_new_links_per_round;
         for id in pushes {
-            match self.by_peer.get(&id) {
-                Some(&link) => {
-                    let c = LinkMsg::push(&self.descriptor);
-                    self.send(link, c);
-                }
-                None => {
-                    if self.dial(now, id) {
-                        self.pending_push.insert(id);
-                    }
-                }
+            if let Some(&link) = self.by_peer.get(&id) {
+                let c = LinkMsg::push(&self.descriptor);
+                self.stats.pushes_sent += 1;
+                self.send(link, c);
+            } else if budget > 0 && self.dial(now, id) {
+                budget -= 1;
+                self.pending_push.insert(id);
             }
         }
+        // Pull targets without a link, beyond the new-link budget, are
+        // replaced by peers on links we opened ourselves (never by peers
+        // that dialled us, whom an attacker can multiply).
+        let mut substitutes: Vec<LinkId> = self
+            .links
+            .iter()
+            .filter(|(_, l)| {
+                l.direction == Direction::Outbound && matches!(l.state, LinkState::Up { .. })
+            })
+            .map(|(id, _)| *id)
+            .collect();
+        let mut pulled: BTreeSet<LinkId> = BTreeSet::new();
         for id in pulls {
-            match self.by_peer.get(&id) {
-                Some(&link) => self.send_pull(link),
-                None => {
-                    if self.dial(now, id) {
-                        self.pending_pull.insert(id);
-                    }
+            if let Some(&link) = self.by_peer.get(&id) {
+                if pulled.insert(link) {
+                    self.send_pull(link);
+                }
+            } else if self.pending_push.contains(&id) {
+                self.pending_pull.insert(id);
+            } else if budget > 0 && self.dial(now, id) {
+                budget -= 1;
+                self.pending_pull.insert(id);
+            } else {
+                substitutes.retain(|l| !pulled.contains(l));
+                if !substitutes.is_empty() {
+                    let pick = (self.rng.next_u64() % substitutes.len() as u64) as usize;
+                    let link = substitutes.swap_remove(pick);
+                    pulled.insert(link);
+                    self.send_pull(link);
                 }
             }
         }
@@ -942,22 +1157,36 @@ impl Node {
     /// Ask the driver to dial `id` at its claimed address, at most once per
     /// backoff period per address.
     fn dial(&mut self, now: Millis, id: NodeId) -> bool {
-        let Some(k) = self.known.get(&id) else {
+        // First use of a gossiped descriptor: check its signature now.
+        let Some(k) = self.known.get_mut(&id) else {
             return false;
         };
-        if !k.descriptor.is_relay() {
+        if k.verified.is_none() {
+            match k.admitted.verify() {
+                Ok(d) => k.verified = Some(d),
+                Err(_) => {
+                    self.stats.descriptors_refused += 1;
+                    self.known.remove(&id);
+                    return false;
+                }
+            }
+        }
+        let Some(d) = k.verified.as_ref() else {
+            return false;
+        };
+        if !d.is_relay() {
             return false;
         }
-        let Some(addr) = k.verified_addr.or(k.descriptor.address()) else {
+        let Some(addr) = k.verified_addr.or(d.address()) else {
             return false;
         };
         if let Some(d) = self.dials.get(&addr) {
             return d.expected == Some(id);
         }
-        if let Some(&t) = self.last_dial.get(&addr) {
-            if now < t + self.config.dial_backoff_ms {
-                return false;
-            }
+        if let Some(&t) = self.last_dial.get(&addr)
+            && now < t + self.config.dial_backoff_ms
+        {
+            return false;
         }
         let handshaking = self
             .links
@@ -991,11 +1220,28 @@ impl Node {
     /// Keep the link count well under the limit: close the least recently
     /// used links to peers outside the view.
     fn prune_links(&mut self, now: Millis) {
+        let view: BTreeSet<NodeId> = self.brahms.view().iter().copied().collect();
+        // Links nobody used for a few rounds, to peers outside the view.
+        let idle_ms = 3 * self.config.round_ms;
+        let stale: Vec<LinkId> = self
+            .links
+            .iter()
+            .filter_map(|(id, l)| match l.state {
+                LinkState::Up { peer }
+                    if !view.contains(&peer) && now > l.last_used_ms + idle_ms =>
+                {
+                    Some(*id)
+                }
+                _ => None,
+            })
+            .collect();
+        for link in stale {
+            self.close(link);
+        }
         let target = self.config.max_links * 3 / 4;
         if self.links.len() <= target {
             return;
         }
-        let view: BTreeSet<NodeId> = self.brahms.view().iter().copied().collect();
         let mut idle: Vec<(Millis, LinkId)> = self
             .links
             .iter()
@@ -1195,6 +1441,38 @@ mod tests {
         a.handle_link_data(T0, LinkId(1), &junk);
         assert!(a.stats().handshakes_failed + a.stats().peers_penalised >= 1);
         assert!(a.peers().is_empty());
+    }
+
+    #[test]
+    fn gossiped_address_gets_one_attempt_per_backoff() {
+        // Node 1 learns node 5's descriptor (claiming some address) only by
+        // gossip; whatever the rounds ask, it dials that address at most
+        // once per backoff period and sends it nothing but a handshake.
+        let mut a = node(1, vec![]);
+        let victim = node(5, vec![]);
+        let now = T0 + 100;
+        a.remember_admitted(now, victim.descriptor().admitted());
+        let target = victim.node_id();
+        let mut connects = 0;
+        for step in 0..20u64 {
+            let t = now + step * 100;
+            if a.dial(t, target) {
+                // The dial is pending until the driver reports.
+            }
+            while let Some(e) = a.poll_event() {
+                if let Event::Connect { addr: at, expected } = e {
+                    assert_eq!(at, addr(5));
+                    assert_eq!(expected, Some(target));
+                    connects += 1;
+                    a.handle_connect_failed(t, at);
+                }
+            }
+        }
+        assert_eq!(connects, 1, "2 s of tries, one attempt per 5 s backoff");
+        assert!(
+            a.poll_transmit().is_none(),
+            "nothing sent to an unreached address"
+        );
     }
 
     #[test]

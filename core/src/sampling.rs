@@ -64,7 +64,7 @@
 //! the liveness probing of sampled ids (the node does it and calls
 //! [`Brahms::remove`]).
 
-use std::collections::BTreeSet;
+use std::cmp::Ordering;
 use std::fmt;
 
 use rand_core::RngCore;
@@ -267,7 +267,8 @@ pub struct Brahms {
     /// Ids from this round's pull replies (deduplicated at round end).
     pulled: Vec<NodeId>,
     /// Nodes whose pull reply we took this round.
-    pull_repliers: Vec<NodeId>,
+    /// Peers that answered a pull this round, with how many ids each gave.
+    pull_repliers: Vec<(NodeId, usize)>,
     /// Ids fed to every sampler since the last reset, sorted (a bounded
     /// cache, see [`FED_CACHE_CAP`]).
     fed: Vec<NodeId>,
@@ -348,18 +349,23 @@ impl Brahms {
     /// per peer and at most `ceil(beta * l1)` replies per round; our own id
     /// is ignored.
     pub fn on_pull_reply(&mut self, from: NodeId, ids: &[NodeId]) {
-        if self.pull_repliers.len() >= self.params.pulls_per_round()
-            || self.pull_repliers.contains(&from)
-        {
-            return;
-        }
-        self.pull_repliers.push(from);
+        // A reply may span several cells (several calls); each replier may
+        // give at most `view_size` ids in all, and at most
+        // `pulls_per_round` peers may reply.
+        let cap = self.params.view_size;
+        let slot = match self.pull_repliers.iter().position(|(p, _)| *p == from) {
+            Some(i) => i,
+            None if self.pull_repliers.len() < self.params.pulls_per_round() => {
+                self.pull_repliers.push((from, 0));
+                self.pull_repliers.len() - 1
+            }
+            None => return,
+        };
+        let room = cap.saturating_sub(self.pull_repliers[slot].1);
         let me = self.self_id;
-        self.pulled.extend(
-            ids.iter()
-                .take(self.params.view_size)
-                .filter(|&&id| id != me),
-        );
+        let take: Vec<NodeId> = ids.iter().take(room).copied().collect();
+        self.pull_repliers[slot].1 += take.len();
+        self.pulled.extend(take.into_iter().filter(|&id| id != me));
     }
 
     /// Ends the round (the Brahms update):
@@ -374,7 +380,8 @@ impl Brahms {
     /// refilled from the samples so the node keeps someone to talk to.
     pub fn end_round(&mut self, rng: &mut impl RngCore) -> RoundOutcome {
         let pushes = self.pushed.len().saturating_add(self.push_overflow);
-        self.pulled.sort_unstable();
+        self.pulled
+            .sort_unstable_by(|a, b| a.as_bytes().cmp(b.as_bytes()));
         self.pulled.dedup();
         let view = if pushes > self.params.max_pushes_accepted() {
             ViewUpdate::FloodDetected
@@ -405,9 +412,21 @@ impl Brahms {
         self.push_overflow = 0;
         self.pull_repliers.clear();
 
-        if self.view.is_empty() {
-            let sample = self.sample();
-            self.view = choose(rng, &sample, self.params.view_size);
+        // An under-filled view (a node that just joined, or one whose view
+        // members died) is topped up from the ids it pulled this round and
+        // then from its samples, so a newcomer nobody pushes to yet is not
+        // starved forever. Pulled ids come only from peers we chose to ask.
+        if self.view.len() < self.params.view_size {
+            let missing = self.params.view_size - self.view.len();
+            let mut extra: Vec<NodeId> = pulled
+                .iter()
+                .chain(self.sample().iter())
+                .copied()
+                .filter(|id| *id != self.self_id && !self.view.contains(id))
+                .collect();
+            extra.sort_unstable();
+            extra.dedup();
+            self.view.extend(choose(rng, &extra, missing));
         }
         outcome
     }
@@ -452,11 +471,17 @@ impl Brahms {
     fn feed(&mut self, ids: &[NodeId]) {
         // Both lists are sorted: walk them together.
         let mut fresh = Vec::new();
-        let mut known = self.fed.iter().peekable();
+        let mut k = 0;
         for &id in ids {
-            while known.next_if(|&&k| k < id).is_some() {}
-            if known.peek() != Some(&&id) {
-                fresh.push(id);
+            loop {
+                match self.fed.get(k).map(|known| known.cmp(&id)) {
+                    Some(Ordering::Less) => k += 1,
+                    Some(Ordering::Equal) => break,
+                    Some(Ordering::Greater) | None => {
+                        fresh.push(id);
+                        break;
+                    }
+                }
             }
         }
         if fresh.is_empty() {
@@ -527,7 +552,7 @@ mod tests {
     use super::*;
     use rand_chacha::ChaCha20Rng;
     use rand_core::SeedableRng;
-    use std::collections::BTreeMap;
+    use std::collections::{BTreeMap, BTreeSet};
 
     fn rng(seed: u64) -> ChaCha20Rng {
         ChaCha20Rng::seed_from_u64(seed)
@@ -796,9 +821,19 @@ mod tests {
     ) -> SimResult {
         let mut r = rng(seed);
         let params = BrahmsParams::DEFAULT;
-        let all = ids(&mut r, honest + attackers);
-        let index: BTreeMap<NodeId, usize> =
-            all.iter().enumerate().map(|(i, &id)| (id, i)).collect();
+        // Random ids whose first four bytes are their index (cheap lookup).
+        let all: Vec<NodeId> = (0..honest + attackers)
+            .map(|i| {
+                let mut b = [0u8; 32];
+                r.fill_bytes(&mut b);
+                b[..4].copy_from_slice(&(i as u32).to_be_bytes());
+                NodeId::from_bytes(b)
+            })
+            .collect();
+        let index = |id: &NodeId| {
+            let b = id.as_bytes();
+            u32::from_be_bytes([b[0], b[1], b[2], b[3]]) as usize
+        };
         let evil = &all[honest..];
         let mut nodes: Vec<Brahms> = (0..honest)
             .map(|i| {
@@ -812,13 +847,13 @@ mod tests {
         for _ in 0..rounds {
             for i in 0..honest {
                 for t in nodes[i].push_targets(&mut r) {
-                    if index[&t] < honest {
-                        nodes[index[&t]].on_push(all[i]);
+                    if index(&t) < honest {
+                        nodes[index(&t)].on_push(all[i]);
                     }
                 }
                 for t in nodes[i].pull_targets(&mut r) {
-                    let reply = if index[&t] < honest {
-                        nodes[index[&t]].view().to_vec()
+                    let reply = if index(&t) < honest {
+                        nodes[index(&t)].view().to_vec()
                     } else {
                         choose(&mut r, evil, params.view_size)
                     };
@@ -843,7 +878,7 @@ mod tests {
         let samples: Vec<Vec<NodeId>> = nodes.iter().map(Brahms::sample).collect();
         let attacker_share = samples
             .iter()
-            .map(|s| s.iter().filter(|id| index[id] >= honest).count() as f64 / s.len() as f64)
+            .map(|s| s.iter().filter(|id| index(id) >= honest).count() as f64 / s.len() as f64)
             .sum::<f64>()
             / honest as f64;
         let union: BTreeSet<NodeId> = samples.iter().flatten().copied().collect();
@@ -885,7 +920,7 @@ mod tests {
     fn sim_stealthy_attackers_stay_near_population_share() {
         // Attackers push rarely (one in ten), to slip under the flood limit
         // and let their pull answers poison the views.
-        let res = simulate(21, 300, 30, 40, 0.1);
+        let res = simulate(21, 300, 30, 30, 0.1);
         report("stealthy attack (300 + 30)", &res);
         let population = 30.0 / 330.0;
         assert!(res.attacker_share <= 2.0 * population, "{res:?}");
@@ -893,7 +928,7 @@ mod tests {
 
     #[test]
     fn sim_without_attackers_covers_the_network() {
-        let res = simulate(22, 300, 0, 40, 0.0);
+        let res = simulate(22, 300, 0, 20, 0.0);
         report("no attack (300)", &res);
         assert!(res.coverage >= 0.9, "{res:?}");
         assert!(res.updated > 0);

@@ -39,6 +39,8 @@ pub enum Command {
     Library,
     /// Search the local index.
     Find { words: String, limit: Option<u32> },
+    /// Authenticated peers (never this node itself).
+    Peers,
 }
 
 /// One line of the daemon's answer.
@@ -116,6 +118,35 @@ pub struct StatusInfo {
     pub testnet: bool,
     pub shared_files: u64,
     pub shared_bytes: u64,
+    /// The UDP address peer links are bound to (`ip:port`).
+    pub listen: String,
+    /// Number of authenticated peers.
+    pub peers: usize,
+}
+
+/// One authenticated peer.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct PeerEntry {
+    /// The peer's node id, 64 lowercase hex digits.
+    pub node_id: String,
+    /// Transport address of the link, `ip:port`.
+    pub address: String,
+    /// Seconds since the link's handshake completed.
+    pub age_s: u64,
+    /// Who opened the link.
+    pub direction: LinkDirection,
+    /// Whether the peer relays for others.
+    pub relay: bool,
+}
+
+/// Who opened a link.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum LinkDirection {
+    /// We dialled the peer.
+    Outbound,
+    /// The peer dialled us.
+    Inbound,
 }
 
 /// Public identities of the node.

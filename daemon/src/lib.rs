@@ -2,13 +2,16 @@
 //! `veil` CLI.
 //!
 //! The daemon owns everything with side effects: the data dir and its keys,
-//! the SQLite store, files on disk, the control socket and (in later layers)
-//! the QUIC endpoint that drives `veil-core`.
+//! the SQLite store, files on disk, the control socket and the QUIC endpoint
+//! that drives `veil-core`'s node ([`driver`], [`net`]).
 
 pub mod api;
 pub mod client;
+pub mod config;
 pub mod datadir;
+pub mod driver;
 pub mod keys;
 pub mod library;
+pub mod net;
 pub mod server;
 pub mod store;

@@ -1,5 +1,6 @@
 //! `veild`: the veil node daemon. Runs in the foreground.
 
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -7,15 +8,20 @@ use anyhow::Context;
 use clap::Parser;
 use rand::RngCore;
 use tokio::net::UnixListener;
+use veil_core::identity::NodeIdentity;
+use veil_core::node::Config;
 use veil_core::pow::PowParams;
+use veil_daemon::config;
 use veil_daemon::datadir::{
     DB_FILE, DataDir, ENV_DATA_DIR, InstanceLock, TOKEN_FILE, write_private,
 };
+use veil_daemon::driver::{Network, Options};
 use veil_daemon::keys;
 use veil_daemon::server::{Daemon, serve};
 use veil_daemon::store::Store;
 
-/// veild: the veil node daemon. Keeps the library, answers the `veil` CLI.
+/// veild: the veil node daemon. Keeps the library, links to peers over QUIC,
+/// answers the `veil` CLI.
 #[derive(Debug, Parser)]
 #[command(version, about)]
 struct Args {
@@ -26,6 +32,19 @@ struct Args {
     /// Never use on the real network.
     #[arg(long)]
     testnet: bool,
+    /// UDP address for peer links (QUIC); port 0 picks a free port. A specific
+    /// IP is advertised to peers, 0.0.0.0 advertises nothing.
+    /// [default: 0.0.0.0:7171, or `listen` in the config file]
+    #[arg(long, value_name = "ADDR:PORT")]
+    listen: Option<SocketAddr>,
+    /// Seed nodes to join, comma-separated; may repeat. Retried until reached.
+    /// Without any (here or in the config file), start a network of one's own.
+    #[arg(long, value_name = "ADDR:PORT,...", value_delimiter = ',')]
+    bootstrap: Vec<SocketAddr>,
+    /// TOML config file with `listen` and `bootstrap`; flags override it.
+    /// See daemon/veild.example.toml.
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
     /// Log filter (tracing EnvFilter syntax), e.g. `info` or `veil_daemon=debug`.
     #[arg(long, env = "VEIL_LOG", default_value = "info")]
     log: String,
@@ -49,6 +68,11 @@ fn main() -> std::process::ExitCode {
 }
 
 fn run(args: Args) -> anyhow::Result<()> {
+    let file = match &args.config {
+        Some(path) => config::load(path)?,
+        None => config::RawConfig::default(),
+    };
+    let settings = config::resolve(file, args.listen, args.bootstrap)?;
     let dir = DataDir::resolve(args.data_dir)?;
     dir.create_private()?;
     let _lock = InstanceLock::acquire(&dir)?;
@@ -79,9 +103,26 @@ fn run(args: Args) -> anyhow::Result<()> {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
             Err(e) => return Err(e).with_context(|| format!("cannot remove stale {}", socket.display())),
         }
+        let mut node_config = if args.testnet {
+            Config::testnet()
+        } else {
+            Config::mainnet()
+        };
+        node_config.bootstrap = settings.bootstrap;
+        let identity = NodeIdentity::from_bytes(&node.to_bytes())?;
+        let network = Network::start(identity, node_config, settings.listen, Options::default())?;
         let listener = UnixListener::bind(&socket)
             .with_context(|| format!("cannot listen on {}", socket.display()))?;
-        let daemon = Arc::new(Daemon::new(dir.clone(), node, publisher, store, token, args.testnet, pow));
+        let daemon = Arc::new(Daemon::new(
+            dir.clone(),
+            node,
+            publisher,
+            store,
+            token,
+            args.testnet,
+            pow,
+            network.view(),
+        ));
         tracing::info!(node_id = %daemon.node.node_id(), data_dir = %dir.path().display(), "veild ready");
         let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
         let result = tokio::select! {
@@ -90,6 +131,7 @@ fn run(args: Args) -> anyhow::Result<()> {
             _ = term.recv() => Ok(()),
         };
         let _ = std::fs::remove_file(&socket);
+        network.shutdown().await;
         tracing::info!("veild stopped");
         result
     })?;

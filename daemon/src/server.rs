@@ -11,11 +11,14 @@ use tokio::sync::mpsc;
 use veil_core::identity::{NodeIdentity, Pseudonym};
 use veil_core::pow::PowParams;
 
+use veil_core::node::Direction;
+
 use crate::api::{
-    ApiError, Command, ErrorKind, FindHit, IdInfo, MAX_REQUEST_BYTES, Reply, Request, StatusInfo,
-    UnshareReport,
+    ApiError, Command, ErrorKind, FindHit, IdInfo, LinkDirection, MAX_REQUEST_BYTES, PeerEntry,
+    Reply, Request, StatusInfo, UnshareReport,
 };
 use crate::datadir::DataDir;
+use crate::driver::{NetView, now_ms};
 use crate::library::{self, Library, internal, lock};
 use crate::store::Store;
 
@@ -32,10 +35,12 @@ pub struct Daemon {
     pub started: Instant,
     pub testnet: bool,
     pub pow: PowParams,
+    pub network: NetView,
 }
 
 impl Daemon {
     /// Assemble a daemon from its loaded parts.
+    #[allow(clippy::too_many_arguments)]
     pub fn new(
         dir: DataDir,
         node: NodeIdentity,
@@ -44,6 +49,7 @@ impl Daemon {
         token: String,
         testnet: bool,
         pow: PowParams,
+        network: NetView,
     ) -> Daemon {
         Daemon {
             dir,
@@ -56,6 +62,7 @@ impl Daemon {
             started: Instant::now(),
             testnet,
             pow,
+            network,
         }
     }
 }
@@ -181,6 +188,8 @@ fn execute(
                 testnet: d.testnet,
                 shared_files: files,
                 shared_bytes: bytes,
+                listen: d.network.local_addr.to_string(),
+                peers: d.network.snapshot().peers.len(),
             })
         }
         Command::Id => {
@@ -219,6 +228,28 @@ fn execute(
                 .find(&words, limit)
                 .map_err(internal)?;
             to_json(&hits)
+        }
+        Command::Peers => {
+            let now = now_ms();
+            let me = d.node.node_id();
+            let peers: Vec<PeerEntry> = d
+                .network
+                .snapshot()
+                .peers
+                .into_iter()
+                .filter(|p| p.node_id != me)
+                .map(|p| PeerEntry {
+                    node_id: p.node_id.to_string(),
+                    address: p.addr.to_string(),
+                    age_s: now.saturating_sub(p.since_ms) / 1000,
+                    direction: match p.direction {
+                        Direction::Outbound => LinkDirection::Outbound,
+                        Direction::Inbound => LinkDirection::Inbound,
+                    },
+                    relay: p.relay,
+                })
+                .collect();
+            to_json(&peers)
         }
     }
 }

@@ -1,15 +1,12 @@
-//! `veil-sim`: a discrete-event simulator that drives many `veil-core` nodes
-//! in virtual time. The event loop arrives with the sans-IO node state
-//! machine; today the binary reports what it can already exercise: the
-//! identity layer's proof of work at a chosen difficulty, from a seed.
+//! `veil-sim`: many veil nodes, the same protocol code as `veild`, in
+//! virtual time. Prints the seed on stderr; the same seed replays the same
+//! run (identical JSON apart from `wall_ms`).
 
 use std::time::Instant;
 
 use clap::{Parser, Subcommand};
-use rand_chacha::ChaCha20Rng;
-use rand_chacha::rand_core::SeedableRng;
-use veil_core::identity::NodeIdentity;
-use veil_core::pow::PowParams;
+use veil_core::node::Config;
+use veil_sim::sim::{Scenario, Sim};
 
 /// veil-sim: run many veil nodes in virtual time.
 #[derive(Debug, Parser)]
@@ -21,16 +18,21 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Cmd {
-    /// Create N PoW-admitted node identities from a seed and report the cost.
-    Identities {
-        #[arg(long, default_value_t = 100)]
-        nodes: u32,
+    /// Build a network from a seed list and let peer sampling converge.
+    Run {
+        /// Number of nodes (attackers included).
+        #[arg(long, default_value_t = 1000)]
+        nodes: usize,
+        /// Seed of the run.
         #[arg(long, default_value_t = 1)]
         seed: u64,
-        /// PoW difficulty in leading zero bits (default: the testnet value).
-        #[arg(long)]
-        difficulty: Option<u8>,
-        /// Print one JSON object on stdout.
+        /// Fraction of nodes that flood (0..1).
+        #[arg(long, default_value_t = 0.0)]
+        flooders: f64,
+        /// Virtual seconds to run.
+        #[arg(long, default_value_t = 60)]
+        duration_s: u64,
+        /// Print exactly one JSON object on stdout.
         #[arg(long)]
         json: bool,
     },
@@ -39,41 +41,73 @@ enum Cmd {
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.command {
-        Cmd::Identities {
+        Cmd::Run {
             nodes,
             seed,
-            difficulty,
+            flooders,
+            duration_s,
             json,
         } => {
-            eprintln!("veil-sim: seed {seed}");
-            let params = PowParams {
-                difficulty_bits: difficulty.unwrap_or(PowParams::TESTNET.difficulty_bits),
-            };
-            let mut rng = ChaCha20Rng::seed_from_u64(seed);
+            anyhow::ensure!(nodes >= 2, "--nodes must be at least 2");
+            anyhow::ensure!(
+                (0.0..1.0).contains(&flooders),
+                "--flooders must be in [0, 1)"
+            );
+            eprintln!(
+                "veil-sim: seed {seed}, {nodes} nodes, flooders {flooders}, {duration_s} virtual s"
+            );
             let started = Instant::now();
-            let mut digest = blake3::Hasher::new();
-            for _ in 0..nodes {
-                let id = NodeIdentity::generate(&mut rng, params);
-                digest.update(id.node_id().as_bytes());
-            }
+            let mut scenario = Scenario::new(nodes, seed);
+            scenario.flooders = flooders;
+            scenario.duration_ms = duration_s * 1000;
+            let mut sim = Sim::new(scenario, &Config::testnet());
+            sim.run();
+            let o = sim.outcome();
             let wall_ms = started.elapsed().as_millis() as u64;
-            let ids_digest = digest.finalize().to_hex().to_string();
+            let attempted = o.links_up + o.handshakes_failed;
+            let doc = serde_json::json!({
+                "nodes": nodes,
+                "seed": seed,
+                "flooders": flooders,
+                "virtual_s": duration_s,
+                "links_up": o.links_up,
+                "handshakes_failed": o.handshakes_failed,
+                "handshake_success": if attempted == 0 { 1.0 } else { o.links_up as f64 / attempted as f64 },
+                "attacker_share_of_samples": round6(o.attacker_share_of_samples),
+                "attacker_population_share": round6(o.attacker_population_share),
+                "honest_nodes": o.honest_nodes,
+                "honest_connected": o.honest_connected,
+                "mean_peers": round6(o.mean_peers),
+                "mean_known": round6(o.mean_known),
+                "mean_sample_size": round6(o.mean_sample_size),
+                "rounds": o.rounds,
+                "floods_detected": o.floods_detected,
+                "peers_penalised": o.peers_penalised,
+                "pushes_sent": o.pushes_sent,
+                "pulls_sent": o.pulls_sent,
+                "pull_replies": o.pull_replies,
+                "cells_delivered": o.cells_delivered,
+                "events": o.events,
+                "wall_ms": wall_ms,
+            });
             if json {
-                println!(
-                    "{}",
-                    serde_json::json!({
-                        "nodes": nodes, "seed": seed, "difficulty_bits": params.difficulty_bits,
-                        "ids_digest": ids_digest, "wall_ms": wall_ms,
-                    })
-                );
-            } else {
-                println!("nodes            {nodes}");
-                println!("seed             {seed}");
-                println!("difficulty bits  {}", params.difficulty_bits);
-                println!("ids digest       {ids_digest}");
-                println!("wall ms          {wall_ms}");
+                println!("{doc}");
+            } else if let serde_json::Value::Object(map) = &doc {
+                for (k, v) in map {
+                    println!("{k:<28} {v}");
+                }
             }
+            eprintln!(
+                "veil-sim: {} events in {} ms ({:.0} events/s)",
+                o.events,
+                wall_ms,
+                o.events as f64 * 1000.0 / wall_ms.max(1) as f64
+            );
         }
     }
     Ok(())
+}
+
+fn round6(x: f64) -> f64 {
+    (x * 1e6).round() / 1e6
 }

@@ -36,25 +36,41 @@ pub struct Daemon {
     pub data_dir: PathBuf,
     _tmp: Option<tempfile::TempDir>,
     log: PathBuf,
+    args: Vec<String>,
 }
 
 impl Daemon {
     /// Start a testnet daemon on a fresh temp data dir and wait until it
-    /// answers `veil status`.
+    /// answers `veil status`. Its peer links listen on an ephemeral port of
+    /// 127.0.0.1 and it joins no network.
     pub fn start() -> Daemon {
+        Daemon::start_with(&["--listen", "127.0.0.1:0"])
+    }
+
+    /// Like [`Daemon::start`] with these extra `veild` arguments (e.g.
+    /// `--listen`, `--bootstrap`) instead of the default `--listen`.
+    pub fn start_with(args: &[&str]) -> Daemon {
+        let mut d = Daemon::prepare(args);
+        d.restart();
+        d
+    }
+
+    /// A daemon with a fresh temp data dir and these extra `veild`
+    /// arguments, not started yet: see [`Daemon::launch`] and
+    /// [`Daemon::wait_ready`] to start several at once.
+    pub fn prepare(args: &[&str]) -> Daemon {
         let tmp = tempfile::Builder::new()
             .prefix("veil-it-")
             .tempdir()
             .expect("tempdir");
         let data_dir = tmp.path().join("data");
-        let mut d = Daemon {
+        Daemon {
             child: None,
             log: tmp.path().join("veild.log"),
             data_dir,
             _tmp: Some(tmp),
-        };
-        d.restart();
-        d
+            args: args.iter().map(|a| a.to_string()).collect(),
+        }
     }
 
     /// Spawn `veild` without waiting; returns the child.
@@ -68,6 +84,7 @@ impl Daemon {
             .arg("--testnet")
             .arg("--data-dir")
             .arg(&self.data_dir)
+            .args(&self.args)
             .env_remove("VEIL_DATA_DIR")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -78,8 +95,18 @@ impl Daemon {
 
     /// (Re)start the daemon after a stop or kill and wait until it is ready.
     pub fn restart(&mut self) {
+        self.launch();
+        self.wait_ready();
+    }
+
+    /// Spawn the daemon without waiting for it.
+    pub fn launch(&mut self) {
         assert!(self.child.is_none(), "daemon still running");
         self.child = Some(self.spawn());
+    }
+
+    /// Wait until the launched daemon answers `veil status`.
+    pub fn wait_ready(&mut self) {
         let deadline = Instant::now() + START_TIMEOUT;
         loop {
             let out = self.veil(&["status", "--json"]);

@@ -1,0 +1,473 @@
+//! The QUIC driver: one quinn endpoint (one UDP socket) and one task that
+//! owns the protocol [`Node`] and feeds it.
+//!
+//! What the driver guarantees to the node:
+//!
+//! - **One task owns the node.** Connection tasks talk to it only through a
+//!   bounded channel of inputs, so the node sees one ordered stream of
+//!   `handle_*` calls, each followed by draining `poll_transmit` and
+//!   `poll_event`, and `handle_timeout` is called at `poll_timeout`.
+//! - **A link is one QUIC connection and one bidirectional stream** opened by
+//!   the dialler, whose first write is Noise message 1 (so the stream appears
+//!   at the acceptor). Stream bytes go to `handle_link_data` in order; the
+//!   end of the stream or of the connection becomes `handle_link_down`
+//!   exactly once; a dial that fails or times out becomes
+//!   `handle_connect_failed`.
+//! - **The binding is the TLS exporter** of that connection (see
+//!   [`crate::net`]), computed the same way on both ends.
+//! - **Bounded buffers.** Each link has a queue of at most
+//!   [`WRITE_QUEUE_CELLS`] cells towards its socket; a peer that does not
+//!   read long enough to fill it is cut. Inbound connections that have not
+//!   yet opened their stream are bounded and time out.
+//!
+//! The node itself guarantees that nothing but the handshake crosses a link
+//! before Noise completes.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use rand::RngCore;
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+use veil_core::cell::Cell;
+use veil_core::identity::NodeIdentity;
+use veil_core::node::{Config, Direction, Event, LinkId, Millis, Node, PeerInfo, Stats};
+
+use crate::net;
+
+/// Most cells queued towards one link's stream.
+pub const WRITE_QUEUE_CELLS: usize = 256;
+/// Most inputs queued towards the node task (readers wait when it is full).
+const INPUT_QUEUE: usize = 1024;
+/// Largest chunk read from a stream at once.
+const READ_CHUNK: usize = 64 * 1024;
+/// QUIC idle timeout of a link (keep-alives are sent at a third of it).
+const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Driver options besides the node's [`Config`].
+#[derive(Debug, Clone, Default)]
+pub struct Options {
+    /// Test only: corrupt our side's channel binding, as a splicing relay
+    /// would see it. Every handshake must then fail.
+    #[doc(hidden)]
+    pub splice_binding: bool,
+}
+
+/// What the control API shows about the network.
+#[derive(Debug, Clone, Default)]
+pub struct Snapshot {
+    /// Authenticated peers (never ourselves).
+    pub peers: Vec<PeerInfo>,
+    /// The node's counters.
+    pub stats: Stats,
+}
+
+/// A read-only view of a running network, for the control API.
+#[derive(Debug, Clone)]
+pub struct NetView {
+    /// The address the UDP socket is bound to.
+    pub local_addr: SocketAddr,
+    snapshot: Arc<Mutex<Snapshot>>,
+}
+
+impl NetView {
+    /// The latest snapshot (updated by the node task after each input).
+    pub fn snapshot(&self) -> Snapshot {
+        self.snapshot
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+}
+
+/// A running driver. Dropping it without [`Network::shutdown`] stops the
+/// tasks abruptly.
+#[derive(Debug)]
+pub struct Network {
+    endpoint: quinn::Endpoint,
+    view: NetView,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+/// Unix time in milliseconds.
+pub fn now_ms() -> Millis {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as Millis)
+        .unwrap_or(0)
+}
+
+impl Network {
+    /// Bind `listen` (port 0: any free port) and start driving a node with
+    /// this identity. If `listen` has a specific IP, the bound address is
+    /// advertised in our descriptor; otherwise nothing is advertised.
+    /// Must be called inside a tokio runtime.
+    pub fn start(
+        identity: NodeIdentity,
+        mut config: Config,
+        listen: SocketAddr,
+        options: Options,
+    ) -> anyhow::Result<Network> {
+        let endpoint = net::endpoint(listen, IDLE_TIMEOUT)?;
+        let local_addr = endpoint.local_addr()?;
+        if local_addr.ip().is_unspecified() {
+            tracing::warn!(
+                "listening on an unspecified address: no address is advertised, so peers can reach this node only over links it opens"
+            );
+            config.advertised_addr = None;
+        } else {
+            config.advertised_addr = Some(local_addr);
+        }
+        let handshake_timeout = Duration::from_millis(config.handshake_timeout_ms);
+        let max_pending_inbound = config.max_pending_handshakes * 2;
+        let mut seed = [0u8; 32];
+        rand::rngs::OsRng.fill_bytes(&mut seed);
+        let node = Node::new(identity, config, seed, now_ms());
+        let (inputs, rx) = mpsc::channel(INPUT_QUEUE);
+        let shared = Arc::new(Shared {
+            endpoint: endpoint.clone(),
+            inputs,
+            next_link: AtomicU64::new(1),
+            pending_inbound: AtomicUsize::new(0),
+            max_pending_inbound,
+            handshake_timeout,
+            options,
+        });
+        let snapshot = Arc::new(Mutex::new(Snapshot {
+            peers: Vec::new(),
+            stats: node.stats().clone(),
+        }));
+        let tasks = vec![
+            tokio::spawn(run_node(node, rx, shared.clone(), snapshot.clone())),
+            tokio::spawn(accept_loop(shared)),
+        ];
+        tracing::info!(%local_addr, "peer links: listening (QUIC)");
+        Ok(Network {
+            endpoint,
+            view: NetView {
+                local_addr,
+                snapshot,
+            },
+            tasks,
+        })
+    }
+
+    /// A view for the control API.
+    pub fn view(&self) -> NetView {
+        self.view.clone()
+    }
+
+    /// Close every link and the endpoint, and wait (briefly) until peers were
+    /// told.
+    pub async fn shutdown(self) {
+        for t in &self.tasks {
+            t.abort();
+        }
+        self.endpoint.close(0u32.into(), b"shutdown");
+        let _ = tokio::time::timeout(Duration::from_secs(2), self.endpoint.wait_idle()).await;
+    }
+}
+
+impl Drop for Network {
+    fn drop(&mut self) {
+        for t in &self.tasks {
+            t.abort();
+        }
+    }
+}
+
+/// State shared by the connection tasks.
+#[derive(Debug)]
+struct Shared {
+    endpoint: quinn::Endpoint,
+    inputs: mpsc::Sender<Input>,
+    next_link: AtomicU64,
+    pending_inbound: AtomicUsize,
+    max_pending_inbound: usize,
+    handshake_timeout: Duration,
+    options: Options,
+}
+
+/// What connection tasks tell the node task.
+#[derive(Debug)]
+enum Input {
+    LinkUp {
+        link: LinkId,
+        direction: Direction,
+        remote: SocketAddr,
+        binding: [u8; 32],
+        io: LinkIo,
+    },
+    Data {
+        link: LinkId,
+        data: Bytes,
+    },
+    Down {
+        link: LinkId,
+    },
+    ConnectFailed {
+        addr: SocketAddr,
+    },
+}
+
+/// The node task's handle on one link.
+#[derive(Debug)]
+struct LinkIo {
+    conn: quinn::Connection,
+    cells: mpsc::Sender<Cell>,
+}
+
+async fn run_node(
+    mut node: Node,
+    mut rx: mpsc::Receiver<Input>,
+    shared: Arc<Shared>,
+    snapshot: Arc<Mutex<Snapshot>>,
+) {
+    let mut links: BTreeMap<LinkId, LinkIo> = BTreeMap::new();
+    // Bootstrap dials start at once.
+    node.handle_timeout(now_ms());
+    let mut peers_changed = true;
+    loop {
+        peers_changed |= drain(&mut node, &mut links, &shared);
+        {
+            let mut s = snapshot.lock().unwrap_or_else(|e| e.into_inner());
+            if peers_changed {
+                s.peers = node.peers();
+            }
+            s.stats = node.stats().clone();
+        }
+        peers_changed = false;
+        let now = now_ms();
+        let wait = node
+            .poll_timeout()
+            .map(|t| Duration::from_millis(t.saturating_sub(now)));
+        let input = tokio::select! {
+            i = rx.recv() => match i {
+                Some(i) => Some(i),
+                None => return,
+            },
+            () = sleep_opt(wait) => None,
+        };
+        let now = now_ms();
+        match input {
+            None => node.handle_timeout(now),
+            Some(Input::LinkUp {
+                link,
+                direction,
+                remote,
+                binding,
+                io,
+            }) => {
+                links.insert(link, io);
+                node.handle_link_up(now, link, direction, remote, binding);
+            }
+            Some(Input::Data { link, data }) => node.handle_link_data(now, link, &data),
+            Some(Input::Down { link }) => {
+                if let Some(io) = links.remove(&link) {
+                    io.conn.close(0u32.into(), b"");
+                }
+                node.handle_link_down(now, link);
+                peers_changed = true;
+            }
+            Some(Input::ConnectFailed { addr }) => node.handle_connect_failed(now, addr),
+        }
+        // Inputs arriving back to back must not starve the timer.
+        if node.poll_timeout().is_some_and(|t| t <= now) {
+            node.handle_timeout(now);
+        }
+    }
+}
+
+async fn sleep_opt(wait: Option<Duration>) {
+    match wait {
+        Some(d) => tokio::time::sleep(d).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Drain the node's outputs into the links and tasks. Returns whether the
+/// set of peers may have changed.
+fn drain(node: &mut Node, links: &mut BTreeMap<LinkId, LinkIo>, shared: &Arc<Shared>) -> bool {
+    let mut changed = false;
+    loop {
+        let mut any = false;
+        while let Some(t) = node.poll_transmit() {
+            any = true;
+            let Some(io) = links.get(&t.link) else {
+                continue;
+            };
+            if let Err(mpsc::error::TrySendError::Full(_)) = io.cells.try_send(t.cell) {
+                tracing::debug!(link = t.link.0, "peer does not read; closing the link");
+                if let Some(io) = links.remove(&t.link) {
+                    io.conn.close(0u32.into(), b"stalled");
+                }
+                node.handle_link_down(now_ms(), t.link);
+                changed = true;
+            }
+        }
+        while let Some(e) = node.poll_event() {
+            any = true;
+            match e {
+                Event::Connect { addr, expected } => {
+                    tracing::debug!(%addr, ?expected, "dialling");
+                    tokio::spawn(dial(shared.clone(), addr));
+                }
+                Event::Close { link } => {
+                    if let Some(io) = links.remove(&link) {
+                        io.conn.close(0u32.into(), b"");
+                    }
+                    changed = true;
+                }
+                Event::LinkUp {
+                    link,
+                    peer,
+                    addr,
+                    direction,
+                } => {
+                    tracing::info!(link = link.0, %peer, ?direction, "peer link up");
+                    tracing::debug!(link = link.0, %addr, "peer link address");
+                    changed = true;
+                }
+                Event::HandshakeFailed { link, error } => {
+                    tracing::debug!(link = link.0, %error, "link handshake failed");
+                }
+            }
+        }
+        if !any {
+            return changed;
+        }
+    }
+}
+
+async fn accept_loop(shared: Arc<Shared>) {
+    while let Some(incoming) = shared.endpoint.accept().await {
+        if shared.pending_inbound.load(Ordering::Relaxed) >= shared.max_pending_inbound {
+            incoming.refuse();
+            continue;
+        }
+        shared.pending_inbound.fetch_add(1, Ordering::Relaxed);
+        tokio::spawn(inbound(shared.clone(), incoming));
+    }
+}
+
+async fn inbound(shared: Arc<Shared>, incoming: quinn::Incoming) {
+    let opened = tokio::time::timeout(shared.handshake_timeout, async {
+        let conn = incoming.await?;
+        let binding = link_binding(&shared, &conn)?;
+        let (send, recv) = conn.accept_bi().await?;
+        anyhow::Ok((conn, send, recv, binding))
+    })
+    .await;
+    shared.pending_inbound.fetch_sub(1, Ordering::Relaxed);
+    match opened {
+        Ok(Ok((conn, send, recv, binding))) => {
+            let remote = conn.remote_address();
+            run_link(
+                &shared,
+                conn,
+                Direction::Inbound,
+                remote,
+                binding,
+                send,
+                recv,
+            )
+            .await;
+        }
+        Ok(Err(e)) => tracing::debug!("inbound connection failed: {e:#}"),
+        Err(_) => tracing::debug!("inbound connection timed out before its stream"),
+    }
+}
+
+async fn dial(shared: Arc<Shared>, addr: SocketAddr) {
+    // Give up before the node forgets the dial (it does at the handshake
+    // timeout), so a late connection never arrives without its expected id.
+    let opened = tokio::time::timeout(shared.handshake_timeout * 3 / 4, async {
+        let conn = shared.endpoint.connect(addr, net::server_name())?.await?;
+        let binding = link_binding(&shared, &conn)?;
+        let (send, recv) = conn.open_bi().await?;
+        anyhow::Ok((conn, send, recv, binding))
+    })
+    .await;
+    match opened {
+        Ok(Ok((conn, send, recv, binding))) => {
+            run_link(
+                &shared,
+                conn,
+                Direction::Outbound,
+                addr,
+                binding,
+                send,
+                recv,
+            )
+            .await;
+        }
+        Ok(Err(e)) => {
+            tracing::debug!(%addr, "dial failed: {e:#}");
+            let _ = shared.inputs.send(Input::ConnectFailed { addr }).await;
+        }
+        Err(_) => {
+            tracing::debug!(%addr, "dial timed out");
+            let _ = shared.inputs.send(Input::ConnectFailed { addr }).await;
+        }
+    }
+}
+
+fn link_binding(shared: &Shared, conn: &quinn::Connection) -> anyhow::Result<[u8; 32]> {
+    anyhow::ensure!(net::has_veil_alpn(conn), "peer does not speak veil/1");
+    let mut b = net::binding(conn)?;
+    if shared.options.splice_binding {
+        b[0] ^= 0xff;
+    }
+    Ok(b)
+}
+
+/// Run one established link until its stream or connection ends.
+async fn run_link(
+    shared: &Shared,
+    conn: quinn::Connection,
+    direction: Direction,
+    remote: SocketAddr,
+    binding: [u8; 32],
+    mut send: quinn::SendStream,
+    mut recv: quinn::RecvStream,
+) {
+    let link = LinkId(shared.next_link.fetch_add(1, Ordering::Relaxed));
+    let (cells, mut queue) = mpsc::channel::<Cell>(WRITE_QUEUE_CELLS);
+    let writer = tokio::spawn(async move {
+        while let Some(cell) = queue.recv().await {
+            if send.write_all(cell.as_bytes()).await.is_err() {
+                return;
+            }
+        }
+        let _ = send.finish();
+    });
+    let io = LinkIo {
+        conn: conn.clone(),
+        cells,
+    };
+    let up = Input::LinkUp {
+        link,
+        direction,
+        remote,
+        binding,
+        io,
+    };
+    if shared.inputs.send(up).await.is_ok() {
+        while let Ok(Some(chunk)) = recv.read_chunk(READ_CHUNK, true).await {
+            let data = Input::Data {
+                link,
+                data: chunk.bytes,
+            };
+            if shared.inputs.send(data).await.is_err() {
+                break;
+            }
+        }
+        let _ = shared.inputs.send(Input::Down { link }).await;
+    }
+    conn.close(0u32.into(), b"");
+    writer.abort();
+}

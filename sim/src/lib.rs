@@ -1,0 +1,4 @@
+//! veil-sim as a library: the discrete-event simulator, so that tests and
+//! benchmarks can run scenarios directly.
+
+pub mod sim;

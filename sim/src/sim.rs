@@ -1,0 +1,702 @@
+//! The discrete-event loop: many `veil_core::node::Node`s in virtual time.
+//!
+//! The simulator is a second driver of the very same state machine the
+//! daemon drives over QUIC. It owns the "network": links are reliable and
+//! ordered byte streams between two nodes, with a latency per node pair and
+//! an uplink bandwidth per node; loss appears as delay (a reliable transport
+//! retransmits) and as dropped links. Everything is derived from one seed,
+//! events are ordered by (virtual time, sequence number), and all maps are
+//! ordered, so a run replays identically.
+//!
+//! Adversaries are harness behaviour layered on real nodes: a flooder runs an
+//! honest `Node` (so its handshakes are genuine and its identity has valid
+//! proof of work) and the harness adds what an attacker would do on top, on
+//! the links the flooder really has.
+
+use std::cmp::Reverse;
+use std::collections::{BTreeMap, BTreeSet, BinaryHeap};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+
+use rand_chacha::ChaCha20Rng;
+use rand_chacha::rand_core::{RngCore, SeedableRng};
+use veil_core::cell::{CELL_SIZE, Cell};
+use veil_core::descriptor::Descriptor;
+use veil_core::identity::{NodeId, NodeIdentity};
+use veil_core::link::LinkMsg;
+use veil_core::node::{Config, Direction, Event, LinkId, Millis, Node};
+
+/// Virtual time at which every run starts (a fixed Unix-millisecond epoch,
+/// so descriptors carry plausible timestamps).
+pub const EPOCH_MS: Millis = 1_800_000_000_000;
+
+/// What a run is asked to do.
+#[derive(Debug, Clone)]
+pub struct Scenario {
+    /// Nodes in all, attackers included.
+    pub nodes: usize,
+    /// The seed everything derives from.
+    pub seed: u64,
+    /// Fraction of nodes that are flooders.
+    pub flooders: f64,
+    /// Virtual duration.
+    pub duration_ms: Millis,
+    /// Nodes in the seed list every node bootstraps from.
+    pub seed_nodes: usize,
+    /// Nodes join over this window (0: all at once).
+    pub join_window_ms: Millis,
+    /// One-way latency range (ms) between nodes.
+    pub latency_ms: (u64, u64),
+    /// Uplink bandwidth range, bytes per millisecond (1000 = 1 MB/s).
+    pub uplink_bytes_per_ms: (u64, u64),
+}
+
+impl Scenario {
+    /// Defaults for a sampling run.
+    pub fn new(nodes: usize, seed: u64) -> Scenario {
+        Scenario {
+            nodes,
+            seed,
+            flooders: 0.0,
+            duration_ms: 60_000,
+            seed_nodes: 4,
+            join_window_ms: 10_000,
+            latency_ms: (5, 150),
+            uplink_bytes_per_ms: (1_000, 12_500),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum Kind {
+    /// Connection attempt from `from` reaches `to` (or fails).
+    Connect { from: usize, addr: SocketAddr },
+    /// Both ends of a new link learn it is open.
+    LinkUp { wire: u64 },
+    /// Bytes of one cell arrive at one end of a wire.
+    Deliver { wire: u64, to_a: bool, cell: usize },
+    /// A link closes at one end.
+    LinkDown { node: usize, link: LinkId },
+    /// A dial failed.
+    ConnectFailed { node: usize, addr: SocketAddr },
+    /// A node's timer.
+    Timer { node: usize, generation: u64 },
+    /// A node joins the network.
+    Join { node: usize },
+    /// A flooder's attack round.
+    FloodRound { node: usize },
+}
+
+/// One simulated connection between nodes `a` (dialler) and `b`.
+#[derive(Debug)]
+struct Wire {
+    a: usize,
+    a_link: LinkId,
+    b: usize,
+    b_link: LinkId,
+    /// Both ends completed the handshake.
+    a_up: bool,
+    b_up: bool,
+    closed: bool,
+    /// Closed by an end that had not completed its handshake (a refusal, a
+    /// failed check or a timeout).
+    failed: bool,
+    opened_ms: Millis,
+    /// Arrival time of the last cell queued in each direction (FIFO).
+    last_to_a: Millis,
+    last_to_b: Millis,
+}
+
+#[derive(Debug)]
+struct SimNode {
+    node: Node,
+    addr: SocketAddr,
+    flooder: bool,
+    online: bool,
+    timer_generation: u64,
+    timer_at: Option<Millis>,
+    uplink_free_ms: Millis,
+    uplink_bytes_per_ms: u64,
+    ring_pos: u64,
+    /// The node's link ids -> wire.
+    links: BTreeMap<LinkId, u64>,
+    next_link: u64,
+}
+
+/// What the harness recorded.
+#[derive(Debug, Clone, Default)]
+pub struct Outcome {
+    /// Links whose handshake completed at both ends.
+    pub links_up: u64,
+    /// Links whose handshake failed or never finished.
+    pub handshakes_failed: u64,
+    /// Mean attacker fraction of honest nodes' samples.
+    pub attacker_share_of_samples: f64,
+    /// Attacker ids / all ids.
+    pub attacker_population_share: f64,
+    /// Events processed.
+    pub events: u64,
+    /// Mean size of honest nodes' samples.
+    pub mean_sample_size: f64,
+    /// Mean number of descriptors honest nodes hold.
+    pub mean_known: f64,
+    /// Mean authenticated peers per honest node at the end.
+    pub mean_peers: f64,
+    /// Honest nodes with at least one peer at the end.
+    pub honest_connected: u64,
+    /// Honest nodes in all.
+    pub honest_nodes: u64,
+    /// Gossip rounds run by honest nodes (sum).
+    pub rounds: u64,
+    /// Rounds in which honest nodes detected a push flood (sum).
+    pub floods_detected: u64,
+    /// Cells delivered over simulated links.
+    pub cells_delivered: u64,
+    /// Peers penalised by honest nodes (sum).
+    pub peers_penalised: u64,
+    /// Pull requests sent by honest nodes (sum).
+    pub pulls_sent: u64,
+    /// Pull-reply cells accepted by honest nodes (sum).
+    pub pull_replies: u64,
+    /// Pushes sent by honest nodes (sum).
+    pub pushes_sent: u64,
+}
+
+/// The simulator.
+#[derive(Debug)]
+pub struct Sim {
+    scenario: Scenario,
+    nodes: Vec<SimNode>,
+    by_addr: BTreeMap<SocketAddr, usize>,
+    queue: BinaryHeap<Reverse<(Millis, u64, Kind)>>,
+    seq: u64,
+    wires: BTreeMap<u64, Wire>,
+    next_wire: u64,
+    cells: BTreeMap<usize, Cell>,
+    next_cell: usize,
+    rng: ChaCha20Rng,
+    attacker_descriptors: Vec<Descriptor>,
+    now: Millis,
+    outcome: Outcome,
+}
+
+/// The address of node `i`: each node in its own /16, as local tests do.
+pub fn node_addr(i: usize) -> SocketAddr {
+    let a = 11 + (i / 256) as u8;
+    let b = (i % 256) as u8;
+    SocketAddr::new(IpAddr::V4(Ipv4Addr::new(a, b, 0, 1)), 7171)
+}
+
+impl Sim {
+    /// Build the network: identities, nodes, the seed list, join times.
+    pub fn new(scenario: Scenario, config: &Config) -> Sim {
+        let mut rng = ChaCha20Rng::seed_from_u64(scenario.seed);
+        let n = scenario.nodes;
+        let flooders = ((n as f64) * scenario.flooders).round() as usize;
+        // Flooders are spread over the id space by the harness's RNG, never
+        // among the seed nodes (a seed list is curated).
+        let mut order: Vec<usize> = (scenario.seed_nodes.min(n)..n).collect();
+        for i in (1..order.len()).rev() {
+            let j = (rng.next_u64() % (i as u64 + 1)) as usize;
+            order.swap(i, j);
+        }
+        let flooder_set: BTreeSet<usize> = order.into_iter().take(flooders).collect();
+        let seeds: Vec<SocketAddr> = (0..scenario.seed_nodes.min(n)).map(node_addr).collect();
+        let mut nodes = Vec::with_capacity(n);
+        let mut by_addr = BTreeMap::new();
+        for i in 0..n {
+            let mut id_seed = [0u8; 32];
+            rng.fill_bytes(&mut id_seed);
+            let mut id_rng = ChaCha20Rng::from_seed(id_seed);
+            let identity = NodeIdentity::generate(&mut id_rng, config.pow);
+            let mut cfg = config.clone();
+            cfg.advertised_addr = Some(node_addr(i));
+            cfg.bootstrap = seeds.clone();
+            let mut node_seed = [0u8; 32];
+            rng.fill_bytes(&mut node_seed);
+            let node = Node::new(identity, cfg, node_seed, EPOCH_MS);
+            let (lo, hi) = scenario.uplink_bytes_per_ms;
+            let bw = lo + rng.next_u64() % (hi - lo + 1).max(1);
+            by_addr.insert(node_addr(i), i);
+            nodes.push(SimNode {
+                node,
+                addr: node_addr(i),
+                flooder: flooder_set.contains(&i),
+                online: false,
+                timer_generation: 0,
+                timer_at: None,
+                uplink_free_ms: EPOCH_MS,
+                uplink_bytes_per_ms: bw.max(1),
+                ring_pos: rng.next_u64(),
+                links: BTreeMap::new(),
+                next_link: 1,
+            });
+        }
+        let attacker_descriptors = nodes
+            .iter()
+            .filter(|s| s.flooder)
+            .map(|s| s.node.descriptor().clone())
+            .collect();
+        let mut sim = Sim {
+            scenario,
+            nodes,
+            by_addr,
+            queue: BinaryHeap::new(),
+            seq: 0,
+            wires: BTreeMap::new(),
+            next_wire: 1,
+            cells: BTreeMap::new(),
+            next_cell: 0,
+            rng,
+            attacker_descriptors,
+            now: EPOCH_MS,
+            outcome: Outcome::default(),
+        };
+        for i in 0..n {
+            // Seeds first, the rest spread over the join window.
+            let at = if i < sim.scenario.seed_nodes {
+                EPOCH_MS
+            } else {
+                EPOCH_MS + sim.rng.next_u64() % sim.scenario.join_window_ms.max(1)
+            };
+            sim.schedule(at, Kind::Join { node: i });
+        }
+        sim
+    }
+
+    fn schedule(&mut self, at: Millis, kind: Kind) {
+        self.seq += 1;
+        self.queue.push(Reverse((at, self.seq, kind)));
+    }
+
+    /// One-way latency between two nodes: a ring distance model.
+    fn latency(&self, a: usize, b: usize) -> Millis {
+        let (lo, hi) = self.scenario.latency_ms;
+        let pa = self.nodes[a].ring_pos;
+        let pb = self.nodes[b].ring_pos;
+        let d = pa.wrapping_sub(pb).min(pb.wrapping_sub(pa));
+        // d is at most 2^63: scale to [lo, hi].
+        lo + ((hi - lo) as u128 * d as u128 / (1u128 << 63)) as u64
+    }
+
+    /// Run until the scenario's duration has passed.
+    pub fn run(&mut self) {
+        let end = EPOCH_MS + self.scenario.duration_ms;
+        while let Some(Reverse((at, _, kind))) = self.queue.pop() {
+            if at > end {
+                break;
+            }
+            self.now = at;
+            self.outcome.events += 1;
+            self.step(kind);
+        }
+        self.now = end;
+    }
+
+    fn step(&mut self, kind: Kind) {
+        let now = self.now;
+        match kind {
+            Kind::Join { node } => {
+                self.nodes[node].online = true;
+                self.nodes[node].node.handle_timeout(now);
+                self.drain(node);
+                if self.nodes[node].flooder {
+                    let at = now + 1_000;
+                    self.schedule(at, Kind::FloodRound { node });
+                }
+            }
+            Kind::Timer { node, generation } => {
+                let s = &mut self.nodes[node];
+                if !s.online || s.timer_generation != generation {
+                    return;
+                }
+                s.timer_at = None;
+                s.node.handle_timeout(now);
+                self.drain(node);
+            }
+            Kind::Connect { from, addr } => match self.by_addr.get(&addr).copied() {
+                Some(to) if self.nodes[to].online && to != from => {
+                    let wire = self.open_wire(from, to);
+                    self.schedule(now, Kind::LinkUp { wire });
+                }
+                _ => {
+                    let back = now + 2 * self.scenario.latency_ms.1;
+                    self.schedule(back, Kind::ConnectFailed { node: from, addr });
+                }
+            },
+            Kind::LinkUp { wire } => {
+                let Some(w) = self.wires.get(&wire) else {
+                    return;
+                };
+                let (a, al, b, bl) = (w.a, w.a_link, w.b, w.b_link);
+                // The channel binding: equal at both ends of a genuine link.
+                let mut binding = [0u8; 32];
+                self.rng.fill_bytes(&mut binding);
+                let b_addr = self.nodes[b].addr;
+                // The acceptor sees the dialler's source address (an
+                // ephemeral port, not its listening address).
+                let a_src = SocketAddr::new(self.nodes[a].addr.ip(), 40000 + (wire % 20000) as u16);
+                self.nodes[a]
+                    .node
+                    .handle_link_up(now, al, Direction::Outbound, b_addr, binding);
+                self.nodes[b]
+                    .node
+                    .handle_link_up(now, bl, Direction::Inbound, a_src, binding);
+                self.drain(a);
+                self.drain(b);
+            }
+            Kind::Deliver { wire, to_a, cell } => {
+                let Some(c) = self.cells.remove(&cell) else {
+                    return;
+                };
+                let Some(w) = self.wires.get(&wire) else {
+                    return;
+                };
+                if w.closed {
+                    return;
+                }
+                let (node, link, from) = if to_a {
+                    (w.a, w.a_link, w.b)
+                } else {
+                    (w.b, w.b_link, w.a)
+                };
+                self.outcome.cells_delivered += 1;
+                if self.nodes[node].flooder && self.intercept_at_flooder(node, link, from, &c) {
+                    return;
+                }
+                self.nodes[node]
+                    .node
+                    .handle_link_data(now, link, c.as_bytes());
+                self.drain(node);
+            }
+            Kind::LinkDown { node, link } => {
+                self.nodes[node].links.remove(&link);
+                self.nodes[node].node.handle_link_down(now, link);
+                self.drain(node);
+            }
+            Kind::ConnectFailed { node, addr } => {
+                self.nodes[node].node.handle_connect_failed(now, addr);
+                self.drain(node);
+            }
+            Kind::FloodRound { node } => {
+                self.flood_round(node);
+                let at = now + self.nodes[node].node.config().round_ms;
+                self.schedule(at, Kind::FloodRound { node });
+            }
+        }
+    }
+
+    fn open_wire(&mut self, a: usize, b: usize) -> u64 {
+        let wire = self.next_wire;
+        self.next_wire += 1;
+        let al = LinkId(self.nodes[a].next_link);
+        self.nodes[a].next_link += 1;
+        let bl = LinkId(self.nodes[b].next_link);
+        self.nodes[b].next_link += 1;
+        self.nodes[a].links.insert(al, wire);
+        self.nodes[b].links.insert(bl, wire);
+        self.wires.insert(
+            wire,
+            Wire {
+                a,
+                a_link: al,
+                b,
+                b_link: bl,
+                a_up: false,
+                b_up: false,
+                closed: false,
+                failed: false,
+                opened_ms: self.now,
+                last_to_a: 0,
+                last_to_b: 0,
+            },
+        );
+        wire
+    }
+
+    /// Move a node's outputs into the network and re-arm its timer.
+    fn drain(&mut self, i: usize) {
+        let now = self.now;
+        while let Some(t) = self.nodes[i].node.poll_transmit() {
+            self.transmit(i, t.link, t.cell);
+        }
+        while let Some(ev) = self.nodes[i].node.poll_event() {
+            match ev {
+                Event::Connect { addr, .. } => {
+                    let at = now + self.scenario.latency_ms.0;
+                    self.schedule(at, Kind::Connect { from: i, addr });
+                }
+                Event::Close { link } => self.close_link(i, link),
+                Event::LinkUp { link, .. } => {
+                    if let Some(&wire) = self.nodes[i].links.get(&link)
+                        && let Some(w) = self.wires.get_mut(&wire)
+                    {
+                        if w.a == i && w.a_link == link {
+                            w.a_up = true;
+                        } else {
+                            w.b_up = true;
+                        }
+                    }
+                }
+                Event::HandshakeFailed { error, .. } => {
+                    if std::env::var_os("VEIL_SIM_DEBUG").is_some() {
+                        eprintln!("handshake failed at node {i}: {error}");
+                    }
+                }
+            }
+        }
+        let s = &mut self.nodes[i];
+        if let Some(t) = s.node.poll_timeout() {
+            let t = t.max(now);
+            if s.timer_at.is_none_or(|cur| t < cur) || s.timer_at.is_some_and(|cur| cur < now) {
+                s.timer_generation += 1;
+                s.timer_at = Some(t);
+                let generation = s.timer_generation;
+                self.schedule(
+                    t,
+                    Kind::Timer {
+                        node: i,
+                        generation,
+                    },
+                );
+            }
+        }
+    }
+
+    fn transmit(&mut self, from: usize, link: LinkId, cell: Cell) {
+        let Some(&wire) = self.nodes[from].links.get(&link) else {
+            return;
+        };
+        let Some(w) = self.wires.get(&wire) else {
+            return;
+        };
+        if w.closed {
+            return;
+        }
+        let to_a = w.b == from && w.b_link == link;
+        let to = if to_a { w.a } else { w.b };
+        let latency = self.latency(from, to);
+        let s = &mut self.nodes[from];
+        let start = s.uplink_free_ms.max(self.now);
+        let serialise = (CELL_SIZE as u64).div_ceil(s.uplink_bytes_per_ms);
+        s.uplink_free_ms = start + serialise;
+        let mut arrive = start + serialise + latency;
+        let Some(w) = self.wires.get_mut(&wire) else {
+            return;
+        };
+        // Reliable and ordered: never overtake an earlier cell.
+        if to_a {
+            arrive = arrive.max(w.last_to_a);
+            w.last_to_a = arrive;
+        } else {
+            arrive = arrive.max(w.last_to_b);
+            w.last_to_b = arrive;
+        }
+        let id = self.next_cell;
+        self.next_cell += 1;
+        self.cells.insert(id, cell);
+        self.schedule(
+            arrive,
+            Kind::Deliver {
+                wire,
+                to_a,
+                cell: id,
+            },
+        );
+    }
+
+    fn close_link(&mut self, node: usize, link: LinkId) {
+        let Some(wire) = self.nodes[node].links.remove(&link) else {
+            return;
+        };
+        let Some(w) = self.wires.get_mut(&wire) else {
+            return;
+        };
+        if w.closed {
+            return;
+        }
+        w.closed = true;
+        let closer_up = if w.a == node { w.a_up } else { w.b_up };
+        if !closer_up {
+            w.failed = true;
+            if std::env::var_os("VEIL_SIM_DEBUG").is_some() {
+                eprintln!(
+                    "wire {wire} refused or failed at node {node} after {} ms",
+                    self.now - w.opened_ms
+                );
+            }
+        }
+        let (other, other_link) = if w.a == node {
+            (w.b, w.b_link)
+        } else {
+            (w.a, w.a_link)
+        };
+        let at = self.now + self.latency(node, other);
+        self.schedule(
+            at,
+            Kind::LinkDown {
+                node: other,
+                link: other_link,
+            },
+        );
+    }
+
+    // ---- adversary -----------------------------------------------------
+
+    /// A flooder answers every pull request with attacker descriptors only
+    /// (instead of letting its honest node answer). Returns true if the cell
+    /// was consumed.
+    fn intercept_at_flooder(
+        &mut self,
+        node: usize,
+        link: LinkId,
+        _from: usize,
+        cell: &Cell,
+    ) -> bool {
+        if cell.circ_id() != 0 {
+            return false;
+        }
+        let Ok(LinkMsg::PullRequest { nonce }) = LinkMsg::decode(cell) else {
+            return false;
+        };
+        let view = self.nodes[node].node.config().brahms.view_size;
+        let mut attackers = self.attacker_descriptors.clone();
+        // A different attacker subset each time, all valid and fresh enough.
+        for i in (1..attackers.len()).rev() {
+            let j = (self.rng.next_u64() % (i as u64 + 1)) as usize;
+            attackers.swap(i, j);
+        }
+        attackers.truncate(view);
+        let attackers: Vec<_> = attackers.iter().map(Descriptor::admitted).collect();
+        for c in LinkMsg::pull_reply(nonce, &attackers) {
+            self.transmit(node, link, c);
+        }
+        true
+    }
+
+    /// Each round a flooder links to every honest node it can and pushes
+    /// itself on every link: one push per link per round is the most the
+    /// protocol honours (a push can only carry the pusher's own
+    /// descriptor, so the attacker set is pushed by its members).
+    fn flood_round(&mut self, node: usize) {
+        if !self.nodes[node].online {
+            return;
+        }
+        let linked: BTreeSet<usize> = self.nodes[node]
+            .links
+            .values()
+            .filter_map(|w| self.wires.get(w))
+            .map(|w| if w.a == node { w.b } else { w.a })
+            .collect();
+        // Dial everyone not yet linked (the attacker knows every address),
+        // a bounded number per round.
+        let targets: Vec<usize> = (0..self.nodes.len())
+            .filter(|&j| {
+                j != node && !self.nodes[j].flooder && self.nodes[j].online && !linked.contains(&j)
+            })
+            .take(64)
+            .collect();
+        for to in targets {
+            let wire = self.open_wire(node, to);
+            let at = self.now + self.latency(node, to);
+            self.schedule(at, Kind::LinkUp { wire });
+        }
+        let push = LinkMsg::push(self.nodes[node].node.descriptor());
+        let links: Vec<LinkId> = self.nodes[node]
+            .links
+            .iter()
+            .filter(|(_, w)| {
+                self.wires
+                    .get(w)
+                    .is_some_and(|w| w.a_up && w.b_up && !w.closed)
+            })
+            .map(|(l, _)| *l)
+            .collect();
+        for link in links {
+            self.transmit(node, link, push.clone());
+        }
+    }
+
+    // ---- results ---------------------------------------------------------
+
+    /// Compute the outcome from what the harness recorded and what the
+    /// nodes hold.
+    pub fn outcome(&self) -> Outcome {
+        let mut o = self.outcome.clone();
+        let timeout = self
+            .nodes
+            .first()
+            .map_or(0, |s| s.node.config().handshake_timeout_ms);
+        for w in self.wires.values() {
+            // A handshake completed if an end verified its peer and nobody
+            // refused it. (An end may then close a duplicate link at once.)
+            if w.failed {
+                o.handshakes_failed += 1;
+            } else if w.a_up || w.b_up {
+                o.links_up += 1;
+            } else if w.opened_ms + timeout < self.now {
+                // Stalled past the handshake timeout; links opened in the
+                // last moments of the run are neither.
+                o.handshakes_failed += 1;
+            }
+        }
+        let attackers: BTreeSet<NodeId> = self
+            .nodes
+            .iter()
+            .filter(|s| s.flooder)
+            .map(|s| s.node.node_id())
+            .collect();
+        o.attacker_population_share = attackers.len() as f64 / self.nodes.len().max(1) as f64;
+        let honest: Vec<&SimNode> = self.nodes.iter().filter(|s| !s.flooder).collect();
+        o.honest_nodes = honest.len() as u64;
+        let mut share_sum = 0.0;
+        let mut sampled = 0usize;
+        for s in &honest {
+            let sample = s.node.sample();
+            o.mean_sample_size += sample.len() as f64;
+            o.mean_known += s.node.known_count() as f64;
+            let peers = s.node.peers().len();
+            o.mean_peers += peers as f64;
+            o.honest_connected += u64::from(peers > 0);
+            o.rounds += s.node.stats().rounds;
+            o.floods_detected += s.node.stats().floods_detected;
+            o.peers_penalised += s.node.stats().peers_penalised;
+            o.pulls_sent += s.node.stats().pulls_sent;
+            o.pull_replies += s.node.stats().pull_replies;
+            o.pushes_sent += s.node.stats().pushes_sent;
+            if !sample.is_empty() {
+                let bad = sample.iter().filter(|id| attackers.contains(id)).count();
+                share_sum += bad as f64 / sample.len() as f64;
+                sampled += 1;
+            }
+        }
+        let h = honest.len().max(1) as f64;
+        o.attacker_share_of_samples = if sampled == 0 {
+            0.0
+        } else {
+            share_sum / sampled as f64
+        };
+        o.mean_sample_size /= h;
+        o.mean_known /= h;
+        o.mean_peers /= h;
+        o
+    }
+
+    /// Honest nodes' samples, for tests.
+    pub fn samples(&self) -> Vec<Vec<NodeId>> {
+        self.nodes
+            .iter()
+            .filter(|s| !s.flooder)
+            .map(|s| s.node.sample())
+            .collect()
+    }
+
+    /// Take a node offline (churn hook): its links drop at both ends.
+    pub fn kill_node(&mut self, i: usize) {
+        self.nodes[i].online = false;
+        let links: Vec<LinkId> = self.nodes[i].links.keys().copied().collect();
+        for l in links {
+            self.close_link(i, l);
+            self.nodes[i].node.handle_link_down(self.now, l);
+        }
+    }
+}

@@ -1,0 +1,115 @@
+//! Real daemons linking over QUIC on loopback: bootstrap, peer sampling
+//! links, and `veil peers`.
+
+use std::collections::BTreeSet;
+use std::net::{SocketAddr, UdpSocket};
+use std::time::{Duration, Instant};
+
+use veil_tests::Daemon;
+
+/// Polling bound for the network to form (not a timed assertion).
+const FORM_DEADLINE: Duration = Duration::from_secs(60);
+
+/// A UDP port that was free on `ip` a moment ago.
+fn free_udp_addr(ip: &str) -> SocketAddr {
+    UdpSocket::bind((ip, 0))
+        .and_then(|s| s.local_addr())
+        .expect("bind a loopback UDP socket")
+}
+
+fn peer_ids(d: &Daemon) -> BTreeSet<String> {
+    let v = d.veil_json(&["peers"]);
+    let arr = v.as_array().expect("peers is one JSON array");
+    arr.iter()
+        .map(|p| {
+            let id = p["node_id"].as_str().expect("node_id").to_string();
+            assert!(
+                p["address"]
+                    .as_str()
+                    .is_some_and(|a| a.parse::<SocketAddr>().is_ok())
+            );
+            assert!(p["age_s"].is_u64());
+            assert!(p["direction"] == "inbound" || p["direction"] == "outbound");
+            id
+        })
+        .collect()
+}
+
+#[test]
+fn three_daemons_find_each_other() {
+    let addrs: Vec<SocketAddr> = ["127.1.0.1", "127.2.0.1", "127.3.0.1"]
+        .iter()
+        .map(|ip| free_udp_addr(ip))
+        .collect();
+    let seed = addrs[0].to_string();
+    let mut daemons: Vec<Daemon> = addrs
+        .iter()
+        .map(|a| Daemon::prepare(&["--listen", &a.to_string(), "--bootstrap", &seed]))
+        .collect();
+    // All at once: nobody waits for the seed to be up.
+    for d in &mut daemons {
+        d.launch();
+    }
+    for d in &mut daemons {
+        d.wait_ready();
+    }
+    let ids: Vec<String> = daemons
+        .iter()
+        .map(|d| {
+            d.veil_json(&["id"])["node_id"]
+                .as_str()
+                .unwrap()
+                .to_string()
+        })
+        .collect();
+    for (d, a) in daemons.iter().zip(&addrs) {
+        let status = d.veil_json(&["status"]);
+        assert_eq!(status["listen"], a.to_string());
+    }
+
+    let deadline = Instant::now() + FORM_DEADLINE;
+    loop {
+        let seen: Vec<BTreeSet<String>> = daemons.iter().map(peer_ids).collect();
+        let done = seen.iter().enumerate().all(|(i, s)| {
+            let others: BTreeSet<String> =
+                (0..3).filter(|j| *j != i).map(|j| ids[j].clone()).collect();
+            *s == others
+        });
+        for (i, s) in seen.iter().enumerate() {
+            assert!(!s.contains(&ids[i]), "daemon {i} lists itself");
+            for id in s {
+                assert!(ids.contains(id), "daemon {i} lists a stranger {id}");
+            }
+        }
+        if done {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no full mesh within {FORM_DEADLINE:?}: {seen:?}\nlogs:\n{}",
+            daemons
+                .iter()
+                .map(|d| d.log_text())
+                .collect::<Vec<_>>()
+                .join("\n----\n")
+        );
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    for d in &daemons {
+        assert_eq!(d.veil_json(&["status"])["peers"], 2);
+    }
+    // A clean stop closes the endpoint and exits promptly.
+    for d in &mut daemons {
+        d.stop();
+    }
+}
+
+#[test]
+fn peers_of_a_lonely_daemon_is_an_empty_array() {
+    let d = Daemon::start();
+    assert_eq!(d.veil_json(&["peers"]), serde_json::json!([]));
+    let status = d.veil_json(&["status"]);
+    let listen: SocketAddr = status["listen"].as_str().unwrap().parse().unwrap();
+    assert!(listen.ip().is_loopback() && listen.port() != 0);
+    assert_eq!(status["peers"], 0);
+}
