@@ -12,6 +12,7 @@ pub mod descriptor;
 pub mod identity;
 pub mod link;
 pub mod node;
+pub mod onion;
 pub mod pow;
 pub mod record;
 pub mod sampling;
