@@ -428,6 +428,12 @@ impl Unchecked<RawDescriptor> {
         Ok(Admitted(d))
     }
 
+    /// Whether this is byte-for-byte the admitted descriptor `a` (then its
+    /// proof of work was already checked and only freshness matters).
+    pub fn same_as(&self, a: &Admitted) -> bool {
+        *self.inner_ref() == a.0
+    }
+
     /// Check many descriptors at once: the same checks as [`Self::check`],
     /// with the signatures verified as one ed25519 batch (about twice as
     /// fast as one by one). If the batch fails, each is verified alone so

@@ -30,9 +30,7 @@ use snow::types::{Cipher, Dh, Hash, Random};
 use thiserror::Error;
 
 use crate::cell::{Cell, MAX_LINK_PAYLOAD, command};
-use crate::descriptor::{
-    Admitted, Descriptor, DescriptorError, MAX_DESCRIPTOR_BYTES, UncheckedDescriptor,
-};
+use crate::descriptor::{Admitted, Descriptor, DescriptorError, UncheckedDescriptor};
 use crate::identity::{NodeId, NodeIdentity};
 use crate::pow::PowParams;
 use crate::wire::{DecodeError, Reader, Writer};
@@ -42,7 +40,11 @@ pub const LINK_NOISE_PARAMS: &str = "Noise_XX_25519_ChaChaPoly_BLAKE2s";
 /// Prefix of the Noise prologue; the driver's channel binding follows.
 pub const LINK_PROLOGUE_PREFIX: &[u8] = b"veil link v1\0";
 /// Most descriptors in one pull-reply cell.
-pub const MAX_DESCRIPTORS_PER_CELL: usize = (MAX_LINK_PAYLOAD - 8 - 1) / MAX_DESCRIPTOR_BYTES;
+/// (Descriptors are packed by their actual size; the smallest encoding is
+/// 152 bytes, which bounds the count a decoder accepts.)
+pub const MAX_DESCRIPTORS_PER_CELL: usize = (MAX_LINK_PAYLOAD - 8 - 1) / MIN_DESCRIPTOR_BYTES;
+/// The shortest encoded descriptor (no address, no extensions).
+pub const MIN_DESCRIPTOR_BYTES: usize = 2 + 72 + 1 + 8 + 2 + 64;
 
 /// Freshness and admission rules for descriptors seen in handshakes and
 /// gossip.
@@ -395,25 +397,38 @@ impl LinkMsg {
 
     /// Encode a pull reply as as many cells as needed.
     pub fn pull_reply(nonce: u64, descriptors: &[Admitted]) -> Vec<Cell> {
+        // Pack as many whole descriptors per cell as fit.
         let mut cells = Vec::new();
-        for chunk in descriptors.chunks(MAX_DESCRIPTORS_PER_CELL.max(1)) {
+        let mut batch: Vec<Vec<u8>> = Vec::new();
+        let mut used = 8 + 1;
+        let flush = |batch: &mut Vec<Vec<u8>>, cells: &mut Vec<Cell>| {
             let mut w = Writer::with_capacity(MAX_LINK_PAYLOAD);
             w.put_u64(nonce);
-            w.put_u8(chunk.len() as u8);
-            for d in chunk {
-                d.encode(&mut w);
+            w.put_u8(batch.len() as u8);
+            for d in batch.iter() {
+                w.put_bytes(d);
             }
             if let Some(c) = Cell::link(command::PULL_REPLY, w.as_slice()) {
                 cells.push(c);
             }
-        }
-        if cells.is_empty() {
+            batch.clear();
+        };
+        for d in descriptors {
             let mut w = Writer::new();
-            w.put_u64(nonce);
-            w.put_u8(0);
-            if let Some(c) = Cell::link(command::PULL_REPLY, w.as_slice()) {
-                cells.push(c);
+            d.encode(&mut w);
+            let bytes = w.into_vec();
+            if !batch.is_empty()
+                && (used + bytes.len() > MAX_LINK_PAYLOAD
+                    || batch.len() >= MAX_DESCRIPTORS_PER_CELL)
+            {
+                flush(&mut batch, &mut cells);
+                used = 8 + 1;
             }
+            used += bytes.len();
+            batch.push(bytes);
+        }
+        if !batch.is_empty() || cells.is_empty() {
+            flush(&mut batch, &mut cells);
         }
         cells
     }

@@ -987,6 +987,18 @@ impl Node {
                 let mut ids = Vec::with_capacity(descriptors.len());
                 let max_age = self.config.descriptor_max_age_ms;
                 for u in descriptors {
+                    // Gossip repeats itself: a descriptor identical to the
+                    // one we hold needs no new proof-of-work check.
+                    let id = u.claimed_id();
+                    if let Some(k) = self.known.get_mut(&id)
+                        && u.same_as(&k.admitted)
+                    {
+                        if now.saturating_sub(k.admitted.timestamp_ms()) <= max_age {
+                            k.last_seen_ms = now;
+                            ids.push(id);
+                        }
+                        continue;
+                    }
                     match u.admit(now, max_age, self.config.pow) {
                         Ok(a) => {
                             ids.push(a.node_id());

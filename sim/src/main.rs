@@ -30,7 +30,7 @@ enum Cmd {
         #[arg(long, default_value_t = 0.0)]
         flooders: f64,
         /// Virtual seconds to run.
-        #[arg(long, default_value_t = 60)]
+        #[arg(long, default_value_t = 40)]
         duration_s: u64,
         /// Print exactly one JSON object on stdout.
         #[arg(long)]
