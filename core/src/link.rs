@@ -41,7 +41,7 @@ pub const LINK_NOISE_PARAMS: &str = "Noise_XX_25519_ChaChaPoly_BLAKE2s";
 pub const LINK_PROLOGUE_PREFIX: &[u8] = b"veil link v1\0";
 /// Most descriptors in one pull-reply cell.
 /// (Descriptors are packed by their actual size; the smallest encoding is
-/// 152 bytes, which bounds the count a decoder accepts.)
+/// 149 bytes, which bounds the count a decoder accepts.)
 pub const MAX_DESCRIPTORS_PER_CELL: usize = (MAX_LINK_PAYLOAD - 8 - 1) / MIN_DESCRIPTOR_BYTES;
 /// The shortest encoded descriptor (no address, no extensions).
 pub const MIN_DESCRIPTOR_BYTES: usize = 2 + 72 + 1 + 8 + 2 + 64;
