@@ -192,41 +192,28 @@ impl Store {
             .optional()?
             .is_some();
         let keywords = row.keywords.join(" ");
-        if existed {
-            tx.execute(
-                "UPDATE files SET content_id=?2, size=?3, mtime_ns=?4, name=?5, keywords=?6,
-                    outboard=?7, record=?8, expires=?9, shared_at=?10 WHERE path=?1",
-                params![
-                    row.path,
-                    row.content_id.as_slice(),
-                    row.size as i64,
-                    row.mtime_ns,
-                    row.name,
-                    keywords,
-                    row.outboard,
-                    row.record,
-                    row.expires as i64,
-                    row.shared_at as i64
-                ],
-            )?;
-        } else {
-            tx.execute(
-                "INSERT INTO files (path, content_id, size, mtime_ns, name, keywords, outboard,
-                    record, expires, shared_at) VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9,?10)",
-                params![
-                    row.path,
-                    row.content_id.as_slice(),
-                    row.size as i64,
-                    row.mtime_ns,
-                    row.name,
-                    keywords,
-                    row.outboard,
-                    row.record,
-                    row.expires as i64,
-                    row.shared_at as i64
-                ],
-            )?;
-        }
+        // One statement for both cases; the update path fires the FTS
+        // update trigger.
+        tx.execute(
+            "INSERT INTO files (path, content_id, size, mtime_ns, name, keywords, outboard,
+                record, expires, shared_at) VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9,?10)
+             ON CONFLICT(path) DO UPDATE SET content_id=excluded.content_id,
+                size=excluded.size, mtime_ns=excluded.mtime_ns, name=excluded.name,
+                keywords=excluded.keywords, outboard=excluded.outboard,
+                record=excluded.record, expires=excluded.expires, shared_at=excluded.shared_at",
+            params![
+                row.path,
+                row.content_id.as_slice(),
+                row.size as i64,
+                row.mtime_ns,
+                row.name,
+                keywords,
+                row.outboard,
+                row.record,
+                row.expires as i64,
+                row.shared_at as i64
+            ],
+        )?;
         tx.commit()?;
         Ok(existed)
     }
