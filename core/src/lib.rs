@@ -7,6 +7,7 @@
 #![forbid(unsafe_code)]
 
 pub mod cell;
+pub mod circuit;
 pub mod content;
 pub mod descriptor;
 pub mod identity;

@@ -1,0 +1,713 @@
+//! Circuit hop handshakes and circuit control messages, sans-IO.
+//!
+//! # Hop handshake
+//!
+//! Circuits are telescoped. The client reaches hop 0 with a CREATE. It
+//! reaches every later hop with an EXTEND, sent through the onion layers of
+//! the hops it already has. Each hop is reached with one Noise `NK` handshake
+//! ([`HOP_NOISE_PARAMS`], prologue [`HOP_PROLOGUE`]):
+//!
+//! ```text
+//!   <- s              (the hop's static x25519 key, from its verified descriptor)
+//!   ...
+//!   -> e, es          msg1: client  -> hop, 48 bytes
+//!   <- e, ee          msg2: hop     -> client, 48 bytes
+//! ```
+//!
+//! * The hop proves its key: only the holder of the static secret can
+//!   decrypt msg1 and compute the `es` output that keys msg2's tag. A hop
+//!   that cannot do so makes [`ClientHopHandshake::finish`] fail.
+//! * The client stays anonymous: it has no static key.
+//! * Forward secrecy comes from `ee`: once both ephemerals are gone, the
+//!   hop's long-term key does not open recorded traffic.
+//!
+//! Both payloads are empty (a non-empty one is rejected). After the two
+//! messages both sides take snow's handshake hash, which is bound to the
+//! prologue, both ephemerals, the static key and all DH outputs, and derive
+//! the hop secret with `blake3::derive_key(`[`HOP_SECRET_CONTEXT`]`, hash)`.
+//! [`HopKeys::derive`] then gives the onion keys of [`crate::onion`].
+//!
+//! Randomness comes only from the caller's 32-byte seed. A seed must never be
+//! reused: the ephemeral key is derived from it.
+//!
+//! # Control messages
+//!
+//! [`CircuitMsg`] is the payload of CREATE/CREATED cells and of relay cells
+//! that control the circuit. Its encoding is a `u8` tag and the fields below,
+//! big-endian, with no trailing bytes; handshake blobs have a `u8` length of
+//! at most [`MAX_HANDSHAKE_BYTES`]. The largest message fits one relay cell
+//! ([`MAX_CIRCUIT_MSG_BYTES`] ≤ [`MAX_RELAY_PAYLOAD`]).
+
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+
+use thiserror::Error;
+use zeroize::Zeroizing;
+
+use crate::identity::{NodeId, NodeIdentity};
+use crate::link::noise_builder_state;
+use crate::onion::{HopKeys, MAX_RELAY_PAYLOAD};
+use crate::wire::{DecodeError, EncodeError, Reader, Writer};
+
+/// Noise protocol of the hop handshake.
+pub const HOP_NOISE_PARAMS: &str = "Noise_NK_25519_ChaChaPoly_BLAKE2s";
+/// Prologue of the hop handshake.
+pub const HOP_PROLOGUE: &[u8] = b"veil circuit hop v1\0";
+/// `blake3::derive_key` context that turns the handshake hash into the hop
+/// secret.
+pub const HOP_SECRET_CONTEXT: &str = "veil 2025 circuit hop secret v1";
+/// Length of each of the two handshake messages (ephemeral key and an empty
+/// payload's tag).
+pub const HOP_HANDSHAKE_BYTES: usize = 32 + 16;
+/// Largest handshake blob a [`CircuitMsg`] carries.
+pub const MAX_HANDSHAKE_BYTES: usize = 128;
+/// Largest encoded [`CircuitMsg`]: an EXTEND with an IPv6 address and a
+/// full-size handshake.
+pub const MAX_CIRCUIT_MSG_BYTES: usize = 1 + 32 + 1 + 16 + 2 + 1 + MAX_HANDSHAKE_BYTES;
+
+const _: () = assert!(MAX_CIRCUIT_MSG_BYTES <= MAX_RELAY_PAYLOAD);
+const _: () = assert!(HOP_HANDSHAKE_BYTES <= MAX_HANDSHAKE_BYTES);
+
+/// Errors of the hop handshake. Any of them fails this circuit build.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+pub enum CircuitError {
+    /// The peer's handshake message did not authenticate or is malformed
+    /// (including: the hop does not hold the expected static key).
+    #[error("hop handshake failed: {0}")]
+    Handshake(String),
+    /// The handshake message carried a payload; this version sends none.
+    #[error("hop handshake message carries an unexpected payload")]
+    UnexpectedPayload,
+    /// A local failure (building Noise state); not the peer's fault.
+    #[error("local hop handshake setup failed: {0}")]
+    Local(String),
+}
+
+fn local(e: impl std::fmt::Display) -> CircuitError {
+    CircuitError::Local(e.to_string())
+}
+
+fn peer(e: snow::Error) -> CircuitError {
+    CircuitError::Handshake(e.to_string())
+}
+
+/// Hop secret from a finished handshake.
+fn hop_keys(noise: &snow::HandshakeState) -> HopKeys {
+    let hash = noise.get_handshake_hash();
+    let secret = Zeroizing::new(blake3::derive_key(HOP_SECRET_CONTEXT, hash));
+    HopKeys::derive(&secret)
+}
+
+/// The client's side of one hop handshake, waiting for msg2.
+pub struct ClientHopHandshake {
+    noise: snow::HandshakeState,
+}
+
+impl std::fmt::Debug for ClientHopHandshake {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ClientHopHandshake { <redacted> }")
+    }
+}
+
+impl ClientHopHandshake {
+    /// Starts a handshake with the hop whose static x25519 key is
+    /// `hop_x25519` (from its verified descriptor). Returns the state and
+    /// msg1, to send in a CREATE or EXTEND.
+    pub fn start(
+        hop_x25519: &[u8; 32],
+        seed: [u8; 32],
+    ) -> Result<(ClientHopHandshake, Vec<u8>), CircuitError> {
+        let mut noise = noise_builder_state(
+            HOP_NOISE_PARAMS,
+            seed,
+            None,
+            Some(hop_x25519),
+            HOP_PROLOGUE,
+            true,
+        )
+        .map_err(local)?;
+        let mut msg1 = vec![0u8; MAX_HANDSHAKE_BYTES];
+        let n = noise.write_message(&[], &mut msg1).map_err(local)?;
+        msg1.truncate(n);
+        Ok((ClientHopHandshake { noise }, msg1))
+    }
+
+    /// Reads the hop's msg2 and returns the hop's onion keys. Fails if the
+    /// hop did not prove its static key or the message was altered.
+    pub fn finish(mut self, msg2: &[u8]) -> Result<HopKeys, CircuitError> {
+        if msg2.len() != HOP_HANDSHAKE_BYTES {
+            return Err(CircuitError::Handshake(format!(
+                "msg2 is {} bytes, expected {HOP_HANDSHAKE_BYTES}",
+                msg2.len()
+            )));
+        }
+        let mut payload = [0u8; MAX_HANDSHAKE_BYTES];
+        let n = self.noise.read_message(msg2, &mut payload).map_err(peer)?;
+        if n != 0 {
+            return Err(CircuitError::UnexpectedPayload);
+        }
+        if !self.noise.is_handshake_finished() {
+            return Err(CircuitError::Local("handshake not finished".into()));
+        }
+        Ok(hop_keys(&self.noise))
+    }
+}
+
+/// The relay's side of the hop handshake (one message in, one out).
+#[derive(Debug)]
+pub struct RelayHopHandshake;
+
+impl RelayHopHandshake {
+    /// Answers a client's msg1 with this node's static key. Returns the
+    /// hop's onion keys and msg2, to send back in a CREATED or EXTENDED.
+    pub fn respond(
+        identity: &NodeIdentity,
+        msg1: &[u8],
+        seed: [u8; 32],
+    ) -> Result<(HopKeys, Vec<u8>), CircuitError> {
+        if msg1.len() != HOP_HANDSHAKE_BYTES {
+            return Err(CircuitError::Handshake(format!(
+                "msg1 is {} bytes, expected {HOP_HANDSHAKE_BYTES}",
+                msg1.len()
+            )));
+        }
+        let secret = Zeroizing::new(identity.x25519_secret().to_bytes());
+        let mut noise = noise_builder_state(
+            HOP_NOISE_PARAMS,
+            seed,
+            Some(&secret[..]),
+            None,
+            HOP_PROLOGUE,
+            false,
+        )
+        .map_err(local)?;
+        let mut payload = [0u8; MAX_HANDSHAKE_BYTES];
+        let n = noise.read_message(msg1, &mut payload).map_err(peer)?;
+        if n != 0 {
+            return Err(CircuitError::UnexpectedPayload);
+        }
+        let mut msg2 = vec![0u8; MAX_HANDSHAKE_BYTES];
+        let n = noise.write_message(&[], &mut msg2).map_err(local)?;
+        msg2.truncate(n);
+        if !noise.is_handshake_finished() {
+            return Err(CircuitError::Local("handshake not finished".into()));
+        }
+        Ok((hop_keys(&noise), msg2))
+    }
+}
+
+/// Message tags of [`CircuitMsg`].
+pub mod tag {
+    /// [`super::CircuitMsg::Create`].
+    pub const CREATE: u8 = 1;
+    /// [`super::CircuitMsg::Created`].
+    pub const CREATED: u8 = 2;
+    /// [`super::CircuitMsg::Extend`].
+    pub const EXTEND: u8 = 3;
+    /// [`super::CircuitMsg::Extended`].
+    pub const EXTENDED: u8 = 4;
+    /// [`super::CircuitMsg::Destroy`].
+    pub const DESTROY: u8 = 5;
+    /// [`super::CircuitMsg::Probe`].
+    pub const PROBE: u8 = 6;
+    /// [`super::CircuitMsg::ProbeReply`].
+    pub const PROBE_REPLY: u8 = 7;
+}
+
+/// Circuit control messages.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CircuitMsg {
+    /// Client → hop 0 (link level): msg1 of the hop handshake.
+    Create {
+        /// Handshake msg1.
+        handshake: Vec<u8>,
+    },
+    /// Hop → previous node (link level): msg2 of the hop handshake.
+    Created {
+        /// Handshake msg2.
+        handshake: Vec<u8>,
+    },
+    /// Client → last hop (in a relay cell): extend the circuit to `next`.
+    Extend {
+        /// The next hop's node id.
+        next: NodeId,
+        /// Where to reach it.
+        addr: SocketAddr,
+        /// Handshake msg1 for the next hop.
+        handshake: Vec<u8>,
+    },
+    /// Last hop → client (in a relay cell): the new hop's msg2.
+    Extended {
+        /// Handshake msg2 of the new hop.
+        handshake: Vec<u8>,
+    },
+    /// Tear the circuit down.
+    Destroy {
+        /// Why (opaque code).
+        reason: u8,
+    },
+    /// End-to-end probe to a hop.
+    Probe {
+        /// Echoed in the reply.
+        nonce: u64,
+    },
+    /// A hop's answer to a probe.
+    ProbeReply {
+        /// The probe's nonce.
+        nonce: u64,
+    },
+}
+
+fn put_handshake(w: &mut Writer, handshake: &[u8]) -> Result<(), EncodeError> {
+    if handshake.len() > MAX_HANDSHAKE_BYTES {
+        return Err(EncodeError {
+            len: handshake.len(),
+            max: MAX_HANDSHAKE_BYTES,
+        });
+    }
+    w.put_bytes_u8len(handshake)
+}
+
+fn get_handshake(r: &mut Reader<'_>) -> Result<Vec<u8>, DecodeError> {
+    Ok(r.get_bytes_u8len(MAX_HANDSHAKE_BYTES, "circuit handshake")?
+        .to_vec())
+}
+
+impl CircuitMsg {
+    /// Encodes the message. Fails only if a handshake blob is longer than
+    /// [`MAX_HANDSHAKE_BYTES`]; the result is at most
+    /// [`MAX_CIRCUIT_MSG_BYTES`] long.
+    pub fn encode(&self) -> Result<Vec<u8>, EncodeError> {
+        let mut w = Writer::with_capacity(MAX_CIRCUIT_MSG_BYTES);
+        match self {
+            CircuitMsg::Create { handshake } => {
+                w.put_u8(tag::CREATE);
+                put_handshake(&mut w, handshake)?;
+            }
+            CircuitMsg::Created { handshake } => {
+                w.put_u8(tag::CREATED);
+                put_handshake(&mut w, handshake)?;
+            }
+            CircuitMsg::Extend {
+                next,
+                addr,
+                handshake,
+            } => {
+                w.put_u8(tag::EXTEND);
+                w.put_bytes(next.as_bytes());
+                match addr.ip() {
+                    IpAddr::V4(ip) => {
+                        w.put_u8(4);
+                        w.put_bytes(&ip.octets());
+                    }
+                    IpAddr::V6(ip) => {
+                        w.put_u8(6);
+                        w.put_bytes(&ip.octets());
+                    }
+                }
+                w.put_u16(addr.port());
+                put_handshake(&mut w, handshake)?;
+            }
+            CircuitMsg::Extended { handshake } => {
+                w.put_u8(tag::EXTENDED);
+                put_handshake(&mut w, handshake)?;
+            }
+            CircuitMsg::Destroy { reason } => {
+                w.put_u8(tag::DESTROY);
+                w.put_u8(*reason);
+            }
+            CircuitMsg::Probe { nonce } => {
+                w.put_u8(tag::PROBE);
+                w.put_u64(*nonce);
+            }
+            CircuitMsg::ProbeReply { nonce } => {
+                w.put_u8(tag::PROBE_REPLY);
+                w.put_u64(*nonce);
+            }
+        }
+        Ok(w.into_vec())
+    }
+
+    /// Decodes one message; rejects unknown tags, over-long handshakes and
+    /// trailing bytes. IPv6 flow info and scope id are not carried.
+    pub fn decode(bytes: &[u8]) -> Result<CircuitMsg, DecodeError> {
+        let mut r = Reader::new(bytes);
+        let msg = match r.get_u8()? {
+            tag::CREATE => CircuitMsg::Create {
+                handshake: get_handshake(&mut r)?,
+            },
+            tag::CREATED => CircuitMsg::Created {
+                handshake: get_handshake(&mut r)?,
+            },
+            tag::EXTEND => {
+                let next = NodeId::from_bytes(r.get_array::<32>()?);
+                let ip = match r.get_u8()? {
+                    4 => IpAddr::V4(Ipv4Addr::from(r.get_array::<4>()?)),
+                    6 => IpAddr::V6(Ipv6Addr::from(r.get_array::<16>()?)),
+                    _ => {
+                        return Err(DecodeError::BadValue {
+                            field: "extend address family",
+                            reason: "not 4 or 6",
+                        });
+                    }
+                };
+                let addr = SocketAddr::new(ip, r.get_u16()?);
+                CircuitMsg::Extend {
+                    next,
+                    addr,
+                    handshake: get_handshake(&mut r)?,
+                }
+            }
+            tag::EXTENDED => CircuitMsg::Extended {
+                handshake: get_handshake(&mut r)?,
+            },
+            tag::DESTROY => CircuitMsg::Destroy {
+                reason: r.get_u8()?,
+            },
+            tag::PROBE => CircuitMsg::Probe {
+                nonce: r.get_u64()?,
+            },
+            tag::PROBE_REPLY => CircuitMsg::ProbeReply {
+                nonce: r.get_u64()?,
+            },
+            other => return Err(DecodeError::UnknownKind(other)),
+        };
+        r.finish()?;
+        Ok(msg)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::descriptor::{Descriptor, flags};
+    use crate::onion::{ForwardOutcome, OnionClient, RelayCrypto, RelayPosition};
+    use crate::pow::PowParams;
+    use ed25519_dalek::SigningKey;
+    use proptest::prelude::*;
+    use x25519_dalek::StaticSecret;
+
+    const NOW: u64 = 1_800_000_000_000;
+
+    fn node(seed: u8) -> (NodeIdentity, Descriptor) {
+        let id = NodeIdentity::from_keys(
+            SigningKey::from_bytes(&[seed; 32]),
+            StaticSecret::from([seed ^ 0x55; 32]),
+            PowParams::TESTNET,
+        );
+        let addr = format!("127.{seed}.0.1:4433").parse().unwrap();
+        let d = Descriptor::sign(&id, flags::RELAY, Some(addr), NOW, vec![]);
+        (id, d)
+    }
+
+    fn handshake(id: &NodeIdentity, d: &Descriptor, seed: u8) -> (HopKeys, HopKeys) {
+        let (c, msg1) = ClientHopHandshake::start(d.x25519(), [seed; 32]).unwrap();
+        assert_eq!(msg1.len(), HOP_HANDSHAKE_BYTES);
+        let (relay_keys, msg2) = RelayHopHandshake::respond(id, &msg1, [!seed; 32]).unwrap();
+        assert_eq!(msg2.len(), HOP_HANDSHAKE_BYTES);
+        (c.finish(&msg2).unwrap(), relay_keys)
+    }
+
+    #[test]
+    fn circuit_handshake_keys_work_both_ways() {
+        let (id, d) = node(1);
+        let (client_keys, relay_keys) = handshake(&id, &d, 7);
+        let mut client = OnionClient::new();
+        client.add_hop(client_keys).unwrap();
+        let mut relay = RelayCrypto::new(relay_keys, true);
+        for i in 0..3u8 {
+            let mut body = client.seal_forward(0, &[i; 10]).unwrap();
+            assert_eq!(
+                relay.process_forward(&mut body[..]).unwrap(),
+                ForwardOutcome::Recognised(vec![i; 10])
+            );
+            let mut back = relay.seal_backward(b"pong").unwrap();
+            assert_eq!(
+                client.open_backward(&mut back[..]).unwrap(),
+                (0, b"pong".to_vec())
+            );
+        }
+    }
+
+    #[test]
+    fn circuit_handshake_seeds_give_fresh_keys() {
+        let (id, d) = node(1);
+        let (a, _) = handshake(&id, &d, 7);
+        let (b, _) = handshake(&id, &d, 8);
+        let mut ca = OnionClient::new();
+        ca.add_hop(a).unwrap();
+        let mut cb = OnionClient::new();
+        cb.add_hop(b).unwrap();
+        assert_ne!(
+            ca.seal_forward(0, b"x").unwrap(),
+            cb.seal_forward(0, b"x").unwrap()
+        );
+    }
+
+    #[test]
+    fn circuit_wrong_hop_key_fails() {
+        let (honest, d) = node(1);
+        let (impostor, d_imp) = node(2);
+        // The impostor cannot read msg1 meant for the honest hop.
+        let (client, msg1) = ClientHopHandshake::start(d.x25519(), [3; 32]).unwrap();
+        assert!(matches!(
+            RelayHopHandshake::respond(&impostor, &msg1, [4; 32]),
+            Err(CircuitError::Handshake(_))
+        ));
+        // Nor can it answer with a msg2 from a handshake it can run (its own
+        // key): the client's `finish` rejects it.
+        let (_, msg1_imp) = ClientHopHandshake::start(d_imp.x25519(), [5; 32]).unwrap();
+        let (_, msg2_imp) = RelayHopHandshake::respond(&impostor, &msg1_imp, [6; 32]).unwrap();
+        assert!(matches!(
+            client.finish(&msg2_imp),
+            Err(CircuitError::Handshake(_))
+        ));
+        // Replaying an honest msg2 from another handshake fails too.
+        let (client, _) = ClientHopHandshake::start(d.x25519(), [9; 32]).unwrap();
+        let (_, msg1_other) = ClientHopHandshake::start(d.x25519(), [10; 32]).unwrap();
+        let (_, msg2_other) = RelayHopHandshake::respond(&honest, &msg1_other, [11; 32]).unwrap();
+        assert!(client.finish(&msg2_other).is_err());
+    }
+
+    #[test]
+    fn circuit_tampered_messages_fail() {
+        let (id, d) = node(1);
+        let (_, msg1) = ClientHopHandshake::start(d.x25519(), [3; 32]).unwrap();
+        for i in 0..msg1.len() {
+            let mut bad = msg1.clone();
+            bad[i] ^= 0x01;
+            assert!(RelayHopHandshake::respond(&id, &bad, [4; 32]).is_err());
+        }
+        assert!(RelayHopHandshake::respond(&id, &msg1[..47], [4; 32]).is_err());
+        assert!(RelayHopHandshake::respond(&id, &[], [4; 32]).is_err());
+        let (_, msg2) = RelayHopHandshake::respond(&id, &msg1, [4; 32]).unwrap();
+        for i in 0..msg2.len() {
+            let (client, _) = ClientHopHandshake::start(d.x25519(), [3; 32]).unwrap();
+            let mut bad = msg2.clone();
+            bad[i] ^= 0x80;
+            assert!(client.finish(&bad).is_err());
+        }
+        let (client, _) = ClientHopHandshake::start(d.x25519(), [3; 32]).unwrap();
+        let mut long = msg2.clone();
+        long.push(0);
+        assert!(client.finish(&long).is_err());
+        // The untampered msg2 still works with the same seed.
+        let (client, _) = ClientHopHandshake::start(d.x25519(), [3; 32]).unwrap();
+        assert!(client.finish(&msg2).is_ok());
+    }
+
+    /// One relay's view of the circuit in the in-memory test.
+    struct Relay {
+        id: NodeIdentity,
+        crypto: Option<RelayCrypto>,
+        /// Whether this relay has extended to a next hop.
+        extended: bool,
+    }
+
+    /// Carry a forward body from the client through relays 0..; returns the
+    /// index of the relay that recognised it and its payload.
+    fn forward(relays: &mut [Relay], body: &mut [u8]) -> Option<(usize, Vec<u8>)> {
+        for (i, r) in relays.iter_mut().enumerate() {
+            match r.crypto.as_mut()?.process_forward(body).unwrap() {
+                ForwardOutcome::Recognised(p) => return Some((i, p)),
+                // A relay with no next hop treats Forward as unrecognised.
+                ForwardOutcome::Forward if r.extended => continue,
+                _ => return None,
+            }
+        }
+        None
+    }
+
+    /// Relay `from` sends `payload` back to the client through 0..from.
+    fn backward(relays: &mut [Relay], from: usize, payload: &[u8]) -> Vec<u8> {
+        let mut body = relays[from]
+            .crypto
+            .as_mut()
+            .unwrap()
+            .seal_backward(payload)
+            .unwrap();
+        for r in relays[..from].iter_mut().rev() {
+            r.crypto
+                .as_mut()
+                .unwrap()
+                .relay_backward(&mut body[..])
+                .unwrap();
+        }
+        body.to_vec()
+    }
+
+    /// A relay handles a CREATE (link level) and answers with CREATED.
+    fn relay_create(r: &mut Relay, msg: &[u8], seed: [u8; 32]) -> Vec<u8> {
+        let CircuitMsg::Create { handshake } = CircuitMsg::decode(msg).unwrap() else {
+            panic!("expected CREATE");
+        };
+        let (keys, msg2) = RelayHopHandshake::respond(&r.id, &handshake, seed).unwrap();
+        // Relays are Middle from the start; whether they have a next hop is
+        // the circuit layer's knowledge (`extended`).
+        r.crypto = Some(RelayCrypto::with_position(keys, RelayPosition::Middle));
+        CircuitMsg::Created { handshake: msg2 }.encode().unwrap()
+    }
+
+    #[test]
+    fn circuit_three_hop_telescoped_build_and_probe() {
+        let nodes: Vec<(NodeIdentity, Descriptor)> = (1..=3).map(node).collect();
+        let mut relays: Vec<Relay> = nodes
+            .iter()
+            .map(|(id, _)| Relay {
+                id: NodeIdentity::from_bytes(&id.to_bytes()).unwrap(),
+                crypto: None,
+                extended: false,
+            })
+            .collect();
+        let mut client = OnionClient::new();
+
+        // Hop 0: CREATE / CREATED on the link.
+        let (hs, msg1) = ClientHopHandshake::start(nodes[0].1.x25519(), [100; 32]).unwrap();
+        let create = CircuitMsg::Create { handshake: msg1 }.encode().unwrap();
+        let created = relay_create(&mut relays[0], &create, [200; 32]);
+        let CircuitMsg::Created { handshake } = CircuitMsg::decode(&created).unwrap() else {
+            panic!("expected CREATED");
+        };
+        client.add_hop(hs.finish(&handshake).unwrap()).unwrap();
+
+        // Hops 1 and 2: EXTEND through the onion, EXTENDED back.
+        for k in 1..3usize {
+            let (hs, msg1) =
+                ClientHopHandshake::start(nodes[k].1.x25519(), [100 + k as u8; 32]).unwrap();
+            let extend = CircuitMsg::Extend {
+                next: nodes[k].1.node_id(),
+                addr: nodes[k].1.address().unwrap(),
+                handshake: msg1,
+            };
+            let mut body = client
+                .seal_forward(k - 1, &extend.encode().unwrap())
+                .unwrap();
+            let (at, payload) = forward(&mut relays, &mut body[..]).unwrap();
+            assert_eq!(at, k - 1);
+            let CircuitMsg::Extend {
+                next,
+                addr,
+                handshake,
+            } = CircuitMsg::decode(&payload).unwrap()
+            else {
+                panic!("expected EXTEND");
+            };
+            assert_eq!(next, relays[k].id.node_id());
+            assert_eq!(addr, nodes[k].1.address().unwrap());
+            // Relay k-1 opens a link to `next` and sends CREATE.
+            let create = CircuitMsg::Create { handshake }.encode().unwrap();
+            let created = relay_create(&mut relays[k], &create, [200 + k as u8; 32]);
+            let CircuitMsg::Created { handshake } = CircuitMsg::decode(&created).unwrap() else {
+                panic!("expected CREATED");
+            };
+            relays[k - 1].extended = true;
+            let extended = CircuitMsg::Extended { handshake }.encode().unwrap();
+            let mut back = backward(&mut relays, k - 1, &extended);
+            let (from, payload) = client.open_backward(&mut back).unwrap();
+            assert_eq!(from, k - 1);
+            let CircuitMsg::Extended { handshake } = CircuitMsg::decode(&payload).unwrap() else {
+                panic!("expected EXTENDED");
+            };
+            assert_eq!(client.add_hop(hs.finish(&handshake).unwrap()).unwrap(), k);
+        }
+
+        // A probe to the last hop is recognised there and nowhere else.
+        let probe = CircuitMsg::Probe { nonce: 42 }.encode().unwrap();
+        let mut body = client.seal_forward(2, &probe).unwrap();
+        assert_eq!(
+            forward(&mut relays, &mut body[..]),
+            Some((2, probe.clone()))
+        );
+        let reply = CircuitMsg::ProbeReply { nonce: 42 }.encode().unwrap();
+        let mut back = backward(&mut relays, 2, &reply);
+        assert_eq!(client.open_backward(&mut back).unwrap(), (2, reply));
+
+        // A probe for hop 2 corrupted on the way is recognised by nobody.
+        let mut body = client.seal_forward(2, &probe).unwrap();
+        body[5] ^= 1;
+        assert_eq!(forward(&mut relays, &mut body[..]), None);
+    }
+
+    #[test]
+    fn circuit_msg_fits_relay_cell() {
+        let msg = CircuitMsg::Extend {
+            next: NodeId::from_bytes([7; 32]),
+            addr: "[::1]:9".parse().unwrap(),
+            handshake: vec![1; MAX_HANDSHAKE_BYTES],
+        };
+        assert_eq!(msg.encode().unwrap().len(), MAX_CIRCUIT_MSG_BYTES);
+        let too_long = CircuitMsg::Create {
+            handshake: vec![0; MAX_HANDSHAKE_BYTES + 1],
+        };
+        assert!(too_long.encode().is_err());
+        let mut bytes = CircuitMsg::Probe { nonce: 1 }.encode().unwrap();
+        bytes.push(0);
+        assert!(matches!(
+            CircuitMsg::decode(&bytes),
+            Err(DecodeError::TrailingBytes { count: 1 })
+        ));
+        let mut over = vec![tag::CREATE, 129];
+        over.extend_from_slice(&[0; 129]);
+        assert!(matches!(
+            CircuitMsg::decode(&over),
+            Err(DecodeError::TooLong { .. })
+        ));
+    }
+
+    fn arb_handshake() -> impl Strategy<Value = Vec<u8>> {
+        proptest::collection::vec(any::<u8>(), 0..=MAX_HANDSHAKE_BYTES)
+    }
+
+    fn arb_msg() -> impl Strategy<Value = CircuitMsg> {
+        let addr = prop_oneof![
+            (any::<[u8; 4]>(), any::<u16>())
+                .prop_map(|(ip, p)| SocketAddr::new(IpAddr::V4(ip.into()), p)),
+            (any::<[u8; 16]>(), any::<u16>())
+                .prop_map(|(ip, p)| SocketAddr::new(IpAddr::V6(ip.into()), p)),
+        ];
+        prop_oneof![
+            arb_handshake().prop_map(|handshake| CircuitMsg::Create { handshake }),
+            arb_handshake().prop_map(|handshake| CircuitMsg::Created { handshake }),
+            (any::<[u8; 32]>(), addr, arb_handshake()).prop_map(|(n, addr, handshake)| {
+                CircuitMsg::Extend {
+                    next: NodeId::from_bytes(n),
+                    addr,
+                    handshake,
+                }
+            }),
+            arb_handshake().prop_map(|handshake| CircuitMsg::Extended { handshake }),
+            any::<u8>().prop_map(|reason| CircuitMsg::Destroy { reason }),
+            any::<u64>().prop_map(|nonce| CircuitMsg::Probe { nonce }),
+            any::<u64>().prop_map(|nonce| CircuitMsg::ProbeReply { nonce }),
+        ]
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
+
+        #[test]
+        fn circuit_msg_round_trips(msg in arb_msg()) {
+            let bytes = msg.encode().unwrap();
+            prop_assert!(bytes.len() <= MAX_CIRCUIT_MSG_BYTES);
+            prop_assert_eq!(CircuitMsg::decode(&bytes).unwrap(), msg);
+        }
+
+        #[test]
+        fn circuit_msg_decode_never_panics(
+            bytes in proptest::collection::vec(any::<u8>(), 0..300),
+        ) {
+            if let Ok(msg) = CircuitMsg::decode(&bytes) {
+                prop_assert_eq!(msg.encode().unwrap(), bytes);
+            }
+        }
+
+        #[test]
+        fn circuit_handshake_never_panics_on_peer_bytes(
+            bytes in proptest::collection::vec(any::<u8>(), 0..100),
+        ) {
+            let (id, d) = node(1);
+            let _ = RelayHopHandshake::respond(&id, &bytes, [1; 32]);
+            let (client, _) = ClientHopHandshake::start(d.x25519(), [2; 32]).unwrap();
+            prop_assert!(client.finish(&bytes).is_err());
+        }
+    }
+}
