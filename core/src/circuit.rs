@@ -379,25 +379,10 @@ impl CircuitMsg {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::descriptor::{Descriptor, flags};
+    use crate::descriptor::Descriptor;
+    use crate::link::tests::node;
     use crate::onion::{ForwardOutcome, OnionClient, RelayCrypto, RelayPosition};
-    use crate::pow::PowParams;
-    use ed25519_dalek::SigningKey;
     use proptest::prelude::*;
-    use x25519_dalek::StaticSecret;
-
-    const NOW: u64 = 1_800_000_000_000;
-
-    fn node(seed: u8) -> (NodeIdentity, Descriptor) {
-        let id = NodeIdentity::from_keys(
-            SigningKey::from_bytes(&[seed; 32]),
-            StaticSecret::from([seed ^ 0x55; 32]),
-            PowParams::TESTNET,
-        );
-        let addr = format!("127.{seed}.0.1:4433").parse().unwrap();
-        let d = Descriptor::sign(&id, flags::RELAY, Some(addr), NOW, vec![]);
-        (id, d)
-    }
 
     fn handshake(id: &NodeIdentity, d: &Descriptor, seed: u8) -> (HopKeys, HopKeys) {
         let (c, msg1) = ClientHopHandshake::start(d.x25519(), [seed; 32]).unwrap();

@@ -120,8 +120,10 @@ impl CryptoResolver for SeededResolver {
     }
 }
 
-/// Build a snow handshake state for `pattern` with a seeded RNG.
-pub(crate) fn noise_builder_state(
+/// Build a snow handshake state for `pattern` with veil's primitives and a
+/// deterministic RNG seeded by the caller (used by links, circuit hops, and
+/// the fuzz harness that plays a genuine initiator).
+pub fn noise_builder_state(
     pattern: &str,
     seed: [u8; 32],
     local_private: Option<&[u8]>,
@@ -435,15 +437,17 @@ impl LinkMsg {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::descriptor::flags;
     use ed25519_dalek::SigningKey;
     use x25519_dalek::StaticSecret;
 
-    const NOW: u64 = 1_800_000_000_000;
+    pub(crate) const NOW: u64 = 1_800_000_000_000;
 
-    fn node(seed: u8) -> (NodeIdentity, Descriptor) {
+    /// A relay identity and its descriptor at `NOW`, from one seed byte
+    /// (shared by the link and circuit tests).
+    pub(crate) fn node(seed: u8) -> (NodeIdentity, Descriptor) {
         let id = NodeIdentity::from_keys(
             SigningKey::from_bytes(&[seed; 32]),
             StaticSecret::from([seed ^ 0x55; 32]),

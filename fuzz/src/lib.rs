@@ -19,16 +19,13 @@ use std::net::SocketAddr;
 use std::sync::OnceLock;
 
 use ed25519_dalek::SigningKey;
-use snow::params::{CipherChoice, DHChoice, HashChoice};
-use snow::resolvers::{CryptoResolver, DefaultResolver};
-use snow::types::{Cipher, Dh, Hash, Random};
 use veil_core::cell::{CELL_SIZE, Cell, CellReader, MAX_LINK_PAYLOAD, command};
 use veil_core::content::{self, ContentId, Outboard};
 use veil_core::descriptor::{Admitted, Descriptor, flags};
 use veil_core::identity::{NodeIdentity, Pseudonym};
 use veil_core::link::{
     CheckParams, HandshakeStep, LINK_NOISE_PARAMS, LINK_PROLOGUE_PREFIX, LinkHandshake, LinkMsg,
-    MAX_DESCRIPTORS_PER_CELL, Side,
+    MAX_DESCRIPTORS_PER_CELL, Side, noise_builder_state,
 };
 use veil_core::pow::PowParams;
 use veil_core::record::{ContentRecord, SignedRecord, Unchecked, keywords_from_name};
@@ -240,35 +237,6 @@ pub fn verify_range(data: &[u8]) -> bool {
 // ---------------------------------------------------------------------------
 // handshake
 
-/// A deterministic Noise RNG (the same construction as core's).
-struct XofRng(blake3::OutputReader);
-
-impl Random for XofRng {
-    fn try_fill_bytes(&mut self, dest: &mut [u8]) -> Result<(), snow::Error> {
-        self.0.fill(dest);
-        Ok(())
-    }
-}
-
-struct SeededResolver([u8; 32]);
-
-impl CryptoResolver for SeededResolver {
-    fn resolve_rng(&self) -> Option<Box<dyn Random>> {
-        let mut h = blake3::Hasher::new_derive_key("veil fuzz noise rng");
-        h.update(&self.0);
-        Some(Box::new(XofRng(h.finalize_xof())))
-    }
-    fn resolve_dh(&self, choice: &DHChoice) -> Option<Box<dyn Dh>> {
-        DefaultResolver.resolve_dh(choice)
-    }
-    fn resolve_hash(&self, choice: &HashChoice) -> Option<Box<dyn Hash>> {
-        DefaultResolver.resolve_hash(choice)
-    }
-    fn resolve_cipher(&self, choice: &CipherChoice) -> Option<Box<dyn Cipher>> {
-        DefaultResolver.resolve_cipher(choice)
-    }
-}
-
 /// The fixed responder: node 2, binding [`BINDING`], seed [`RESPONDER_SEED`].
 fn responder() -> LinkHandshake {
     let (id, d) = &nodes()[1];
@@ -374,12 +342,15 @@ fn driven(payload: &[u8]) -> bool {
     let mut prologue = LINK_PROLOGUE_PREFIX.to_vec();
     prologue.extend_from_slice(&BINDING);
     let secret = nodes()[0].0.x25519_secret().to_bytes();
-    let params = LINK_NOISE_PARAMS.parse().expect("noise params");
-    let mut init = snow::Builder::with_resolver(params, Box::new(SeededResolver(INITIATOR_SEED)))
-        .local_private_key(&secret)
-        .and_then(|b| b.prologue(&prologue))
-        .and_then(|b| b.build_initiator())
-        .expect("initiator state");
+    let mut init = noise_builder_state(
+        LINK_NOISE_PARAMS,
+        INITIATOR_SEED,
+        Some(&secret),
+        None,
+        &prologue,
+        true,
+    )
+    .expect("initiator state");
     let mut buf = vec![0u8; 65_535];
     let n = init.write_message(&[], &mut buf).expect("message 1");
     let m1 = Cell::link(command::HANDSHAKE, &buf[..n]).expect("message 1 fits");
