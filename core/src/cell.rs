@@ -34,6 +34,14 @@ pub mod command {
     pub const PULL_REQUEST: u8 = 3;
     /// Peer sampling: (part of) the answer to a pull request.
     pub const PULL_REPLY: u8 = 4;
+    /// Circuit: the first hop handshake (msg1), link level, circuit id set.
+    pub const CREATE: u8 = 0x40;
+    /// Circuit: the hop's answer to CREATE (msg2).
+    pub const CREATED: u8 = 0x41;
+    /// Circuit: an onion-layered relay cell (either direction).
+    pub const RELAY: u8 = 0x42;
+    /// Circuit: tear the circuit down (propagates hop by hop).
+    pub const DESTROY: u8 = 0x43;
 }
 
 /// One cell: exactly [`CELL_SIZE`] bytes.
@@ -66,6 +74,24 @@ impl Cell {
         let body = c.body_mut();
         body[..2].copy_from_slice(&(payload.len() as u16).to_be_bytes());
         body[2..2 + payload.len()].copy_from_slice(payload);
+        Some(c)
+    }
+
+    /// A circuit control cell (CREATE, CREATED, DESTROY) on circuit
+    /// `circ_id`, carrying `payload` length-prefixed like a link cell.
+    pub fn control(circ_id: u32, command: u8, payload: &[u8]) -> Option<Cell> {
+        let mut c = Cell::link(command, payload)?;
+        c.0[..4].copy_from_slice(&circ_id.to_be_bytes());
+        Some(c)
+    }
+
+    /// A RELAY cell on circuit `circ_id` with an onion-layered body.
+    pub fn relay(circ_id: u32, body: &[u8]) -> Option<Cell> {
+        if body.len() != CELL_BODY_BYTES {
+            return None;
+        }
+        let mut c = Cell::new(circ_id, command::RELAY);
+        c.body_mut().copy_from_slice(body);
         Some(c)
     }
 

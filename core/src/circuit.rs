@@ -211,7 +211,15 @@ pub mod tag {
     pub const PROBE: u8 = 6;
     /// [`super::CircuitMsg::ProbeReply`].
     pub const PROBE_REPLY: u8 = 7;
+    /// [`super::CircuitMsg::Data`].
+    pub const DATA: u8 = 8;
+    /// [`super::CircuitMsg::Sendme`].
+    pub const SENDME: u8 = 9;
 }
+
+/// Largest [`CircuitMsg::Data`] payload: one relay cell minus the tag and
+/// the `u16` length.
+pub const MAX_DATA_BYTES: usize = MAX_RELAY_PAYLOAD - 3;
 
 /// Circuit control messages.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -255,6 +263,15 @@ pub enum CircuitMsg {
         /// The probe's nonce.
         nonce: u64,
     },
+    /// End-to-end data between the client and the last hop (counted by
+    /// flow control).
+    Data {
+        /// At most [`MAX_DATA_BYTES`].
+        bytes: Vec<u8>,
+    },
+    /// Flow control: the sender of this message received another
+    /// `sendme_every` data cells; the other end may send that many more.
+    Sendme,
 }
 
 fn put_handshake(w: &mut Writer, handshake: &[u8]) -> Result<(), EncodeError> {
@@ -274,8 +291,9 @@ fn get_handshake(r: &mut Reader<'_>) -> Result<Vec<u8>, DecodeError> {
 
 impl CircuitMsg {
     /// Encodes the message. Fails only if a handshake blob is longer than
-    /// [`MAX_HANDSHAKE_BYTES`]; the result is at most
-    /// [`MAX_CIRCUIT_MSG_BYTES`] long.
+    /// [`MAX_HANDSHAKE_BYTES`] or data longer than [`MAX_DATA_BYTES`]. A
+    /// control message is at most [`MAX_CIRCUIT_MSG_BYTES`] long, data at
+    /// most [`MAX_RELAY_PAYLOAD`].
     pub fn encode(&self) -> Result<Vec<u8>, EncodeError> {
         let mut w = Writer::with_capacity(MAX_CIRCUIT_MSG_BYTES);
         match self {
@@ -323,6 +341,18 @@ impl CircuitMsg {
                 w.put_u8(tag::PROBE_REPLY);
                 w.put_u64(*nonce);
             }
+            CircuitMsg::Data { bytes } => {
+                if bytes.len() > MAX_DATA_BYTES {
+                    return Err(EncodeError {
+                        len: bytes.len(),
+                        max: MAX_DATA_BYTES,
+                    });
+                }
+                w.put_u8(tag::DATA);
+                w.put_u16(bytes.len() as u16);
+                w.put_bytes(bytes);
+            }
+            CircuitMsg::Sendme => w.put_u8(tag::SENDME),
         }
         Ok(w.into_vec())
     }
@@ -369,6 +399,20 @@ impl CircuitMsg {
             tag::PROBE_REPLY => CircuitMsg::ProbeReply {
                 nonce: r.get_u64()?,
             },
+            tag::DATA => {
+                let len = usize::from(r.get_u16()?);
+                if len > MAX_DATA_BYTES {
+                    return Err(DecodeError::TooLong {
+                        field: "circuit data",
+                        len,
+                        max: MAX_DATA_BYTES,
+                    });
+                }
+                CircuitMsg::Data {
+                    bytes: r.get_bytes(len)?.to_vec(),
+                }
+            }
+            tag::SENDME => CircuitMsg::Sendme,
             other => return Err(DecodeError::UnknownKind(other)),
         };
         r.finish()?;
@@ -663,6 +707,9 @@ mod tests {
             any::<u8>().prop_map(|reason| CircuitMsg::Destroy { reason }),
             any::<u64>().prop_map(|nonce| CircuitMsg::Probe { nonce }),
             any::<u64>().prop_map(|nonce| CircuitMsg::ProbeReply { nonce }),
+            proptest::collection::vec(any::<u8>(), 0..MAX_DATA_BYTES)
+                .prop_map(|bytes| CircuitMsg::Data { bytes }),
+            Just(CircuitMsg::Sendme),
         ]
     }
 
@@ -672,7 +719,12 @@ mod tests {
         #[test]
         fn circuit_msg_round_trips(msg in arb_msg()) {
             let bytes = msg.encode().unwrap();
-            prop_assert!(bytes.len() <= MAX_CIRCUIT_MSG_BYTES);
+            let max = if matches!(msg, CircuitMsg::Data { .. }) {
+                MAX_RELAY_PAYLOAD
+            } else {
+                MAX_CIRCUIT_MSG_BYTES
+            };
+            prop_assert!(bytes.len() <= max);
             prop_assert_eq!(CircuitMsg::decode(&bytes).unwrap(), msg);
         }
 

@@ -93,6 +93,11 @@ impl Admitted {
         self.0.flags & flags::RELAY != 0
     }
 
+    /// The claimed address (unverified).
+    pub fn claimed_address(&self) -> Option<SocketAddr> {
+        self.0.address
+    }
+
     /// Append the wire encoding (for forwarding in pull replies).
     pub fn encode(&self, w: &mut Writer) {
         self.0.encode(w);

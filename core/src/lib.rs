@@ -14,6 +14,7 @@ pub mod identity;
 pub mod link;
 pub mod node;
 pub mod onion;
+pub mod path;
 pub mod pow;
 pub mod record;
 pub mod sampling;

@@ -42,10 +42,18 @@ use std::net::SocketAddr;
 use rand_chacha::ChaCha20Rng;
 use rand_core::{RngCore, SeedableRng};
 
+mod circuits;
+
+pub use circuits::{
+    CircuitId, CircuitInfo, CircuitState, CircuitStats, CloseReason, GuardRecord, Observation,
+    RelayCircuitId, SendError,
+};
+
 use crate::cell::{Cell, CellReader};
 use crate::descriptor::{Admitted, Descriptor, DescriptorError, flags};
 use crate::identity::{NodeId, NodeIdentity};
 use crate::link::{CheckParams, HandshakeError, HandshakeStep, LinkHandshake, LinkMsg, Side};
+use crate::path::CircuitParams;
 use crate::pow::PowParams;
 use crate::sampling::{Brahms, BrahmsParams};
 
@@ -106,6 +114,8 @@ pub struct Config {
     pub descriptor_max_age_ms: Millis,
     /// Our descriptor is re-signed this often.
     pub descriptor_refresh_ms: Millis,
+    /// Circuits, guards and paths.
+    pub circuits: CircuitParams,
 }
 
 impl Config {
@@ -129,6 +139,7 @@ impl Config {
             max_known_peers: 8192,
             descriptor_max_age_ms: 6 * 3600 * 1000,
             descriptor_refresh_ms: 3600 * 1000,
+            circuits: CircuitParams::MAINNET,
         }
     }
 
@@ -140,6 +151,7 @@ impl Config {
             handshake_timeout_ms: 10_000,
             bootstrap_retry_ms: 1_000,
             dial_backoff_ms: 5_000,
+            circuits: CircuitParams::TESTNET,
             ..Config::mainnet()
         }
     }
@@ -188,6 +200,51 @@ pub enum Event {
         /// Why.
         error: HandshakeError,
     },
+    /// The guard list changed: persist [`Node::guards`].
+    GuardsChanged,
+    /// One of our circuits is built: every hop answered and the probe
+    /// `probe` crossed it and came back.
+    CircuitBuilt {
+        /// Which.
+        id: CircuitId,
+        /// Its relays, guard first.
+        hops: Vec<NodeId>,
+        /// From the start of the build to the probe's return.
+        build_ms: Millis,
+        /// The probe's nonce (the last hop reported it with
+        /// [`Event::ProbeAnswered`]).
+        probe: u64,
+    },
+    /// One of our circuits ended (or its build failed).
+    CircuitClosed {
+        /// Which.
+        id: CircuitId,
+        /// Its planned relays, guard first.
+        hops: Vec<NodeId>,
+        /// Whether it had been built.
+        built: bool,
+        /// Why.
+        reason: CloseReason,
+    },
+    /// As a relay we answered a probe.
+    ProbeAnswered {
+        /// The probe's nonce.
+        nonce: u64,
+    },
+    /// Data arrived from the last hop of one of our circuits.
+    CircuitData {
+        /// Which.
+        id: CircuitId,
+        /// The bytes.
+        data: Vec<u8>,
+    },
+    /// As the last hop of a circuit, data arrived from its client.
+    RelayData {
+        /// Which.
+        circuit: RelayCircuitId,
+        /// The bytes.
+        data: Vec<u8>,
+    },
 }
 
 /// An authenticated peer, for `veil peers`.
@@ -232,6 +289,8 @@ pub struct Stats {
     pub pull_replies: u64,
     /// Pushes we sent.
     pub pushes_sent: u64,
+    /// Circuits (ours and relayed).
+    pub circuits: CircuitStats,
 }
 
 #[derive(Debug)]
@@ -258,6 +317,10 @@ struct Link {
     /// Our outstanding pull on this link: nonce and descriptors received.
     my_pull: Option<(u64, usize)>,
     queued: usize,
+    /// Whom we expect at the other end (outbound links to a known id).
+    expected: Option<NodeId>,
+    /// Circuits on this link, by link-local circuit id.
+    circuits: BTreeMap<u32, circuits::CircRef>,
 }
 
 #[derive(Debug, Clone)]
@@ -301,6 +364,7 @@ pub struct Node {
     transmits: VecDeque<Transmit>,
     events: VecDeque<Event>,
     stats: Stats,
+    circ: circuits::Circuits,
     /// The latest `now` seen by any input.
     now_ms: Millis,
 }
@@ -335,6 +399,7 @@ impl Node {
             transmits: VecDeque::new(),
             events: VecDeque::new(),
             stats: Stats::default(),
+            circ: circuits::Circuits::default(),
             now_ms: now,
         }
     }
@@ -417,6 +482,11 @@ impl Node {
         binding: [u8; 32],
     ) {
         self.now_ms = self.now_ms.max(now);
+        if direction == Direction::Inbound && !self.config.relay {
+            // Client-only: we link to our guards and nobody links to us.
+            self.events.push_back(Event::Close { link });
+            return;
+        }
         let expected = match direction {
             Direction::Outbound => self.dials.remove(&remote).and_then(|d| d.expected),
             Direction::Inbound => None,
@@ -503,6 +573,8 @@ impl Node {
                 pulled_round: 0,
                 my_pull: None,
                 queued: 0,
+                expected,
+                circuits: BTreeMap::new(),
             },
         );
         if let Some(c) = first {
@@ -531,17 +603,27 @@ impl Node {
     }
 
     /// A link closed (by the peer or the transport).
-    pub fn handle_link_down(&mut self, _now: Millis, link: LinkId) {
-        if let Some(l) = self.links.remove(&link) {
+    pub fn handle_link_down(&mut self, now: Millis, link: LinkId) {
+        let now = now.max(self.now_ms);
+        if let Some(mut l) = self.links.remove(&link) {
+            let circuits = std::mem::take(&mut l.circuits);
             match l.state {
                 LinkState::Up { peer } => {
                     if self.by_peer.get(&peer) == Some(&link) {
                         self.by_peer.remove(&peer);
                     }
                 }
-                LinkState::Handshaking(_) => self.stats.handshakes_failed += 1,
-                LinkState::Closed => {}
+                LinkState::Handshaking(_) | LinkState::Closed => {
+                    if matches!(l.state, LinkState::Handshaking(_)) {
+                        self.stats.handshakes_failed += 1;
+                    }
+                    // The node we dialled for a circuit cannot be reached.
+                    if let Some(id) = l.expected {
+                        self.circuits_peer_unreachable(now, id);
+                    }
+                }
             }
+            self.circuits_link_down(now, circuits);
         }
     }
 
@@ -551,6 +633,7 @@ impl Node {
         if let Some(d) = self.dials.remove(&addr)
             && let Some(id) = d.expected
         {
+            self.circuits_peer_unreachable(_now.max(self.now_ms), id);
             self.pending_push.remove(&id);
             self.pending_pull.remove(&id);
             // An address that never answered is not kept in the view.
@@ -621,6 +704,9 @@ impl Node {
             self.next_round_ms = now + self.config.round_ms;
             self.run_round(now);
         }
+        if now >= self.circ.next_tick_ms {
+            self.circuit_tick(now);
+        }
     }
 
     // ---- outputs ------------------------------------------------------
@@ -646,6 +732,7 @@ impl Node {
             t = t.min(self.next_bootstrap_ms);
         }
         t = t.min(self.descriptor.timestamp_ms() + self.config.descriptor_refresh_ms);
+        t = t.min(self.circ.next_tick_ms);
         for l in self.links.values() {
             if matches!(l.state, LinkState::Handshaking(_)) {
                 t = t.min(l.opened_ms + self.config.handshake_timeout_ms);
@@ -754,9 +841,7 @@ impl Node {
                     l.state = LinkState::Up { peer };
                 }
                 if cell.circ_id() != 0 {
-                    // Circuits arrive with a later layer; until then a
-                    // circuit cell is a protocol violation.
-                    self.penalise(link);
+                    self.handle_circuit_cell(now, link, cell);
                     return;
                 }
                 match LinkMsg::decode(&cell) {
@@ -804,6 +889,7 @@ impl Node {
             && self.links.contains_key(&old)
         {
             self.close(link);
+            self.circuits_peer_up(now, peer_id);
             return;
         }
         self.by_peer.insert(peer_id, link);
@@ -817,6 +903,7 @@ impl Node {
         if self.pending_pull.remove(&peer_id) {
             self.send_pull(link);
         }
+        self.circuits_peer_up(now, peer_id);
     }
 
     /// Remember a verified descriptor (from a handshake or a push).
@@ -915,6 +1002,7 @@ impl Node {
             .copied()
             .chain(self.brahms.sample())
             .chain(self.by_peer.keys().copied())
+            .chain(self.guard_ids())
             .collect();
         if let Some(victim) = self
             .known
@@ -1121,6 +1209,12 @@ impl Node {
             pulls.push(sample.swap_remove(pick));
         }
         let mut budget = self.config.max_new_links_per_round;
+        // A client-only node is nobody's hop: it does not advertise itself.
+        let pushes = if self.config.relay {
+            pushes
+        } else {
+            Vec::new()
+        };
         for id in pushes {
             if let Some(&link) = self.by_peer.get(&id) {
                 let c = LinkMsg::push(&self.descriptor);
@@ -1163,12 +1257,29 @@ impl Node {
                 }
             }
         }
+        if !self.config.relay {
+            // Learn relays through every guard, so that no single guard
+            // decides what we know (an eclipse defence).
+            let guard_links: Vec<LinkId> = self
+                .guard_ids()
+                .iter()
+                .filter_map(|g| self.by_peer.get(g).copied())
+                .filter(|l| !pulled.contains(l))
+                .collect();
+            for link in guard_links {
+                self.send_pull(link);
+            }
+        }
         self.prune_links(now);
     }
 
     /// Ask the driver to dial `id` at its claimed address, at most once per
     /// backoff period per address.
     fn dial(&mut self, now: Millis, id: NodeId) -> bool {
+        if !self.config.relay {
+            // Client-only nodes link only to their guards (see circuits).
+            return false;
+        }
         // First use of a gossiped descriptor: check its signature now.
         let Some(k) = self.known.get_mut(&id) else {
             return false;
@@ -1232,7 +1343,16 @@ impl Node {
     /// Keep the link count well under the limit: close the least recently
     /// used links to peers outside the view.
     fn prune_links(&mut self, now: Millis) {
-        let view: BTreeSet<NodeId> = self.brahms.view().iter().copied().collect();
+        // Links that carry circuits, and links to guards, are kept too.
+        let mut view: BTreeSet<NodeId> = self.brahms.view().iter().copied().collect();
+        view.extend(self.guard_ids());
+        for l in self.links.values() {
+            if let LinkState::Up { peer } = l.state
+                && !l.circuits.is_empty()
+            {
+                view.insert(peer);
+            }
+        }
         // Links nobody used for a few rounds, to peers outside the view.
         let idle_ms = 3 * self.config.round_ms;
         let stale: Vec<LinkId> = self
@@ -1290,9 +1410,9 @@ mod tests {
     use ed25519_dalek::SigningKey;
     use x25519_dalek::StaticSecret;
 
-    const T0: Millis = 1_800_000_000_000;
+    pub(super) const T0: Millis = 1_800_000_000_000;
 
-    fn node(i: u8, bootstrap: Vec<SocketAddr>) -> Node {
+    pub(super) fn node(i: u8, bootstrap: Vec<SocketAddr>) -> Node {
         let id = NodeIdentity::from_keys(
             SigningKey::from_bytes(&[i; 32]),
             StaticSecret::from([i ^ 0xaa; 32]),
@@ -1304,13 +1424,29 @@ mod tests {
         Node::new(id, cfg, [i; 32], T0)
     }
 
-    fn addr(i: u8) -> SocketAddr {
+    pub(super) fn addr(i: u8) -> SocketAddr {
         format!("127.{i}.0.1:7000").parse().unwrap()
     }
 
     /// A tiny in-test driver: instant delivery between nodes by address.
-    struct Net {
-        nodes: Vec<Node>,
+    /// What a tamper hook does with a cell (from, to, cell).
+    pub(super) type Tamper = Box<dyn FnMut(usize, usize, &mut Cell) -> TamperAction>;
+
+    /// A tamper hook's verdict.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+    pub(super) enum TamperAction {
+        Deliver,
+        Drop,
+        /// Deliver twice.
+        Replay,
+    }
+
+    pub(super) struct Net {
+        pub(super) nodes: Vec<Node>,
+        /// Nodes that crashed: dials to them fail, cells to them vanish.
+        pub(super) dead: BTreeSet<usize>,
+        pub(super) tamper: Option<Tamper>,
+        pub(super) events: Vec<(usize, Event)>,
         /// (node index, link) -> (peer index, peer link)
         wires: BTreeMap<(usize, LinkId), (usize, LinkId)>,
         next_link: u64,
@@ -1318,19 +1454,48 @@ mod tests {
     }
 
     impl Net {
-        fn pump(&mut self, now: Millis) {
+        pub(super) fn pump(&mut self, now: Millis) {
             loop {
                 let mut progressed = false;
                 for i in 0..self.nodes.len() {
                     while let Some(t) = self.nodes[i].poll_transmit() {
                         progressed = true;
                         if let Some(&(j, pl)) = self.wires.get(&(i, t.link)) {
-                            self.nodes[j].handle_link_data(now, pl, t.cell.as_bytes());
+                            if self.dead.contains(&j) || self.dead.contains(&i) {
+                                continue;
+                            }
+                            let mut cell = t.cell;
+                            let action = match self.tamper.as_mut() {
+                                Some(f) => f(i, j, &mut cell),
+                                None => TamperAction::Deliver,
+                            };
+                            let times = match action {
+                                TamperAction::Deliver => 1,
+                                TamperAction::Drop => 0,
+                                TamperAction::Replay => 2,
+                            };
+                            for _ in 0..times {
+                                self.nodes[j].handle_link_data(now, pl, cell.as_bytes());
+                            }
                         }
                     }
                     while let Some(e) = self.nodes[i].poll_event() {
                         progressed = true;
                         match e {
+                            Event::Connect { addr: a, .. }
+                                if self.dead.contains(
+                                    &(a.ip()
+                                        .to_string()
+                                        .split('.')
+                                        .nth(1)
+                                        .unwrap()
+                                        .parse::<usize>()
+                                        .unwrap()
+                                        - 1),
+                                ) =>
+                            {
+                                self.nodes[i].handle_connect_failed(now, a);
+                            }
                             Event::Connect { addr: a, .. } => {
                                 let j = (a
                                     .ip()
@@ -1371,7 +1536,7 @@ mod tests {
                                     self.nodes[j].handle_link_down(now, pl);
                                 }
                             }
-                            _ => {}
+                            other => self.events.push((i, other)),
                         }
                     }
                 }
@@ -1381,11 +1546,15 @@ mod tests {
             }
         }
 
-        fn run(&mut self, until: Millis) {
-            let mut now = T0;
+        pub(super) fn run(&mut self, until: Millis) {
+            self.run_from(T0, until);
+        }
+
+        pub(super) fn run_from(&mut self, from: Millis, until: Millis) {
+            let mut now = from;
             while now < until {
-                for n in &mut self.nodes {
-                    if n.poll_timeout().is_some_and(|t| t <= now) {
+                for (i, n) in self.nodes.iter_mut().enumerate() {
+                    if !self.dead.contains(&i) && n.poll_timeout().is_some_and(|t| t <= now) {
                         n.handle_timeout(now);
                     }
                 }
@@ -1395,10 +1564,13 @@ mod tests {
         }
     }
 
-    fn net(n: u8, bindings_differ: bool) -> Net {
+    pub(super) fn net(n: u8, bindings_differ: bool) -> Net {
         let nodes = (1..=n).map(|i| node(i, vec![addr(1)])).collect();
         Net {
             nodes,
+            dead: BTreeSet::new(),
+            tamper: None,
+            events: Vec::new(),
             wires: BTreeMap::new(),
             next_link: 1,
             bindings_differ,

@@ -258,6 +258,12 @@ impl RelayCrypto {
         self.position
     }
 
+    /// Moves the relay: a last hop becomes a middle hop once it extended the
+    /// circuit (counters are kept).
+    pub fn set_position(&mut self, position: RelayPosition) {
+        self.position = position;
+    }
+
     /// Handles one forward cell body in place. Removes this hop's layer and
     /// advances the forward counter. Then either returns the payload (the
     /// cell was for this hop) or says what to do with the stripped body.
