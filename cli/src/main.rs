@@ -14,8 +14,8 @@ use clap::{Parser, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
 use serde::de::DeserializeOwned;
 use veil_daemon::api::{
-    Command, FindHit, IdInfo, LibraryEntry, LinkDirection, PeerEntry, Progress, ShareReport,
-    StatusInfo, UnshareReport,
+    CircuitEntry, Command, FindHit, IdInfo, LibraryEntry, LinkDirection, PeerEntry, Progress,
+    ShareReport, StatusInfo, UnshareReport,
 };
 use veil_daemon::client;
 use veil_daemon::datadir::{DataDir, ENV_DATA_DIR};
@@ -66,6 +66,8 @@ enum Cmd {
     Status,
     /// List the authenticated peers: node id, address, link age, direction.
     Peers,
+    /// List this node's onion circuits: id, state, age, relays (guard first).
+    Circuits,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -198,6 +200,25 @@ fn run(cli: Cli, out: Output) -> anyhow::Result<ExitCode> {
                 );
                 println!("listening on:  {} (UDP)", s.listen);
                 println!("peers:         {}", s.peers);
+                println!(
+                    "circuits:      {} built, {} building{}",
+                    s.circuits_built,
+                    s.circuits_building,
+                    if s.relay {
+                        format!("; relaying {}", s.relay_circuits)
+                    } else {
+                        "; client only (relays nothing)".to_string()
+                    }
+                );
+                let guards: Vec<&str> = s.guards.iter().map(|g| short_id(g)).collect();
+                println!(
+                    "guards:        {}",
+                    if guards.is_empty() {
+                        "none yet".to_string()
+                    } else {
+                        guards.join(" ")
+                    }
+                );
             });
             Ok(ExitCode::SUCCESS)
         }
@@ -225,7 +246,42 @@ fn run(cli: Cli, out: Output) -> anyhow::Result<ExitCode> {
             });
             Ok(ExitCode::SUCCESS)
         }
+        Cmd::Circuits => {
+            let circuits: Vec<CircuitEntry> = simple(&dir, Command::Circuits)?;
+            print_result(out, &circuits, |circuits| {
+                if circuits.is_empty() {
+                    eprintln!("no circuits yet");
+                    return;
+                }
+                println!(
+                    "{:>6}  {:<8}  {:>8}  {:>4}  {:>8}  PATH (guard first)",
+                    "ID", "STATE", "AGE", "HOPS", "BUILD"
+                );
+                for c in circuits {
+                    let build = c
+                        .build_ms
+                        .map(|ms| format!("{ms}ms"))
+                        .unwrap_or_else(|| "-".into());
+                    let path: Vec<&str> = c.hops.iter().map(|h| short_id(h)).collect();
+                    println!(
+                        "{:>6}  {:<8}  {:>7}s  {:>4}  {:>8}  {}",
+                        c.id,
+                        c.state.as_str(),
+                        c.age_s,
+                        c.hops.len(),
+                        build,
+                        path.join(" > ")
+                    );
+                }
+            });
+            Ok(ExitCode::SUCCESS)
+        }
     }
+}
+
+/// The first 16 hex digits of an id, for tables (`--json` has them whole).
+fn short_id(id: &str) -> &str {
+    id.get(..16).unwrap_or(id)
 }
 
 /// Call the daemon for a command without progress and decode its result.

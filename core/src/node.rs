@@ -223,6 +223,8 @@ pub enum Event {
         hops: Vec<NodeId>,
         /// Whether it had been built.
         built: bool,
+        /// Hops that had answered (equal to `hops.len()` once built).
+        reached: usize,
         /// Why.
         reason: CloseReason,
     },
@@ -512,7 +514,11 @@ impl Node {
                 .links
                 .iter()
                 .filter(|(_, l)| {
-                    l.direction == Direction::Inbound && matches!(l.state, LinkState::Up { .. })
+                    // Links that carry circuits are never evicted: that
+                    // would let a crowd of dialers tear down circuits.
+                    l.direction == Direction::Inbound
+                        && matches!(l.state, LinkState::Up { .. })
+                        && l.circuits.is_empty()
                 })
                 .min_by_key(|(id, l)| (l.last_used_ms, **id))
                 .map(|(id, _)| *id);
@@ -882,15 +888,33 @@ impl Node {
         });
         let verified = (direction == Direction::Outbound).then_some(remote);
         self.remember(now, peer, verified);
-        // Keep one link per peer (both may have dialled at once): the older
-        // one wins.
+        // Keep one link per peer (both may have dialled at once). Both ends
+        // must pick the same survivor, or each closes the other's choice:
+        // the link dialled by the smaller node id wins.
         if let Some(&old) = self.by_peer.get(&peer_id)
             && old != link
-            && self.links.contains_key(&old)
+            && let Some(old_link) = self.links.get(&old)
         {
-            self.close(link);
-            self.circuits_peer_up(now, peer_id);
-            return;
+            let preferred = if self.node_id() < peer_id {
+                Direction::Outbound
+            } else {
+                Direction::Inbound
+            };
+            let keep_new = old_link.direction != direction && direction == preferred;
+            let (loser, loser_busy) = if keep_new {
+                (old, !old_link.circuits.is_empty())
+            } else {
+                (link, false)
+            };
+            // A loser that already carries circuits stays open until they
+            // end (new circuits use the winner).
+            if !loser_busy {
+                self.close(loser);
+            }
+            if !keep_new {
+                self.circuits_peer_up(now, peer_id);
+                return;
+            }
         }
         self.by_peer.insert(peer_id, link);
         if self.brahms.view().is_empty() {

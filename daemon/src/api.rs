@@ -41,6 +41,8 @@ pub enum Command {
     Find { words: String, limit: Option<u32> },
     /// Authenticated peers (never this node itself).
     Peers,
+    /// This node's own circuits, oldest first.
+    Circuits,
 }
 
 /// One line of the daemon's answer.
@@ -122,6 +124,60 @@ pub struct StatusInfo {
     pub listen: String,
     /// Number of authenticated peers.
     pub peers: usize,
+    /// Whether this node relays for others (false: `client_only`).
+    #[serde(default)]
+    pub relay: bool,
+    /// Our circuits that are built and usable now.
+    #[serde(default)]
+    pub circuits_built: usize,
+    /// Our circuits being built now.
+    #[serde(default)]
+    pub circuits_building: usize,
+    /// Circuits this node relays for others now.
+    #[serde(default)]
+    pub relay_circuits: usize,
+    /// Our guards' node ids, primary first.
+    #[serde(default)]
+    pub guards: Vec<String>,
+}
+
+/// One of this node's own circuits.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct CircuitEntry {
+    /// The daemon's handle for the circuit (unique while it runs).
+    pub id: u64,
+    /// Where the circuit is in its life.
+    pub state: CircuitState,
+    /// The relays' node ids, guard first; this node is not listed.
+    pub hops: Vec<String>,
+    /// Seconds since its build started.
+    pub age_s: u64,
+    /// Milliseconds the build took (to the end-to-end probe's return);
+    /// null while building.
+    pub build_ms: Option<u64>,
+}
+
+/// Where a circuit is in its life.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum CircuitState {
+    /// Hop handshakes or the end-to-end probe are under way.
+    Building,
+    /// Every hop answered and a probe crossed the whole circuit.
+    Built,
+    /// Rotated out: no new use; torn down shortly.
+    Closing,
+}
+
+impl CircuitState {
+    /// `building`, `built` or `closing`, as in JSON.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CircuitState::Building => "building",
+            CircuitState::Built => "built",
+            CircuitState::Closing => "closing",
+        }
+    }
 }
 
 /// One authenticated peer.

@@ -20,6 +20,12 @@
 //!   read long enough to fill it is cut. Inbound connections that have not
 //!   yet opened their stream are bounded and time out.
 //!
+//! - **Guards survive restarts.** With [`Options::guard_store`], the guard
+//!   list stored there is restored into the node before its first input,
+//!   and every [`Event::GuardsChanged`] is written back by a separate task
+//!   (the node task never waits for SQLite; only the newest list is
+//!   written). [`Network::shutdown`] writes the last list before returning.
+//!
 //! The node itself guarantees that nothing but the handshake crosses a link
 //! before Noise completes.
 
@@ -29,15 +35,19 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use anyhow::Context;
 use bytes::Bytes;
 use rand::RngCore;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 use veil_core::cell::Cell;
-use veil_core::identity::NodeIdentity;
-use veil_core::node::{Config, Direction, Event, LinkId, Millis, Node, PeerInfo, Stats};
+use veil_core::identity::{NodeId, NodeIdentity};
+use veil_core::node::{
+    CircuitInfo, Config, Direction, Event, GuardRecord, LinkId, Millis, Node, PeerInfo, Stats,
+};
 
 use crate::net;
+use crate::store::Store;
 
 /// Most cells queued towards one link's stream.
 pub const WRITE_QUEUE_CELLS: usize = 256;
@@ -47,6 +57,9 @@ const INPUT_QUEUE: usize = 1024;
 const READ_CHUNK: usize = 64 * 1024;
 /// QUIC idle timeout of a link (keep-alives are sent at a third of it).
 const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+/// How long [`Network::shutdown`] waits for the last guard list to be
+/// written.
+const GUARD_FLUSH_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Driver options besides the node's [`Config`].
 #[derive(Debug, Clone, Default)]
@@ -55,6 +68,8 @@ pub struct Options {
     /// would see it. Every handshake must then fail.
     #[doc(hidden)]
     pub splice_binding: bool,
+    /// Where the guard list is kept across restarts (None: not kept).
+    pub guard_store: Option<Arc<Mutex<Store>>>,
 }
 
 /// What the control API shows about the network.
@@ -64,6 +79,12 @@ pub struct Snapshot {
     pub peers: Vec<PeerInfo>,
     /// The node's counters.
     pub stats: Stats,
+    /// Our own circuits, oldest first.
+    pub circuits: Vec<CircuitInfo>,
+    /// Our guards in order (first = primary).
+    pub guards: Vec<NodeId>,
+    /// Circuits we relay for others.
+    pub relay_circuits: usize,
 }
 
 /// A read-only view of a running network, for the control API.
@@ -71,6 +92,8 @@ pub struct Snapshot {
 pub struct NetView {
     /// The address the UDP socket is bound to.
     pub local_addr: SocketAddr,
+    /// Whether the node relays for others ([`Config::relay`]).
+    pub relay: bool,
     snapshot: Arc<Mutex<Snapshot>>,
 }
 
@@ -91,6 +114,8 @@ pub struct Network {
     endpoint: quinn::Endpoint,
     view: NetView,
     tasks: Vec<JoinHandle<()>>,
+    /// Writes guard lists to the store; ends when the node task does.
+    guard_writer: Option<JoinHandle<()>>,
 }
 
 /// Unix time in milliseconds.
@@ -104,7 +129,8 @@ pub fn now_ms() -> Millis {
 impl Network {
     /// Bind `listen` (port 0: any free port) and start driving a node with
     /// this identity. If `listen` has a specific IP, the bound address is
-    /// advertised in our descriptor; otherwise nothing is advertised.
+    /// advertised in our descriptor; otherwise nothing is advertised. Guards
+    /// kept in [`Options::guard_store`] are restored first.
     /// Must be called inside a tokio runtime.
     pub fn start(
         identity: NodeIdentity,
@@ -123,10 +149,29 @@ impl Network {
             config.advertised_addr = Some(local_addr);
         }
         let handshake_timeout = Duration::from_millis(config.handshake_timeout_ms);
+        let relay = config.relay;
         let max_pending_inbound = config.max_pending_handshakes * 2;
         let mut seed = [0u8; 32];
         rand::rngs::OsRng.fill_bytes(&mut seed);
-        let node = Node::new(identity, config, seed, now_ms());
+        let mut node = Node::new(identity, config, seed, now_ms());
+        let guard_store = options.guard_store.clone();
+        let (guards_tx, guard_writer) = match guard_store {
+            Some(store) => {
+                let stored = store
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .guards()
+                    .context("cannot load the guard list from the database")?;
+                let restored = node.restore_guards(now_ms(), &stored);
+                if !stored.is_empty() {
+                    tracing::info!(restored, stored = stored.len(), "guards restored");
+                }
+                let (tx, rx) = watch::channel(stored.clone());
+                let writer = tokio::spawn(write_guards(store, rx, stored));
+                (Some(tx), Some(writer))
+            }
+            None => (None, None),
+        };
         let (inputs, rx) = mpsc::channel(INPUT_QUEUE);
         let shared = Arc::new(Shared {
             endpoint: endpoint.clone(),
@@ -140,9 +185,18 @@ impl Network {
         let snapshot = Arc::new(Mutex::new(Snapshot {
             peers: Vec::new(),
             stats: node.stats().clone(),
+            circuits: node.circuits(),
+            guards: node.guards().iter().map(|g| g.id).collect(),
+            relay_circuits: node.relay_circuit_count(),
         }));
         let tasks = vec![
-            tokio::spawn(run_node(node, rx, shared.clone(), snapshot.clone())),
+            tokio::spawn(run_node(
+                node,
+                rx,
+                shared.clone(),
+                snapshot.clone(),
+                guards_tx,
+            )),
             tokio::spawn(accept_loop(shared)),
         ];
         tracing::info!(%local_addr, "peer links: listening (QUIC)");
@@ -150,9 +204,11 @@ impl Network {
             endpoint,
             view: NetView {
                 local_addr,
+                relay,
                 snapshot,
             },
             tasks,
+            guard_writer,
         })
     }
 
@@ -161,21 +217,66 @@ impl Network {
         self.view.clone()
     }
 
-    /// Close every link and the endpoint, and wait (briefly) until peers were
-    /// told.
-    pub async fn shutdown(self) {
+    /// Close every link and the endpoint, write the last guard list, and
+    /// wait (briefly) until peers were told.
+    pub async fn shutdown(mut self) {
         for t in &self.tasks {
             t.abort();
         }
         self.endpoint.close(0u32.into(), b"shutdown");
+        // The node task's end drops the guard channel's sender: the writer
+        // then writes the newest list, if unwritten, and returns.
+        if let Some(writer) = self.guard_writer.take()
+            && tokio::time::timeout(GUARD_FLUSH_TIMEOUT, writer)
+                .await
+                .is_err()
+        {
+            tracing::warn!("the last guard list was not written in time");
+        }
         let _ = tokio::time::timeout(Duration::from_secs(2), self.endpoint.wait_idle()).await;
     }
 }
 
 impl Drop for Network {
     fn drop(&mut self) {
-        for t in &self.tasks {
+        for t in self.tasks.iter().chain(&self.guard_writer) {
             t.abort();
+        }
+    }
+}
+
+/// Write each new guard list the node task publishes (only the newest one
+/// if several came while a write was under way), until the node task ends;
+/// then write the last list if it was not written yet.
+async fn write_guards(
+    store: Arc<Mutex<Store>>,
+    mut lists: watch::Receiver<Vec<GuardRecord>>,
+    mut written: Vec<GuardRecord>,
+) {
+    loop {
+        let closed = lists.changed().await.is_err();
+        let newest = lists.borrow_and_update().clone();
+        if newest != written {
+            let store = store.clone();
+            let list = newest.clone();
+            let result = tokio::task::spawn_blocking(move || {
+                store
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .save_guards(&list)
+            })
+            .await;
+            match result {
+                Ok(Ok(())) => {
+                    tracing::debug!(guards = newest.len(), "guard list saved");
+                    written = newest;
+                }
+                Ok(Err(e)) => tracing::warn!("cannot save the guard list: {e:#}"),
+                Err(e) => tracing::warn!("cannot save the guard list: {e}"),
+            }
+        }
+        if closed {
+            return;
         }
     }
 }
@@ -226,19 +327,30 @@ async fn run_node(
     mut rx: mpsc::Receiver<Input>,
     shared: Arc<Shared>,
     snapshot: Arc<Mutex<Snapshot>>,
+    guards_tx: Option<watch::Sender<Vec<GuardRecord>>>,
 ) {
     let mut links: BTreeMap<LinkId, LinkIo> = BTreeMap::new();
     // Bootstrap dials start at once.
     node.handle_timeout(now_ms());
     let mut peers_changed = true;
     loop {
-        peers_changed |= drain(&mut node, &mut links, &shared);
+        let changes = drain(&mut node, &mut links, &shared);
+        peers_changed |= changes.peers;
+        let guards = changes.guards.then(|| node.guards());
+        if let (Some(tx), Some(list)) = (&guards_tx, &guards) {
+            tx.send_replace(list.clone());
+        }
         {
             let mut s = snapshot.lock().unwrap_or_else(|e| e.into_inner());
             if peers_changed {
                 s.peers = node.peers();
             }
+            if let Some(list) = guards {
+                s.guards = list.iter().map(|g| g.id).collect();
+            }
             s.stats = node.stats().clone();
+            s.circuits = node.circuits();
+            s.relay_circuits = node.relay_circuit_count();
         }
         peers_changed = false;
         let now = now_ms();
@@ -289,10 +401,18 @@ async fn sleep_opt(wait: Option<Duration>) {
     }
 }
 
-/// Drain the node's outputs into the links and tasks. Returns whether the
-/// set of peers may have changed.
-fn drain(node: &mut Node, links: &mut BTreeMap<LinkId, LinkIo>, shared: &Arc<Shared>) -> bool {
-    let mut changed = false;
+/// What draining the node's outputs found changed.
+#[derive(Debug, Default)]
+struct Changes {
+    /// The set of peers may have changed.
+    peers: bool,
+    /// The guard list changed.
+    guards: bool,
+}
+
+/// Drain the node's outputs into the links and tasks.
+fn drain(node: &mut Node, links: &mut BTreeMap<LinkId, LinkIo>, shared: &Arc<Shared>) -> Changes {
+    let mut changed = Changes::default();
     loop {
         let mut any = false;
         while let Some(t) = node.poll_transmit() {
@@ -306,7 +426,7 @@ fn drain(node: &mut Node, links: &mut BTreeMap<LinkId, LinkIo>, shared: &Arc<Sha
                     io.conn.close(0u32.into(), b"stalled");
                 }
                 node.handle_link_down(now_ms(), t.link);
-                changed = true;
+                changed.peers = true;
             }
         }
         while let Some(e) = node.poll_event() {
@@ -320,7 +440,7 @@ fn drain(node: &mut Node, links: &mut BTreeMap<LinkId, LinkIo>, shared: &Arc<Sha
                     if let Some(io) = links.remove(&link) {
                         io.conn.close(0u32.into(), b"");
                     }
-                    changed = true;
+                    changed.peers = true;
                 }
                 Event::LinkUp {
                     link,
@@ -330,10 +450,58 @@ fn drain(node: &mut Node, links: &mut BTreeMap<LinkId, LinkIo>, shared: &Arc<Sha
                 } => {
                     tracing::info!(link = link.0, %peer, ?direction, "peer link up");
                     tracing::debug!(link = link.0, %addr, "peer link address");
-                    changed = true;
+                    changed.peers = true;
                 }
                 Event::HandshakeFailed { link, error } => {
                     tracing::debug!(link = link.0, %error, "link handshake failed");
+                }
+                Event::GuardsChanged => {
+                    tracing::debug!("guard list changed");
+                    changed.guards = true;
+                }
+                Event::CircuitBuilt {
+                    id,
+                    hops,
+                    build_ms,
+                    probe: _,
+                } => {
+                    // Which relays carry our circuits is ours to keep: the
+                    // hops are logged at debug only.
+                    tracing::info!(circuit = id.0, hops = hops.len(), build_ms, "circuit built");
+                    tracing::debug!(circuit = id.0, ?hops, "circuit path");
+                }
+                Event::CircuitClosed {
+                    id,
+                    hops,
+                    built,
+                    reached,
+                    reason,
+                } => {
+                    tracing::debug!(
+                        circuit = id.0,
+                        hops = hops.len(),
+                        reached,
+                        built,
+                        ?reason,
+                        "circuit closed"
+                    );
+                }
+                Event::ProbeAnswered { nonce: _ } => {
+                    tracing::trace!("answered a circuit probe");
+                }
+                Event::CircuitData { id, data } => {
+                    tracing::debug!(
+                        circuit = id.0,
+                        bytes = data.len(),
+                        "circuit data (no stream layer yet; dropped)"
+                    );
+                }
+                Event::RelayData { circuit, data } => {
+                    tracing::debug!(
+                        circuit = circuit.0,
+                        bytes = data.len(),
+                        "data for us as a circuit's last hop (no stream layer yet; dropped)"
+                    );
                 }
             }
         }

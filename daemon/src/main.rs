@@ -2,7 +2,7 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use anyhow::Context;
 use clap::Parser;
@@ -41,8 +41,15 @@ struct Args {
     /// Without any (here or in the config file), start a network of one's own.
     #[arg(long, value_name = "ADDR:PORT,...", value_delimiter = ',')]
     bootstrap: Vec<SocketAddr>,
-    /// TOML config file with `listen` and `bootstrap`; flags override it.
-    /// See daemon/veild.example.toml.
+    /// Relays per onion circuit, 1 to 4 [default: 3, or `circuits.hops` in
+    /// the config file].
+    #[arg(long, value_name = "N")]
+    hops: Option<usize>,
+    /// Never relay for others; only build circuits of one's own.
+    #[arg(long)]
+    client_only: bool,
+    /// TOML config file (`listen`, `bootstrap`, `[circuits]`); flags override
+    /// it. See daemon/veild.example.toml.
     #[arg(long, value_name = "FILE")]
     config: Option<PathBuf>,
     /// Log filter (tracing EnvFilter syntax), e.g. `info` or `veil_daemon=debug`.
@@ -72,7 +79,13 @@ fn run(args: Args) -> anyhow::Result<()> {
         Some(path) => config::load(path)?,
         None => config::RawConfig::default(),
     };
-    let settings = config::resolve(file, args.listen, args.bootstrap)?;
+    let flags = config::Flags {
+        listen: args.listen,
+        bootstrap: args.bootstrap,
+        hops: args.hops,
+        client_only: args.client_only,
+    };
+    let settings = config::resolve(file, flags, args.testnet)?;
     let dir = DataDir::resolve(args.data_dir)?;
     dir.create_private()?;
     let _lock = InstanceLock::acquire(&dir)?;
@@ -83,7 +96,7 @@ fn run(args: Args) -> anyhow::Result<()> {
     };
     let node = keys::load_or_create_node(&dir, pow)?;
     let publisher = keys::load_or_create_publisher(&dir, pow)?;
-    let store = Store::open(&dir.file(DB_FILE))?;
+    let store = Arc::new(Mutex::new(Store::open(&dir.file(DB_FILE))?));
 
     let mut token = [0u8; 32];
     rand::rngs::OsRng.fill_bytes(&mut token);
@@ -109,8 +122,14 @@ fn run(args: Args) -> anyhow::Result<()> {
             Config::mainnet()
         };
         node_config.bootstrap = settings.bootstrap;
+        node_config.circuits = settings.circuits;
+        node_config.relay = settings.relay;
         let identity = NodeIdentity::from_bytes(&node.to_bytes())?;
-        let network = Network::start(identity, node_config, settings.listen, Options::default())?;
+        let options = Options {
+            guard_store: Some(store.clone()),
+            ..Options::default()
+        };
+        let network = Network::start(identity, node_config, settings.listen, options)?;
         let listener = UnixListener::bind(&socket)
             .with_context(|| format!("cannot listen on {}", socket.display()))?;
         let daemon = Arc::new(Daemon::new(

@@ -11,11 +11,11 @@ use tokio::sync::mpsc;
 use veil_core::identity::{NodeIdentity, Pseudonym};
 use veil_core::pow::PowParams;
 
-use veil_core::node::Direction;
+use veil_core::node::{self, Direction};
 
 use crate::api::{
-    ApiError, Command, ErrorKind, FindHit, IdInfo, LinkDirection, MAX_REQUEST_BYTES, PeerEntry,
-    Reply, Request, StatusInfo, UnshareReport,
+    ApiError, CircuitEntry, CircuitState, Command, ErrorKind, FindHit, IdInfo, LinkDirection,
+    MAX_REQUEST_BYTES, PeerEntry, Reply, Request, StatusInfo, UnshareReport,
 };
 use crate::datadir::DataDir;
 use crate::driver::{NetView, now_ms};
@@ -45,7 +45,7 @@ impl Daemon {
         dir: DataDir,
         node: NodeIdentity,
         publisher: Pseudonym,
-        store: Store,
+        store: Arc<Mutex<Store>>,
         token: String,
         testnet: bool,
         pow: PowParams,
@@ -55,7 +55,7 @@ impl Daemon {
             dir,
             node,
             library: Library {
-                store: Arc::new(Mutex::new(store)),
+                store,
                 publisher: Arc::new(publisher),
             },
             token,
@@ -178,6 +178,8 @@ fn execute(
     match command {
         Command::Status => {
             let (files, bytes) = lock(&d.library.store)?.totals().map_err(internal)?;
+            let net = d.network.snapshot();
+            let count = |state| net.circuits.iter().filter(|c| c.state == state).count();
             to_json(&StatusInfo {
                 version: env!("CARGO_PKG_VERSION").into(),
                 pid: std::process::id(),
@@ -189,7 +191,12 @@ fn execute(
                 shared_files: files,
                 shared_bytes: bytes,
                 listen: d.network.local_addr.to_string(),
-                peers: d.network.snapshot().peers.len(),
+                peers: net.peers.len(),
+                relay: d.network.relay,
+                circuits_built: count(node::CircuitState::Built),
+                circuits_building: count(node::CircuitState::Building),
+                relay_circuits: net.relay_circuits,
+                guards: net.guards.iter().map(|g| g.to_string()).collect(),
             })
         }
         Command::Id => {
@@ -250,6 +257,33 @@ fn execute(
                 })
                 .collect();
             to_json(&peers)
+        }
+        Command::Circuits => {
+            let now = now_ms();
+            let me = d.node.node_id();
+            let circuits: Vec<CircuitEntry> = d
+                .network
+                .snapshot()
+                .circuits
+                .into_iter()
+                .map(|c| CircuitEntry {
+                    id: c.id.0,
+                    state: match c.state {
+                        node::CircuitState::Building => CircuitState::Building,
+                        node::CircuitState::Built => CircuitState::Built,
+                        node::CircuitState::Closing => CircuitState::Closing,
+                    },
+                    hops: c
+                        .hops
+                        .iter()
+                        .filter(|h| **h != me)
+                        .map(|h| h.to_string())
+                        .collect(),
+                    age_s: now.saturating_sub(c.created_ms) / 1000,
+                    build_ms: c.built_ms.map(|b| b.saturating_sub(c.created_ms)),
+                })
+                .collect();
+            to_json(&circuits)
         }
     }
 }

@@ -1,5 +1,6 @@
-//! The SQLite store: the library of shared files, its FTS5 index, and the
-//! tables later layers fill (peers, downloads, reputation).
+//! The SQLite store: the library of shared files, its FTS5 index, the
+//! node's guard list, and the tables later layers fill (peers, downloads,
+//! reputation).
 //!
 //! **Invariant:** only the daemon touches SQLite, and only through this
 //! module. The database runs in WAL mode with `synchronous=FULL`, one
@@ -14,6 +15,9 @@ use std::path::Path;
 
 use anyhow::{Context, bail};
 use rusqlite::{Connection, OptionalExtension, params};
+
+use veil_core::identity::NodeId;
+use veil_core::node::GuardRecord;
 
 use crate::api::{FindHit, LibraryEntry};
 
@@ -80,6 +84,17 @@ const MIGRATIONS: &[&str] = &[
         bad_pieces     INTEGER NOT NULL DEFAULT 0,
         stalls         INTEGER NOT NULL DEFAULT 0,
         updated        INTEGER NOT NULL
+    );
+    "#,
+    // 1 -> 2: the ordered guard list (first = primary), with each guard's
+    // descriptor so a restarted node can reach it before it hears of it
+    // again.
+    r#"
+    CREATE TABLE guards (
+        position    INTEGER PRIMARY KEY,
+        node_id     BLOB NOT NULL UNIQUE CHECK (length(node_id) = 32),
+        descriptor  BLOB NOT NULL,
+        added_ms    INTEGER NOT NULL
     );
     "#,
 ];
@@ -276,6 +291,59 @@ impl Store {
         }
         Ok(out)
     }
+
+    /// Replace the stored guard list with `guards`, in order, durably and
+    /// atomically (a crash leaves the old list or the new one).
+    pub fn save_guards(&mut self, guards: &[GuardRecord]) -> anyhow::Result<()> {
+        let tx = self.conn.transaction()?;
+        tx.execute("DELETE FROM guards", [])?;
+        {
+            let mut stmt = tx.prepare(
+                "INSERT INTO guards (position, node_id, descriptor, added_ms)
+                    VALUES (?1, ?2, ?3, ?4)",
+            )?;
+            for (i, g) in guards.iter().enumerate() {
+                let added = i64::try_from(g.added_ms).context("guard added_ms out of range")?;
+                stmt.execute(params![
+                    i as i64,
+                    g.id.as_bytes().as_slice(),
+                    g.descriptor,
+                    added
+                ])?;
+            }
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// The stored guard list, primary first. Rows that cannot be a guard
+    /// (a negative time) are skipped; the node checks each descriptor again
+    /// when it restores them.
+    pub fn guards(&self) -> anyhow::Result<Vec<GuardRecord>> {
+        let mut stmt = self
+            .conn
+            .prepare("SELECT node_id, descriptor, added_ms FROM guards ORDER BY position")?;
+        let rows = stmt.query_map([], |r| {
+            Ok((
+                r.get::<_, Vec<u8>>(0)?,
+                r.get::<_, Vec<u8>>(1)?,
+                r.get::<_, i64>(2)?,
+            ))
+        })?;
+        let mut out = Vec::new();
+        for r in rows {
+            let (id, descriptor, added_ms) = r?;
+            let (Ok(id), Ok(added_ms)) = (<[u8; 32]>::try_from(id), u64::try_from(added_ms)) else {
+                continue;
+            };
+            out.push(GuardRecord {
+                id: NodeId::from_bytes(id),
+                descriptor,
+                added_ms,
+            });
+        }
+        Ok(out)
+    }
 }
 
 fn row_from_sql(r: &rusqlite::Row<'_>) -> rusqlite::Result<FileRow> {
@@ -396,5 +464,57 @@ mod tests {
         assert_eq!(s.remove_path("/x").unwrap(), 2);
         assert_eq!(s.library().unwrap().len(), 1);
         assert!(s.find("a", 10).unwrap().is_empty());
+    }
+
+    fn guard(i: u8, added_ms: u64) -> GuardRecord {
+        GuardRecord {
+            id: NodeId::from_bytes([i; 32]),
+            descriptor: vec![i; 40 + usize::from(i)],
+            added_ms,
+        }
+    }
+
+    #[test]
+    fn guards_round_trip_in_order_and_replace() {
+        let tmp = tempfile::tempdir().unwrap();
+        let db = tmp.path().join("db");
+        let first = vec![guard(9, 1_700_000_000_000), guard(2, 5), guard(7, 0)];
+        {
+            let mut s = Store::open(&db).unwrap();
+            assert!(s.guards().unwrap().is_empty());
+            s.save_guards(&first).unwrap();
+            assert_eq!(s.guards().unwrap(), first);
+        }
+        // Survives a reopen, order included.
+        let mut s = Store::open(&db).unwrap();
+        assert_eq!(s.guards().unwrap(), first);
+        // A save replaces the whole list.
+        let second = vec![guard(7, 0), guard(3, 8)];
+        s.save_guards(&second).unwrap();
+        assert_eq!(s.guards().unwrap(), second);
+        s.save_guards(&[]).unwrap();
+        assert!(s.guards().unwrap().is_empty());
+        // A list the table refuses (the same node twice) leaves the old one.
+        s.save_guards(&second).unwrap();
+        assert!(s.save_guards(&[guard(1, 0), guard(1, 1)]).is_err());
+        assert_eq!(s.guards().unwrap(), second);
+        // Values u64 cannot carry into SQLite are an error, not a wrap.
+        assert!(s.save_guards(&[guard(1, u64::MAX)]).is_err());
+        assert_eq!(s.guards().unwrap(), second);
+    }
+
+    #[test]
+    fn version_one_database_migrates() {
+        let tmp = tempfile::tempdir().unwrap();
+        let db = tmp.path().join("db");
+        {
+            let conn = Connection::open(&db).unwrap();
+            conn.execute_batch(MIGRATIONS[0]).unwrap();
+            conn.pragma_update(None, "user_version", 1).unwrap();
+        }
+        let mut s = Store::open(&db).unwrap();
+        assert_eq!(s.schema_version().unwrap(), MIGRATIONS.len() as i64);
+        s.save_guards(&[guard(4, 4)]).unwrap();
+        assert_eq!(s.guards().unwrap(), vec![guard(4, 4)]);
     }
 }

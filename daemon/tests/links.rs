@@ -54,6 +54,7 @@ async fn genuine_connection_links_up() {
 async fn spliced_connection_fails_the_handshake() {
     let spliced = Options {
         splice_binding: true,
+        ..Options::default()
     };
     let (a, _) = start(Vec::new(), spliced);
     let (b, _) = start(vec![a.view().local_addr], Options::default());

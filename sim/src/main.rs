@@ -32,6 +32,18 @@ enum Cmd {
         /// Virtual seconds to run.
         #[arg(long, default_value_t = 40)]
         duration_s: u64,
+        /// Hops per circuit (1 to 4).
+        #[arg(long, default_value_t = 3)]
+        hops: usize,
+        /// Built circuits each node keeps (0: no circuits).
+        #[arg(long, default_value_t = 2)]
+        circuits: usize,
+        /// Fraction of nodes that collude (0..1), chosen by the harness.
+        #[arg(long, default_value_t = 0.0)]
+        colluders: f64,
+        /// Fraction of nodes that run client-only (0..1).
+        #[arg(long, default_value_t = 0.0)]
+        client_only: f64,
         /// Print exactly one JSON object on stdout.
         #[arg(long)]
         json: bool,
@@ -46,8 +58,17 @@ fn main() -> anyhow::Result<()> {
             seed,
             flooders,
             duration_s,
+            hops,
+            circuits,
+            colluders,
+            client_only,
             json,
         } => {
+            anyhow::ensure!((1..=4).contains(&hops), "--hops must be 1 to 4");
+            anyhow::ensure!(
+                (0.0..1.0).contains(&colluders) && (0.0..1.0).contains(&client_only),
+                "--colluders and --client-only must be in [0, 1)"
+            );
             anyhow::ensure!(nodes >= 2, "--nodes must be at least 2");
             anyhow::ensure!(
                 (0.0..1.0).contains(&flooders),
@@ -60,6 +81,10 @@ fn main() -> anyhow::Result<()> {
             let mut scenario = Scenario::new(nodes, seed);
             scenario.flooders = flooders;
             scenario.duration_ms = duration_s * 1000;
+            scenario.hops = hops;
+            scenario.circuits_per_node = circuits;
+            scenario.colluders = colluders;
+            scenario.client_only = client_only;
             let mut sim = Sim::new(scenario, &Config::testnet());
             sim.run();
             let o = sim.outcome();
@@ -87,6 +112,20 @@ fn main() -> anyhow::Result<()> {
                 "pulls_sent": o.pulls_sent,
                 "pull_replies": o.pull_replies,
                 "cells_delivered": o.cells_delivered,
+                "hops": hops,
+                "colluders": colluders,
+                "client_only": client_only,
+                "circuits_attempted": o.circuits_attempted,
+                "circuits_built": o.circuits_built,
+                "circuits_failed": o.circuits_failed,
+                "circuit_success": if o.circuits_attempted == 0 { 1.0 } else { round6(o.circuits_built as f64 / o.circuits_attempted as f64) },
+                "circuit_build_ms_p50": o.circuit_build_ms_p50,
+                "circuit_build_ms_p95": o.circuit_build_ms_p95,
+                "honest_circuits_built": o.honest_circuits_built,
+                "colluder_first_last": o.colluder_first_last,
+                "colluder_first_last_share": if o.honest_circuits_built == 0 { 0.0 } else { round6(o.colluder_first_last as f64 / o.honest_circuits_built as f64) },
+                "colluder_guard_share": round6(o.colluder_guard_share),
+                "circuits_torn_down_bad_cell": o.circuits_torn_down_bad_cell,
                 "events": o.events,
                 "wall_ms": wall_ms,
             });

@@ -48,6 +48,21 @@ pub struct Scenario {
     pub latency_ms: (u64, u64),
     /// Uplink bandwidth range, bytes per millisecond (1000 = 1 MB/s).
     pub uplink_bytes_per_ms: (u64, u64),
+    /// Hops per circuit.
+    pub hops: usize,
+    /// Built circuits each node keeps (0: no circuits).
+    pub circuits_per_node: usize,
+    /// Fraction of nodes that collude (passive: they relay honestly and
+    /// pool what they see). Chosen by the harness among all nodes.
+    pub colluders: f64,
+    /// Fraction of nodes that run client-only.
+    pub client_only: f64,
+    /// Nodes start building circuits at this virtual offset.
+    pub circuits_start_ms: Millis,
+    /// Only relays known this long become guards.
+    pub guard_min_age_ms: Millis,
+    /// Record what relays see in clear (observer checks).
+    pub observe: bool,
 }
 
 impl Scenario {
@@ -62,6 +77,13 @@ impl Scenario {
             join_window_ms: 10_000,
             latency_ms: (5, 150),
             uplink_bytes_per_ms: (1_000, 12_500),
+            hops: 3,
+            circuits_per_node: 2,
+            colluders: 0.0,
+            client_only: 0.0,
+            circuits_start_ms: 15_000,
+            guard_min_age_ms: 5_000,
+            observe: false,
         }
     }
 }
@@ -84,6 +106,8 @@ enum Kind {
     Join { node: usize },
     /// A flooder's attack round.
     FloodRound { node: usize },
+    /// Every node starts (`true`) or stops starting circuit builds.
+    Circuits { start: bool },
 }
 
 /// One simulated connection between nodes `a` (dialler) and `b`.
@@ -111,6 +135,8 @@ struct SimNode {
     node: Node,
     addr: SocketAddr,
     flooder: bool,
+    colluder: bool,
+    client_only: bool,
     online: bool,
     timer_generation: u64,
     timer_at: Option<Millis>,
@@ -159,6 +185,38 @@ pub struct Outcome {
     pub pull_replies: u64,
     /// Pushes sent by honest nodes (sum).
     pub pushes_sent: u64,
+    /// Circuit builds started (all nodes).
+    pub circuits_attempted: u64,
+    /// Builds whose end-to-end probe was answered by the path's last hop.
+    pub circuits_built: u64,
+    /// Builds that failed.
+    pub circuits_failed: u64,
+    /// Median build time of built circuits (virtual ms).
+    pub circuit_build_ms_p50: u64,
+    /// 95th percentile build time (virtual ms).
+    pub circuit_build_ms_p95: u64,
+    /// Built circuits of honest (non-colluding) nodes.
+    pub honest_circuits_built: u64,
+    /// Of those, circuits whose first and last hops both collude.
+    pub colluder_first_last: u64,
+    /// Honest nodes whose primary guard colludes / honest nodes with a
+    /// guard.
+    pub colluder_guard_share: f64,
+    /// Circuits torn down because a cell failed its checks (all nodes).
+    pub circuits_torn_down_bad_cell: u64,
+}
+
+/// A circuit the harness saw built.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BuiltCircuit {
+    /// The node that built it.
+    pub builder: usize,
+    /// Its relays, guard first (node indices).
+    pub hops: Vec<usize>,
+    /// Build time (virtual ms).
+    pub build_ms: Millis,
+    /// Whether the last hop reported answering its probe.
+    pub probe_seen: bool,
 }
 
 /// The simulator.
@@ -177,6 +235,13 @@ pub struct Sim {
     attacker_descriptors: Vec<Descriptor>,
     now: Millis,
     outcome: Outcome,
+    by_id: BTreeMap<NodeId, usize>,
+    /// Probe nonces answered, by the answering node.
+    probes_answered: BTreeMap<u64, usize>,
+    /// Circuits reported built: (builder, hops, build ms, probe nonce).
+    built: Vec<(usize, Vec<NodeId>, Millis, u64)>,
+    /// Sizes of every circuit cell the network carried.
+    circuit_cell_sizes: BTreeSet<usize>,
 }
 
 /// The address of node `i`: each node in its own /16, as local tests do.
@@ -199,7 +264,13 @@ impl Sim {
             let j = (rng.next_u64() % (i as u64 + 1)) as usize;
             order.swap(i, j);
         }
-        let flooder_set: BTreeSet<usize> = order.into_iter().take(flooders).collect();
+        let flooder_set: BTreeSet<usize> = order.iter().copied().take(flooders).collect();
+        // Colluders and client-only nodes: drawn among the rest.
+        let mut rest: Vec<usize> = order.into_iter().skip(flooders).collect();
+        let colluders = ((n as f64) * scenario.colluders).round() as usize;
+        let colluder_set: BTreeSet<usize> = rest.drain(..colluders.min(rest.len())).collect();
+        let clients = ((n as f64) * scenario.client_only).round() as usize;
+        let client_set: BTreeSet<usize> = rest.drain(..clients.min(rest.len())).collect();
         let seeds: Vec<SocketAddr> = (0..scenario.seed_nodes.min(n)).map(node_addr).collect();
         let mut nodes = Vec::with_capacity(n);
         let mut by_addr = BTreeMap::new();
@@ -211,9 +282,18 @@ impl Sim {
             let mut cfg = config.clone();
             cfg.advertised_addr = Some(node_addr(i));
             cfg.bootstrap = seeds.clone();
+            cfg.circuits.hops = scenario.hops;
+            cfg.circuits.guard_min_age_ms = scenario.guard_min_age_ms;
+            // Builds start with the harness's Circuits event.
+            cfg.circuits.circuits_wanted = 0;
+            if client_set.contains(&i) {
+                cfg.relay = false;
+                cfg.advertised_addr = None;
+            }
             let mut node_seed = [0u8; 32];
             rng.fill_bytes(&mut node_seed);
-            let node = Node::new(identity, cfg, node_seed, EPOCH_MS);
+            let mut node = Node::new(identity, cfg, node_seed, EPOCH_MS);
+            node.set_observing(scenario.observe);
             let (lo, hi) = scenario.uplink_bytes_per_ms;
             let bw = lo + rng.next_u64() % (hi - lo + 1).max(1);
             by_addr.insert(node_addr(i), i);
@@ -221,6 +301,8 @@ impl Sim {
                 node,
                 addr: node_addr(i),
                 flooder: flooder_set.contains(&i),
+                colluder: colluder_set.contains(&i),
+                client_only: client_set.contains(&i),
                 online: false,
                 timer_generation: 0,
                 timer_at: None,
@@ -250,7 +332,27 @@ impl Sim {
             attacker_descriptors,
             now: EPOCH_MS,
             outcome: Outcome::default(),
+            by_id: BTreeMap::new(),
+            probes_answered: BTreeMap::new(),
+            built: Vec::new(),
+            circuit_cell_sizes: BTreeSet::new(),
         };
+        sim.by_id = sim
+            .nodes
+            .iter()
+            .enumerate()
+            .map(|(i, s)| (s.node.node_id(), i))
+            .collect();
+        if sim.scenario.circuits_per_node > 0 {
+            // Builds start once the network formed, and stop a build
+            // timeout before the end, so that every build counted had its
+            // full time.
+            let start = EPOCH_MS + sim.scenario.circuits_start_ms;
+            sim.schedule(start, Kind::Circuits { start: true });
+            let timeout = config.circuits.build_timeout_ms;
+            let stop = (EPOCH_MS + sim.scenario.duration_ms).saturating_sub(timeout);
+            sim.schedule(stop.max(start), Kind::Circuits { start: false });
+        }
         for i in 0..n {
             // Seeds first, the rest spread over the join window.
             let at = if i < sim.scenario.seed_nodes {
@@ -382,6 +484,23 @@ impl Sim {
                 let at = now + self.nodes[node].node.config().round_ms;
                 self.schedule(at, Kind::FloodRound { node });
             }
+            Kind::Circuits { start } => {
+                let wanted = if start {
+                    self.scenario.circuits_per_node
+                } else {
+                    0
+                };
+                for i in 0..self.nodes.len() {
+                    if self.nodes[i].flooder {
+                        continue;
+                    }
+                    self.nodes[i].node.set_circuits_wanted(wanted);
+                    if start && self.nodes[i].online {
+                        self.nodes[i].node.handle_timeout(now);
+                        self.drain(i);
+                    }
+                }
+            }
         }
     }
 
@@ -442,6 +561,34 @@ impl Sim {
                         eprintln!("handshake failed at node {i}: {error}");
                     }
                 }
+                Event::CircuitBuilt {
+                    hops,
+                    build_ms,
+                    probe,
+                    ..
+                } => self.built.push((i, hops, build_ms, probe)),
+                Event::ProbeAnswered { nonce } => {
+                    self.probes_answered.insert(nonce, i);
+                }
+                Event::CircuitClosed {
+                    hops,
+                    reason,
+                    built,
+                    reached,
+                    ..
+                } => {
+                    if !built && std::env::var_os("VEIL_SIM_DEBUG").is_some() {
+                        let path: Vec<usize> = hops
+                            .iter()
+                            .filter_map(|h| self.by_id.get(h).copied())
+                            .collect();
+                        eprintln!(
+                            "t={} node {i}: build failed ({reason:?}) after {reached} of {path:?}",
+                            now - EPOCH_MS
+                        );
+                    }
+                }
+                Event::GuardsChanged | Event::CircuitData { .. } | Event::RelayData { .. } => {}
             }
         }
         let s = &mut self.nodes[i];
@@ -472,8 +619,20 @@ impl Sim {
         if w.closed {
             return;
         }
+        if cell.circ_id() != 0 {
+            self.circuit_cell_sizes.insert(cell.as_bytes().len());
+        }
         let to_a = w.b == from && w.b_link == link;
         let to = if to_a { w.a } else { w.b };
+        if cell.command() == veil_core::cell::command::DESTROY
+            && std::env::var_os("VEIL_SIM_DEBUG").is_some()
+        {
+            eprintln!(
+                "t={} destroy {from} -> {to} reason {:?}",
+                self.now - EPOCH_MS,
+                cell.link_payload().ok()
+            );
+        }
         let latency = self.latency(from, to);
         let s = &mut self.nodes[from];
         let start = s.uplink_free_ms.max(self.now);
@@ -669,6 +828,7 @@ impl Sim {
                 sampled += 1;
             }
         }
+        self.circuit_outcome(&mut o);
         let h = honest.len().max(1) as f64;
         o.attacker_share_of_samples = if sampled == 0 {
             0.0
@@ -679,6 +839,133 @@ impl Sim {
         o.mean_known /= h;
         o.mean_peers /= h;
         o
+    }
+
+    /// Circuit figures: builds verified by the last hop's probe answer,
+    /// build times, and what colluders at both ends of a path could
+    /// correlate.
+    fn circuit_outcome(&self, o: &mut Outcome) {
+        let mut times = Vec::new();
+        let mut guarded = 0u64;
+        let mut colluder_guards = 0u64;
+        for s in &self.nodes {
+            let st = &s.node.stats().circuits;
+            o.circuits_attempted += st.attempted;
+            o.circuits_failed += st.failed;
+            o.circuits_torn_down_bad_cell += st.torn_down_bad_cell;
+            if !s.flooder
+                && !s.colluder
+                && let Some(g) = s.node.guards().first()
+            {
+                guarded += 1;
+                if self
+                    .by_id
+                    .get(&g.id)
+                    .is_some_and(|&j| self.nodes[j].colluder)
+                {
+                    colluder_guards += 1;
+                }
+            }
+        }
+        for c in self.built_circuits() {
+            if !c.probe_seen {
+                continue;
+            }
+            o.circuits_built += 1;
+            times.push(c.build_ms);
+            let b = &self.nodes[c.builder];
+            if b.colluder || b.flooder {
+                continue;
+            }
+            o.honest_circuits_built += 1;
+            let first = self.nodes[c.hops[0]].colluder;
+            let last = c.hops.last().is_some_and(|&j| self.nodes[j].colluder);
+            if first && last {
+                o.colluder_first_last += 1;
+            }
+        }
+        times.sort_unstable();
+        let pct = |p: usize| -> u64 {
+            if times.is_empty() {
+                0
+            } else {
+                times[((times.len() - 1) * p).div_ceil(100)]
+            }
+        };
+        o.circuit_build_ms_p50 = pct(50);
+        o.circuit_build_ms_p95 = pct(95);
+        o.colluder_guard_share = if guarded == 0 {
+            0.0
+        } else {
+            colluder_guards as f64 / guarded as f64
+        };
+    }
+
+    /// Every circuit a node reported built, with whether the path's last
+    /// hop reported answering the probe that completed it (what the
+    /// harness counts).
+    pub fn built_circuits(&self) -> Vec<BuiltCircuit> {
+        self.built
+            .iter()
+            .filter_map(|(builder, hops, build_ms, probe)| {
+                let hops: Option<Vec<usize>> =
+                    hops.iter().map(|h| self.by_id.get(h).copied()).collect();
+                let hops = hops?;
+                let probe_seen = self.probes_answered.get(probe) == hops.last();
+                Some(BuiltCircuit {
+                    builder: *builder,
+                    hops,
+                    build_ms: *build_ms,
+                    probe_seen,
+                })
+            })
+            .collect()
+    }
+
+    /// Sizes of all circuit cells the simulated network carried.
+    pub fn circuit_cell_sizes(&self) -> &BTreeSet<usize> {
+        &self.circuit_cell_sizes
+    }
+
+    /// What node `i` recorded as a relay (with `observe` on), taken.
+    pub fn take_observations(&mut self, i: usize) -> Vec<veil_core::node::Observation> {
+        self.nodes[i].node.take_observations()
+    }
+
+    /// Node `i`'s identity material an observer must never see in a
+    /// relay's plaintext: node id, both public keys, its address as an
+    /// EXTEND would encode it.
+    pub fn secrets_of(&self, i: usize) -> Vec<Vec<u8>> {
+        let d = self.nodes[i].node.descriptor();
+        let addr = self.nodes[i].addr;
+        let mut a = match addr.ip() {
+            IpAddr::V4(ip) => ip.octets().to_vec(),
+            IpAddr::V6(ip) => ip.octets().to_vec(),
+        };
+        a.extend_from_slice(&addr.port().to_be_bytes());
+        vec![
+            d.node_id().as_bytes().to_vec(),
+            d.x25519().to_vec(),
+            d.public().ed25519.to_bytes().to_vec(),
+            a,
+        ]
+    }
+
+    /// Indices of client-only nodes.
+    pub fn client_only_nodes(&self) -> Vec<usize> {
+        (0..self.nodes.len())
+            .filter(|&i| self.nodes[i].client_only)
+            .collect()
+    }
+
+    /// Number of nodes.
+    pub fn len(&self) -> usize {
+        self.nodes.len()
+    }
+
+    /// Whether the simulation has no nodes.
+    pub fn is_empty(&self) -> bool {
+        self.nodes.is_empty()
     }
 
     /// Honest nodes' samples, for tests.

@@ -193,6 +193,17 @@ struct OwnCircuit {
     probe: Option<(u64, Millis)>,
     package_window: u32,
     delivered: u32,
+    /// The CREATE was re-sent once after its link closed.
+    retried: bool,
+}
+
+#[derive(Debug, Clone)]
+struct Extending {
+    next: NodeId,
+    addr: SocketAddr,
+    msg1: Vec<u8>,
+    /// The link to `next` went down once before CREATED; one retry.
+    retried: bool,
 }
 
 #[derive(Debug)]
@@ -201,7 +212,7 @@ pub(super) struct RelayCircuit {
     next: Option<(LinkId, u32)>,
     crypto: RelayCrypto,
     /// Waiting for a link to (or CREATED from) this node.
-    extending: Option<(NodeId, Vec<u8>)>,
+    extending: Option<Extending>,
     last_used_ms: Millis,
     package_window: u32,
     delivered: u32,
@@ -332,6 +343,12 @@ impl Node {
         self.circ.guards.len()
     }
 
+    /// Changes how many built circuits the node keeps ready (0: builds no
+    /// more; existing circuits live out their lifetime).
+    pub fn set_circuits_wanted(&mut self, n: usize) {
+        self.config.circuits.circuits_wanted = n;
+    }
+
     /// Records what relays see in clear (simulator observer checks).
     pub fn set_observing(&mut self, on: bool) {
         self.circ.observing = on;
@@ -459,9 +476,74 @@ impl Node {
     pub(super) fn circuits_link_down(&mut self, now: Millis, circuits: BTreeMap<u32, CircRef>) {
         for (_, r) in circuits {
             match r {
-                CircRef::Own(k) => self.close_own(now, k, CloseReason::LinkDown, false),
-                CircRef::Prev(k) | CircRef::Next(k) => self.drop_relay(k, reason::NONE),
+                CircRef::Own(k) => {
+                    if !self.retry_own_create(now, k) {
+                        self.close_own(now, k, CloseReason::LinkDown, false);
+                    }
+                }
+                CircRef::Next(k) => {
+                    if !self.retry_extend(now, k) {
+                        self.drop_relay(k, reason::NONE);
+                    }
+                }
+                CircRef::Prev(k) => self.drop_relay(k, reason::NONE),
             }
+        }
+    }
+
+    /// The link a CREATE went out on closed before CREATED came back (the
+    /// other end may have closed it for an unrelated reason at that very
+    /// moment): send the CREATE once more, on a fresh link.
+    fn retry_own_create(&mut self, now: Millis, k: u64) -> bool {
+        let Some(c) = self.circ.own.get_mut(&k) else {
+            return false;
+        };
+        if c.retried || c.onion.hop_count() != 0 {
+            return false;
+        }
+        c.retried = true;
+        c.guard_link = None;
+        c.pending = None;
+        let guard = c.path[0];
+        self.wait_for(now, guard.id, guard.addr, Waiter::Own(k))
+    }
+
+    /// As [`Node::retry_own_create`], for a relay's CREATE to the next hop.
+    fn retry_extend(&mut self, now: Millis, k: u64) -> bool {
+        let Some(r) = self.circ.relays.get_mut(&k) else {
+            return false;
+        };
+        let Some(e) = r.extending.as_mut() else {
+            return false;
+        };
+        if e.retried {
+            return false;
+        }
+        e.retried = true;
+        r.next = None;
+        let (next, addr) = (e.next, e.addr);
+        self.wait_for(now, next, addr, Waiter::Relay(k))
+    }
+
+    /// Sends the waiter's CREATE on a link to `id`, dialling `addr` first
+    /// if there is none. False if it cannot be dialled.
+    fn wait_for(&mut self, now: Millis, id: NodeId, addr: SocketAddr, w: Waiter) -> bool {
+        if let Some(&link) = self.by_peer.get(&id) {
+            match w {
+                Waiter::Own(k) => self.send_create_own(now, k, link),
+                Waiter::Relay(k) => self.send_create_relay(k, link),
+            }
+            return true;
+        }
+        self.circ.waiting.entry(id).or_default().push(w);
+        if self.dial_expected(now, addr, id) {
+            true
+        } else {
+            if let Some(v) = self.circ.waiting.get_mut(&id) {
+                v.retain(|x| *x != w);
+            }
+            self.circ.waiting.retain(|_, v| !v.is_empty());
+            false
         }
     }
 
@@ -626,8 +708,29 @@ impl Node {
                 && g.unreachable_since
                     .is_none_or(|t| now < t + p.guard_lifetime_ms)
         });
+        // Guards are picked only when circuits are wanted, and only once we
+        // know enough aged relays to build a path at all (otherwise the
+        // first nodes we hear of, typically the seeds, would be everyone's
+        // guards).
+        let wanted = p.circuits_wanted > 0 || !self.config.relay;
+        let vanguards_due = self.circ.vanguards.iter().any(|(_, until)| now >= *until);
+        if !wanted
+            || (self.circ.guards.len() >= p.guards
+                && self.circ.vanguards.len() >= p.vanguards
+                && !vanguards_due)
+        {
+            if self.guard_ids() != before {
+                self.events.push_back(Event::GuardsChanged);
+            }
+            return;
+        }
         let mut pool = self.candidates(now);
-        let mut tries = 0;
+        let aged = pool
+            .iter()
+            .filter(|c| now.saturating_sub(c.first_seen_ms) >= p.guard_min_age_ms)
+            .count();
+        let ready = aged >= p.hops;
+        let mut tries = if ready { 0 } else { 8 };
         while self.circ.guards.len() < p.guards && tries < 8 {
             tries += 1;
             let current: Vec<Candidate> = self.circ.guards.iter().map(|g| g.cand).collect();
@@ -651,7 +754,7 @@ impl Node {
         }
         // Vanguards: replace expired ones, top up.
         self.circ.vanguards.retain(|(_, until)| now < *until);
-        let mut tries = 0;
+        let mut tries = if ready { 0 } else { 8 };
         while self.circ.vanguards.len() < p.vanguards && tries < 8 {
             tries += 1;
             let taken: Vec<NodeId> = self.circ.vanguards.iter().map(|(c, _)| c.id).collect();
@@ -728,7 +831,12 @@ impl Node {
     /// node is at its limits or the address is being dialled for someone
     /// else.
     fn dial_expected(&mut self, now: Millis, addr: SocketAddr, id: NodeId) -> bool {
-        if let Some(d) = self.dials.get(&addr) {
+        if let Some(d) = self.dials.get_mut(&addr) {
+            // A bootstrap dial to the same address now also expects `id`
+            // (the link handshake then checks it).
+            if d.expected.is_none() {
+                d.expected = Some(id);
+            }
             return d.expected == Some(id);
         }
         let handshaking = self
@@ -738,6 +846,23 @@ impl Node {
             .count();
         if handshaking > 0 {
             return true;
+        }
+        if self.links.len() + self.dials.len() >= self.config.max_links {
+            // Circuits come first: drop the least recently used link that
+            // carries none (gossip re-links as needed).
+            let guards = self.guard_ids();
+            let victim = self
+                .links
+                .iter()
+                .filter(|(_, l)| match l.state {
+                    LinkState::Up { peer } => l.circuits.is_empty() && !guards.contains(&peer),
+                    _ => false,
+                })
+                .min_by_key(|(lid, l)| (l.last_used_ms, **lid))
+                .map(|(lid, _)| *lid);
+            if let Some(v) = victim {
+                self.close(v);
+            }
         }
         if self.dials.len() >= self.config.max_pending_handshakes
             || self.links.len() + self.dials.len() >= self.config.max_links
@@ -803,19 +928,11 @@ impl Node {
                 probe: None,
                 package_window: p.window_cells,
                 delivered: 0,
+                retried: false,
             },
         );
-        if let Some(&link) = self.by_peer.get(&guard.id) {
-            self.send_create_own(now, k, link);
-        } else {
-            self.circ
-                .waiting
-                .entry(guard.id)
-                .or_default()
-                .push(Waiter::Own(k));
-            if !self.dial_expected(now, guard.addr, guard.id) {
-                self.close_own(now, k, CloseReason::GuardUnreachable, true);
-            }
+        if !self.wait_for(now, guard.id, guard.addr, Waiter::Own(k)) {
+            self.close_own(now, k, CloseReason::GuardUnreachable, true);
         }
         true
     }
@@ -1030,6 +1147,7 @@ impl Node {
             id: CircuitId(k),
             hops: c.path.iter().map(|h| h.id).collect(),
             built,
+            reached: c.onion.hop_count(),
             reason: why,
         });
     }
@@ -1163,18 +1281,14 @@ impl Node {
                 if next == me || Some(next) == prev_peer {
                     return self.drop_relay(k, reason::EXTEND_FAILED);
                 }
-                r.extending = Some((next, handshake));
-                if let Some(&link) = self.by_peer.get(&next) {
-                    self.send_create_relay(k, link);
-                } else {
-                    self.circ
-                        .waiting
-                        .entry(next)
-                        .or_default()
-                        .push(Waiter::Relay(k));
-                    if !self.dial_expected(now, addr, next) {
-                        self.drop_relay(k, reason::EXTEND_FAILED);
-                    }
+                r.extending = Some(Extending {
+                    next,
+                    addr,
+                    msg1: handshake,
+                    retried: false,
+                });
+                if !self.wait_for(now, next, addr, Waiter::Relay(k)) {
+                    self.drop_relay(k, reason::EXTEND_FAILED);
                 }
             }
             CircuitMsg::Probe { nonce } => {
@@ -1205,7 +1319,7 @@ impl Node {
         let Some(r) = self.circ.relays.get(&k) else {
             return;
         };
-        let Some((_, msg1)) = r.extending.clone() else {
+        let Some(Extending { msg1, .. }) = r.extending.clone() else {
             return;
         };
         if r.next.is_some() || r.prev.0 == link {
@@ -1284,7 +1398,7 @@ impl Node {
         let Some(r) = self.circ.relays.remove(&k) else {
             return;
         };
-        if let Some((next, _)) = &r.extending {
+        if let Some(Extending { next, .. }) = &r.extending {
             if let Some(w) = self.circ.waiting.get_mut(next) {
                 w.retain(|x| *x != Waiter::Relay(k));
             }
