@@ -75,7 +75,7 @@ pub type UncheckedDescriptor = Unchecked<RawDescriptor>;
 /// to pick as a hop). Verifying every gossiped descriptor on receipt would
 /// cost each node one signature check per network member.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Admitted(RawDescriptor);
+pub struct Admitted(std::sync::Arc<RawDescriptor>);
 
 impl Admitted {
     /// The node id (admitted: its proof of work was checked).
@@ -110,14 +110,14 @@ impl Admitted {
         key.verify(&self.0.signed_message(), &self.0.signature)
             .map_err(|_| DescriptorError::BadSignature)?;
         Ok(Descriptor {
-            raw: self.0.clone(),
+            raw: RawDescriptor::clone(&self.0),
             key,
         })
     }
 
     /// Whether this is exactly the verified descriptor `d`.
     pub fn is(&self, d: &Descriptor) -> bool {
-        self.0 == d.raw
+        *self.0 == d.raw
     }
 }
 
@@ -247,7 +247,7 @@ impl Descriptor {
 
     /// The same descriptor as an [`Admitted`] one (for forwarding).
     pub fn admitted(&self) -> Admitted {
-        Admitted(self.raw.clone())
+        Admitted(std::sync::Arc::new(self.raw.clone()))
     }
 
     /// The canonical encoding.
@@ -430,13 +430,13 @@ impl Unchecked<RawDescriptor> {
     ) -> Result<Admitted, DescriptorError> {
         let d = self.into_inner();
         d.admit_checks(now_ms, max_age_ms, pow)?;
-        Ok(Admitted(d))
+        Ok(Admitted(std::sync::Arc::new(d)))
     }
 
     /// Whether this is byte-for-byte the admitted descriptor `a` (then its
     /// proof of work was already checked and only freshness matters).
     pub fn same_as(&self, a: &Admitted) -> bool {
-        *self.inner_ref() == a.0
+        *self.inner_ref() == *a.0
     }
 
     /// Check many descriptors at once: the same checks as [`Self::check`],

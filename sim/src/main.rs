@@ -30,7 +30,7 @@ enum Cmd {
         #[arg(long, default_value_t = 0.0)]
         flooders: f64,
         /// Virtual seconds to run.
-        #[arg(long, default_value_t = 40)]
+        #[arg(long, default_value_t = 30)]
         duration_s: u64,
         /// Hops per circuit (1 to 4).
         #[arg(long, default_value_t = 3)]
@@ -125,6 +125,7 @@ fn main() -> anyhow::Result<()> {
                 "colluder_first_last": o.colluder_first_last,
                 "colluder_first_last_share": if o.honest_circuits_built == 0 { 0.0 } else { round6(o.colluder_first_last as f64 / o.honest_circuits_built as f64) },
                 "colluder_guard_share": round6(o.colluder_guard_share),
+                "clients_exposed": o.clients_exposed,
                 "circuits_torn_down_bad_cell": o.circuits_torn_down_bad_cell,
                 "events": o.events,
                 "wall_ms": wall_ms,

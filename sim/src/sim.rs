@@ -61,6 +61,8 @@ pub struct Scenario {
     pub circuits_start_ms: Millis,
     /// Only relays known this long become guards.
     pub guard_min_age_ms: Millis,
+    /// A circuit build that has not finished after this fails.
+    pub build_timeout_ms: Millis,
     /// Record what relays see in clear (observer checks).
     pub observe: bool,
 }
@@ -81,8 +83,9 @@ impl Scenario {
             circuits_per_node: 2,
             colluders: 0.0,
             client_only: 0.0,
-            circuits_start_ms: 15_000,
+            circuits_start_ms: 12_000,
             guard_min_age_ms: 5_000,
+            build_timeout_ms: 10_000,
             observe: false,
         }
     }
@@ -202,6 +205,9 @@ pub struct Outcome {
     /// Honest nodes whose primary guard colludes / honest nodes with a
     /// guard.
     pub colluder_guard_share: f64,
+    /// Honest nodes with at least one built circuit whose first and last
+    /// hops both collude.
+    pub clients_exposed: u64,
     /// Circuits torn down because a cell failed its checks (all nodes).
     pub circuits_torn_down_bad_cell: u64,
 }
@@ -284,6 +290,7 @@ impl Sim {
             cfg.bootstrap = seeds.clone();
             cfg.circuits.hops = scenario.hops;
             cfg.circuits.guard_min_age_ms = scenario.guard_min_age_ms;
+            cfg.circuits.build_timeout_ms = scenario.build_timeout_ms;
             // Builds start with the harness's Circuits event.
             cfg.circuits.circuits_wanted = 0;
             if client_set.contains(&i) {
@@ -349,7 +356,7 @@ impl Sim {
             // full time.
             let start = EPOCH_MS + sim.scenario.circuits_start_ms;
             sim.schedule(start, Kind::Circuits { start: true });
-            let timeout = config.circuits.build_timeout_ms;
+            let timeout = sim.scenario.build_timeout_ms;
             let stop = (EPOCH_MS + sim.scenario.duration_ms).saturating_sub(timeout);
             sim.schedule(stop.max(start), Kind::Circuits { start: false });
         }
@@ -867,6 +874,7 @@ impl Sim {
                 }
             }
         }
+        let mut exposed = BTreeSet::new();
         for c in self.built_circuits() {
             if !c.probe_seen {
                 continue;
@@ -882,8 +890,10 @@ impl Sim {
             let last = c.hops.last().is_some_and(|&j| self.nodes[j].colluder);
             if first && last {
                 o.colluder_first_last += 1;
+                exposed.insert(c.builder);
             }
         }
+        o.clients_exposed = exposed.len() as u64;
         times.sort_unstable();
         let pct = |p: usize| -> u64 {
             if times.is_empty() {
@@ -949,6 +959,13 @@ impl Sim {
             d.public().ed25519.to_bytes().to_vec(),
             a,
         ]
+    }
+
+    /// Indices of colluding nodes.
+    pub fn colluders(&self) -> Vec<usize> {
+        (0..self.nodes.len())
+            .filter(|&i| self.nodes[i].colluder)
+            .collect()
     }
 
     /// Indices of client-only nodes.
