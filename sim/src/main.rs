@@ -118,6 +118,7 @@ fn main() -> anyhow::Result<()> {
                 "circuits_attempted": o.circuits_attempted,
                 "circuits_built": o.circuits_built,
                 "circuits_failed": o.circuits_failed,
+                "circuits_failed_via_flooder": o.circuits_failed_via_flooder,
                 "circuit_success": if o.circuits_attempted == 0 { 1.0 } else { round6(o.circuits_built as f64 / o.circuits_attempted as f64) },
                 "circuit_build_ms_p50": o.circuit_build_ms_p50,
                 "circuit_build_ms_p95": o.circuit_build_ms_p95,

@@ -210,6 +210,8 @@ pub struct Outcome {
     pub clients_exposed: u64,
     /// Circuits torn down because a cell failed its checks (all nodes).
     pub circuits_torn_down_bad_cell: u64,
+    /// Failed builds whose path held a flooder.
+    pub circuits_failed_via_flooder: u64,
 }
 
 /// A circuit the harness saw built.
@@ -584,11 +586,14 @@ impl Sim {
                     reached,
                     ..
                 } => {
+                    let path: Vec<usize> = hops
+                        .iter()
+                        .filter_map(|h| self.by_id.get(h).copied())
+                        .collect();
+                    if !built && path.iter().any(|&j| self.nodes[j].flooder) {
+                        self.outcome.circuits_failed_via_flooder += 1;
+                    }
                     if !built && std::env::var_os("VEIL_SIM_DEBUG").is_some() {
-                        let path: Vec<usize> = hops
-                            .iter()
-                            .filter_map(|h| self.by_id.get(h).copied())
-                            .collect();
                         eprintln!(
                             "t={} node {i}: build failed ({reason:?}) after {reached} of {path:?}",
                             now - EPOCH_MS

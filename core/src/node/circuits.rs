@@ -236,6 +236,9 @@ pub(super) struct Circuits {
     pub(super) next_tick_ms: Millis,
     observing: bool,
     observations: Vec<Observation>,
+    /// Relays a build recently failed to reach (never guards): avoided
+    /// as later hops until the time given.
+    suspects: BTreeMap<NodeId, Millis>,
 }
 
 /// Circuit counters (part of [`super::Stats`]).
@@ -889,8 +892,22 @@ impl Node {
         let Some(guard) = self.primary_guard(now) else {
             return false;
         };
-        let vanguards: Vec<Candidate> = self.circ.vanguards.iter().map(|(c, _)| *c).collect();
-        let pool = self.candidates(now);
+        // Relays that just failed a build are avoided after the guard (a
+        // second hop only if another vanguard is left: the set stays
+        // fixed). Guards are never avoided this way.
+        self.circ.suspects.retain(|_, until| now < *until);
+        let suspects = &self.circ.suspects;
+        let all_vanguards: Vec<Candidate> = self.circ.vanguards.iter().map(|(c, _)| *c).collect();
+        let mut vanguards: Vec<Candidate> = all_vanguards
+            .iter()
+            .copied()
+            .filter(|c| !suspects.contains_key(&c.id))
+            .collect();
+        if vanguards.iter().all(|v| v.id == guard.id) {
+            vanguards = all_vanguards;
+        }
+        let mut pool = self.candidates(now);
+        pool.retain(|c| !suspects.contains_key(&c.id));
         let Some(path) = path::pick_rest(&mut self.rng, &p, guard, &vanguards, &pool) else {
             return false;
         };
@@ -1139,15 +1156,34 @@ impl Node {
             }
         }
         let built = c.built_ms.is_some();
+        let reached = c.onion.hop_count();
+        if !built
+            && reached >= 1
+            && matches!(
+                why,
+                CloseReason::Destroyed | CloseReason::Timeout | CloseReason::LinkDown
+            )
+            && let Some(hop) = c.path.get(reached)
+        {
+            let until = now
+                + self
+                    .config
+                    .circuits
+                    .guard_retry_ms
+                    .max(10 * self.config.round_ms);
+            self.circ.suspects.insert(hop.id, until);
+            if self.circ.suspects.len() > 1024 {
+                self.circ.suspects.pop_first();
+            }
+        }
         if !built {
             self.stats.circuits.failed += 1;
         }
-        let _ = now;
         self.events.push_back(Event::CircuitClosed {
             id: CircuitId(k),
             hops: c.path.iter().map(|h| h.id).collect(),
             built,
-            reached: c.onion.hop_count(),
+            reached,
             reason: why,
         });
     }
