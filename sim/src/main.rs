@@ -2,11 +2,13 @@
 //! virtual time. Prints the seed on stderr; the same seed replays the same
 //! run (identical JSON apart from `wall_ms`).
 
+#![recursion_limit = "256"]
+
 use std::time::Instant;
 
 use clap::{Parser, Subcommand};
 use veil_core::node::Config;
-use veil_sim::sim::{Scenario, Sim};
+use veil_sim::sim::{Scenario, Sim, Tamper};
 
 /// veil-sim: run many veil nodes in virtual time.
 #[derive(Debug, Parser)]
@@ -44,6 +46,13 @@ enum Cmd {
         /// Fraction of nodes that run client-only (0..1).
         #[arg(long, default_value_t = 0.0)]
         client_only: f64,
+        /// Fraction of nodes that start tampering with the relay cells they
+        /// send late in the run (0..1); see --tamper.
+        #[arg(long, default_value_t = 0.0)]
+        tamperers: f64,
+        /// What tamperers do: corrupt, drop or replay.
+        #[arg(long, default_value = "corrupt", value_parser = ["corrupt", "drop", "replay"])]
+        tamper: String,
         /// Print exactly one JSON object on stdout.
         #[arg(long)]
         json: bool,
@@ -62,12 +71,16 @@ fn main() -> anyhow::Result<()> {
             circuits,
             colluders,
             client_only,
+            tamperers,
+            tamper,
             json,
         } => {
             anyhow::ensure!((1..=4).contains(&hops), "--hops must be 1 to 4");
             anyhow::ensure!(
-                (0.0..1.0).contains(&colluders) && (0.0..1.0).contains(&client_only),
-                "--colluders and --client-only must be in [0, 1)"
+                (0.0..1.0).contains(&colluders)
+                    && (0.0..1.0).contains(&client_only)
+                    && (0.0..1.0).contains(&tamperers),
+                "--colluders, --client-only and --tamperers must be in [0, 1)"
             );
             anyhow::ensure!(nodes >= 2, "--nodes must be at least 2");
             anyhow::ensure!(
@@ -85,6 +98,18 @@ fn main() -> anyhow::Result<()> {
             scenario.circuits_per_node = circuits;
             scenario.colluders = colluders;
             scenario.client_only = client_only;
+            scenario.tamperers = tamperers;
+            scenario.tamper = match tamper.as_str() {
+                "drop" => Tamper::Drop,
+                "replay" => Tamper::Replay,
+                _ => Tamper::Corrupt,
+            };
+            if tamperers > 0.0 {
+                // Tampering starts once circuits are built and leaves a
+                // probe timeout before the end.
+                let end = duration_s * 1000;
+                scenario.tamper_from_ms = end.saturating_sub(scenario.build_timeout_ms + 3_000);
+            }
             let mut sim = Sim::new(scenario, &Config::testnet());
             sim.run();
             let o = sim.outcome();
@@ -128,6 +153,13 @@ fn main() -> anyhow::Result<()> {
                 "colluder_guard_share": round6(o.colluder_guard_share),
                 "clients_exposed": o.clients_exposed,
                 "circuits_torn_down_bad_cell": o.circuits_torn_down_bad_cell,
+                "tamperers": tamperers,
+                "data_sent": o.data_sent,
+                "data_delivered": o.data_delivered,
+                "data_corrupted_accepted": o.data_corrupted_accepted,
+                "circuits_via_tamperer": o.circuits_via_tamperer,
+                "circuits_via_tamperer_torn_down": o.circuits_via_tamperer_torn_down,
+                "circuits_clean_torn_down": o.circuits_clean_torn_down,
                 "events": o.events,
                 "wall_ms": wall_ms,
             });

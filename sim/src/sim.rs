@@ -65,6 +65,25 @@ pub struct Scenario {
     pub build_timeout_ms: Millis,
     /// Record what relays see in clear (observer checks).
     pub observe: bool,
+    /// Fraction of nodes that turn bad at `tamper_from_ms`: from then on
+    /// they mangle every relay cell they send, as `tamper` says.
+    pub tamperers: f64,
+    /// What tamperers do.
+    pub tamper: Tamper,
+    /// When tamperers start (virtual offset); at that moment every node
+    /// also sends one data cell and a probe over each built circuit.
+    pub tamper_from_ms: Millis,
+}
+
+/// What a tampering relay does to the relay cells it sends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Tamper {
+    /// Flip one bit of each.
+    Corrupt,
+    /// Drop each.
+    Drop,
+    /// Send each twice.
+    Replay,
 }
 
 impl Scenario {
@@ -87,6 +106,9 @@ impl Scenario {
             guard_min_age_ms: 5_000,
             build_timeout_ms: 10_000,
             observe: false,
+            tamperers: 0.0,
+            tamper: Tamper::Corrupt,
+            tamper_from_ms: 22_000,
         }
     }
 }
@@ -111,6 +133,9 @@ enum Kind {
     FloodRound { node: usize },
     /// Every node starts (`true`) or stops starting circuit builds.
     Circuits { start: bool },
+    /// Tamperers turn bad; every built circuit carries a data cell and a
+    /// probe.
+    Tamper,
 }
 
 /// One simulated connection between nodes `a` (dialler) and `b`.
@@ -140,6 +165,7 @@ struct SimNode {
     flooder: bool,
     colluder: bool,
     client_only: bool,
+    tamperer: bool,
     online: bool,
     timer_generation: u64,
     timer_at: Option<Millis>,
@@ -212,6 +238,19 @@ pub struct Outcome {
     pub circuits_torn_down_bad_cell: u64,
     /// Failed builds whose path held a flooder.
     pub circuits_failed_via_flooder: u64,
+    /// Data cells sent over built circuits by the harness.
+    pub data_sent: u64,
+    /// Data cells last hops delivered intact (equal to one that was sent).
+    pub data_delivered: u64,
+    /// Data cells a last hop delivered that nobody sent (must stay 0).
+    pub data_corrupted_accepted: u64,
+    /// Built circuits with a tamperer on the path at tamper time.
+    pub circuits_via_tamperer: u64,
+    /// Of those, circuits torn down by the end.
+    pub circuits_via_tamperer_torn_down: u64,
+    /// Built circuits with no tamperer that were torn down (must stay 0
+    /// within a circuit lifetime).
+    pub circuits_clean_torn_down: u64,
 }
 
 /// A circuit the harness saw built.
@@ -248,6 +287,14 @@ pub struct Sim {
     probes_answered: BTreeMap<u64, usize>,
     /// Circuits reported built: (builder, hops, build ms, probe nonce).
     built: Vec<(usize, Vec<NodeId>, Millis, u64)>,
+    /// Built circuits by (builder, circuit id): their path.
+    live: BTreeMap<(usize, u64), Vec<usize>>,
+    /// Built circuits that closed: (builder, circuit id).
+    closed_built: BTreeSet<(usize, u64)>,
+    tampering: bool,
+    /// Circuits given data at tamper time, with their paths.
+    tested: BTreeMap<(usize, u64), Vec<usize>>,
+    data_sent: BTreeSet<Vec<u8>>,
     /// Sizes of every circuit cell the network carried.
     circuit_cell_sizes: BTreeSet<usize>,
 }
@@ -279,6 +326,8 @@ impl Sim {
         let colluder_set: BTreeSet<usize> = rest.drain(..colluders.min(rest.len())).collect();
         let clients = ((n as f64) * scenario.client_only).round() as usize;
         let client_set: BTreeSet<usize> = rest.drain(..clients.min(rest.len())).collect();
+        let tamperers = ((n as f64) * scenario.tamperers).round() as usize;
+        let tamper_set: BTreeSet<usize> = rest.drain(..tamperers.min(rest.len())).collect();
         let seeds: Vec<SocketAddr> = (0..scenario.seed_nodes.min(n)).map(node_addr).collect();
         let mut nodes = Vec::with_capacity(n);
         let mut by_addr = BTreeMap::new();
@@ -311,6 +360,7 @@ impl Sim {
                 addr: node_addr(i),
                 flooder: flooder_set.contains(&i),
                 colluder: colluder_set.contains(&i),
+                tamperer: tamper_set.contains(&i),
                 client_only: client_set.contains(&i),
                 online: false,
                 timer_generation: 0,
@@ -344,6 +394,11 @@ impl Sim {
             by_id: BTreeMap::new(),
             probes_answered: BTreeMap::new(),
             built: Vec::new(),
+            live: BTreeMap::new(),
+            closed_built: BTreeSet::new(),
+            tampering: false,
+            tested: BTreeMap::new(),
+            data_sent: BTreeSet::new(),
             circuit_cell_sizes: BTreeSet::new(),
         };
         sim.by_id = sim
@@ -361,6 +416,10 @@ impl Sim {
             let timeout = sim.scenario.build_timeout_ms;
             let stop = (EPOCH_MS + sim.scenario.duration_ms).saturating_sub(timeout);
             sim.schedule(stop.max(start), Kind::Circuits { start: false });
+            if sim.scenario.tamperers > 0.0 {
+                let at = EPOCH_MS + sim.scenario.tamper_from_ms;
+                sim.schedule(at, Kind::Tamper);
+            }
         }
         for i in 0..n {
             // Seeds first, the rest spread over the join window.
@@ -493,6 +552,24 @@ impl Sim {
                 let at = now + self.nodes[node].node.config().round_ms;
                 self.schedule(at, Kind::FloodRound { node });
             }
+            Kind::Tamper => {
+                self.tampering = true;
+                let live: Vec<((usize, u64), Vec<usize>)> =
+                    self.live.iter().map(|(k, v)| (*k, v.clone())).collect();
+                for ((i, id), path) in live {
+                    let payload = format!("veil-sim data from {i} on {id}").into_bytes();
+                    let cid = veil_core::node::CircuitId(id);
+                    if self.nodes[i].node.send_data(cid, &payload).is_ok() {
+                        self.outcome.data_sent += 1;
+                        self.data_sent.insert(payload);
+                        self.tested.insert((i, id), path);
+                    }
+                    // A probe behind it: a dropped last cell shows as a
+                    // probe that never returns.
+                    self.nodes[i].node.probe_circuit(now, cid);
+                    self.drain(i);
+                }
+            }
             Kind::Circuits { start } => {
                 let wanted = if start {
                     self.scenario.circuits_per_node
@@ -571,21 +648,39 @@ impl Sim {
                     }
                 }
                 Event::CircuitBuilt {
+                    id,
                     hops,
                     build_ms,
                     probe,
-                    ..
-                } => self.built.push((i, hops, build_ms, probe)),
+                } => {
+                    let path = hops
+                        .iter()
+                        .filter_map(|h| self.by_id.get(h).copied())
+                        .collect();
+                    self.live.insert((i, id.0), path);
+                    self.built.push((i, hops, build_ms, probe));
+                }
+                Event::RelayData { data, .. } => {
+                    if self.data_sent.contains(&data) {
+                        self.outcome.data_delivered += 1;
+                    } else {
+                        self.outcome.data_corrupted_accepted += 1;
+                    }
+                }
                 Event::ProbeAnswered { nonce } => {
                     self.probes_answered.insert(nonce, i);
                 }
                 Event::CircuitClosed {
+                    id,
                     hops,
                     reason,
                     built,
                     reached,
-                    ..
                 } => {
+                    if built {
+                        self.live.remove(&(i, id.0));
+                        self.closed_built.insert((i, id.0));
+                    }
                     let path: Vec<usize> = hops
                         .iter()
                         .filter_map(|h| self.by_id.get(h).copied())
@@ -600,7 +695,7 @@ impl Sim {
                         );
                     }
                 }
-                Event::GuardsChanged | Event::CircuitData { .. } | Event::RelayData { .. } => {}
+                Event::GuardsChanged | Event::CircuitData { .. } => {}
             }
         }
         let s = &mut self.nodes[i];
@@ -634,6 +729,34 @@ impl Sim {
         if cell.circ_id() != 0 {
             self.circuit_cell_sizes.insert(cell.as_bytes().len());
         }
+        let mut cell = cell;
+        let mut copies = 1;
+        if self.tampering
+            && self.nodes[from].tamperer
+            && cell.command() == veil_core::cell::command::RELAY
+        {
+            match self.scenario.tamper {
+                // Each tamperer flips its own bit: two flips of the same
+                // bit would cancel (XOR layers are malleable; see
+                // docs/protocol.md on tagging).
+                Tamper::Corrupt => cell.body_mut()[100 + from % 3000] ^= 0x20,
+                Tamper::Drop => copies = 0,
+                Tamper::Replay => copies = 2,
+            }
+        }
+        for _ in 1..copies {
+            self.send_cell(from, link, wire, cell.clone());
+        }
+        if copies > 0 {
+            self.send_cell(from, link, wire, cell);
+        }
+    }
+
+    /// Puts one cell on a wire: the sender's uplink, latency, FIFO order.
+    fn send_cell(&mut self, from: usize, link: LinkId, wire: u64, cell: Cell) {
+        let Some(w) = self.wires.get(&wire) else {
+            return;
+        };
         let to_a = w.b == from && w.b_link == link;
         let to = if to_a { w.a } else { w.b };
         if cell.command() == veil_core::cell::command::DESTROY
@@ -899,6 +1022,16 @@ impl Sim {
             }
         }
         o.clients_exposed = exposed.len() as u64;
+        for (key, path) in &self.tested {
+            let bad = self.nodes[key.0].tamperer || path.iter().any(|&j| self.nodes[j].tamperer);
+            let closed = self.closed_built.contains(key);
+            if bad {
+                o.circuits_via_tamperer += 1;
+                o.circuits_via_tamperer_torn_down += u64::from(closed);
+            } else {
+                o.circuits_clean_torn_down += u64::from(closed);
+            }
+        }
         times.sort_unstable();
         let pct = |p: usize| -> u64 {
             if times.is_empty() {

@@ -5,7 +5,7 @@
 
 use veil_core::cell::{CELL_BODY_BYTES, CELL_SIZE};
 use veil_core::node::{Config, Observation};
-use veil_sim::sim::{Outcome, Scenario, Sim};
+use veil_sim::sim::{Outcome, Scenario, Sim, Tamper};
 
 fn scenario(nodes: usize, seed: u64) -> Scenario {
     let mut s = Scenario::new(nodes, seed);
@@ -134,4 +134,53 @@ fn colluders_at_both_ends_are_counted_from_recorded_paths() {
     assert!(share < 0.2, "guards keep first+last near f^2, got {share}");
     assert!(o.colluder_guard_share < 0.4);
     assert!(sim.built_circuits().iter().all(|c| c.probe_seen));
+}
+
+/// Relays that turn bad after circuits are built: every circuit through one
+/// is torn down, no other circuit is, and no mangled data is ever accepted.
+fn tampering(tamper: Tamper) {
+    let mut s = scenario(100, 13);
+    s.tamperers = 0.1;
+    s.tamper = tamper;
+    s.duration_ms = 36_000;
+    s.tamper_from_ms = 22_000;
+    let (_, o) = run(s);
+    eprintln!(
+        "{tamper:?}: data sent {} delivered {} corrupted accepted {}; via tamperer {} torn down {}; clean torn down {}",
+        o.data_sent,
+        o.data_delivered,
+        o.data_corrupted_accepted,
+        o.circuits_via_tamperer,
+        o.circuits_via_tamperer_torn_down,
+        o.circuits_clean_torn_down
+    );
+    assert!(o.data_sent >= 150, "data went over the built circuits");
+    assert!(o.circuits_via_tamperer >= 10, "some paths hold a tamperer");
+    assert_eq!(o.data_corrupted_accepted, 0, "mangled data was accepted");
+    assert_eq!(
+        o.circuits_via_tamperer_torn_down, o.circuits_via_tamperer,
+        "a circuit through a tamperer survived"
+    );
+    assert_eq!(
+        o.circuits_clean_torn_down, 0,
+        "a clean circuit was torn down"
+    );
+    // Clean circuits delivered their data; circuits through a tamperer
+    // delivered at most the data cells that crossed before the damage.
+    assert!(o.data_delivered + o.circuits_via_tamperer >= o.data_sent);
+}
+
+#[test]
+fn relays_that_corrupt_cells_get_their_circuits_torn_down() {
+    tampering(Tamper::Corrupt);
+}
+
+#[test]
+fn relays_that_drop_cells_get_their_circuits_torn_down() {
+    tampering(Tamper::Drop);
+}
+
+#[test]
+fn relays_that_replay_cells_get_their_circuits_torn_down() {
+    tampering(Tamper::Replay);
 }
