@@ -1472,7 +1472,7 @@ mod tests {
         pub(super) tamper: Option<Tamper>,
         pub(super) events: Vec<(usize, Event)>,
         /// (node index, link) -> (peer index, peer link)
-        wires: BTreeMap<(usize, LinkId), (usize, LinkId)>,
+        pub(super) wires: BTreeMap<(usize, LinkId), (usize, LinkId)>,
         next_link: u64,
         bindings_differ: bool,
     }

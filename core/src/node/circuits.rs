@@ -1819,6 +1819,90 @@ mod tests {
         assert_eq!(net.nodes[client].stats().circuits.relay_created, 0);
     }
 
+    /// Node 0's link to node 1 (and node 1's end of it), linking them
+    /// first if needed.
+    fn link_between(net: &mut Net) -> (LinkId, LinkId) {
+        net.run(T0 + 3_000);
+        let id1 = net.nodes[1].node_id();
+        let l0 = *net.nodes[0].by_peer.get(&id1).expect("0 and 1 linked");
+        let (_, l1) = net.wires[&(0, l0)];
+        (l0, l1)
+    }
+
+    fn create_cell(to: &Node, cid: u32, seed: u8) -> Cell {
+        let (_, msg1) = ClientHopHandshake::start(to.descriptor().x25519(), [seed; 32]).unwrap();
+        let m = CircuitMsg::Create { handshake: msg1 }.encode().unwrap();
+        Cell::control(cid, command::CREATE, &m).unwrap()
+    }
+
+    #[test]
+    fn relays_cap_circuits_and_keep_serving() {
+        let mut net = net(2, false);
+        for n in &mut net.nodes {
+            n.config.circuits.circuits_wanted = 0;
+        }
+        net.nodes[1].config.circuits.max_circuits_per_link = 5;
+        let (l0, l1) = link_between(&mut net);
+        // Node 0 uses its own half of the id space on this link.
+        let bit = own_side_bit(net.nodes[0].links[&l0].direction);
+        for i in 0..8u32 {
+            let c = create_cell(&net.nodes[1], bit | (100 + i), i as u8);
+            net.nodes[1].handle_link_data(T0 + 3_000, l1, c.as_bytes());
+        }
+        assert_eq!(net.nodes[1].relay_circuit_count(), 5, "capped per link");
+        let mut created = 0;
+        let mut destroyed = 0;
+        while let Some(t) = net.nodes[1].poll_transmit() {
+            match t.cell.command() {
+                command::CREATED => created += 1,
+                command::DESTROY => destroyed += 1,
+                _ => {}
+            }
+        }
+        assert_eq!((created, destroyed), (5, 3));
+        // Cells for unknown circuits, and garbage relay bodies, are
+        // dropped without harm; the link stays up.
+        let stray = Cell::relay(bit | 9999, &[7u8; crate::cell::CELL_BODY_BYTES]).unwrap();
+        net.nodes[1].handle_link_data(T0 + 3_000, l1, stray.as_bytes());
+        let garbage = Cell::relay(bit | 100, &[7u8; crate::cell::CELL_BODY_BYTES]).unwrap();
+        net.nodes[1].handle_link_data(T0 + 3_000, l1, garbage.as_bytes());
+        assert_eq!(
+            net.nodes[1].relay_circuit_count(),
+            4,
+            "the garbled one went"
+        );
+        assert_eq!(net.nodes[1].stats().circuits.torn_down_bad_cell, 1);
+        assert!(net.nodes[1].links.contains_key(&l1));
+        // A CREATE on the wrong half of the id space is a protocol
+        // violation: the link is cut, the node keeps serving others.
+        let wrong = create_cell(&net.nodes[1], (bit ^ 0x8000_0000) | 5, 9);
+        net.nodes[1].handle_link_data(T0 + 3_000, l1, wrong.as_bytes());
+        assert!(!net.nodes[1].links.contains_key(&l1));
+        assert_eq!(
+            net.nodes[1].relay_circuit_count(),
+            0,
+            "the link's circuits went with it"
+        );
+        assert_eq!(net.nodes[1].stats().peers_penalised, 1);
+    }
+
+    #[test]
+    fn client_only_nodes_refuse_to_relay() {
+        let mut net = net(2, false);
+        for n in &mut net.nodes {
+            n.config.circuits.circuits_wanted = 0;
+        }
+        let (l0, l1) = link_between(&mut net);
+        net.nodes[1].config.relay = false;
+        let bit = own_side_bit(net.nodes[0].links[&l0].direction);
+        let c = create_cell(&net.nodes[1], bit | 1, 1);
+        net.nodes[1].handle_link_data(T0 + 3_000, l1, c.as_bytes());
+        assert_eq!(net.nodes[1].relay_circuit_count(), 0);
+        let t = net.nodes[1].poll_transmit().unwrap();
+        assert_eq!(t.cell.command(), command::DESTROY);
+        assert_eq!(t.cell.link_payload().unwrap(), [reason::NOT_A_RELAY]);
+    }
+
     #[test]
     fn guards_survive_a_restart() {
         let mut net = net(8, false);
