@@ -19,7 +19,8 @@ use std::net::SocketAddr;
 use std::sync::OnceLock;
 
 use ed25519_dalek::SigningKey;
-use veil_core::cell::{CELL_SIZE, Cell, CellReader, MAX_LINK_PAYLOAD, command};
+use veil_core::cell::{CELL_BODY_BYTES, CELL_SIZE, Cell, CellReader, MAX_LINK_PAYLOAD, command};
+use veil_core::circuit::{CircuitMsg, ClientHopHandshake, RelayHopHandshake};
 use veil_core::content::{self, ContentId, Outboard};
 use veil_core::descriptor::{Admitted, Descriptor, flags};
 use veil_core::identity::{NodeIdentity, Pseudonym};
@@ -27,6 +28,7 @@ use veil_core::link::{
     CheckParams, HandshakeStep, LINK_NOISE_PARAMS, LINK_PROLOGUE_PREFIX, LinkHandshake, LinkMsg,
     MAX_DESCRIPTORS_PER_CELL, Side, noise_builder_state,
 };
+use veil_core::onion::{ForwardOutcome, HopKeys, OnionClient, RelayCrypto};
 use veil_core::pow::PowParams;
 use veil_core::record::{ContentRecord, SignedRecord, Unchecked, keywords_from_name};
 use x25519_dalek::StaticSecret;
@@ -58,6 +60,7 @@ pub const TARGETS: &[(&str, Harness)] = &[
     ("record", record),
     ("verify_range", verify_range),
     ("handshake", handshake),
+    ("circuit", circuit),
 ];
 
 fn check_params() -> CheckParams {
@@ -507,6 +510,26 @@ pub fn seeds() -> Vec<(&'static str, String, Vec<u8>)> {
         ));
     }
 
+    // circuit: every control message, a recognisable relay body, a valid
+    // hop handshake message 1.
+    for (name, msg) in circuit_seed_msgs() {
+        let mut v = vec![0u8];
+        v.extend_from_slice(&msg.encode().expect("seed message encodes"));
+        out.push(("circuit", format!("seed-msg-{name}"), v));
+    }
+    let mut client = OnionClient::new();
+    client.add_hop(circuit_keys()).expect("one hop");
+    let probe = CircuitMsg::Probe { nonce: 7 }.encode().expect("probe");
+    let body = client.seal_forward(0, &probe).expect("sealed");
+    let mut v = vec![1u8];
+    v.extend_from_slice(&body[..]);
+    out.push(("circuit", "seed-relay-body".to_owned(), v));
+    let (_, msg1) =
+        ClientHopHandshake::start(nodes()[1].1.x25519(), [0x31; 32]).expect("handshake starts");
+    let mut v = vec![2u8];
+    v.extend_from_slice(&msg1);
+    out.push(("circuit", "seed-create".to_owned(), v));
+
     // handshake: a recorded transcript of node 1 dialling the fixed responder.
     let (init, m1) = LinkHandshake::start(id1, d1, Side::Initiator, None, &BINDING, [0x77; 32])
         .expect("initiator starts");
@@ -533,4 +556,103 @@ pub fn seeds() -> Vec<(&'static str, String, Vec<u8>)> {
     v.extend_from_slice(&d1.to_bytes());
     out.push(("handshake", "seed-driven".to_owned(), v));
     out
+}
+
+// ---------------------------------------------------------------------------
+// circuit
+
+fn circuit_keys() -> HopKeys {
+    HopKeys::derive(&[0x42; 32])
+}
+
+fn circuit_seed_msgs() -> Vec<(&'static str, CircuitMsg)> {
+    vec![
+        (
+            "create",
+            CircuitMsg::Create {
+                handshake: vec![1; 48],
+            },
+        ),
+        (
+            "created",
+            CircuitMsg::Created {
+                handshake: vec![2; 48],
+            },
+        ),
+        (
+            "extend",
+            CircuitMsg::Extend {
+                next: nodes()[1].1.node_id(),
+                addr: "127.2.0.1:4433".parse().expect("literal address"),
+                handshake: vec![3; 48],
+            },
+        ),
+        (
+            "extended",
+            CircuitMsg::Extended {
+                handshake: vec![4; 48],
+            },
+        ),
+        ("destroy", CircuitMsg::Destroy { reason: 2 }),
+        ("probe", CircuitMsg::Probe { nonce: 9 }),
+        ("probe-reply", CircuitMsg::ProbeReply { nonce: 9 }),
+        (
+            "data",
+            CircuitMsg::Data {
+                bytes: b"veil".to_vec(),
+            },
+        ),
+        ("sendme", CircuitMsg::Sendme),
+    ]
+}
+
+/// Target `circuit`: the first byte says what the rest is.
+/// - 0: a `CircuitMsg`; an accepted one must re-encode to the same bytes.
+/// - 1: a relay cell body (zero-padded or cut to `CELL_BODY_BYTES`) that a
+///   relay with fixed keys processes as the last hop, and that a client
+///   with the same keys tries to open as a backward cell. A recognised
+///   payload must be a bounded message or rejected; a bad body must leave
+///   the relay's counters advanced exactly once (no panic, no partial
+///   state).
+/// - 2: a hop handshake message 1 that node 2 answers as a relay.
+pub fn circuit(data: &[u8]) -> bool {
+    let Some((&mode, rest)) = data.split_first() else {
+        return false;
+    };
+    match mode {
+        0 => match CircuitMsg::decode(rest) {
+            Ok(msg) => {
+                assert_eq!(msg.encode().expect("decoded messages encode"), rest);
+                true
+            }
+            Err(_) => false,
+        },
+        1 => {
+            let mut body = vec![0u8; CELL_BODY_BYTES];
+            let n = rest.len().min(CELL_BODY_BYTES);
+            body[..n].copy_from_slice(&rest[..n]);
+            let mut backward = body.clone();
+            let mut relay = RelayCrypto::new(circuit_keys(), true);
+            let recognised = match relay.process_forward(&mut body) {
+                Ok(ForwardOutcome::Recognised(payload)) => {
+                    let _ = CircuitMsg::decode(&payload);
+                    true
+                }
+                Ok(ForwardOutcome::Unrecognised) | Err(_) => false,
+                Ok(other) => panic!("a last hop returned {other:?}"),
+            };
+            let mut client = OnionClient::new();
+            client.add_hop(circuit_keys()).expect("one hop");
+            let _ = client.open_backward(&mut backward);
+            // Wrong lengths are refused without touching anything.
+            assert!(
+                relay
+                    .process_forward(&mut body[..n.min(CELL_BODY_BYTES - 1)])
+                    .is_err()
+            );
+            recognised
+        }
+        2 => RelayHopHandshake::respond(&nodes()[1].0, rest, [0x5a; 32]).is_ok(),
+        _ => false,
+    }
 }

@@ -32,7 +32,7 @@
 //! arrives, so per-circuit memory is one [`RelayCircuit`] (a few hundred
 //! bytes), and circuits per link and per node are capped.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
 
 use rand_core::RngCore;
@@ -727,7 +727,15 @@ impl Node {
             }
             return;
         }
+        // Guards and vanguards come from our peer-sampling output: a
+        // near-uniform sample of the membership in which an attacker holds
+        // about its population share however it floods (see
+        // `crate::sampling`). Drawing from every descriptor we hold would
+        // favour whoever we heard of first (the seeds) or whoever gossips
+        // hardest.
+        let sample: BTreeSet<NodeId> = self.brahms.sample().into_iter().collect();
         let mut pool = self.candidates(now);
+        pool.retain(|c| sample.contains(&c.id));
         let aged = pool
             .iter()
             .filter(|c| now.saturating_sub(c.first_seen_ms) >= p.guard_min_age_ms)
@@ -1457,7 +1465,6 @@ mod tests {
     use super::super::tests::{Net, T0, TamperAction, addr, net, node};
     use super::*;
     use crate::cell::CELL_SIZE;
-    use std::collections::BTreeSet;
 
     /// A network of `n` nodes where only node 0 builds circuits (so the
     /// tests can reason about its paths).
