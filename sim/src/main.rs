@@ -152,6 +152,7 @@ fn main() -> anyhow::Result<()> {
                 "colluder_first_last_share": if o.honest_circuits_built == 0 { 0.0 } else { round6(o.colluder_first_last as f64 / o.honest_circuits_built as f64) },
                 "colluder_guard_share": round6(o.colluder_guard_share),
                 "clients_exposed": o.clients_exposed,
+                "guard_max_clients": o.guard_max_clients,
                 "circuits_torn_down_bad_cell": o.circuits_torn_down_bad_cell,
                 "tamperers": tamperers,
                 "data_sent": o.data_sent,

@@ -234,6 +234,8 @@ pub struct Outcome {
     /// Honest nodes with at least one built circuit whose first and last
     /// hops both collude.
     pub clients_exposed: u64,
+    /// Most honest nodes sharing one primary guard (load concentration).
+    pub guard_max_clients: u64,
     /// Circuits torn down because a cell failed its checks (all nodes).
     pub circuits_torn_down_bad_cell: u64,
     /// Failed builds whose path held a flooder.
@@ -983,6 +985,7 @@ impl Sim {
         let mut times = Vec::new();
         let mut guarded = 0u64;
         let mut colluder_guards = 0u64;
+        let mut per_guard: BTreeMap<NodeId, u64> = BTreeMap::new();
         for s in &self.nodes {
             let st = &s.node.stats().circuits;
             o.circuits_attempted += st.attempted;
@@ -993,6 +996,7 @@ impl Sim {
                 && let Some(g) = s.node.guards().first()
             {
                 guarded += 1;
+                *per_guard.entry(g.id).or_default() += 1;
                 if self
                     .by_id
                     .get(&g.id)
@@ -1022,6 +1026,7 @@ impl Sim {
             }
         }
         o.clients_exposed = exposed.len() as u64;
+        o.guard_max_clients = per_guard.values().copied().max().unwrap_or(0);
         for (key, path) in &self.tested {
             let bad = self.nodes[key.0].tamperer || path.iter().any(|&j| self.nodes[j].tamperer);
             let closed = self.closed_built.contains(key);
