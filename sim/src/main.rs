@@ -50,6 +50,10 @@ enum Cmd {
         /// send late in the run (0..1); see --tamper.
         #[arg(long, default_value_t = 0.0)]
         tamperers: f64,
+        /// Fraction of nodes (never seeds) that crash just after circuit
+        /// builds start (0..1).
+        #[arg(long, default_value_t = 0.0)]
+        crash: f64,
         /// What tamperers do: corrupt, drop or replay.
         #[arg(long, default_value = "corrupt", value_parser = ["corrupt", "drop", "replay"])]
         tamper: String,
@@ -73,14 +77,16 @@ fn main() -> anyhow::Result<()> {
             client_only,
             tamperers,
             tamper,
+            crash,
             json,
         } => {
             anyhow::ensure!((1..=4).contains(&hops), "--hops must be 1 to 4");
             anyhow::ensure!(
                 (0.0..1.0).contains(&colluders)
                     && (0.0..1.0).contains(&client_only)
-                    && (0.0..1.0).contains(&tamperers),
-                "--colluders, --client-only and --tamperers must be in [0, 1)"
+                    && (0.0..1.0).contains(&tamperers)
+                    && (0.0..1.0).contains(&crash),
+                "--colluders, --client-only, --tamperers and --crash must be in [0, 1)"
             );
             anyhow::ensure!(nodes >= 2, "--nodes must be at least 2");
             anyhow::ensure!(
@@ -99,6 +105,7 @@ fn main() -> anyhow::Result<()> {
             scenario.colluders = colluders;
             scenario.client_only = client_only;
             scenario.tamperers = tamperers;
+            scenario.crash_fraction = crash;
             scenario.tamper = match tamper.as_str() {
                 "drop" => Tamper::Drop,
                 "replay" => Tamper::Replay,
@@ -161,6 +168,12 @@ fn main() -> anyhow::Result<()> {
                 "circuits_via_tamperer": o.circuits_via_tamperer,
                 "circuits_via_tamperer_torn_down": o.circuits_via_tamperer_torn_down,
                 "circuits_clean_torn_down": o.circuits_clean_torn_down,
+                "crash": crash,
+                "crashed": o.crashed,
+                "builds_failed_after_crash": o.builds_failed_after_crash,
+                "builds_failed_off_guard": o.builds_failed_off_guard,
+                "guards_changed": o.guards_changed,
+                "survivors_without_circuit": o.survivors_without_circuit,
                 "events": o.events,
                 "wall_ms": wall_ms,
             });

@@ -73,6 +73,11 @@ pub struct Scenario {
     /// When tamperers start (virtual offset); at that moment every node
     /// also sends one data cell and a probe over each built circuit.
     pub tamper_from_ms: Millis,
+    /// Fraction of nodes (never seeds) that crash at `crash_at_ms`.
+    pub crash_fraction: f64,
+    /// When they crash (virtual offset): by default just after builds
+    /// start, so that many builds are under way through them.
+    pub crash_at_ms: Millis,
 }
 
 /// What a tampering relay does to the relay cells it sends.
@@ -109,6 +114,8 @@ impl Scenario {
             tamperers: 0.0,
             tamper: Tamper::Corrupt,
             tamper_from_ms: 22_000,
+            crash_fraction: 0.0,
+            crash_at_ms: 12_300,
         }
     }
 }
@@ -136,6 +143,8 @@ enum Kind {
     /// Tamperers turn bad; every built circuit carries a data cell and a
     /// probe.
     Tamper,
+    /// Some nodes crash.
+    Crash,
 }
 
 /// One simulated connection between nodes `a` (dialler) and `b`.
@@ -253,6 +262,19 @@ pub struct Outcome {
     /// Built circuits with no tamperer that were torn down (must stay 0
     /// within a circuit lifetime).
     pub circuits_clean_torn_down: u64,
+    /// Nodes crashed by the harness.
+    pub crashed: u64,
+    /// Builds that failed after the crash, by surviving honest nodes.
+    pub builds_failed_after_crash: u64,
+    /// Of those, builds whose guard was not the node's primary guard at
+    /// crash time although that guard survived (must stay 0: a failure
+    /// further along keeps the guard).
+    pub builds_failed_off_guard: u64,
+    /// Surviving nodes whose primary guard survived but changed (must
+    /// stay 0).
+    pub guards_changed: u64,
+    /// Surviving nodes without a built circuit at the end.
+    pub survivors_without_circuit: u64,
 }
 
 /// A circuit the harness saw built.
@@ -294,6 +316,9 @@ pub struct Sim {
     /// Built circuits that closed: (builder, circuit id).
     closed_built: BTreeSet<(usize, u64)>,
     tampering: bool,
+    /// Primary guard of every node at crash time, and who crashed.
+    guard_at_crash: BTreeMap<usize, NodeId>,
+    crashed: BTreeSet<usize>,
     /// Circuits given data at tamper time, with their paths.
     tested: BTreeMap<(usize, u64), Vec<usize>>,
     data_sent: BTreeSet<Vec<u8>>,
@@ -399,6 +424,8 @@ impl Sim {
             live: BTreeMap::new(),
             closed_built: BTreeSet::new(),
             tampering: false,
+            guard_at_crash: BTreeMap::new(),
+            crashed: BTreeSet::new(),
             tested: BTreeMap::new(),
             data_sent: BTreeSet::new(),
             circuit_cell_sizes: BTreeSet::new(),
@@ -418,6 +445,10 @@ impl Sim {
             let timeout = sim.scenario.build_timeout_ms;
             let stop = (EPOCH_MS + sim.scenario.duration_ms).saturating_sub(timeout);
             sim.schedule(stop.max(start), Kind::Circuits { start: false });
+            if sim.scenario.crash_fraction > 0.0 {
+                let at = EPOCH_MS + sim.scenario.crash_at_ms;
+                sim.schedule(at, Kind::Crash);
+            }
             if sim.scenario.tamperers > 0.0 {
                 let at = EPOCH_MS + sim.scenario.tamper_from_ms;
                 sim.schedule(at, Kind::Tamper);
@@ -554,6 +585,25 @@ impl Sim {
                 let at = now + self.nodes[node].node.config().round_ms;
                 self.schedule(at, Kind::FloodRound { node });
             }
+            Kind::Crash => {
+                let n = self.nodes.len();
+                let k = ((n as f64) * self.scenario.crash_fraction).round() as usize;
+                let mut pool: Vec<usize> = (self.scenario.seed_nodes.min(n)..n).collect();
+                for i in (1..pool.len()).rev() {
+                    let j = (self.rng.next_u64() % (i as u64 + 1)) as usize;
+                    pool.swap(i, j);
+                }
+                for i in 0..n {
+                    if let Some(g) = self.nodes[i].node.guards().first() {
+                        self.guard_at_crash.insert(i, g.id);
+                    }
+                }
+                for &i in pool.iter().take(k) {
+                    self.crashed.insert(i);
+                    self.kill_node(i);
+                }
+                self.outcome.crashed = k as u64;
+            }
             Kind::Tamper => {
                 self.tampering = true;
                 let live: Vec<((usize, u64), Vec<usize>)> =
@@ -682,6 +732,17 @@ impl Sim {
                     if built {
                         self.live.remove(&(i, id.0));
                         self.closed_built.insert((i, id.0));
+                    }
+                    if !built && !self.crashed.is_empty() && !self.crashed.contains(&i) {
+                        self.outcome.builds_failed_after_crash += 1;
+                        let guard_alive = self
+                            .guard_at_crash
+                            .get(&i)
+                            .and_then(|g| self.by_id.get(g))
+                            .is_some_and(|j| !self.crashed.contains(j));
+                        if guard_alive && hops.first() != self.guard_at_crash.get(&i) {
+                            self.outcome.builds_failed_off_guard += 1;
+                        }
                     }
                     let path: Vec<usize> = hops
                         .iter()
@@ -1026,6 +1087,35 @@ impl Sim {
             }
         }
         o.clients_exposed = exposed.len() as u64;
+        if !self.crashed.is_empty() {
+            for (i, s) in self.nodes.iter().enumerate() {
+                if self.crashed.contains(&i) || s.flooder {
+                    continue;
+                }
+                if let Some(g) = self.guard_at_crash.get(&i)
+                    && self.by_id.get(g).is_some_and(|j| !self.crashed.contains(j))
+                    && s.node.guards().first().map(|x| x.id) != Some(*g)
+                {
+                    o.guards_changed += 1;
+                }
+                if !self.live.keys().any(|(b, _)| *b == i) {
+                    o.survivors_without_circuit += 1;
+                    if std::env::var_os("VEIL_SIM_DEBUG").is_some() {
+                        let guards: Vec<(usize, bool)> = s
+                            .node
+                            .guards()
+                            .iter()
+                            .filter_map(|g| self.by_id.get(&g.id))
+                            .map(|&j| (j, self.crashed.contains(&j)))
+                            .collect();
+                        eprintln!(
+                            "survivor {i} has no circuit: guards {guards:?}, stats {:?}",
+                            s.node.stats().circuits
+                        );
+                    }
+                }
+            }
+        }
         o.guard_max_clients = per_guard.values().copied().max().unwrap_or(0);
         for (key, path) in &self.tested {
             let bad = self.nodes[key.0].tamperer || path.iter().any(|&j| self.nodes[j].tamperer);

@@ -184,3 +184,31 @@ fn relays_that_drop_cells_get_their_circuits_torn_down() {
 fn relays_that_replay_cells_get_their_circuits_torn_down() {
     tampering(Tamper::Replay);
 }
+
+/// Relays crash while builds are under way: the failed builds are retried
+/// beyond the same guard (whenever that guard is alive), guards do not
+/// change, and every survivor ends with a built circuit.
+#[test]
+fn relays_crashing_mid_build_are_routed_around_through_the_same_guard() {
+    let mut s = scenario(120, 17);
+    s.crash_fraction = 0.1;
+    s.crash_at_ms = s.circuits_start_ms + 300;
+    let (_, o) = run(s);
+    eprintln!(
+        "crashed {}; builds failed after {}; off guard {}; guards changed {}; survivors without circuit {}; built {}",
+        o.crashed,
+        o.builds_failed_after_crash,
+        o.builds_failed_off_guard,
+        o.guards_changed,
+        o.survivors_without_circuit,
+        o.circuits_built
+    );
+    assert_eq!(o.crashed, 12);
+    assert!(
+        o.builds_failed_after_crash > 0,
+        "the crash hit builds under way"
+    );
+    assert_eq!(o.builds_failed_off_guard, 0);
+    assert_eq!(o.guards_changed, 0);
+    assert_eq!(o.survivors_without_circuit, 0);
+}

@@ -146,6 +146,9 @@ pub enum SendError {
     TooLarge,
 }
 
+/// Builds in a row that may fail to reach a vanguard before it is replaced.
+const VANGUARD_MAX_FAILURES: u32 = 3;
+
 /// DESTROY reasons on the wire (opaque to the other end).
 mod reason {
     pub const NONE: u8 = 0;
@@ -239,6 +242,8 @@ pub(super) struct Circuits {
     /// Relays a build recently failed to reach (never guards): avoided
     /// as later hops until the time given.
     suspects: BTreeMap<NodeId, Millis>,
+    /// Builds in a row that failed to reach each vanguard.
+    vanguard_failures: BTreeMap<NodeId, u32>,
 }
 
 /// Circuit counters (part of [`super::Stats`]).
@@ -1117,6 +1122,9 @@ impl Node {
                     c.built_ms = Some(now);
                     c.deadline_ms = now + self.config.circuits.lifetime_ms;
                     self.stats.circuits.built += 1;
+                    if let Some(v) = c.path.get(1) {
+                        self.circ.vanguard_failures.remove(&v.id);
+                    }
                     let hops = c.path.iter().map(|h| h.id).collect();
                     self.events.push_back(Event::CircuitBuilt {
                         id: CircuitId(k),
@@ -1182,6 +1190,18 @@ impl Node {
             self.circ.suspects.insert(hop.id, until);
             if self.circ.suspects.len() > 1024 {
                 self.circ.suspects.pop_first();
+            }
+            // A vanguard that builds keep failing to reach is gone (crashed
+            // or left): replace it rather than keep a dead set. Only the
+            // guard, which knows us anyway, can fake this.
+            if reached == 1 {
+                let n = self.circ.vanguard_failures.entry(hop.id).or_default();
+                *n += 1;
+                if *n >= VANGUARD_MAX_FAILURES {
+                    let dead = hop.id;
+                    self.circ.vanguard_failures.remove(&dead);
+                    self.circ.vanguards.retain(|(c, _)| c.id != dead);
+                }
             }
         }
         if !built {
