@@ -1350,6 +1350,12 @@ impl Node {
             self.last_dial.retain(|_, t| *t >= horizon);
         }
         self.last_dial.insert(addr, now);
+        self.request_dial(now, addr, id);
+        true
+    }
+
+    /// Records a dial of `addr` expecting `id` and asks the driver for it.
+    fn request_dial(&mut self, now: Millis, addr: SocketAddr, id: NodeId) {
         self.dials.insert(
             addr,
             Dial {
@@ -1361,7 +1367,6 @@ impl Node {
             addr,
             expected: Some(id),
         });
-        true
     }
 
     /// Keep the link count well under the limit: close the least recently

@@ -5,6 +5,7 @@
 //! (`target/<profile>/`); `cargo test --workspace` builds them because the
 //! daemon and CLI crates have integration tests of their own.
 
+use std::net::{SocketAddr, UdpSocket};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
@@ -204,4 +205,43 @@ pub fn stderr(out: &Output) -> String {
 /// Text of a process's stdout.
 pub fn stdout(out: &Output) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// A free UDP address on the loopback address `ip` (one per /16 in tests:
+/// 127.N.0.1).
+pub fn free_udp_addr(ip: &str) -> SocketAddr {
+    UdpSocket::bind((ip, 0))
+        .and_then(|s| s.local_addr())
+        .expect("bind a loopback UDP socket")
+}
+
+/// A local network of `n` testnet daemons on 127.1.0.1 … 127.n.0.1, all
+/// bootstrapped from the first and launched at once (nobody waits for the
+/// seed to be up). Returns the daemons, their listen addresses and their
+/// node ids.
+pub fn start_network(n: u8) -> (Vec<Daemon>, Vec<SocketAddr>, Vec<String>) {
+    let addrs: Vec<SocketAddr> = (1..=n)
+        .map(|i| free_udp_addr(&format!("127.{i}.0.1")))
+        .collect();
+    let seed = addrs[0].to_string();
+    let mut daemons: Vec<Daemon> = addrs
+        .iter()
+        .map(|a| Daemon::prepare(&["--listen", &a.to_string(), "--bootstrap", &seed]))
+        .collect();
+    for d in &mut daemons {
+        d.launch();
+    }
+    for d in &mut daemons {
+        d.wait_ready();
+    }
+    let ids = daemons
+        .iter()
+        .map(|d| {
+            d.veil_json(&["id"])["node_id"]
+                .as_str()
+                .expect("node_id")
+                .to_string()
+        })
+        .collect();
+    (daemons, addrs, ids)
 }

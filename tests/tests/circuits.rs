@@ -3,21 +3,14 @@
 //! circuits` and `veil status` show them; guards survive a restart.
 
 use std::collections::BTreeSet;
-use std::net::{SocketAddr, UdpSocket};
 use std::time::{Duration, Instant};
 
-use veil_tests::{Daemon, bin, stderr};
+use veil_tests::{Daemon, bin, start_network, stderr};
 
 /// Polling bound for circuits to be built (not a timed assertion).
 const BUILD_DEADLINE: Duration = Duration::from_secs(90);
 
 /// A UDP port that was free on `ip` a moment ago.
-fn free_udp_addr(ip: &str) -> SocketAddr {
-    UdpSocket::bind((ip, 0))
-        .and_then(|s| s.local_addr())
-        .expect("bind a loopback UDP socket")
-}
-
 fn is_node_id(s: &str) -> bool {
     s.len() == 64
         && s.bytes()
@@ -108,30 +101,7 @@ fn check_path(i: usize, ids: &[String], guards: &[String], hops: &[String]) {
 
 #[test]
 fn five_daemons_build_three_hop_circuits_and_keep_their_guards() {
-    let addrs: Vec<SocketAddr> = (1..=5)
-        .map(|n| free_udp_addr(&format!("127.{n}.0.1")))
-        .collect();
-    let seed = addrs[0].to_string();
-    let mut daemons: Vec<Daemon> = addrs
-        .iter()
-        .map(|a| Daemon::prepare(&["--listen", &a.to_string(), "--bootstrap", &seed]))
-        .collect();
-    // All at once: nobody waits for the seed to be up.
-    for d in &mut daemons {
-        d.launch();
-    }
-    for d in &mut daemons {
-        d.wait_ready();
-    }
-    let ids: Vec<String> = daemons
-        .iter()
-        .map(|d| {
-            d.veil_json(&["id"])["node_id"]
-                .as_str()
-                .unwrap()
-                .to_string()
-        })
-        .collect();
+    let (mut daemons, _, ids) = start_network(5);
     for d in &daemons {
         let s = d.veil_json(&["status"]);
         assert_eq!(s["relay"], true);

@@ -2,21 +2,15 @@
 //! links, and `veil peers`.
 
 use std::collections::BTreeSet;
-use std::net::{SocketAddr, UdpSocket};
+use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use veil_tests::Daemon;
+use veil_tests::{Daemon, start_network};
 
 /// Polling bound for the network to form (not a timed assertion).
 const FORM_DEADLINE: Duration = Duration::from_secs(60);
 
 /// A UDP port that was free on `ip` a moment ago.
-fn free_udp_addr(ip: &str) -> SocketAddr {
-    UdpSocket::bind((ip, 0))
-        .and_then(|s| s.local_addr())
-        .expect("bind a loopback UDP socket")
-}
-
 fn peer_ids(d: &Daemon) -> BTreeSet<String> {
     let v = d.veil_json(&["peers"]);
     let arr = v.as_array().expect("peers is one JSON array");
@@ -37,31 +31,7 @@ fn peer_ids(d: &Daemon) -> BTreeSet<String> {
 
 #[test]
 fn three_daemons_find_each_other() {
-    let addrs: Vec<SocketAddr> = ["127.1.0.1", "127.2.0.1", "127.3.0.1"]
-        .iter()
-        .map(|ip| free_udp_addr(ip))
-        .collect();
-    let seed = addrs[0].to_string();
-    let mut daemons: Vec<Daemon> = addrs
-        .iter()
-        .map(|a| Daemon::prepare(&["--listen", &a.to_string(), "--bootstrap", &seed]))
-        .collect();
-    // All at once: nobody waits for the seed to be up.
-    for d in &mut daemons {
-        d.launch();
-    }
-    for d in &mut daemons {
-        d.wait_ready();
-    }
-    let ids: Vec<String> = daemons
-        .iter()
-        .map(|d| {
-            d.veil_json(&["id"])["node_id"]
-                .as_str()
-                .unwrap()
-                .to_string()
-        })
-        .collect();
+    let (mut daemons, addrs, ids) = start_network(3);
     for (d, a) in daemons.iter().zip(&addrs) {
         let status = d.veil_json(&["status"]);
         assert_eq!(status["listen"], a.to_string());

@@ -885,17 +885,7 @@ impl Node {
         {
             return false;
         }
-        self.dials.insert(
-            addr,
-            super::Dial {
-                expected: Some(id),
-                since_ms: now,
-            },
-        );
-        self.events.push_back(Event::Connect {
-            addr,
-            expected: Some(id),
-        });
+        self.request_dial(now, addr, id);
         true
     }
 
@@ -1005,6 +995,11 @@ impl Node {
             c.guard_link = Some((link, cid));
             c.pending = Some(hs);
         }
+        self.send_create(link, cid, msg1);
+    }
+
+    /// Sends a CREATE carrying hop handshake message 1.
+    fn send_create(&mut self, link: LinkId, cid: u32, msg1: Vec<u8>) {
         let msg = CircuitMsg::Create { handshake: msg1 }.encode();
         if let Some(cell) = msg
             .ok()
@@ -1395,13 +1390,7 @@ impl Node {
         if let Some(r) = self.circ.relays.get_mut(&k) {
             r.next = Some((link, cid));
         }
-        let msg = CircuitMsg::Create { handshake: msg1 }.encode();
-        if let Some(c) = msg
-            .ok()
-            .and_then(|m| Cell::control(cid, command::CREATE, &m))
-        {
-            self.send(link, c);
-        }
+        self.send_create(link, cid, msg1);
     }
 
     fn on_relay_created(&mut self, now: Millis, k: u64, cell: &Cell) {
