@@ -1305,26 +1305,11 @@ impl Node {
             return false;
         }
         // First use of a gossiped descriptor: check its signature now.
-        let Some(k) = self.known.get_mut(&id) else {
+        let Some(d) = self.verified(id) else {
             return false;
         };
-        if k.verified.is_none() {
-            match k.admitted.verify() {
-                Ok(d) => k.verified = Some(d),
-                Err(_) => {
-                    self.stats.descriptors_refused += 1;
-                    self.known.remove(&id);
-                    return false;
-                }
-            }
-        }
-        let Some(d) = k.verified.as_ref() else {
-            return false;
-        };
-        if !d.is_relay() {
-            return false;
-        }
-        let Some(addr) = k.verified_addr.or(d.address()) else {
+        let verified_addr = self.known.get(&id).and_then(|k| k.verified_addr);
+        let Some(addr) = verified_addr.or(d.address()) else {
             return false;
         };
         if let Some(d) = self.dials.get(&addr) {

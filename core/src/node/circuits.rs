@@ -688,9 +688,9 @@ impl Node {
             .collect()
     }
 
-    /// The verified descriptor of `id` (checking its signature on first
-    /// use; a bad one is forgotten).
-    fn verified(&mut self, id: NodeId) -> Option<Descriptor> {
+    /// The verified descriptor of relay `id` (checking its signature on
+    /// first use; a bad one is forgotten). None for non-relays.
+    pub(super) fn verified(&mut self, id: NodeId) -> Option<Descriptor> {
         let k = self.known.get_mut(&id)?;
         if k.verified.is_none() {
             match k.admitted.verify() {
@@ -1293,15 +1293,7 @@ impl Node {
                 let Some((link, cid)) = r.next else {
                     return self.drop_relay(k, reason::PROTOCOL);
                 };
-                if observing {
-                    self.circ
-                        .observations
-                        .push(Observation::Relayed(cell.body().to_vec()));
-                }
-                self.stats.circuits.cells_relayed += 1;
-                if let Some(c) = Cell::relay(cid, cell.body()) {
-                    self.send(link, c);
-                }
+                self.pass_on(link, cid, &cell);
             }
             Ok(ForwardOutcome::Recognised(payload)) => {
                 if observing {
@@ -1417,6 +1409,12 @@ impl Node {
             return self.drop_relay(k, reason::PROTOCOL);
         }
         let (link, cid) = r.prev;
+        self.pass_on(link, cid, &cell);
+    }
+
+    /// Sends a relayed cell's body (our layer already handled) on as a
+    /// RELAY cell on `link`, circuit `cid`.
+    fn pass_on(&mut self, link: LinkId, cid: u32, cell: &Cell) {
         if self.circ.observing {
             self.circ
                 .observations
