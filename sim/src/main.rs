@@ -160,6 +160,7 @@ fn main() -> anyhow::Result<()> {
                 "colluder_guard_share": round6(o.colluder_guard_share),
                 "clients_exposed": o.clients_exposed,
                 "guard_max_clients": o.guard_max_clients,
+                "nodes_with_circuit": o.nodes_with_circuit,
                 "circuits_torn_down_bad_cell": o.circuits_torn_down_bad_cell,
                 "tamperers": tamperers,
                 "data_sent": o.data_sent,

@@ -245,6 +245,8 @@ pub struct Outcome {
     pub clients_exposed: u64,
     /// Most honest nodes sharing one primary guard (load concentration).
     pub guard_max_clients: u64,
+    /// Honest online nodes holding a built circuit at the end.
+    pub nodes_with_circuit: u64,
     /// Circuits torn down because a cell failed its checks (all nodes).
     pub circuits_torn_down_bad_cell: u64,
     /// Failed builds whose path held a flooder.
@@ -1117,6 +1119,11 @@ impl Sim {
             }
         }
         o.guard_max_clients = per_guard.values().copied().max().unwrap_or(0);
+        let holders: BTreeSet<usize> = self.live.keys().map(|(b, _)| *b).collect();
+        o.nodes_with_circuit = holders
+            .iter()
+            .filter(|&&i| !self.nodes[i].flooder && self.nodes[i].online)
+            .count() as u64;
         for (key, path) in &self.tested {
             let bad = self.nodes[key.0].tamperer || path.iter().any(|&j| self.nodes[j].tamperer);
             let closed = self.closed_built.contains(key);

@@ -745,7 +745,9 @@ impl Node {
             .iter()
             .filter(|c| now.saturating_sub(c.first_seen_ms) >= p.guard_min_age_ms)
             .count();
-        let ready = aged >= p.hops;
+        // Wait until at least a quarter of our sampled relays are aged: picking
+        // earlier would draw from the few relays heard of first.
+        let ready = aged >= p.hops.max(pool.len().div_ceil(4));
         let mut tries = if ready { 0 } else { 8 };
         while self.circ.guards.len() < p.guards && tries < 8 {
             tries += 1;
