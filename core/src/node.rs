@@ -677,17 +677,26 @@ impl Node {
             // One seed at a time, picked at random, so that a crowd of
             // newcomers spreads over the seed list instead of hitting
             // every seed at once.
-            let seeds: Vec<SocketAddr> = self
+            // Seeds never reached first; then any.
+            let usable = |a: &SocketAddr| {
+                Some(*a) != self.config.advertised_addr && !self.dials.contains_key(a)
+            };
+            let mut seeds: Vec<SocketAddr> = self
                 .config
                 .bootstrap
                 .iter()
                 .copied()
-                .filter(|a| {
-                    Some(*a) != self.config.advertised_addr
-                        && !self.bootstrap_reached.contains(a)
-                        && !self.dials.contains_key(a)
-                })
+                .filter(|a| usable(a) && !self.bootstrap_reached.contains(a))
                 .collect();
+            if seeds.is_empty() {
+                seeds = self
+                    .config
+                    .bootstrap
+                    .iter()
+                    .copied()
+                    .filter(usable)
+                    .collect();
+            }
             if !seeds.is_empty() {
                 let addr = seeds[(self.rng.next_u64() % seeds.len() as u64) as usize];
                 self.dials.insert(
@@ -750,13 +759,17 @@ impl Node {
         Some(t)
     }
 
-    /// Seeds are dialled while the node has no authenticated peer and some
-    /// seed was never reached; once linked, gossip takes over.
+    /// Seeds are dialled while the node has no authenticated peer (at
+    /// start, or after losing every link: a client-only node, which dials
+    /// nobody else, would otherwise stay cut off); once linked, gossip takes
+    /// over.
     fn bootstrap_pending(&self) -> bool {
         self.by_peer.is_empty()
-            && self.config.bootstrap.iter().any(|a| {
-                Some(*a) != self.config.advertised_addr && !self.bootstrap_reached.contains(a)
-            })
+            && self
+                .config
+                .bootstrap
+                .iter()
+                .any(|a| Some(*a) != self.config.advertised_addr)
     }
 
     // ---- internals ----------------------------------------------------
@@ -1300,8 +1313,12 @@ impl Node {
     /// Ask the driver to dial `id` at its claimed address, at most once per
     /// backoff period per address.
     fn dial(&mut self, now: Millis, id: NodeId) -> bool {
-        if !self.config.relay {
-            // Client-only nodes link only to their guards (see circuits).
+        if !self.config.relay && !self.guard_ids().is_empty() {
+            // Client-only nodes link only to their guards once they have
+            // them (see circuits). Before that, like any node, they gossip
+            // over links they open: one seed link alone, which a busy seed
+            // may drop, would starve them of the relays to choose guards
+            // from.
             return false;
         }
         // First use of a gossiped descriptor: check its signature now.

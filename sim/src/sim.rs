@@ -1120,6 +1120,22 @@ impl Sim {
         }
         o.guard_max_clients = per_guard.values().copied().max().unwrap_or(0);
         let holders: BTreeSet<usize> = self.live.keys().map(|(b, _)| *b).collect();
+        if std::env::var_os("VEIL_SIM_DEBUG").is_some() {
+            for (i, s) in self.nodes.iter().enumerate() {
+                if !holders.contains(&i) && s.online && !s.flooder {
+                    eprintln!(
+                        "node {i} (client-only {}) holds no circuit: guards {}, vanguards {}, peers {}, known {}, sample {}, stats {:?}",
+                        s.client_only,
+                        s.node.guards().len(),
+                        s.node.vanguards().len(),
+                        s.node.peers().len(),
+                        s.node.known_count(),
+                        s.node.sample().len(),
+                        s.node.stats().circuits
+                    );
+                }
+            }
+        }
         o.nodes_with_circuit = holders
             .iter()
             .filter(|&&i| !self.nodes[i].flooder && self.nodes[i].online)

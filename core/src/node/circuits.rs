@@ -306,6 +306,11 @@ impl Node {
             .collect()
     }
 
+    /// Our current second-hop set (vanguards-lite).
+    pub fn vanguards(&self) -> Vec<NodeId> {
+        self.circ.vanguards.iter().map(|(c, _)| c.id).collect()
+    }
+
     /// Restores persisted guards (call once, right after [`Node::new`]).
     /// Records that do not decode or verify (signature and proof of work;
     /// their age is not checked: the guard re-sends a fresh descriptor when
