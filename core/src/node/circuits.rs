@@ -1501,6 +1501,17 @@ mod tests {
             .collect()
     }
 
+    /// The data cells node `exit` delivered as a last hop.
+    fn relay_data_at(net: &Net, exit: usize) -> Vec<Vec<u8>> {
+        net.events
+            .iter()
+            .filter_map(|(i, e)| match e {
+                Event::RelayData { data, .. } if *i == exit => Some(data.clone()),
+                _ => None,
+            })
+            .collect()
+    }
+
     fn index_of(net: &Net, id: NodeId) -> usize {
         net.nodes.iter().position(|n| n.node_id() == id).unwrap()
     }
@@ -1559,14 +1570,7 @@ mod tests {
         assert_eq!(net.nodes[0].send_data(c.id, b"x"), Err(SendError::NoCredit));
         let now = T0 + 10_000;
         net.pump(now);
-        let got: Vec<Vec<u8>> = net
-            .events
-            .iter()
-            .filter_map(|(i, e)| match e {
-                Event::RelayData { data, .. } if *i == exit => Some(data.clone()),
-                _ => None,
-            })
-            .collect();
+        let got = relay_data_at(&net, exit);
         assert_eq!(got.len(), window as usize);
         assert_eq!(got[7], 7u32.to_be_bytes());
         // The exit's SENDMEs gave the whole window back.
@@ -1691,14 +1695,7 @@ mod tests {
         net.pump(now);
         net.tamper = None;
         net.run_from(now, now + 20_000);
-        let accepted = net
-            .events
-            .iter()
-            .filter_map(|(i, e)| match e {
-                Event::RelayData { data, .. } if *i == exit => Some(data.clone()),
-                _ => None,
-            })
-            .collect();
+        let accepted = relay_data_at(&net, exit);
         let torn = net.events.iter().any(|(i, e)| {
             *i == 0 && matches!(e, Event::CircuitClosed { id, built: true, .. } if *id == c.id)
         });
