@@ -5,12 +5,12 @@
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
-use veil_tests::{Daemon, bin, start_network, stderr};
+use veil_tests::{Daemon, bin, free_udp_addr, start_network, stderr};
 
 /// Polling bound for circuits to be built (not a timed assertion).
 const BUILD_DEADLINE: Duration = Duration::from_secs(90);
 
-/// A UDP port that was free on `ip` a moment ago.
+/// Whether `s` is a node id as the CLI prints it.
 fn is_node_id(s: &str) -> bool {
     s.len() == 64
         && s.bytes()
@@ -244,4 +244,76 @@ fn bad_circuit_settings_are_refused_at_start() {
     let out = run(&["--config", config.to_str().unwrap()]);
     assert_eq!(out.status.code(), Some(1));
     assert!(stderr(&out).contains("hopz"), "{}", stderr(&out));
+}
+
+/// A client-only daemon joins five relays: it builds a 3-hop circuit
+/// through them, links only to its guards, and no relay ever puts it on a
+/// path.
+#[test]
+fn a_client_only_daemon_builds_circuits_through_its_guards_only() {
+    let (mut relays, addrs, ids) = start_network(5);
+    let seed = addrs[0].to_string();
+    let listen = free_udp_addr("127.6.0.1").to_string();
+    let mut client = Daemon::prepare(&["--listen", &listen, "--bootstrap", &seed, "--client-only"]);
+    client.launch();
+    client.wait_ready();
+    let me = client.veil_json(&["id"])["node_id"]
+        .as_str()
+        .expect("node_id")
+        .to_string();
+    assert_eq!(client.veil_json(&["status"])["relay"], false);
+
+    let deadline = Instant::now() + BUILD_DEADLINE;
+    let (path, guard_list) = loop {
+        let g = guards(&client);
+        let built = circuits(&client)
+            .into_iter()
+            .find(|c| c.state == "built" && c.hops.len() == 3);
+        // Links only to guards once the bootstrap link is gone.
+        let peers: Vec<String> = client
+            .veil_json(&["peers"])
+            .as_array()
+            .expect("peers is an array")
+            .iter()
+            .map(|p| p["node_id"].as_str().expect("node_id").to_string())
+            .collect();
+        if let Some(c) = built
+            && !g.is_empty()
+            && !peers.is_empty()
+            && peers.iter().all(|p| g.contains(p))
+        {
+            break (c.hops, g);
+        }
+        if Instant::now() > deadline {
+            let mut all = relays.iter().collect::<Vec<_>>();
+            all.push(&client);
+            panic!(
+                "no built circuit through guard-only links within {BUILD_DEADLINE:?}: peers {peers:?}, guards {g:?}\n{}",
+                all.iter()
+                    .map(|d| d.log_text())
+                    .collect::<Vec<_>>()
+                    .join("\n----\n")
+            );
+        }
+        std::thread::sleep(Duration::from_millis(250));
+    };
+    check_path(
+        0,
+        &[me.clone()]
+            .into_iter()
+            .chain(ids.iter().cloned())
+            .collect::<Vec<_>>(),
+        &guard_list,
+        &path,
+    );
+    // Nobody routes through the client.
+    for (i, r) in relays.iter().enumerate() {
+        for c in circuits(r) {
+            assert!(!c.hops.contains(&me), "relay {i} put the client on a path");
+        }
+    }
+    client.stop();
+    for r in &mut relays {
+        r.stop();
+    }
 }
