@@ -22,10 +22,20 @@
 //!   hop's long-term key does not open recorded traffic.
 //!
 //! Both payloads are empty (a non-empty one is rejected). After the two
-//! messages both sides take snow's handshake hash, which is bound to the
-//! prologue, both ephemerals, the static key and all DH outputs, and derive
-//! the hop secret with `blake3::derive_key(`[`HOP_SECRET_CONTEXT`]`, hash)`.
-//! [`HopKeys::derive`] then gives the onion keys of [`crate::onion`].
+//! messages both sides take the Noise split: the two cipher keys that
+//! `Split()` derives from the final chaining key, which is the HKDF chain of
+//! the `es` and `ee` Diffie-Hellman outputs (snow's raw split). The hop
+//! secret is `blake3::derive_key(`[`HOP_SECRET_CONTEXT`]`, k1 || k2)`, and
+//! [`HopKeys::derive`] turns it into the onion keys of [`crate::onion`].
+//!
+//! **The handshake hash is never key material.** It covers only public
+//! data (protocol name, prologue, the hop's static public key, msg1 and
+//! msg2), all of which the previous hop carries in its EXTEND and EXTENDED
+//! cells: a key derived from it would be known to that hop. The chaining
+//! key, by contrast, mixes in `es` (needs the hop's static secret or the
+//! client's ephemeral secret) and `ee` (needs one of the two ephemeral
+//! secrets). Test `circuit_hop_keys_not_computable_from_transcript` takes
+//! the previous hop's view and tries every derivation it could make.
 //!
 //! Randomness comes only from the caller's 32-byte seed. A seed must never be
 //! reused: the ephemeral key is derived from it.
@@ -52,9 +62,9 @@ use crate::wire::{DecodeError, EncodeError, Reader, Writer};
 pub const HOP_NOISE_PARAMS: &str = "Noise_NK_25519_ChaChaPoly_BLAKE2s";
 /// Prologue of the hop handshake.
 pub const HOP_PROLOGUE: &[u8] = b"veil circuit hop v1\0";
-/// `blake3::derive_key` context that turns the handshake hash into the hop
+/// `blake3::derive_key` context that turns the Noise split into the hop
 /// secret.
-pub const HOP_SECRET_CONTEXT: &str = "veil 2025 circuit hop secret v1";
+pub const HOP_SECRET_CONTEXT: &str = "veil 2026 circuit hop secret v2";
 /// Length of each of the two handshake messages (ephemeral key and an empty
 /// payload's tag).
 pub const HOP_HANDSHAKE_BYTES: usize = 32 + 16;
@@ -90,11 +100,20 @@ fn peer(e: snow::Error) -> CircuitError {
     CircuitError::Handshake(e.to_string())
 }
 
-/// Hop secret from a finished handshake.
-fn hop_keys(noise: &snow::HandshakeState) -> HopKeys {
-    let hash = noise.get_handshake_hash();
-    let secret = Zeroizing::new(blake3::derive_key(HOP_SECRET_CONTEXT, hash));
-    HopKeys::derive(&secret)
+/// Hop keys from a finished handshake: from the Noise split (secret DH
+/// output), never from the handshake hash (public). See the module docs.
+fn split_secret(noise: &mut snow::HandshakeState) -> Zeroizing<[u8; 32]> {
+    let (k1, k2) = noise.dangerously_get_raw_split();
+    let (k1, k2) = (Zeroizing::new(k1), Zeroizing::new(k2));
+    hop_secret(&k1, &k2)
+}
+
+/// The hop secret from the two split keys (initiator-to-responder first).
+fn hop_secret(k1: &[u8; 32], k2: &[u8; 32]) -> Zeroizing<[u8; 32]> {
+    let mut h = blake3::Hasher::new_derive_key(HOP_SECRET_CONTEXT);
+    h.update(k1);
+    h.update(k2);
+    Zeroizing::new(*h.finalize().as_bytes())
 }
 
 /// The client's side of one hop handshake, waiting for msg2.
@@ -133,7 +152,14 @@ impl ClientHopHandshake {
 
     /// Reads the hop's msg2 and returns the hop's onion keys. Fails if the
     /// hop did not prove its static key or the message was altered.
-    pub fn finish(mut self, msg2: &[u8]) -> Result<HopKeys, CircuitError> {
+    pub fn finish(self, msg2: &[u8]) -> Result<HopKeys, CircuitError> {
+        let secret = self.finish_secret(msg2)?;
+        Ok(HopKeys::derive(&secret))
+    }
+
+    /// As [`ClientHopHandshake::finish`], returning the hop secret itself
+    /// (for the key-schedule tests and vectors).
+    fn finish_secret(mut self, msg2: &[u8]) -> Result<Zeroizing<[u8; 32]>, CircuitError> {
         if msg2.len() != HOP_HANDSHAKE_BYTES {
             return Err(CircuitError::Handshake(format!(
                 "msg2 is {} bytes, expected {HOP_HANDSHAKE_BYTES}",
@@ -148,7 +174,7 @@ impl ClientHopHandshake {
         if !self.noise.is_handshake_finished() {
             return Err(CircuitError::Local("handshake not finished".into()));
         }
-        Ok(hop_keys(&self.noise))
+        Ok(split_secret(&mut self.noise))
     }
 }
 
@@ -164,6 +190,16 @@ impl RelayHopHandshake {
         msg1: &[u8],
         seed: [u8; 32],
     ) -> Result<(HopKeys, Vec<u8>), CircuitError> {
+        let (secret, msg2) = Self::respond_secret(identity, msg1, seed)?;
+        Ok((HopKeys::derive(&secret), msg2))
+    }
+
+    /// As [`RelayHopHandshake::respond`], returning the hop secret itself.
+    fn respond_secret(
+        identity: &NodeIdentity,
+        msg1: &[u8],
+        seed: [u8; 32],
+    ) -> Result<(Zeroizing<[u8; 32]>, Vec<u8>), CircuitError> {
         if msg1.len() != HOP_HANDSHAKE_BYTES {
             return Err(CircuitError::Handshake(format!(
                 "msg1 is {} bytes, expected {HOP_HANDSHAKE_BYTES}",
@@ -191,7 +227,7 @@ impl RelayHopHandshake {
         if !noise.is_handshake_finished() {
             return Err(CircuitError::Local("handshake not finished".into()));
         }
-        Ok((hop_keys(&noise), msg2))
+        Ok((split_secret(&mut noise), msg2))
     }
 }
 
@@ -471,6 +507,161 @@ mod tests {
             cb.seal_forward(0, b"x").unwrap()
         );
     }
+
+    /// What the previous hop (or anyone who saw msg1, msg2 and the hop's
+    /// descriptor) computes: the Noise handshake hash, from public bytes
+    /// only (Noise spec section 5.3, BLAKE2s, NK pattern).
+    fn observer_handshake_hash(hop_static: &[u8; 32], msg1: &[u8], msg2: &[u8]) -> [u8; 32] {
+        use blake2::{Blake2s256, Digest};
+        let mix = |h: [u8; 32], data: &[u8]| -> [u8; 32] {
+            let mut d = Blake2s256::new();
+            d.update(h);
+            d.update(data);
+            d.finalize().into()
+        };
+        // The protocol name is longer than 32 bytes: h = HASH(name).
+        let mut h: [u8; 32] = Blake2s256::digest(HOP_NOISE_PARAMS.as_bytes()).into();
+        h = mix(h, HOP_PROLOGUE);
+        h = mix(h, hop_static); // pre-message <- s
+        h = mix(h, &msg1[..32]); // -> e
+        h = mix(h, &msg1[32..]); // es, then the (empty) payload's ciphertext
+        h = mix(h, &msg2[..32]); // <- e
+        mix(h, &msg2[32..]) // ee, then the payload's ciphertext
+    }
+
+    #[test]
+    fn circuit_hop_keys_not_computable_from_transcript() {
+        // The previous hop's view of hop k's handshake: msg1 (it carried
+        // it in an EXTEND, then a CREATE), msg2 (CREATED, then EXTENDED),
+        // hop k's public descriptor. It holds no ephemeral and no static
+        // secret of this handshake.
+        let (id, d) = node(1);
+        for seed in 0..8u8 {
+            let (client, msg1) = ClientHopHandshake::start(d.x25519(), [seed; 32]).unwrap();
+            let (relay_secret, msg2) =
+                RelayHopHandshake::respond_secret(&id, &msg1, [!seed; 32]).unwrap();
+            // The real hop keys, and a cell sealed for the hop with them.
+            let mut real = OnionClient::new();
+            real.add_hop(client.finish(&msg2).unwrap()).unwrap();
+            let cell = real.seal_forward(0, b"for hop k only").unwrap();
+            // Positive control: the hop's own keys open it.
+            let mut hop = RelayCrypto::new(HopKeys::derive(&relay_secret), true);
+            let mut body = cell.clone();
+            assert_eq!(
+                hop.process_forward(&mut body[..]).unwrap(),
+                ForwardOutcome::Recognised(b"for hop k only".to_vec())
+            );
+
+            // Everything the observer can compute. The handshake hash first:
+            // it really is public (equals what both ends hold).
+            let h = observer_handshake_hash(d.x25519(), &msg1, &msg2);
+            let mut client_noise = noise_builder_state(
+                HOP_NOISE_PARAMS,
+                [seed; 32],
+                None,
+                Some(d.x25519()),
+                HOP_PROLOGUE,
+                true,
+            )
+            .unwrap();
+            let mut buf = [0u8; MAX_HANDSHAKE_BYTES];
+            client_noise.write_message(&[], &mut buf).unwrap();
+            client_noise.read_message(&msg2, &mut buf).unwrap();
+            assert_eq!(client_noise.get_handshake_hash(), &h[..]);
+
+            let mut transcript = Vec::new();
+            transcript.extend_from_slice(HOP_PROLOGUE);
+            transcript.extend_from_slice(d.x25519());
+            transcript.extend_from_slice(&msg1);
+            transcript.extend_from_slice(&msg2);
+            let candidates: Vec<[u8; 32]> = vec![
+                // The derivation this module used before (the review's
+                // finding): it must be among the observer's tries.
+                blake3::derive_key("veil 2025 circuit hop secret v1", &h),
+                blake3::derive_key(HOP_SECRET_CONTEXT, &h),
+                *hop_secret(&h, &h),
+                h,
+                *blake3::hash(&transcript).as_bytes(),
+                blake3::derive_key(HOP_SECRET_CONTEXT, &transcript),
+                msg1[..32].try_into().unwrap(),
+                msg2[..32].try_into().unwrap(),
+                *d.x25519(),
+            ];
+            for (i, guess) in candidates.iter().enumerate() {
+                assert_ne!(guess, &*relay_secret, "candidate {i} is the hop secret");
+                let mut attacker = RelayCrypto::new(HopKeys::derive(guess), true);
+                let mut body = cell.clone();
+                assert!(
+                    !matches!(
+                        attacker.process_forward(&mut body[..]),
+                        Ok(ForwardOutcome::Recognised(_))
+                    ),
+                    "candidate {i} opens a cell sealed for the hop"
+                );
+                assert!(
+                    !body.windows(14).any(|w| w == b"for hop k only"),
+                    "candidate {i} strips the layer"
+                );
+            }
+        }
+    }
+
+    /// Would the observer test catch the old derivation? Keys from the
+    /// handshake hash open the hop's cells: the test's method works.
+    #[test]
+    fn circuit_hash_derived_keys_would_be_caught() {
+        let (id, d) = node(1);
+        let (_, msg1) = ClientHopHandshake::start(d.x25519(), [1; 32]).unwrap();
+        let (_, msg2) = RelayHopHandshake::respond_secret(&id, &msg1, [2; 32]).unwrap();
+        let h = observer_handshake_hash(d.x25519(), &msg1, &msg2);
+        let hash_keys = || HopKeys::derive(&blake3::derive_key(HOP_SECRET_CONTEXT, &h));
+        let mut client = OnionClient::new();
+        client.add_hop(hash_keys()).unwrap();
+        let mut body = client.seal_forward(0, b"x").unwrap();
+        let mut observer = RelayCrypto::new(hash_keys(), true);
+        assert_eq!(
+            observer.process_forward(&mut body[..]).unwrap(),
+            ForwardOutcome::Recognised(b"x".to_vec())
+        );
+    }
+
+    /// Committed vectors for the hop key schedule: fixed identity and
+    /// seeds give this msg1, msg2 and hop secret, and this first forward
+    /// body. A change to the handshake, the split or the key derivation
+    /// changes them.
+    #[test]
+    fn circuit_hop_key_vectors() {
+        let (id, d) = node(1);
+        let (client, msg1) = ClientHopHandshake::start(d.x25519(), [0x11; 32]).unwrap();
+        let (relay_secret, msg2) = RelayHopHandshake::respond_secret(&id, &msg1, [0x22; 32]).unwrap();
+        let client_secret = client.finish_secret(&msg2).unwrap();
+        assert_eq!(*client_secret, *relay_secret);
+        let mut onion = OnionClient::new();
+        onion.add_hop(HopKeys::derive(&client_secret)).unwrap();
+        let body = onion.seal_forward(0, b"veil").unwrap();
+        let got = [
+            hex(&msg1),
+            hex(&msg2),
+            hex(&client_secret[..]),
+            hex(&body[..32]),
+        ];
+        assert_eq!(got, HOP_VECTORS, "{got:#?}");
+    }
+
+    fn hex(b: &[u8]) -> String {
+        b.iter().map(|x| format!("{x:02x}")).collect()
+    }
+
+    const HOP_VECTORS: [&str; 4] = [
+        // msg1: client ephemeral, tag of the empty payload
+        "da76c25e00a60dfefb9815f0a8790d2e69716d10ed5e58ebb84b3cc0d764c60e45292d0102a566270e8aa8888ffd045e",
+        // msg2: hop ephemeral, tag
+        "44a318c81b0c158c37870b5d1c014ab267721324d983c6e57c7b72ca13f77777175937d859449df5109819e2be78b0a7",
+        // hop secret: derive_key(HOP_SECRET_CONTEXT, split k1 || k2)
+        "14bfe8684d24315d00bc999121730936b4b5c4aa3a8e3130a5acb22befd7d414",
+        // first 32 bytes of the first forward body carrying "veil"
+        "627e8e83e98c3f4d54f9aa92d7a94f054836594c0d3f0f6ca8e1aa2771fd73a8",
+    ];
 
     #[test]
     fn circuit_wrong_hop_key_fails() {

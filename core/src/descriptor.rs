@@ -20,7 +20,7 @@
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
-use ed25519_dalek::{Signature, Signer, Verifier, VerifyingKey};
+use ed25519_dalek::{Signature, Signer, VerifyingKey};
 use thiserror::Error;
 
 use crate::identity::{NodeId, NodeIdentity, NodePublic};
@@ -107,7 +107,7 @@ impl Admitted {
     pub fn verify(&self) -> Result<Descriptor, DescriptorError> {
         let key =
             VerifyingKey::from_bytes(&self.0.ed25519).map_err(|_| DescriptorError::BadSignature)?;
-        key.verify(&self.0.signed_message(), &self.0.signature)
+        key.verify_strict(&self.0.signed_message(), &self.0.signature)
             .map_err(|_| DescriptorError::BadSignature)?;
         Ok(Descriptor {
             raw: RawDescriptor::clone(&self.0),
@@ -415,7 +415,7 @@ impl Unchecked<RawDescriptor> {
     ) -> Result<Descriptor, DescriptorError> {
         let d = self.into_inner();
         let key = d.precheck(now_ms, max_age_ms, pow)?;
-        key.verify(&d.signed_message(), &d.signature)
+        key.verify_strict(&d.signed_message(), &d.signature)
             .map_err(|_| DescriptorError::BadSignature)?;
         Ok(Descriptor { raw: d, key })
     }
@@ -437,49 +437,6 @@ impl Unchecked<RawDescriptor> {
     /// proof of work was already checked and only freshness matters).
     pub fn same_as(&self, a: &Admitted) -> bool {
         *self.inner_ref() == *a.0
-    }
-
-    /// Check many descriptors at once: the same checks as [`Self::check`],
-    /// with the signatures verified as one ed25519 batch (about twice as
-    /// fast as one by one). If the batch fails, each is verified alone so
-    /// one bad descriptor does not sink the others. Results are in input
-    /// order.
-    pub fn check_batch(
-        batch: Vec<UncheckedDescriptor>,
-        now_ms: u64,
-        max_age_ms: u64,
-        pow: PowParams,
-    ) -> Vec<Result<Descriptor, DescriptorError>> {
-        let mut out: Vec<Option<Result<Descriptor, DescriptorError>>> =
-            Vec::with_capacity(batch.len());
-        let mut pending: Vec<(usize, RawDescriptor, VerifyingKey, Vec<u8>)> = Vec::new();
-        for (i, u) in batch.into_iter().enumerate() {
-            let d = u.into_inner();
-            match d.precheck(now_ms, max_age_ms, pow) {
-                Ok(key) => {
-                    let msg = d.signed_message();
-                    pending.push((i, d, key, msg));
-                    out.push(None);
-                }
-                Err(e) => out.push(Some(Err(e))),
-            }
-        }
-        let messages: Vec<&[u8]> = pending.iter().map(|p| p.3.as_slice()).collect();
-        let signatures: Vec<Signature> = pending.iter().map(|p| p.1.signature).collect();
-        let keys: Vec<VerifyingKey> = pending.iter().map(|p| p.2).collect();
-        let all_good = !pending.is_empty()
-            && ed25519_dalek::verify_batch(&messages, &signatures, &keys).is_ok();
-        for (i, d, key, msg) in pending {
-            let ok = all_good || key.verify(&msg, &d.signature).is_ok();
-            out[i] = Some(if ok {
-                Ok(Descriptor { raw: d, key })
-            } else {
-                Err(DescriptorError::BadSignature)
-            });
-        }
-        out.into_iter()
-            .map(|r| r.unwrap_or(Err(DescriptorError::BadSignature)))
-            .collect()
     }
 
     /// Check against a descriptor verified earlier: if this one is

@@ -18,7 +18,9 @@
 //! - **Bounded buffers.** Each link has a queue of at most
 //!   [`WRITE_QUEUE_CELLS`] cells towards its socket; a peer that does not
 //!   read long enough to fill it is cut. Inbound connections that have not
-//!   yet opened their stream are bounded and time out.
+//!   yet opened their stream are bounded, in all and per source address,
+//!   and must open it soon after the QUIC handshake ([`crate::admission`]).
+//!   A client-only node accepts no inbound connection at all.
 //!
 //! - **Guards survive restarts.** With [`Options::guard_store`], the guard
 //!   list stored there is restored into the node before its first input,
@@ -31,7 +33,7 @@
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -46,6 +48,7 @@ use veil_core::node::{
     CircuitInfo, Config, Direction, Event, GuardRecord, LinkId, Millis, Node, PeerInfo, Stats,
 };
 
+use crate::admission::{self, Pending};
 use crate::net;
 use crate::store::Store;
 
@@ -70,6 +73,8 @@ pub struct Options {
     pub splice_binding: bool,
     /// Where the guard list is kept across restarts (None: not kept).
     pub guard_store: Option<Arc<Mutex<Store>>>,
+    /// Admission limits for inbound connections.
+    pub admission: admission::Limits,
 }
 
 /// What the control API shows about the network.
@@ -128,9 +133,12 @@ pub fn now_ms() -> Millis {
 
 impl Network {
     /// Bind `listen` (port 0: any free port) and start driving a node with
-    /// this identity. If `listen` has a specific IP, the bound address is
-    /// advertised in our descriptor; otherwise nothing is advertised. Guards
-    /// kept in [`Options::guard_store`] are restored first.
+    /// this identity. A relay advertises [`Config::advertised_addr`] if set,
+    /// else the bound address if `listen` has a specific IP; with neither,
+    /// no peer could use its descriptor, so it runs client-only instead
+    /// (with a warning). A client-only node accepts no inbound connection
+    /// at all (see [`net::endpoint`]). Guards kept in
+    /// [`Options::guard_store`] are restored first.
     /// Must be called inside a tokio runtime.
     pub fn start(
         identity: NodeIdentity,
@@ -138,19 +146,23 @@ impl Network {
         listen: SocketAddr,
         options: Options,
     ) -> anyhow::Result<Network> {
-        let endpoint = net::endpoint(listen, IDLE_TIMEOUT)?;
-        let local_addr = endpoint.local_addr()?;
-        if local_addr.ip().is_unspecified() {
+        if config.relay && config.advertised_addr.is_none() && listen.ip().is_unspecified() {
             tracing::warn!(
-                "listening on an unspecified address: no address is advertised, so peers can reach this node only over links it opens"
+                "listening on an unspecified address with no address to advertise: running client-only (relaying for nobody)"
             );
-            config.advertised_addr = None;
-        } else {
+            config.relay = false;
+        }
+        let endpoint = net::endpoint(listen, IDLE_TIMEOUT, config.relay)?;
+        let local_addr = endpoint.local_addr()?;
+        if config.advertised_addr.is_none() && !local_addr.ip().is_unspecified() {
             config.advertised_addr = Some(local_addr);
         }
         let handshake_timeout = Duration::from_millis(config.handshake_timeout_ms);
         let relay = config.relay;
-        let max_pending_inbound = config.max_pending_handshakes * 2;
+        let pending = Pending::new(
+            config.max_pending_handshakes * 2,
+            options.admission.max_pending_per_ip,
+        );
         let mut seed = [0u8; 32];
         rand::rngs::OsRng.fill_bytes(&mut seed);
         let mut node = Node::new(identity, config, seed, now_ms());
@@ -177,8 +189,7 @@ impl Network {
             endpoint: endpoint.clone(),
             inputs,
             next_link: AtomicU64::new(1),
-            pending_inbound: AtomicUsize::new(0),
-            max_pending_inbound,
+            pending,
             handshake_timeout,
             options,
         });
@@ -287,8 +298,8 @@ struct Shared {
     endpoint: quinn::Endpoint,
     inputs: mpsc::Sender<Input>,
     next_link: AtomicU64,
-    pending_inbound: AtomicUsize,
-    max_pending_inbound: usize,
+    /// Inbound connections that have not opened their stream yet.
+    pending: Pending,
     handshake_timeout: Duration,
     options: Options,
 }
@@ -512,25 +523,35 @@ fn drain(node: &mut Node, links: &mut BTreeMap<LinkId, LinkIo>, shared: &Arc<Sha
 }
 
 async fn accept_loop(shared: Arc<Shared>) {
+    // A client-only endpoint has no server config: nothing ever comes.
     while let Some(incoming) = shared.endpoint.accept().await {
-        if shared.pending_inbound.load(Ordering::Relaxed) >= shared.max_pending_inbound {
-            incoming.refuse();
-            continue;
+        match shared.pending.admit(incoming.remote_address().ip()) {
+            Ok(slot) => {
+                tokio::spawn(inbound(shared.clone(), incoming, slot));
+            }
+            Err(why) => {
+                tracing::debug!(?why, "inbound connection refused");
+                incoming.refuse();
+            }
         }
-        shared.pending_inbound.fetch_add(1, Ordering::Relaxed);
-        tokio::spawn(inbound(shared.clone(), incoming));
     }
 }
 
-async fn inbound(shared: Arc<Shared>, incoming: quinn::Incoming) {
+/// Hold `slot` until the connection has opened its stream or failed.
+async fn inbound(shared: Arc<Shared>, incoming: quinn::Incoming, slot: admission::Slot) {
+    let stream_timeout = shared.options.admission.first_stream_timeout;
     let opened = tokio::time::timeout(shared.handshake_timeout, async {
         let conn = incoming.await?;
         let binding = link_binding(&shared, &conn)?;
-        let (send, recv) = conn.accept_bi().await?;
+        let Ok(stream) = tokio::time::timeout(stream_timeout, conn.accept_bi()).await else {
+            conn.close(0u32.into(), b"no stream");
+            anyhow::bail!("no stream within {stream_timeout:?} of the QUIC handshake");
+        };
+        let (send, recv) = stream?;
         anyhow::Ok((conn, send, recv, binding))
     })
     .await;
-    shared.pending_inbound.fetch_sub(1, Ordering::Relaxed);
+    drop(slot);
     match opened {
         Ok(Ok((conn, send, recv, binding))) => {
             let remote = conn.remote_address();

@@ -5,6 +5,7 @@
 //! the SQLite store, files on disk, the control socket and the QUIC endpoint
 //! that drives `veil-core`'s node ([`driver`], [`net`]).
 
+pub mod admission;
 pub mod api;
 pub mod client;
 pub mod config;

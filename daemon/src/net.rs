@@ -61,9 +61,20 @@ pub fn server_name() -> &'static str {
     SERVER_NAME
 }
 
-/// Bind a UDP socket on `listen` and make an endpoint that both accepts and
-/// dials veil links.
-pub fn endpoint(listen: SocketAddr, idle_timeout: Duration) -> anyhow::Result<quinn::Endpoint> {
+/// Bind a UDP socket on `listen` and make an endpoint that dials veil
+/// links, and accepts them if `accept` is true.
+///
+/// With `accept` false (a client-only node) the endpoint has no server
+/// configuration, so it never completes a handshake for anyone: quinn
+/// drops packets of unknown QUIC versions without a version negotiation,
+/// and answers an Initial at most with a stateless reset (random-looking
+/// bytes, rate-limited; no TLS, no ALPN). A scan cannot learn from it that
+/// a veil node listens there.
+pub fn endpoint(
+    listen: SocketAddr,
+    idle_timeout: Duration,
+    accept: bool,
+) -> anyhow::Result<quinn::Endpoint> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let key = throwaway_key(&provider)?;
     let transport = Arc::new(transport(idle_timeout)?);
@@ -97,8 +108,12 @@ pub fn endpoint(listen: SocketAddr, idle_timeout: Duration) -> anyhow::Result<qu
     let mut client = quinn::ClientConfig::new(Arc::new(QuicClientConfig::try_from(tls)?));
     client.transport_config(transport);
 
-    let mut endpoint = quinn::Endpoint::server(server, listen)
-        .with_context(|| format!("cannot listen on UDP {listen}"))?;
+    let mut endpoint = if accept {
+        quinn::Endpoint::server(server, listen)
+    } else {
+        quinn::Endpoint::client(listen)
+    }
+    .with_context(|| format!("cannot listen on UDP {listen}"))?;
     endpoint.set_default_client_config(client);
     Ok(endpoint)
 }
