@@ -40,9 +40,11 @@ pub const LINK_NOISE_PARAMS: &str = "Noise_XX_25519_ChaChaPoly_BLAKE2s";
 /// Prefix of the Noise prologue; the driver's channel binding follows.
 pub const LINK_PROLOGUE_PREFIX: &[u8] = b"veil link v1\0";
 /// Most descriptors in one pull-reply cell.
-/// (Descriptors are packed by their actual size; the smallest encoding is
-/// 149 bytes, which bounds the count a decoder accepts.)
-pub const MAX_DESCRIPTORS_PER_CELL: usize = (MAX_LINK_PAYLOAD - 8 - 1) / MIN_DESCRIPTOR_BYTES;
+/// (Descriptors are packed by their actual size, each after a one-byte
+/// mark; the smallest encoding is 149 bytes, which bounds the count a
+/// decoder accepts.)
+pub const MAX_DESCRIPTORS_PER_CELL: usize =
+    (MAX_LINK_PAYLOAD - 8 - 1) / (1 + MIN_DESCRIPTOR_BYTES);
 /// The shortest encoded descriptor (no address, no extensions).
 pub const MIN_DESCRIPTOR_BYTES: usize = 2 + 72 + 1 + 8 + 2 + 64;
 
@@ -341,8 +343,11 @@ pub enum LinkMsg {
     PullReply {
         /// The request's nonce.
         nonce: u64,
-        /// Descriptors, unchecked.
-        descriptors: Vec<UncheckedDescriptor>,
+        /// Descriptors, unchecked, each with whether the sender checked
+        /// its signature (it vouches for it). Receivers trust neither: a
+        /// descriptor is checked before use whatever the mark says; a
+        /// vouched one that fails blames the sender.
+        descriptors: Vec<(UncheckedDescriptor, bool)>,
     },
 }
 
@@ -375,7 +380,17 @@ impl LinkMsg {
                 }
                 let mut descriptors = Vec::with_capacity(count);
                 for _ in 0..count {
-                    descriptors.push(Descriptor::decode_from(&mut r)?);
+                    let vouched = match r.get_u8()? {
+                        0 => false,
+                        1 => true,
+                        _ => {
+                            return Err(DecodeError::BadValue {
+                                field: "pull reply mark",
+                                reason: "not 0 or 1",
+                            });
+                        }
+                    };
+                    descriptors.push((Descriptor::decode_from(&mut r)?, vouched));
                 }
                 LinkMsg::PullReply { nonce, descriptors }
             }
@@ -397,8 +412,9 @@ impl LinkMsg {
             .unwrap_or_else(|| Cell::new(0, command::PADDING))
     }
 
-    /// Encode a pull reply as as many cells as needed.
-    pub fn pull_reply(nonce: u64, descriptors: &[Admitted]) -> Vec<Cell> {
+    /// Encode a pull reply as as many cells as needed: descriptors, each
+    /// with whether we checked its signature.
+    pub fn pull_reply(nonce: u64, descriptors: &[(Admitted, bool)]) -> Vec<Cell> {
         // Pack as many whole descriptors per cell as fit.
         let mut cells = Vec::new();
         let mut batch: Vec<Vec<u8>> = Vec::new();
@@ -415,8 +431,9 @@ impl LinkMsg {
             }
             batch.clear();
         };
-        for d in descriptors {
+        for (d, vouched) in descriptors {
             let mut w = Writer::new();
+            w.put_u8(u8::from(*vouched));
             d.encode(&mut w);
             let bytes = w.into_vec();
             if !batch.is_empty()
@@ -559,7 +576,11 @@ pub(crate) mod tests {
             LinkMsg::PullRequest { nonce: 77 }
         );
         let many: Vec<Descriptor> = (1..=40).map(|i| node(i).1).collect();
-        let admitted: Vec<Admitted> = many.iter().map(Descriptor::admitted).collect();
+        let admitted: Vec<(Admitted, bool)> = many
+            .iter()
+            .enumerate()
+            .map(|(i, d)| (d.admitted(), i % 2 == 0))
+            .collect();
         let cells = LinkMsg::pull_reply(5, &admitted);
         assert!(cells.len() > 1);
         let mut got = Vec::new();
@@ -568,7 +589,8 @@ pub(crate) mod tests {
                 panic!()
             };
             assert_eq!(nonce, 5);
-            for u in descriptors {
+            for (u, vouched) in descriptors {
+                assert_eq!(vouched, got.len() % 2 == 0);
                 got.push(u.check(NOW, 1000, PowParams::TESTNET).unwrap());
             }
         }

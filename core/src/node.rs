@@ -43,6 +43,7 @@ use rand_chacha::ChaCha20Rng;
 use rand_core::{RngCore, SeedableRng};
 
 mod circuits;
+mod directory;
 
 pub use circuits::{
     CircuitId, CircuitInfo, CircuitState, CircuitStats, CloseReason, GuardRecord, Observation,
@@ -56,6 +57,7 @@ use crate::link::{CheckParams, HandshakeError, HandshakeStep, LinkHandshake, Lin
 use crate::path::CircuitParams;
 use crate::pow::PowParams;
 use crate::sampling::{Brahms, BrahmsParams};
+use directory::Directory;
 
 /// Milliseconds: Unix time in the daemon, virtual time in the simulator.
 pub type Millis = u64;
@@ -325,19 +327,6 @@ struct Link {
     circuits: BTreeMap<u32, circuits::CircRef>,
 }
 
-#[derive(Debug, Clone)]
-struct Known {
-    /// The newest descriptor seen for this node (identity admitted).
-    admitted: Admitted,
-    /// `admitted`, once its signature was checked (on first use).
-    verified: Option<Descriptor>,
-    /// When we first saw this node (never from its descriptor's timestamp).
-    first_seen_ms: Millis,
-    last_seen_ms: Millis,
-    /// The address we reached this node at, once we have.
-    verified_addr: Option<SocketAddr>,
-}
-
 #[derive(Debug, Clone, Copy)]
 struct Dial {
     expected: Option<NodeId>,
@@ -353,7 +342,7 @@ pub struct Node {
     descriptor: Descriptor,
     links: BTreeMap<LinkId, Link>,
     by_peer: BTreeMap<NodeId, LinkId>,
-    known: BTreeMap<NodeId, Known>,
+    dir: Directory,
     dials: BTreeMap<SocketAddr, Dial>,
     last_dial: BTreeMap<SocketAddr, Millis>,
     bootstrap_reached: BTreeSet<SocketAddr>,
@@ -378,6 +367,7 @@ impl Node {
         let mut rng = ChaCha20Rng::from_seed(seed);
         let descriptor = sign_own(&identity, &config, now);
         let brahms = Brahms::new(identity.node_id(), config.brahms, &mut rng);
+        let dir = Directory::new(identity.node_id(), config.max_known_peers);
         // Spread the first round so that nodes started together do not act
         // in lockstep.
         let first_round = now + 1 + rng.next_u64() % config.round_ms.max(1);
@@ -388,7 +378,7 @@ impl Node {
             descriptor,
             links: BTreeMap::new(),
             by_peer: BTreeMap::new(),
-            known: BTreeMap::new(),
+            dir,
             dials: BTreeMap::new(),
             last_dial: BTreeMap::new(),
             bootstrap_reached: BTreeSet::new(),
@@ -437,10 +427,7 @@ impl Node {
                     addr: l.remote,
                     direction: l.direction,
                     since_ms: l.up_since_ms,
-                    relay: self
-                        .known
-                        .get(&peer)
-                        .is_some_and(|k| k.verified.as_ref().is_some_and(Descriptor::is_relay)),
+                    relay: self.dir.descriptor(&peer).is_some_and(Descriptor::is_relay),
                 }),
                 _ => None,
             })
@@ -461,14 +448,14 @@ impl Node {
 
     /// Verified descriptors we hold for `id`, with when we first saw it.
     pub fn known_descriptor(&self, id: &NodeId) -> Option<(&Descriptor, Millis)> {
-        self.known
+        self.dir
             .get(id)
-            .and_then(|k| k.verified.as_ref().map(|d| (d, k.first_seen_ms)))
+            .and_then(|k| k.descriptor().map(|d| (d, k.first_seen_ms)))
     }
 
     /// Number of descriptors held.
     pub fn known_count(&self) -> usize {
-        self.known.len()
+        self.dir.len()
     }
 
     // ---- inputs -------------------------------------------------------
@@ -644,7 +631,7 @@ impl Node {
             self.pending_pull.remove(&id);
             // An address that never answered is not kept in the view.
             if self
-                .known
+                .dir
                 .get(&id)
                 .is_some_and(|k| k.verified_addr.is_none())
             {
@@ -945,93 +932,16 @@ impl Node {
 
     /// Remember a verified descriptor (from a handshake or a push).
     fn remember(&mut self, now: Millis, d: Descriptor, verified_addr: Option<SocketAddr>) {
-        let id = d.node_id();
-        if id == self.node_id() {
-            return;
-        }
-        if let Some(k) = self.known.get_mut(&id) {
-            if d.timestamp_ms() >= k.admitted.timestamp_ms() {
-                if k.verified
-                    .as_ref()
-                    .is_none_or(|v| v.address() != d.address())
-                {
-                    k.verified_addr = None;
-                }
-                k.admitted = d.admitted();
-                k.verified = Some(d);
-            }
-            k.last_seen_ms = now;
-            if verified_addr.is_some() {
-                k.verified_addr = verified_addr;
-            }
-            return;
-        }
-        self.insert_known(
-            now,
-            Known {
-                admitted: d.admitted(),
-                verified: Some(d),
-                first_seen_ms: now,
-                last_seen_ms: now,
-                verified_addr,
-            },
-        );
+        self.dir.remember(now, d, verified_addr);
+        self.trim_directory();
     }
 
-    /// Remember a gossiped descriptor whose identity was admitted but whose
-    /// signature is not checked yet. A verified descriptor is never
-    /// replaced by an unverified one unless the newer one verifies (so
-    /// nobody can overwrite a node's address with an unsigned claim).
-    fn remember_admitted(&mut self, now: Millis, a: Admitted) {
-        let id = a.node_id();
-        if id == self.node_id() {
+    /// Keeps the directory within [`Config::max_known_peers`], never
+    /// dropping ids in our view, samples, links or guards.
+    fn trim_directory(&mut self) {
+        if !self.dir.over_limit() {
             return;
         }
-        if let Some(k) = self.known.get_mut(&id) {
-            k.last_seen_ms = now;
-            if a.timestamp_ms() <= k.admitted.timestamp_ms() || a == k.admitted {
-                return;
-            }
-            if k.verified.is_some() {
-                match a.verify() {
-                    Ok(d) => {
-                        if k.verified
-                            .as_ref()
-                            .is_some_and(|v| v.address() != d.address())
-                        {
-                            k.verified_addr = None;
-                        }
-                        k.admitted = a;
-                        k.verified = Some(d);
-                    }
-                    Err(_) => self.stats.descriptors_refused += 1,
-                }
-            } else {
-                k.admitted = a;
-            }
-            return;
-        }
-        self.insert_known(
-            now,
-            Known {
-                admitted: a,
-                verified: None,
-                first_seen_ms: now,
-                last_seen_ms: now,
-                verified_addr: None,
-            },
-        );
-    }
-
-    fn insert_known(&mut self, now: Millis, k: Known) {
-        let _ = now;
-        if self.known.len() >= self.config.max_known_peers {
-            self.evict_known();
-        }
-        self.known.insert(k.admitted.node_id(), k);
-    }
-
-    fn evict_known(&mut self) {
         let keep: BTreeSet<NodeId> = self
             .brahms
             .view()
@@ -1041,14 +951,27 @@ impl Node {
             .chain(self.by_peer.keys().copied())
             .chain(self.guard_ids())
             .collect();
-        if let Some(victim) = self
-            .known
-            .iter()
-            .filter(|(id, _)| !keep.contains(id))
-            .min_by_key(|(id, k)| (k.verified_addr.is_some(), k.last_seen_ms, **id))
-            .map(|(id, _)| *id)
-        {
-            self.known.remove(&victim);
+        self.dir.trim(&keep);
+    }
+
+    /// A gossiped claim failed its signature check: counted, and the peer
+    /// that vouched for it (if any) is cut.
+    fn refused(&mut self, refusals: Vec<directory::Refusal>) {
+        for r in refusals {
+            self.stats.descriptors_refused += 1;
+            if let Some(peer) = r.blame
+                && let Some(&link) = self.by_peer.get(&peer)
+            {
+                self.penalise(link);
+            }
+        }
+    }
+
+    /// Checks the gossiped claim held for `id`, if any, before it is used.
+    fn settle(&mut self, id: &NodeId) {
+        let now = self.now_ms;
+        if let Some(r) = self.dir.settle(now, id) {
+            self.refused(vec![r]);
         }
     }
 
@@ -1111,15 +1034,13 @@ impl Node {
                 // checked when a descriptor is first used.
                 let mut ids = Vec::with_capacity(descriptors.len());
                 let max_age = self.config.descriptor_max_age_ms;
-                for u in descriptors {
+                let mut refusals = Vec::new();
+                for (u, vouched) in descriptors {
                     // Gossip repeats itself: a descriptor identical to the
                     // one we hold needs no new proof-of-work check.
                     let id = u.claimed_id();
-                    if let Some(k) = self.known.get_mut(&id)
-                        && u.same_as(&k.admitted)
-                    {
-                        if now.saturating_sub(k.admitted.timestamp_ms()) <= max_age {
-                            k.last_seen_ms = now;
+                    if let Some(fresh) = self.dir.repeat(now, &u, max_age) {
+                        if fresh {
                             ids.push(id);
                         }
                         continue;
@@ -1127,7 +1048,7 @@ impl Node {
                     match u.admit(now, max_age, self.config.pow) {
                         Ok(a) => {
                             ids.push(a.node_id());
-                            self.remember_admitted(now, a);
+                            refusals.extend(self.dir.offer(now, a, Some(peer), vouched));
                         }
                         Err(DescriptorError::Stale { .. }) => {}
                         Err(_) => self.stats.descriptors_refused += 1,
@@ -1136,6 +1057,8 @@ impl Node {
                 ids.retain(|id| *id != self.node_id());
                 self.stats.pull_replies += 1;
                 self.brahms.on_pull_reply(peer, &ids);
+                self.trim_directory();
+                self.refused(refusals);
             }
         }
     }
@@ -1148,8 +1071,7 @@ impl Node {
         now: Millis,
     ) -> Result<Descriptor, DescriptorError> {
         let max_age = self.config.descriptor_max_age_ms;
-        if let Some(k) = self.known.get(&u.claimed_id())
-            && let Some(v) = &k.verified
+        if let Some(v) = self.dir.descriptor(&u.claimed_id())
             && let Some(result) = u.check_against_verified(v, now, max_age)
         {
             return result;
@@ -1169,37 +1091,33 @@ impl Node {
     /// min-wise samplers are uniform over the set of ids seen, so that is
     /// what bounds an attacker's share of the samples to its share of the
     /// population, however many pull replies it floods with its own ids.
-    fn pull_answer(&mut self, requester: NodeId) -> Vec<Admitted> {
+    fn pull_answer(&mut self, requester: NodeId) -> Vec<(Admitted, bool)> {
         let want = self.config.brahms.view_size;
         let mut ids: BTreeSet<NodeId> = BTreeSet::new();
-        let mut answer = vec![self.descriptor.admitted()];
+        let mut answer = vec![(self.descriptor.admitted(), true)];
         ids.insert(self.node_id());
         ids.insert(requester);
         for id in self.brahms.view() {
             if answer.len() >= want / 4 {
                 break;
             }
-            if let Some(k) = self.known.get(id)
+            if let Some(g) = self.dir.gossip_form(id)
                 && ids.insert(*id)
             {
-                answer.push(k.admitted.clone());
+                answer.push(g);
             }
         }
         let mut tries = 0;
-        while answer.len() < want && tries < 2 * want && !self.known.is_empty() {
+        while answer.len() < want && tries < 2 * want && self.dir.len() > 0 {
             tries += 1;
             let mut probe = [0u8; 32];
             self.rng.fill_bytes(&mut probe);
-            let probe = NodeId::from_bytes(probe);
-            let pick = self
-                .known
-                .range(probe..)
-                .next()
-                .or_else(|| self.known.iter().next());
-            if let Some((id, k)) = pick
-                && ids.insert(*id)
+            let pick = self.dir.id_at_or_after(NodeId::from_bytes(probe));
+            if let Some(id) = pick
+                && let Some(g) = self.dir.gossip_form(&id)
+                && ids.insert(id)
             {
-                answer.push(k.admitted.clone());
+                answer.push(g);
             }
         }
         answer
@@ -1325,7 +1243,7 @@ impl Node {
         let Some(d) = self.verified(id) else {
             return false;
         };
-        let verified_addr = self.known.get(&id).and_then(|k| k.verified_addr);
+        let verified_addr = self.dir.get(&id).and_then(|k| k.verified_addr);
         let Some(addr) = verified_addr.or(d.address()) else {
             return false;
         };
@@ -1666,7 +1584,8 @@ mod tests {
         let mut a = node(1, vec![]);
         let victim = node(5, vec![]);
         let now = T0 + 100;
-        a.remember_admitted(now, victim.descriptor().admitted());
+        a.dir
+            .offer(now, victim.descriptor().admitted(), None, false);
         let target = victim.node_id();
         let mut connects = 0;
         for step in 0..20u64 {

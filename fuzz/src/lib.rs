@@ -123,9 +123,12 @@ pub fn link_msg(data: &[u8]) -> bool {
             }
         }
         LinkMsg::PullReply { nonce, descriptors } => {
-            let admitted: Vec<Admitted> = descriptors
+            let admitted: Vec<(Admitted, bool)> = descriptors
                 .iter()
-                .filter_map(|u| u.clone().admit(NOW_MS, MAX_AGE_MS, PowParams::TESTNET).ok())
+                .filter_map(|(u, v)| {
+                    let a = u.clone().admit(NOW_MS, MAX_AGE_MS, PowParams::TESTNET).ok()?;
+                    Some((a, *v))
+                })
                 .collect();
             if admitted.len() == descriptors.len() {
                 let cells = LinkMsg::pull_reply(*nonce, &admitted);
@@ -436,10 +439,17 @@ pub fn seeds() -> Vec<(&'static str, String, Vec<u8>)> {
     let others: Vec<Descriptor> = (3..6).map(|s| make_node(s).1).collect();
 
     // link_msg
-    let admitted: Vec<Admitted> = others.iter().map(Descriptor::admitted).collect();
+    let admitted: Vec<(Admitted, bool)> = others
+        .iter()
+        .enumerate()
+        .map(|(i, d)| (d.admitted(), i == 1))
+        .collect();
     // As many of the smallest descriptors as one pull-reply cell may hold.
-    let smallest: Vec<Admitted> = (10..10 + MAX_DESCRIPTORS_PER_CELL as u8)
-        .map(|s| Descriptor::sign(&make_node(s).0, 0, None, NOW_MS, vec![]).admitted())
+    let smallest: Vec<(Admitted, bool)> = (10..10 + MAX_DESCRIPTORS_PER_CELL as u8)
+        .map(|s| {
+            let d = Descriptor::sign(&make_node(s).0, 0, None, NOW_MS, vec![]);
+            (d.admitted(), true)
+        })
         .collect();
     let link: Vec<(&str, Cell)> = vec![
         ("padding", Cell::new(0, command::PADDING)),

@@ -925,7 +925,8 @@ impl Sim {
             attackers.swap(i, j);
         }
         attackers.truncate(view);
-        let attackers: Vec<_> = attackers.iter().map(Descriptor::admitted).collect();
+        // Flooders vouch for their own (validly signed) descriptors.
+        let attackers: Vec<_> = attackers.iter().map(|d| (d.admitted(), true)).collect();
         for c in LinkMsg::pull_reply(nonce, &attackers) {
             self.transmit(node, link, c);
         }

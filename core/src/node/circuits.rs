@@ -342,9 +342,7 @@ impl Node {
                 continue;
             }
             self.remember(now, d.clone(), None);
-            if let Some(k) = self.known.get_mut(&r.id) {
-                k.first_seen_ms = k.first_seen_ms.min(r.added_ms);
-            }
+            self.dir.first_seen_at_most(&r.id, r.added_ms);
             self.circ.guards.push(Guard {
                 cand,
                 descriptor: d,
@@ -671,44 +669,19 @@ impl Node {
         }
     }
 
-    /// Relays we hold descriptors for: claimed relay flag and address,
-    /// fresh enough, not us. Signatures are checked when one is picked.
+    /// Relays we hold descriptors for (see [`super::directory::Directory::candidates`]:
+    /// a pick is checked with [`Node::verified`] before use).
     fn candidates(&self, now: Millis) -> Vec<Candidate> {
-        let max_age = self.config.descriptor_max_age_ms;
-        self.known
-            .iter()
-            .filter_map(|(id, k)| {
-                let (relay, addr) = match &k.verified {
-                    Some(d) => (d.is_relay(), d.address()),
-                    None => (k.admitted.claims_relay(), k.admitted.claimed_address()),
-                };
-                let fresh = now.saturating_sub(k.admitted.timestamp_ms()) <= max_age;
-                (relay && fresh && *id != self.node_id()).then_some(())?;
-                Some(Candidate {
-                    id: *id,
-                    addr: k.verified_addr.or(addr)?,
-                    first_seen_ms: k.first_seen_ms,
-                })
-            })
-            .collect()
+        self.dir
+            .candidates(now, self.config.descriptor_max_age_ms)
     }
 
-    /// The verified descriptor of relay `id` (checking its signature on
-    /// first use; a bad one is forgotten). None for non-relays.
+    /// The checked descriptor of relay `id`, checking a newer gossiped
+    /// claim first (a bad claim is dropped alone; the id and its checked
+    /// descriptor stay). None for non-relays.
     pub(super) fn verified(&mut self, id: NodeId) -> Option<Descriptor> {
-        let k = self.known.get_mut(&id)?;
-        if k.verified.is_none() {
-            match k.admitted.verify() {
-                Ok(d) => k.verified = Some(d),
-                Err(_) => {
-                    self.stats.descriptors_refused += 1;
-                    self.known.remove(&id);
-                    self.brahms.remove(id);
-                    return None;
-                }
-            }
-        }
-        k.verified.clone().filter(|d| d.is_relay())
+        self.settle(&id);
+        self.dir.descriptor(&id).filter(|d| d.is_relay()).cloned()
     }
 
     fn maintain_guards(&mut self, now: Millis) {
