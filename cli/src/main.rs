@@ -210,6 +210,9 @@ fn run(cli: Cli, out: Output) -> anyhow::Result<ExitCode> {
                         "; client only (relays nothing)".to_string()
                     }
                 );
+                if let Some(why) = &s.client_only_reason {
+                    println!("client only:   {why}");
+                }
                 let guards: Vec<&str> = s.guards.iter().map(|g| short_id(g)).collect();
                 println!(
                     "guards:        {}",

@@ -42,6 +42,11 @@ pub mod command {
     pub const RELAY: u8 = 0x42;
     /// Circuit: tear the circuit down (propagates hop by hop).
     pub const DESTROY: u8 = 0x43;
+    /// Circuit: a forward relay cell that may carry an EXTEND. Relays count
+    /// them per circuit and refuse more than
+    /// [`crate::circuit::MAX_EXTENDS`] (in the spirit of Tor's
+    /// RELAY_EARLY), and refuse an EXTEND in any other cell.
+    pub const RELAY_EARLY: u8 = 0x44;
 }
 
 /// One cell: exactly [`CELL_SIZE`] bytes.
@@ -87,10 +92,16 @@ impl Cell {
 
     /// A RELAY cell on circuit `circ_id` with an onion-layered body.
     pub fn relay(circ_id: u32, body: &[u8]) -> Option<Cell> {
-        if body.len() != CELL_BODY_BYTES {
+        Cell::relay_as(circ_id, command::RELAY, body)
+    }
+
+    /// A relay cell sent as `RELAY` or `RELAY_EARLY` (`None` for any other
+    /// command or a body of the wrong size).
+    pub fn relay_as(circ_id: u32, cmd: u8, body: &[u8]) -> Option<Cell> {
+        if body.len() != CELL_BODY_BYTES || !matches!(cmd, command::RELAY | command::RELAY_EARLY) {
             return None;
         }
-        let mut c = Cell::new(circ_id, command::RELAY);
+        let mut c = Cell::new(circ_id, cmd);
         c.body_mut().copy_from_slice(body);
         Some(c)
     }

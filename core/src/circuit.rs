@@ -48,12 +48,11 @@
 //! at most [`MAX_HANDSHAKE_BYTES`]. The largest message fits one relay cell
 //! ([`MAX_CIRCUIT_MSG_BYTES`] ≤ [`MAX_RELAY_PAYLOAD`]).
 
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
-
 use thiserror::Error;
 use zeroize::Zeroizing;
 
-use crate::identity::{NodeId, NodeIdentity};
+use crate::descriptor::MAX_DESCRIPTOR_BYTES;
+use crate::identity::NodeIdentity;
 use crate::link::noise_builder_state;
 use crate::onion::{HopKeys, MAX_RELAY_PAYLOAD};
 use crate::wire::{DecodeError, EncodeError, Reader, Writer};
@@ -70,9 +69,14 @@ pub const HOP_SECRET_CONTEXT: &str = "veil 2026 circuit hop secret v2";
 pub const HOP_HANDSHAKE_BYTES: usize = 32 + 16;
 /// Largest handshake blob a [`CircuitMsg`] carries.
 pub const MAX_HANDSHAKE_BYTES: usize = 128;
-/// Largest encoded [`CircuitMsg`]: an EXTEND with an IPv6 address and a
-/// full-size handshake.
-pub const MAX_CIRCUIT_MSG_BYTES: usize = 1 + 32 + 1 + 16 + 2 + 1 + MAX_HANDSHAKE_BYTES;
+/// Largest encoded [`CircuitMsg`]: an EXTEND with the largest descriptor
+/// and a full-size handshake.
+pub const MAX_CIRCUIT_MSG_BYTES: usize = 1 + 2 + MAX_DESCRIPTOR_BYTES + 1 + MAX_HANDSHAKE_BYTES;
+/// Most EXTENDs one circuit may carry past any relay: a circuit has at most
+/// `MAX_EXTENDS + 1` hops (4), whatever its client does. Relays count the
+/// `RELAY_EARLY` cells they see on each circuit (see
+/// [`crate::node`]'s circuit docs).
+pub const MAX_EXTENDS: u8 = 3;
 
 const _: () = assert!(MAX_CIRCUIT_MSG_BYTES <= MAX_RELAY_PAYLOAD);
 const _: () = assert!(HOP_HANDSHAKE_BYTES <= MAX_HANDSHAKE_BYTES);
@@ -270,12 +274,14 @@ pub enum CircuitMsg {
         /// Handshake msg2.
         handshake: Vec<u8>,
     },
-    /// Client → last hop (in a relay cell): extend the circuit to `next`.
+    /// Client → last hop (in a `RELAY_EARLY` cell): extend the circuit to
+    /// the node this descriptor describes. The relay checks it (signature,
+    /// proof of work, freshness, relay flag) and dials only the address it
+    /// signs, or uses a link it already has to that node.
     Extend {
-        /// The next hop's node id.
-        next: NodeId,
-        /// Where to reach it.
-        addr: SocketAddr,
+        /// The next hop's signed descriptor, canonical encoding (at most
+        /// [`MAX_DESCRIPTOR_BYTES`]).
+        descriptor: Vec<u8>,
         /// Handshake msg1 for the next hop.
         handshake: Vec<u8>,
     },
@@ -342,23 +348,17 @@ impl CircuitMsg {
                 put_handshake(&mut w, handshake)?;
             }
             CircuitMsg::Extend {
-                next,
-                addr,
+                descriptor,
                 handshake,
             } => {
-                w.put_u8(tag::EXTEND);
-                w.put_bytes(next.as_bytes());
-                match addr.ip() {
-                    IpAddr::V4(ip) => {
-                        w.put_u8(4);
-                        w.put_bytes(&ip.octets());
-                    }
-                    IpAddr::V6(ip) => {
-                        w.put_u8(6);
-                        w.put_bytes(&ip.octets());
-                    }
+                if descriptor.len() > MAX_DESCRIPTOR_BYTES {
+                    return Err(EncodeError {
+                        len: descriptor.len(),
+                        max: MAX_DESCRIPTOR_BYTES,
+                    });
                 }
-                w.put_u16(addr.port());
+                w.put_u8(tag::EXTEND);
+                w.put_bytes_u16len(descriptor)?;
                 put_handshake(&mut w, handshake)?;
             }
             CircuitMsg::Extended { handshake } => {
@@ -394,7 +394,7 @@ impl CircuitMsg {
     }
 
     /// Decodes one message; rejects unknown tags, over-long handshakes and
-    /// trailing bytes. IPv6 flow info and scope id are not carried.
+    /// trailing bytes.
     pub fn decode(bytes: &[u8]) -> Result<CircuitMsg, DecodeError> {
         let mut r = Reader::new(bytes);
         let msg = match r.get_u8()? {
@@ -404,25 +404,12 @@ impl CircuitMsg {
             tag::CREATED => CircuitMsg::Created {
                 handshake: get_handshake(&mut r)?,
             },
-            tag::EXTEND => {
-                let next = NodeId::from_bytes(r.get_array::<32>()?);
-                let ip = match r.get_u8()? {
-                    4 => IpAddr::V4(Ipv4Addr::from(r.get_array::<4>()?)),
-                    6 => IpAddr::V6(Ipv6Addr::from(r.get_array::<16>()?)),
-                    _ => {
-                        return Err(DecodeError::BadValue {
-                            field: "extend address family",
-                            reason: "not 4 or 6",
-                        });
-                    }
-                };
-                let addr = SocketAddr::new(ip, r.get_u16()?);
-                CircuitMsg::Extend {
-                    next,
-                    addr,
-                    handshake: get_handshake(&mut r)?,
-                }
-            }
+            tag::EXTEND => CircuitMsg::Extend {
+                descriptor: r
+                    .get_bytes_u16len(MAX_DESCRIPTOR_BYTES, "extend descriptor")?
+                    .to_vec(),
+                handshake: get_handshake(&mut r)?,
+            },
             tag::EXTENDED => CircuitMsg::Extended {
                 handshake: get_handshake(&mut r)?,
             },
@@ -633,7 +620,8 @@ mod tests {
     fn circuit_hop_key_vectors() {
         let (id, d) = node(1);
         let (client, msg1) = ClientHopHandshake::start(d.x25519(), [0x11; 32]).unwrap();
-        let (relay_secret, msg2) = RelayHopHandshake::respond_secret(&id, &msg1, [0x22; 32]).unwrap();
+        let (relay_secret, msg2) =
+            RelayHopHandshake::respond_secret(&id, &msg1, [0x22; 32]).unwrap();
         let client_secret = client.finish_secret(&msg2).unwrap();
         assert_eq!(*client_secret, *relay_secret);
         let mut onion = OnionClient::new();
@@ -794,8 +782,7 @@ mod tests {
             let (hs, msg1) =
                 ClientHopHandshake::start(nodes[k].1.x25519(), [100 + k as u8; 32]).unwrap();
             let extend = CircuitMsg::Extend {
-                next: nodes[k].1.node_id(),
-                addr: nodes[k].1.address().unwrap(),
+                descriptor: nodes[k].1.to_bytes(),
                 handshake: msg1,
             };
             let mut body = client
@@ -804,15 +791,14 @@ mod tests {
             let (at, payload) = forward(&mut relays, &mut body[..]).unwrap();
             assert_eq!(at, k - 1);
             let CircuitMsg::Extend {
-                next,
-                addr,
+                descriptor,
                 handshake,
             } = CircuitMsg::decode(&payload).unwrap()
             else {
                 panic!("expected EXTEND");
             };
+            let next = Descriptor::decode(&descriptor).unwrap().claimed_id();
             assert_eq!(next, relays[k].id.node_id());
-            assert_eq!(addr, nodes[k].1.address().unwrap());
             // Relay k-1 opens a link to `next` and sends CREATE.
             let create = CircuitMsg::Create { handshake }.encode().unwrap();
             let created = relay_create(&mut relays[k], &create, [200 + k as u8; 32]);
@@ -850,8 +836,7 @@ mod tests {
     #[test]
     fn circuit_msg_fits_relay_cell() {
         let msg = CircuitMsg::Extend {
-            next: NodeId::from_bytes([7; 32]),
-            addr: "[::1]:9".parse().unwrap(),
+            descriptor: vec![7; MAX_DESCRIPTOR_BYTES],
             handshake: vec![1; MAX_HANDSHAKE_BYTES],
         };
         assert_eq!(msg.encode().unwrap().len(), MAX_CIRCUIT_MSG_BYTES);
@@ -878,22 +863,17 @@ mod tests {
     }
 
     fn arb_msg() -> impl Strategy<Value = CircuitMsg> {
-        let addr = prop_oneof![
-            (any::<[u8; 4]>(), any::<u16>())
-                .prop_map(|(ip, p)| SocketAddr::new(IpAddr::V4(ip.into()), p)),
-            (any::<[u8; 16]>(), any::<u16>())
-                .prop_map(|(ip, p)| SocketAddr::new(IpAddr::V6(ip.into()), p)),
-        ];
         prop_oneof![
             arb_handshake().prop_map(|handshake| CircuitMsg::Create { handshake }),
             arb_handshake().prop_map(|handshake| CircuitMsg::Created { handshake }),
-            (any::<[u8; 32]>(), addr, arb_handshake()).prop_map(|(n, addr, handshake)| {
-                CircuitMsg::Extend {
-                    next: NodeId::from_bytes(n),
-                    addr,
+            (
+                proptest::collection::vec(any::<u8>(), 0..=MAX_DESCRIPTOR_BYTES),
+                arb_handshake()
+            )
+                .prop_map(|(descriptor, handshake)| CircuitMsg::Extend {
+                    descriptor,
                     handshake,
-                }
-            }),
+                }),
             arb_handshake().prop_map(|handshake| CircuitMsg::Extended { handshake }),
             any::<u8>().prop_map(|reason| CircuitMsg::Destroy { reason }),
             any::<u64>().prop_map(|nonce| CircuitMsg::Probe { nonce }),
@@ -921,7 +901,7 @@ mod tests {
 
         #[test]
         fn circuit_msg_decode_never_panics(
-            bytes in proptest::collection::vec(any::<u8>(), 0..300),
+            bytes in proptest::collection::vec(any::<u8>(), 0..700),
         ) {
             if let Ok(msg) = CircuitMsg::decode(&bytes) {
                 prop_assert_eq!(msg.encode().unwrap(), bytes);

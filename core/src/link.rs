@@ -43,8 +43,7 @@ pub const LINK_PROLOGUE_PREFIX: &[u8] = b"veil link v1\0";
 /// (Descriptors are packed by their actual size, each after a one-byte
 /// mark; the smallest encoding is 149 bytes, which bounds the count a
 /// decoder accepts.)
-pub const MAX_DESCRIPTORS_PER_CELL: usize =
-    (MAX_LINK_PAYLOAD - 8 - 1) / (1 + MIN_DESCRIPTOR_BYTES);
+pub const MAX_DESCRIPTORS_PER_CELL: usize = (MAX_LINK_PAYLOAD - 8 - 1) / (1 + MIN_DESCRIPTOR_BYTES);
 /// The shortest encoded descriptor (no address, no extensions).
 pub const MIN_DESCRIPTOR_BYTES: usize = 2 + 72 + 1 + 8 + 2 + 64;
 

@@ -313,9 +313,10 @@ struct Link {
     opened_ms: Millis,
     up_since_ms: Millis,
     last_used_ms: Millis,
-    /// Token bucket for inbound cells: tokens in milli-cells.
-    tokens: u64,
-    tokens_at_ms: Millis,
+    /// Inbound cells per second ([`Config::max_cells_per_sec`]).
+    cells: TokenBucket,
+    /// CREATEs per second ([`CircuitParams::creates_per_sec_per_link`]).
+    creates: TokenBucket,
     pushed_round: u64,
     pulled_round: u64,
     /// Our outstanding pull on this link: nonce and descriptors received.
@@ -323,6 +324,8 @@ struct Link {
     queued: usize,
     /// Whom we expect at the other end (outbound links to a known id).
     expected: Option<NodeId>,
+    /// The dial was made for our own circuits or guard links.
+    own: bool,
     /// Circuits on this link, by link-local circuit id.
     circuits: BTreeMap<u32, circuits::CircRef>,
 }
@@ -331,6 +334,9 @@ struct Link {
 struct Dial {
     expected: Option<NodeId>,
     since_ms: Millis,
+    /// Made for our own circuits or guard links (not for gossip or for
+    /// someone else's EXTEND).
+    own: bool,
 }
 
 /// The veil node state machine. See the module docs for the call order.
@@ -476,52 +482,20 @@ impl Node {
             self.events.push_back(Event::Close { link });
             return;
         }
-        let expected = match direction {
-            Direction::Outbound => self.dials.remove(&remote).and_then(|d| d.expected),
-            Direction::Inbound => None,
+        let (expected, own) = match direction {
+            Direction::Outbound => self
+                .dials
+                .remove(&remote)
+                .map_or((None, false), |d| (d.expected, d.own)),
+            Direction::Inbound => (None, false),
         };
-        let handshaking = self
-            .links
-            .values()
-            .filter(|l| matches!(l.state, LinkState::Handshaking(_)))
-            .count();
-        let inbound = self
-            .links
-            .values()
-            .filter(|l| l.direction == Direction::Inbound)
-            .count();
-        // Half the link slots are reserved for links we choose, so peers
-        // that dial us cannot crowd out our own picks (an eclipse defence).
-        if direction == Direction::Inbound && inbound >= self.config.max_links / 2 {
-            // Inbound slots full: make room by closing the least recently
-            // used inbound link (turnover for seeds and busy nodes; links
-            // we chose ourselves are never evicted for a newcomer).
-            // The least recently used inbound link goes.
-            let victim = self
-                .links
-                .iter()
-                .filter(|(_, l)| {
-                    // Links that carry circuits are never evicted: that
-                    // would let a crowd of dialers tear down circuits.
-                    l.direction == Direction::Inbound
-                        && matches!(l.state, LinkState::Up { .. })
-                        && l.circuits.is_empty()
-                })
-                .min_by_key(|(id, l)| (l.last_used_ms, **id))
-                .map(|(id, _)| *id);
-            if let Some(v) = victim {
-                self.close(v);
-            }
-        }
-        let inbound = self
-            .links
-            .values()
-            .filter(|l| l.direction == Direction::Inbound)
-            .count();
-        if self.links.len() >= self.config.max_links
+        // Admission before authentication closes nothing: links beyond
+        // the limits are made room for only once their handshake succeeds
+        // (`make_room`), so an unauthenticated dialler cannot evict anyone.
+        let handshaking = self.handshaking_count();
+        if self.links.len() >= self.config.max_links + self.config.max_pending_handshakes
             || (direction == Direction::Inbound
-                && (handshaking >= self.config.max_pending_handshakes
-                    || inbound >= self.config.max_links / 2))
+                && handshaking >= self.config.max_pending_handshakes)
             || self.links.contains_key(&link)
         {
             self.events.push_back(Event::Close { link });
@@ -560,13 +534,14 @@ impl Node {
                 opened_ms: now,
                 up_since_ms: now,
                 last_used_ms: now,
-                tokens: u64::from(self.config.max_cells_per_sec) * 2000,
-                tokens_at_ms: now,
+                cells: TokenBucket::full(now, self.config.max_cells_per_sec),
+                creates: TokenBucket::full(now, self.config.circuits.creates_per_sec_per_link),
                 pushed_round: 0,
                 pulled_round: 0,
                 my_pull: None,
                 queued: 0,
                 expected,
+                own,
                 circuits: BTreeMap::new(),
             },
         );
@@ -612,7 +587,7 @@ impl Node {
                     }
                     // The node we dialled for a circuit cannot be reached.
                     if let Some(id) = l.expected {
-                        self.circuits_peer_unreachable(now, id);
+                        self.circuits_peer_unreachable(now, id, l.own);
                     }
                 }
             }
@@ -626,15 +601,11 @@ impl Node {
         if let Some(d) = self.dials.remove(&addr)
             && let Some(id) = d.expected
         {
-            self.circuits_peer_unreachable(_now.max(self.now_ms), id);
+            self.circuits_peer_unreachable(_now.max(self.now_ms), id, d.own);
             self.pending_push.remove(&id);
             self.pending_pull.remove(&id);
             // An address that never answered is not kept in the view.
-            if self
-                .dir
-                .get(&id)
-                .is_some_and(|k| k.verified_addr.is_none())
-            {
+            if self.dir.get(&id).is_some_and(|k| k.verified_addr.is_none()) {
                 self.brahms.remove(id);
             }
         }
@@ -691,6 +662,7 @@ impl Node {
                     Dial {
                         expected: None,
                         since_ms: now,
+                        own: false,
                     },
                 );
                 self.events.push_back(Event::Connect {
@@ -794,19 +766,10 @@ impl Node {
     }
 
     fn take_token(&mut self, now: Millis, link: LinkId) -> bool {
-        let rate = u64::from(self.config.max_cells_per_sec);
-        let Some(l) = self.links.get_mut(&link) else {
-            return false;
-        };
-        let elapsed = now.saturating_sub(l.tokens_at_ms);
-        l.tokens = (l.tokens + elapsed * rate).min(rate * 2000);
-        l.tokens_at_ms = now;
-        if l.tokens >= 1000 {
-            l.tokens -= 1000;
-            true
-        } else {
-            false
-        }
+        let rate = self.config.max_cells_per_sec;
+        self.links
+            .get_mut(&link)
+            .is_some_and(|l| l.cells.take(now, rate))
     }
 
     fn handle_cell(&mut self, now: Millis, link: LinkId, cell: Cell) {
@@ -880,6 +843,9 @@ impl Node {
         if direction == Direction::Outbound {
             self.bootstrap_reached.insert(remote);
         }
+        if !self.make_room(link) {
+            return;
+        }
         self.events.push_back(Event::LinkUp {
             link,
             peer: peer_id,
@@ -928,6 +894,51 @@ impl Node {
             self.send_pull(link);
         }
         self.circuits_peer_up(now, peer_id);
+    }
+
+    /// A link just authenticated: keep within [`Config::max_links`] (and
+    /// half of it for inbound links, so that peers that dial us cannot
+    /// crowd out our own picks, an eclipse defence) by closing the least
+    /// recently used idle link of the same kind. Links that carry circuits
+    /// and links to guards are never closed for a newcomer. If nothing can
+    /// go, the newcomer does (false).
+    fn make_room(&mut self, link: LinkId) -> bool {
+        let Some(direction) = self.links.get(&link).map(|l| l.direction) else {
+            return false;
+        };
+        let guards = self.guard_ids();
+        loop {
+            let up = |l: &Link| matches!(l.state, LinkState::Up { .. });
+            let total = self.links.values().filter(|l| up(l)).count();
+            let inbound = self
+                .links
+                .values()
+                .filter(|l| up(l) && l.direction == Direction::Inbound)
+                .count();
+            let over_inbound =
+                direction == Direction::Inbound && inbound > self.config.max_links / 2;
+            if total <= self.config.max_links && !over_inbound {
+                return true;
+            }
+            let victim = self
+                .links
+                .iter()
+                .filter(|(id, l)| {
+                    **id != link
+                        && l.circuits.is_empty()
+                        && (!over_inbound || l.direction == Direction::Inbound)
+                        && matches!(l.state, LinkState::Up { peer } if !guards.contains(&peer))
+                })
+                .min_by_key(|(id, l)| (l.last_used_ms, **id))
+                .map(|(id, _)| *id);
+            match victim {
+                Some(v) => self.close(v),
+                None => {
+                    self.close(link);
+                    return false;
+                }
+            }
+        }
     }
 
     /// Remember a verified descriptor (from a handshake or a push).
@@ -1247,6 +1258,9 @@ impl Node {
         let Some(addr) = verified_addr.or(d.address()) else {
             return false;
         };
+        if !self.dialable(addr) {
+            return false;
+        }
         if let Some(d) = self.dials.get(&addr) {
             return d.expected == Some(id);
         }
@@ -1270,17 +1284,37 @@ impl Node {
             self.last_dial.retain(|_, t| *t >= horizon);
         }
         self.last_dial.insert(addr, now);
-        self.request_dial(now, addr, id);
+        self.request_dial(now, addr, id, false);
         true
     }
 
+    /// Whether we may dial `addr` at all: a global address, or one of the
+    /// same scope as our own advertised address (a loopback test network
+    /// dials loopback, a LAN dials the LAN; a relay on a public address is
+    /// never made to scan its own host or LAN). Bootstrap seeds, which the
+    /// operator chose, are exempt.
+    fn dialable(&self, addr: SocketAddr) -> bool {
+        let scope = AddrScope::of(addr);
+        scope == AddrScope::Global
+            || (scope != AddrScope::Invalid
+                && self.config.advertised_addr.map(AddrScope::of) == Some(scope))
+    }
+
+    fn handshaking_count(&self) -> usize {
+        self.links
+            .values()
+            .filter(|l| matches!(l.state, LinkState::Handshaking(_)))
+            .count()
+    }
+
     /// Records a dial of `addr` expecting `id` and asks the driver for it.
-    fn request_dial(&mut self, now: Millis, addr: SocketAddr, id: NodeId) {
+    fn request_dial(&mut self, now: Millis, addr: SocketAddr, id: NodeId, own: bool) {
         self.dials.insert(
             addr,
             Dial {
                 expected: Some(id),
                 since_ms: now,
+                own,
             },
         );
         self.events.push_back(Event::Connect {
@@ -1339,6 +1373,101 @@ impl Node {
         let excess = self.links.len() - target;
         for (_, link) in idle.into_iter().take(excess) {
             self.close(link);
+        }
+    }
+}
+
+/// A token bucket: `rate` tokens per second, bursts of two seconds' worth.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct TokenBucket {
+    /// Tokens, in thousandths.
+    milli: u64,
+    at_ms: Millis,
+}
+
+impl TokenBucket {
+    /// A full bucket.
+    pub(crate) fn full(now: Millis, rate: u32) -> TokenBucket {
+        TokenBucket {
+            milli: u64::from(rate) * 2000,
+            at_ms: now,
+        }
+    }
+
+    /// Takes one token if there is one.
+    pub(crate) fn take(&mut self, now: Millis, rate: u32) -> bool {
+        let rate = u64::from(rate);
+        let elapsed = now.saturating_sub(self.at_ms);
+        self.milli = self
+            .milli
+            .saturating_add(elapsed.saturating_mul(rate))
+            .min(rate * 2000);
+        self.at_ms = self.at_ms.max(now);
+        if self.milli >= 1000 {
+            self.milli -= 1000;
+            true
+        } else {
+            false
+        }
+    }
+}
+
+/// What kind of network an address is on, for [`Node::dialable`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum AddrScope {
+    /// Unspecified, multicast, broadcast, documentation or port 0: never.
+    Invalid,
+    /// 127/8, ::1.
+    Loopback,
+    /// RFC 1918, link-local, CGNAT, unique-local and link-local IPv6.
+    Private,
+    /// Everything else.
+    Global,
+}
+
+impl AddrScope {
+    fn of(addr: SocketAddr) -> AddrScope {
+        use std::net::IpAddr;
+        if addr.port() == 0 {
+            return AddrScope::Invalid;
+        }
+        match addr.ip() {
+            IpAddr::V4(ip) => {
+                let o = ip.octets();
+                if ip.is_unspecified()
+                    || ip.is_multicast()
+                    || ip.is_broadcast()
+                    || ip.is_documentation()
+                    || o[0] == 0
+                    || o[0] >= 240
+                {
+                    AddrScope::Invalid
+                } else if ip.is_loopback() {
+                    AddrScope::Loopback
+                } else if ip.is_private()
+                    || ip.is_link_local()
+                    || (o[0] == 100 && (o[1] & 0xc0) == 64)
+                {
+                    AddrScope::Private
+                } else {
+                    AddrScope::Global
+                }
+            }
+            IpAddr::V6(ip) => {
+                if let Some(v4) = ip.to_ipv4_mapped() {
+                    return AddrScope::of(SocketAddr::new(IpAddr::V4(v4), addr.port()));
+                }
+                let seg = ip.segments();
+                if ip.is_unspecified() || ip.is_multicast() || seg[0] == 0x2001 && seg[1] == 0xdb8 {
+                    AddrScope::Invalid
+                } else if ip.is_loopback() {
+                    AddrScope::Loopback
+                } else if (seg[0] & 0xfe00) == 0xfc00 || (seg[0] & 0xffc0) == 0xfe80 {
+                    AddrScope::Private
+                } else {
+                    AddrScope::Global
+                }
+            }
         }
     }
 }

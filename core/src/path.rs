@@ -71,6 +71,15 @@ pub struct CircuitParams {
     pub max_circuits_per_link: usize,
     /// Most circuits we relay at once.
     pub max_relay_circuits: usize,
+    /// Most circuits one peer (all its links) may have through us, so a
+    /// few identities cannot fill the relay table.
+    pub max_circuits_per_peer: usize,
+    /// CREATEs a peer may send per second on one link (bursts of two
+    /// seconds' worth); more are refused with DESTROY, the link stays.
+    pub creates_per_sec_per_link: u32,
+    /// CREATEs this relay answers per second in all (each costs three
+    /// scalar multiplications): the cost bound on handshakes.
+    pub creates_per_sec: u32,
     /// A relayed circuit with no cell for this long is dropped.
     pub relay_idle_ms: Millis,
     /// Circuit timers (builds, rotation, idle) are checked this often.
@@ -96,6 +105,9 @@ impl CircuitParams {
         sendme_every: 128,
         max_circuits_per_link: 1024,
         max_relay_circuits: 8192,
+        max_circuits_per_peer: 256,
+        creates_per_sec_per_link: 32,
+        creates_per_sec: 400,
         relay_idle_ms: 30 * 60_000,
         tick_ms: 1_000,
     };

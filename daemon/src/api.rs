@@ -7,7 +7,9 @@
 //! Framing: newline-delimited JSON. The client writes one [`Request`] line;
 //! the daemon answers with zero or more [`Reply::Progress`] lines and then
 //! exactly one final [`Reply::Ok`] or [`Reply::Error`] line, and closes.
-//! Requests are bounded to [`MAX_REQUEST_BYTES`].
+//! Requests are bounded to [`MAX_REQUEST_BYTES`]. A client that does not
+//! send its whole request line within the control timeout (`[control]
+//! timeout_s`, default 30 s) gets a `bad_request` error and is dropped.
 
 use serde::{Deserialize, Serialize};
 
@@ -124,9 +126,13 @@ pub struct StatusInfo {
     pub listen: String,
     /// Number of authenticated peers.
     pub peers: usize,
-    /// Whether this node relays for others (false: `client_only`).
+    /// Whether this node relays for others (false: client-only).
     #[serde(default)]
     pub relay: bool,
+    /// Why this node relays for nobody (null when it relays): asked for,
+    /// or no address to advertise.
+    #[serde(default)]
+    pub client_only_reason: Option<String>,
     /// Our circuits that are built and usable now.
     #[serde(default)]
     pub circuits_built: usize,

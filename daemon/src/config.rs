@@ -3,15 +3,23 @@
 //!
 //! See `daemon/veild.example.toml` for every setting.
 
+use std::fmt;
 use std::net::SocketAddr;
 use std::path::Path;
+use std::time::Duration;
 
 use anyhow::{Context, bail};
 use serde::Deserialize;
 use veil_core::path::CircuitParams;
 
+use crate::admission;
+
 /// Where peer links listen when neither a flag nor the file says.
 pub const DEFAULT_LISTEN: &str = "0.0.0.0:7171";
+
+/// How long a control client has to send its request, and to take each
+/// line of the answer, unless `[control] timeout_s` says otherwise.
+pub const DEFAULT_CONTROL_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// The file as written.
 #[derive(Debug, Default, Deserialize)]
@@ -19,12 +27,41 @@ pub const DEFAULT_LISTEN: &str = "0.0.0.0:7171";
 pub struct RawConfig {
     /// UDP address for peer links, `ADDR:PORT`.
     pub listen: Option<String>,
+    /// Address a relay advertises in its descriptor, `ADDR:PORT`.
+    pub advertise: Option<String>,
     /// Seed nodes, `ADDR:PORT` each.
     #[serde(default)]
     pub bootstrap: Vec<String>,
     /// The `[circuits]` table.
     #[serde(default)]
     pub circuits: RawCircuits,
+    /// The `[links]` table.
+    #[serde(default)]
+    pub links: RawLinks,
+    /// The `[control]` table.
+    #[serde(default)]
+    pub control: RawControl,
+}
+
+/// The `[links]` table as written: admission of inbound peer connections.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawLinks {
+    /// Most inbound connections pending from one IPv4 address (or IPv6
+    /// /64) before they open their link stream.
+    pub max_pending_per_ip: Option<usize>,
+    /// Milliseconds a connection has, after its QUIC handshake, to open
+    /// its link stream.
+    pub first_stream_timeout_ms: Option<u64>,
+}
+
+/// The `[control]` table as written: the local control socket.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawControl {
+    /// Seconds a client has to send its request line, and to take each
+    /// answer line.
+    pub timeout_s: Option<u64>,
 }
 
 /// The `[circuits]` table as written: each value replaces the network's
@@ -51,6 +88,8 @@ pub struct RawCircuits {
 pub struct Flags {
     /// `--listen`.
     pub listen: Option<SocketAddr>,
+    /// `--advertise`.
+    pub advertise: Option<SocketAddr>,
     /// `--bootstrap` (empty: not given).
     pub bootstrap: Vec<SocketAddr>,
     /// `--hops`.
@@ -64,12 +103,54 @@ pub struct Flags {
 pub struct Settings {
     /// Where to bind the UDP socket (port 0: any free port).
     pub listen: SocketAddr,
+    /// The address a relay advertises (None: the bound address if `listen`
+    /// has a specific IP). Always None for a client-only node.
+    pub advertise: Option<SocketAddr>,
     /// Seed nodes (empty: start a network of our own).
     pub bootstrap: Vec<SocketAddr>,
     /// Circuit and path parameters.
     pub circuits: CircuitParams,
-    /// Relay for others (false: client-only).
-    pub relay: bool,
+    /// Why the node relays for nobody (None: it relays).
+    pub client_only: Option<ClientOnly>,
+    /// Admission of inbound peer connections.
+    pub admission: admission::Limits,
+    /// Control clients must send their request, and take each answer
+    /// line, within this.
+    pub control_timeout: Duration,
+}
+
+impl Settings {
+    /// Whether the node relays for others.
+    pub fn relay(&self) -> bool {
+        self.client_only.is_none()
+    }
+}
+
+/// Why a node runs client-only.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ClientOnly {
+    /// Asked for: `--client-only` or `circuits.client_only = true`.
+    Asked,
+    /// It listens on an unspecified address and has no address to
+    /// advertise: a relay descriptor without an address is refused by
+    /// every peer, so it does not relay.
+    NoAddress {
+        /// The listen address.
+        listen: SocketAddr,
+    },
+}
+
+impl fmt::Display for ClientOnly {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ClientOnly::Asked => f.write_str("asked for (--client-only or circuits.client_only)"),
+            ClientOnly::NoAddress { listen } => write!(
+                f,
+                "listening on {listen} with no address to advertise; give --advertise ADDR:PORT \
+                 (or `advertise` in the config file) to relay for others"
+            ),
+        }
+    }
 }
 
 /// Read and parse a config file.
@@ -138,12 +219,56 @@ pub fn resolve(file: RawConfig, flags: Flags, testnet: bool) -> anyhow::Result<S
     circuits
         .validate()
         .map_err(|e| anyhow::anyhow!("[circuits]: {e}"))?;
-    let relay = !(flags.client_only || raw.client_only.unwrap_or(false));
+    let asked_client_only = flags.client_only || raw.client_only.unwrap_or(false);
+    let advertise = match flags.advertise {
+        Some(a) => Some(("--advertise", a)),
+        None => match &file.advertise {
+            Some(s) => Some(("advertise", parse_addr("advertise", s)?)),
+            None => None,
+        },
+    };
+    if let Some((source, a)) = advertise {
+        if a.ip().is_unspecified() || a.ip().is_multicast() || a.port() == 0 {
+            bail!("{source}: {a} is not an address peers can reach (give a specific IP and port)");
+        }
+        if asked_client_only {
+            bail!("{source}: a client-only node advertises no address; drop one of the two");
+        }
+    }
+    let advertise = advertise.map(|(_, a)| a);
+    let client_only = if asked_client_only {
+        Some(ClientOnly::Asked)
+    } else if advertise.is_none() && listen.ip().is_unspecified() {
+        Some(ClientOnly::NoAddress { listen })
+    } else {
+        None
+    };
+    let mut admission = admission::Limits::DEFAULT;
+    if let Some(n) = file.links.max_pending_per_ip {
+        if n == 0 {
+            bail!("links.max_pending_per_ip: at least 1 is needed, or nobody could link");
+        }
+        admission.max_pending_per_ip = n;
+    }
+    if let Some(ms) = file.links.first_stream_timeout_ms {
+        if ms == 0 {
+            bail!("links.first_stream_timeout_ms: must be above 0");
+        }
+        admission.first_stream_timeout = Duration::from_millis(ms);
+    }
+    let control_timeout = match file.control.timeout_s {
+        Some(0) => bail!("control.timeout_s: must be above 0"),
+        Some(secs) => Duration::from_secs(secs),
+        None => DEFAULT_CONTROL_TIMEOUT,
+    };
     Ok(Settings {
         listen,
+        advertise,
         bootstrap,
         circuits,
-        relay,
+        client_only,
+        admission,
+        control_timeout,
     })
 }
 
@@ -160,7 +285,12 @@ mod tests {
         Flags::default()
     }
 
+    /// A file with these lines after `listen = "127.0.0.1:7171"`.
     fn file(text: &str) -> RawConfig {
+        file_text(&format!("listen = \"127.0.0.1:7171\"\n{text}"))
+    }
+
+    fn file_text(text: &str) -> RawConfig {
         toml::from_str(text).unwrap()
     }
 
@@ -176,7 +306,10 @@ mod tests {
         assert_eq!(s.bootstrap.len(), 2);
         assert_eq!(s.circuits.hops, 3);
         assert_eq!(s.circuits.guards, 3);
-        assert!(s.relay);
+        assert!(s.relay());
+        assert_eq!(s.advertise, None);
+        assert_eq!(s.admission, admission::Limits::DEFAULT);
+        assert_eq!(s.control_timeout, DEFAULT_CONTROL_TIMEOUT);
     }
 
     #[test]
@@ -188,10 +321,12 @@ mod tests {
                 hops: Some(2),
                 ..RawCircuits::default()
             },
+            ..RawConfig::default()
         };
         let flag: SocketAddr = "127.0.0.9:9".parse().unwrap();
         let flags = Flags {
             listen: Some(flag),
+            advertise: None,
             bootstrap: vec![flag],
             hops: Some(4),
             client_only: true,
@@ -200,7 +335,15 @@ mod tests {
         assert_eq!(s.listen, flag);
         assert_eq!(s.bootstrap, vec![flag]);
         assert_eq!(s.circuits.hops, 4);
-        assert!(!s.relay);
+        assert_eq!(s.client_only, Some(ClientOnly::Asked));
+        assert!(!s.relay());
+        // --advertise replaces the file's.
+        let flags = Flags {
+            advertise: Some(flag),
+            ..Flags::default()
+        };
+        let s = resolve(file_text("advertise = \"127.0.0.1:3\"\n"), flags, false).unwrap();
+        assert_eq!(s.advertise, Some(flag));
     }
 
     #[test]
@@ -209,7 +352,14 @@ mod tests {
         assert_eq!(s.listen, DEFAULT_LISTEN.parse().unwrap());
         assert!(s.bootstrap.is_empty());
         assert_eq!(s.circuits, CircuitParams::MAINNET);
-        assert!(s.relay);
+        // 0.0.0.0 and nothing to advertise: client-only, and saying why.
+        assert_eq!(
+            s.client_only,
+            Some(ClientOnly::NoAddress { listen: s.listen })
+        );
+        assert!(s.client_only.unwrap().to_string().contains("--advertise"));
+        assert_eq!(s.admission, admission::Limits::DEFAULT);
+        assert_eq!(s.control_timeout, DEFAULT_CONTROL_TIMEOUT);
         let t = resolve(RawConfig::default(), no_flags(), true).unwrap();
         assert_eq!(t.circuits, CircuitParams::TESTNET);
         let bad = RawConfig {
@@ -242,7 +392,7 @@ mod tests {
                 ..CircuitParams::MAINNET
             }
         );
-        assert!(!s.relay);
+        assert!(!s.relay());
         // Unset values keep the testnet's own.
         let t = resolve(file("[circuits]\nhops = 1\n"), no_flags(), true).unwrap();
         assert_eq!(
@@ -252,9 +402,9 @@ mod tests {
                 ..CircuitParams::TESTNET
             }
         );
-        assert!(t.relay);
+        assert!(t.relay());
         let relay = resolve(file("[circuits]\nclient_only = false\n"), no_flags(), true);
-        assert!(relay.unwrap().relay);
+        assert!(relay.unwrap().relay());
     }
 
     #[test]
@@ -293,5 +443,66 @@ mod tests {
         assert!(toml::from_str::<RawConfig>("[circuits]\nhops = \"3\"\n").is_err());
         assert!(toml::from_str::<RawConfig>("[circuits]\nhops = -1\n").is_err());
         assert!(toml::from_str::<RawConfig>("[circuits]\nprefix_v4 = 300\n").is_err());
+    }
+
+    #[test]
+    fn an_advertised_address_makes_a_relay_of_an_unspecified_listen() {
+        let s = resolve(
+            file_text("listen = \"0.0.0.0:7171\"\nadvertise = \"192.0.2.7:7171\"\n"),
+            no_flags(),
+            false,
+        )
+        .unwrap();
+        assert!(s.relay());
+        assert_eq!(s.advertise, Some("192.0.2.7:7171".parse().unwrap()));
+        // A specific listen IP needs no --advertise.
+        assert!(resolve(file(""), no_flags(), false).unwrap().relay());
+        // Addresses nobody can reach are refused, and so is advertising
+        // while client-only.
+        for bad in ["0.0.0.0:7171", "192.0.2.7:0", "224.0.0.1:7171"] {
+            let e = error(file(&format!("advertise = \"{bad}\"\n")), no_flags());
+            assert!(e.starts_with("advertise:"), "{e}");
+        }
+        let flags = Flags {
+            advertise: Some("192.0.2.7:7171".parse().unwrap()),
+            client_only: true,
+            ..Flags::default()
+        };
+        assert!(error(file(""), flags).contains("--advertise: a client-only node"));
+        assert!(error(file("advertise = \"x\"\n"), no_flags()).contains("advertise"));
+    }
+
+    #[test]
+    fn links_and_control_tables_set_the_limits() {
+        let s = resolve(
+            file(
+                "[links]\nmax_pending_per_ip = 2\nfirst_stream_timeout_ms = 1500\n\
+                 [control]\ntimeout_s = 5\n",
+            ),
+            no_flags(),
+            false,
+        )
+        .unwrap();
+        assert_eq!(
+            s.admission,
+            admission::Limits {
+                max_pending_per_ip: 2,
+                first_stream_timeout: Duration::from_millis(1500),
+            }
+        );
+        assert_eq!(s.control_timeout, Duration::from_secs(5));
+        assert!(
+            error(file("[links]\nmax_pending_per_ip = 0\n"), no_flags())
+                .contains("links.max_pending_per_ip")
+        );
+        assert!(
+            error(file("[links]\nfirst_stream_timeout_ms = 0\n"), no_flags())
+                .contains("links.first_stream_timeout_ms")
+        );
+        assert!(
+            error(file("[control]\ntimeout_s = 0\n"), no_flags()).contains("control.timeout_s")
+        );
+        assert!(toml::from_str::<RawConfig>("[links]\nmax_pending = 2\n").is_err());
+        assert!(toml::from_str::<RawConfig>("[control]\nread_timeout = 2\n").is_err());
     }
 }

@@ -4,6 +4,11 @@
 //! dir. The node key and the publisher pseudonym are separate keys in
 //! separate files with different formats, so one can never be used as the
 //! other.
+//!
+//! A client-only node does not use the node key file: it makes a fresh
+//! node identity for each run ([`fresh_node`]) and never writes it, so the
+//! id its guards see does not outlive a restart (and with it, usually, a
+//! change of address). The publisher pseudonym is kept either way.
 
 use std::fs;
 use std::io;
@@ -68,6 +73,22 @@ pub fn load_or_create_node(dir: &DataDir, pow: PowParams) -> anyhow::Result<Node
             encode: NodeIdentity::to_bytes,
         },
     )
+}
+
+/// A fresh node identity for one run of a client-only node (solving its
+/// proof of work now), never written anywhere.
+pub fn fresh_node(pow: PowParams) -> NodeIdentity {
+    tracing::info!(
+        difficulty = pow.difficulty_bits,
+        "client-only: creating a fresh node identity for this run (proof of work; never saved, the node key file is not used)"
+    );
+    let started = std::time::Instant::now();
+    let key = NodeIdentity::generate(&mut OsRng, pow);
+    tracing::debug!(
+        pow_ms = started.elapsed().as_millis() as u64,
+        "fresh node identity made"
+    );
+    key
 }
 
 /// Load the publisher pseudonym, or create it on first start.

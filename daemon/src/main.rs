@@ -33,10 +33,17 @@ struct Args {
     #[arg(long)]
     testnet: bool,
     /// UDP address for peer links (QUIC); port 0 picks a free port. A specific
-    /// IP is advertised to peers, 0.0.0.0 advertises nothing.
-    /// [default: 0.0.0.0:7171, or `listen` in the config file]
+    /// IP is advertised to peers; on 0.0.0.0 without --advertise the node
+    /// runs client-only. [default: 0.0.0.0:7171, or `listen` in the config
+    /// file]
     #[arg(long, value_name = "ADDR:PORT")]
     listen: Option<SocketAddr>,
+    /// Address peers reach this relay at, put in its signed descriptor
+    /// (e.g. the public address when listening on 0.0.0.0 or behind a
+    /// forwarded port) [default: the listen address if its IP is specific,
+    /// or `advertise` in the config file]
+    #[arg(long, value_name = "ADDR:PORT")]
+    advertise: Option<SocketAddr>,
     /// Seed nodes to join, comma-separated; may repeat. Retried until reached.
     /// Without any (here or in the config file), start a network of one's own.
     #[arg(long, value_name = "ADDR:PORT,...", value_delimiter = ',')]
@@ -45,11 +52,13 @@ struct Args {
     /// the config file].
     #[arg(long, value_name = "N")]
     hops: Option<usize>,
-    /// Never relay for others; only build circuits of one's own.
+    /// Never relay for others; only build circuits of one's own. Accepts no
+    /// inbound connection and uses a fresh node identity on every start.
     #[arg(long)]
     client_only: bool,
-    /// TOML config file (`listen`, `bootstrap`, `[circuits]`); flags override
-    /// it. See daemon/veild.example.toml.
+    /// TOML config file (`listen`, `advertise`, `bootstrap`, `[circuits]`,
+    /// `[links]`, `[control]`); flags override it. See
+    /// daemon/veild.example.toml.
     #[arg(long, value_name = "FILE")]
     config: Option<PathBuf>,
     /// Log filter (tracing EnvFilter syntax), e.g. `info` or `veil_daemon=debug`.
@@ -81,11 +90,15 @@ fn run(args: Args) -> anyhow::Result<()> {
     };
     let flags = config::Flags {
         listen: args.listen,
+        advertise: args.advertise,
         bootstrap: args.bootstrap,
         hops: args.hops,
         client_only: args.client_only,
     };
     let settings = config::resolve(file, flags, args.testnet)?;
+    if let Some(why @ config::ClientOnly::NoAddress { .. }) = settings.client_only {
+        tracing::warn!("running client-only (relaying for nobody): {why}");
+    }
     let dir = DataDir::resolve(args.data_dir)?;
     dir.create_private()?;
     let _lock = InstanceLock::acquire(&dir)?;
@@ -94,7 +107,12 @@ fn run(args: Args) -> anyhow::Result<()> {
     } else {
         PowParams::MAINNET
     };
-    let node = keys::load_or_create_node(&dir, pow)?;
+    // A client-only node shows its guards an id that lives one run only.
+    let node = if settings.relay() {
+        keys::load_or_create_node(&dir, pow)?
+    } else {
+        keys::fresh_node(pow)
+    };
     let publisher = keys::load_or_create_publisher(&dir, pow)?;
     let store = Arc::new(Mutex::new(Store::open(&dir.file(DB_FILE))?));
 
@@ -121,18 +139,20 @@ fn run(args: Args) -> anyhow::Result<()> {
         } else {
             Config::mainnet()
         };
+        node_config.relay = settings.relay();
+        node_config.advertised_addr = settings.advertise;
         node_config.bootstrap = settings.bootstrap;
         node_config.circuits = settings.circuits;
-        node_config.relay = settings.relay;
         let identity = NodeIdentity::from_bytes(&node.to_bytes())?;
         let options = Options {
             guard_store: Some(store.clone()),
+            admission: settings.admission,
             ..Options::default()
         };
         let network = Network::start(identity, node_config, settings.listen, options)?;
         let listener = UnixListener::bind(&socket)
             .with_context(|| format!("cannot listen on {}", socket.display()))?;
-        let daemon = Arc::new(Daemon::new(
+        let mut daemon = Daemon::new(
             dir.clone(),
             node,
             publisher,
@@ -141,7 +161,10 @@ fn run(args: Args) -> anyhow::Result<()> {
             args.testnet,
             pow,
             network.view(),
-        ));
+        );
+        daemon.client_only = settings.client_only.map(|why| why.to_string());
+        daemon.control_timeout = settings.control_timeout;
+        let daemon = Arc::new(daemon);
         tracing::info!(node_id = %daemon.node.node_id(), data_dir = %dir.path().display(), "veild ready");
         let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
         let result = tokio::select! {

@@ -1,9 +1,14 @@
 //! The control API server: a Unix socket in the data dir, one request per
 //! connection, newline-delimited JSON answers (see [`crate::api`]).
+//!
+//! Each connection has its own task. A client must send its whole request
+//! line within [`Daemon::control_timeout`] and take each answer line within
+//! it, or it is dropped, so a stuck or idle client holds nothing for long
+//! and never delays others (work it asked for still completes).
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{UnixListener, UnixStream};
@@ -17,6 +22,7 @@ use crate::api::{
     ApiError, CircuitEntry, CircuitState, Command, ErrorKind, FindHit, IdInfo, LinkDirection,
     MAX_REQUEST_BYTES, PeerEntry, Reply, Request, StatusInfo, UnshareReport,
 };
+use crate::config::DEFAULT_CONTROL_TIMEOUT;
 use crate::datadir::DataDir;
 use crate::driver::{NetView, now_ms};
 use crate::library::{self, Library, internal, lock};
@@ -36,6 +42,12 @@ pub struct Daemon {
     pub testnet: bool,
     pub pow: PowParams,
     pub network: NetView,
+    /// Why the node relays for nobody, as `veil status` shows it (None: it
+    /// relays, or nobody said why).
+    pub client_only: Option<String>,
+    /// A control client must send its request, and take each answer line,
+    /// within this.
+    pub control_timeout: Duration,
 }
 
 impl Daemon {
@@ -63,6 +75,8 @@ impl Daemon {
             testnet,
             pow,
             network,
+            client_only: None,
+            control_timeout: DEFAULT_CONTROL_TIMEOUT,
         }
     }
 }
@@ -81,32 +95,45 @@ pub async fn serve(daemon: Arc<Daemon>, listener: UnixListener) -> std::io::Resu
 }
 
 async fn handle(daemon: Arc<Daemon>, stream: UnixStream) -> std::io::Result<()> {
-    let (rd, mut wr) = stream.into_split();
+    let timeout = daemon.control_timeout;
+    let (rd, wr) = stream.into_split();
+    let mut wr = Writer { wr, timeout };
     let mut line = Vec::new();
-    let n = BufReader::new(rd)
-        .take(MAX_REQUEST_BYTES as u64 + 1)
-        .read_until(b'\n', &mut line)
-        .await?;
+    let mut rd = BufReader::new(rd).take(MAX_REQUEST_BYTES as u64 + 1);
+    let read = rd.read_until(b'\n', &mut line);
+    let Ok(n) = tokio::time::timeout(timeout, read).await else {
+        let msg = format!("no complete request within {} s", timeout.as_secs_f32());
+        let _ = wr.send(&err(ErrorKind::BadRequest, msg)).await;
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::TimedOut,
+            "no request in time",
+        ));
+    };
+    let n = n?;
     if n > MAX_REQUEST_BYTES {
-        return send(&mut wr, &err(ErrorKind::BadRequest, "request too large")).await;
+        return wr
+            .send(&err(ErrorKind::BadRequest, "request too large"))
+            .await;
     }
     let req: Request = match serde_json::from_slice(&line) {
         Ok(r) => r,
         Err(e) => {
-            return send(
-                &mut wr,
-                &err(ErrorKind::BadRequest, format!("malformed request: {e}")),
-            )
-            .await;
+            return wr
+                .send(&err(
+                    ErrorKind::BadRequest,
+                    format!("malformed request: {e}"),
+                ))
+                .await;
         }
     };
     if !token_matches(&req.token, &daemon.token) {
         tracing::warn!("control request with a wrong or missing token refused");
-        return send(
-            &mut wr,
-            &err(ErrorKind::Unauthorized, "wrong or missing control token"),
-        )
-        .await;
+        return wr
+            .send(&err(
+                ErrorKind::Unauthorized,
+                "wrong or missing control token",
+            ))
+            .await;
     }
     let (tx, mut rx) = mpsc::unbounded_channel::<Reply>();
     let worker = tokio::task::spawn_blocking(move || {
@@ -123,7 +150,7 @@ async fn handle(daemon: Arc<Daemon>, stream: UnixStream) -> std::io::Result<()> 
     while let Some(reply) = rx.recv().await {
         // A client that went away does not stop the work: a share still
         // completes and is indexed.
-        if send(&mut wr, &reply).await.is_err() {
+        if wr.send(&reply).await.is_err() {
             break;
         }
     }
@@ -137,10 +164,28 @@ fn err(kind: ErrorKind, msg: impl Into<String>) -> Reply {
     }
 }
 
-async fn send(wr: &mut tokio::net::unix::OwnedWriteHalf, reply: &Reply) -> std::io::Result<()> {
-    let mut buf = serde_json::to_vec(reply).map_err(std::io::Error::other)?;
-    buf.push(b'\n');
-    wr.write_all(&buf).await
+/// The answering half of a control connection.
+struct Writer {
+    wr: tokio::net::unix::OwnedWriteHalf,
+    /// Each line must be taken within this.
+    timeout: Duration,
+}
+
+impl Writer {
+    /// Write one answer line; a client that does not take it in time is
+    /// dropped.
+    async fn send(&mut self, reply: &Reply) -> std::io::Result<()> {
+        let mut buf = serde_json::to_vec(reply).map_err(std::io::Error::other)?;
+        buf.push(b'\n');
+        tokio::time::timeout(self.timeout, self.wr.write_all(&buf))
+            .await
+            .unwrap_or_else(|_| {
+                Err(std::io::Error::new(
+                    std::io::ErrorKind::TimedOut,
+                    "the client does not read its answer",
+                ))
+            })
+    }
 }
 
 /// Compare tokens without leaking where they differ: compare their hashes.
@@ -193,6 +238,13 @@ fn execute(
                 listen: d.network.local_addr.to_string(),
                 peers: net.peers.len(),
                 relay: d.network.relay,
+                client_only_reason: if d.network.relay {
+                    None
+                } else {
+                    Some(d.client_only.clone().unwrap_or_else(|| {
+                        "no address to advertise (listening on an unspecified address)".into()
+                    }))
+                },
                 circuits_built: count(node::CircuitState::Built),
                 circuits_building: count(node::CircuitState::Building),
                 relay_circuits: net.relay_circuits,

@@ -126,7 +126,10 @@ pub fn link_msg(data: &[u8]) -> bool {
             let admitted: Vec<(Admitted, bool)> = descriptors
                 .iter()
                 .filter_map(|(u, v)| {
-                    let a = u.clone().admit(NOW_MS, MAX_AGE_MS, PowParams::TESTNET).ok()?;
+                    let a = u
+                        .clone()
+                        .admit(NOW_MS, MAX_AGE_MS, PowParams::TESTNET)
+                        .ok()?;
                     Some((a, *v))
                 })
                 .collect();
@@ -592,8 +595,7 @@ fn circuit_seed_msgs() -> Vec<(&'static str, CircuitMsg)> {
         (
             "extend",
             CircuitMsg::Extend {
-                next: nodes()[1].1.node_id(),
-                addr: "127.2.0.1:4433".parse().expect("literal address"),
+                descriptor: nodes()[1].1.to_bytes(),
                 handshake: vec![3; 48],
             },
         ),

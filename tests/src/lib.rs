@@ -74,6 +74,12 @@ impl Daemon {
         }
     }
 
+    /// Replace the extra `veild` arguments used by the next start (the data
+    /// dir stays).
+    pub fn set_args(&mut self, args: &[&str]) {
+        self.args = args.iter().map(|a| a.to_string()).collect();
+    }
+
     /// Spawn `veild` without waiting; returns the child.
     pub fn spawn(&self) -> Child {
         let log = std::fs::OpenOptions::new()

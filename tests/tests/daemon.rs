@@ -126,3 +126,52 @@ fn sigkill_during_share_never_corrupts_the_store() {
     assert_eq!(total, 60);
     assert_eq!(d.veil_json(&["library"]).as_array().unwrap().len(), 60);
 }
+
+/// Control clients that send nothing, or half a request line, are dropped
+/// after `[control] timeout_s` (here 2 s), told why; others are served
+/// meanwhile and afterwards.
+#[test]
+fn a_silent_control_client_is_dropped_and_others_are_served() {
+    let cfg = tempfile::tempdir().unwrap();
+    let path = cfg.path().join("veild.toml");
+    std::fs::write(&path, "[control]\ntimeout_s = 2\n").unwrap();
+    let d = Daemon::start_with(&[
+        "--listen",
+        "127.0.0.1:0",
+        "--config",
+        path.to_str().unwrap(),
+    ]);
+    let socket = d.data_dir.join("control.sock");
+    let silent = UnixStream::connect(&socket).unwrap();
+    let mut partial = UnixStream::connect(&socket).unwrap();
+    partial.write_all(b"{\"token\":\"").unwrap();
+    let opened = std::time::Instant::now();
+    // Served while the two hang.
+    for _ in 0..3 {
+        d.veil_json(&["status"]);
+    }
+    for (what, s) in [("silent", silent), ("partial", partial)] {
+        // Generous bound: a dropped client sees its reply and EOF long
+        // before this.
+        s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+        let mut lines = BufReader::new(s).lines();
+        let reply: serde_json::Value = serde_json::from_str(
+            &lines
+                .next()
+                .unwrap_or_else(|| panic!("{what}: closed without a reply"))
+                .unwrap_or_else(|e| panic!("{what}: not dropped: {e}")),
+        )
+        .unwrap();
+        assert_eq!(reply["error"]["kind"], "bad_request", "{what}: {reply}");
+        assert!(
+            reply["error"]["message"]
+                .as_str()
+                .unwrap()
+                .contains("no complete request"),
+            "{what}: {reply}"
+        );
+        assert!(lines.next().is_none(), "{what}: not closed");
+    }
+    assert!(opened.elapsed() < Duration::from_secs(25));
+    d.veil_json(&["status"]);
+}

@@ -39,7 +39,9 @@ use rand_core::RngCore;
 
 use super::{Direction, Event, LinkId, LinkState, Millis, Node};
 use crate::cell::{Cell, command};
-use crate::circuit::{CircuitMsg, ClientHopHandshake, MAX_DATA_BYTES, RelayHopHandshake};
+use crate::circuit::{
+    CircuitMsg, ClientHopHandshake, MAX_DATA_BYTES, MAX_EXTENDS, RelayHopHandshake,
+};
 use crate::descriptor::Descriptor;
 use crate::identity::NodeId;
 use crate::onion::{ForwardOutcome, OnionClient, RelayCrypto, RelayPosition};
@@ -182,7 +184,8 @@ struct Guard {
 #[derive(Debug)]
 struct OwnCircuit {
     path: Vec<Candidate>,
-    keys: Vec<[u8; 32]>,
+    /// The hops' checked descriptors (their keys, and what EXTEND carries).
+    descriptors: Vec<Descriptor>,
     /// Link and circuit id towards the guard, once CREATE was sent.
     guard_link: Option<(LinkId, u32)>,
     onion: OnionClient,
@@ -219,6 +222,9 @@ pub(super) struct RelayCircuit {
     last_used_ms: Millis,
     package_window: u32,
     delivered: u32,
+    /// RELAY_EARLY cells seen on this circuit (at most
+    /// [`crate::circuit::MAX_EXTENDS`]).
+    early: u8,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -244,6 +250,8 @@ pub(super) struct Circuits {
     suspects: BTreeMap<NodeId, Millis>,
     /// Builds in a row that failed to reach each vanguard.
     vanguard_failures: BTreeMap<NodeId, u32>,
+    /// CREATEs answered per second, node-wide.
+    creates: super::TokenBucket,
 }
 
 /// Circuit counters (part of [`super::Stats`]).
@@ -265,6 +273,11 @@ pub struct CircuitStats {
     pub cells_relayed: u64,
     /// Probes answered.
     pub probes_answered: u64,
+    /// CREATEs refused for a cap or a rate limit (answered with DESTROY).
+    pub creates_refused: u64,
+    /// Relayed circuits destroyed for passing more than
+    /// [`crate::circuit::MAX_EXTENDS`] RELAY_EARLY cells.
+    pub over_extend_budget: u64,
 }
 
 fn own_side_bit(direction: Direction) -> u32 {
@@ -464,8 +477,15 @@ impl Node {
             (command::CREATED, Some(CircRef::Own(k))) => self.on_own_created(now, k, &cell),
             (command::CREATED, Some(CircRef::Next(k))) => self.on_relay_created(now, k, &cell),
             (command::RELAY, Some(CircRef::Own(k))) => self.on_own_relay(now, k, cell),
-            (command::RELAY, Some(CircRef::Prev(k))) => self.on_relay_forward(now, k, cell),
+            (command::RELAY | command::RELAY_EARLY, Some(CircRef::Prev(k))) => {
+                self.on_relay_forward(now, k, cell)
+            }
             (command::RELAY, Some(CircRef::Next(k))) => self.on_relay_backward(now, k, cell),
+            // RELAY_EARLY travels forward only.
+            (command::RELAY_EARLY, Some(CircRef::Own(k))) => {
+                self.close_own(now, k, CloseReason::Protocol, true)
+            }
+            (command::RELAY_EARLY, Some(CircRef::Next(k))) => self.drop_relay(k, reason::PROTOCOL),
             (command::DESTROY, Some(r)) => {
                 // The other side forgot it already.
                 if let Some(l) = self.links.get_mut(&link) {
@@ -478,7 +498,7 @@ impl Node {
             }
             // A cell for a circuit we already tore down (it crossed our
             // DESTROY), or a CREATED we never asked for: drop it.
-            (command::DESTROY | command::CREATED | command::RELAY, _) => {}
+            (command::DESTROY | command::CREATED | command::RELAY | command::RELAY_EARLY, _) => {}
             _ => self.penalise(link),
         }
     }
@@ -547,7 +567,8 @@ impl Node {
             return true;
         }
         self.circ.waiting.entry(id).or_default().push(w);
-        if self.dial_expected(now, addr, id) {
+        let own = matches!(w, Waiter::Own(_));
+        if self.dial_expected(now, addr, id, own) {
             true
         } else {
             if let Some(v) = self.circ.waiting.get_mut(&id) {
@@ -577,11 +598,13 @@ impl Node {
         }
     }
 
-    /// We could not reach `peer` (dial or link handshake failed).
-    pub(super) fn circuits_peer_unreachable(&mut self, now: Millis, peer: NodeId) {
-        if let Some(g) = self.circ.guards.iter_mut().find(|g| g.cand.id == peer) {
-            g.unreachable_since.get_or_insert(now);
-            g.retry_at_ms = now + self.config.circuits.guard_retry_ms;
+    /// We could not reach `peer` (dial or link handshake failed). `own`:
+    /// the dial was made for our own circuits or guard links; only such a
+    /// failure marks a guard unreachable (an EXTEND someone else sent
+    /// never does).
+    pub(super) fn circuits_peer_unreachable(&mut self, now: Millis, peer: NodeId, own: bool) {
+        if own {
+            self.circuits_peer_unreachable_guard_only(now, peer);
         }
         let Some(waiters) = self.circ.waiting.remove(&peer) else {
             return;
@@ -672,8 +695,7 @@ impl Node {
     /// Relays we hold descriptors for (see [`super::directory::Directory::candidates`]:
     /// a pick is checked with [`Node::verified`] before use).
     fn candidates(&self, now: Millis) -> Vec<Candidate> {
-        self.dir
-            .candidates(now, self.config.descriptor_max_age_ms)
+        self.dir.candidates(now, self.config.descriptor_max_age_ms)
     }
 
     /// The checked descriptor of relay `id`, checking a newer gossiped
@@ -802,7 +824,7 @@ impl Node {
                         .find(|x| x.cand.id == *g)
                         .map(|x| x.cand.addr);
                     if let Some(addr) = addr {
-                        self.dial_expected(now, addr, *g);
+                        self.dial_expected(now, addr, *g, true);
                     }
                 }
             }
@@ -826,46 +848,49 @@ impl Node {
     /// Dial `addr` expecting `id` (for guards and extends). False if the
     /// node is at its limits or the address is being dialled for someone
     /// else.
-    fn dial_expected(&mut self, now: Millis, addr: SocketAddr, id: NodeId) -> bool {
+    fn dial_expected(&mut self, now: Millis, addr: SocketAddr, id: NodeId, own: bool) -> bool {
         if let Some(d) = self.dials.get_mut(&addr) {
             // A bootstrap dial to the same address now also expects `id`
             // (the link handshake then checks it).
             if d.expected.is_none() {
                 d.expected = Some(id);
             }
+            d.own |= own;
             return d.expected == Some(id);
         }
-        let handshaking = self
+        if let Some(l) = self
             .links
-            .values()
-            .filter(|l| matches!(l.state, LinkState::Handshaking(_)) && l.expected == Some(id))
-            .count();
-        if handshaking > 0 {
+            .values_mut()
+            .find(|l| matches!(l.state, LinkState::Handshaking(_)) && l.expected == Some(id))
+        {
+            l.own |= own;
             return true;
         }
-        if self.links.len() + self.dials.len() >= self.config.max_links {
-            // Circuits come first: drop the least recently used link that
-            // carries none (gossip re-links as needed).
-            let guards = self.guard_ids();
-            let victim = self
-                .links
-                .iter()
-                .filter(|(_, l)| match l.state {
-                    LinkState::Up { peer } => l.circuits.is_empty() && !guards.contains(&peer),
-                    _ => false,
-                })
-                .min_by_key(|(lid, l)| (l.last_used_ms, **lid))
-                .map(|(lid, _)| *lid);
-            if let Some(v) = victim {
-                self.close(v);
+        if !own {
+            // Extends go through the normal dial policy: one dial per
+            // address per backoff period, and only to addresses of a class
+            // we may reach (a relay is never made to scan its own loopback
+            // or LAN).
+            if !self.dialable(addr)
+                || self
+                    .last_dial
+                    .get(&addr)
+                    .is_some_and(|&t| now < t + self.config.dial_backoff_ms)
+            {
+                return false;
             }
+            self.last_dial.insert(addr, now);
         }
-        if self.dials.len() >= self.config.max_pending_handshakes
-            || self.links.len() + self.dials.len() >= self.config.max_links
+        // No link is closed to make room here: a link is evicted only once
+        // the one it makes room for is authenticated (`make_room`).
+        let handshaking = self.handshaking_count();
+        if self.dials.len() + handshaking >= self.config.max_pending_handshakes
+            || self.links.len() + self.dials.len()
+                >= self.config.max_links + self.config.max_pending_handshakes
         {
             return false;
         }
-        self.request_dial(now, addr, id);
+        self.request_dial(now, addr, id, own);
         true
     }
 
@@ -894,7 +919,7 @@ impl Node {
         let Some(path) = path::pick_rest(&mut self.rng, &p, guard, &vanguards, &pool) else {
             return false;
         };
-        let mut keys = Vec::with_capacity(path.len());
+        let mut descriptors = Vec::with_capacity(path.len());
         for (i, hop) in path.iter().enumerate() {
             let d = if i == 0 {
                 self.circ
@@ -908,7 +933,7 @@ impl Node {
             let Some(d) = d else {
                 return false;
             };
-            keys.push(*d.x25519());
+            descriptors.push(d);
         }
         let k = self.circ.next_key;
         self.circ.next_key += 1;
@@ -917,7 +942,7 @@ impl Node {
             k,
             OwnCircuit {
                 path,
-                keys,
+                descriptors,
                 guard_link: None,
                 onion: OnionClient::new(),
                 pending: None,
@@ -962,7 +987,7 @@ impl Node {
         if c.guard_link.is_some() {
             return;
         }
-        let started = ClientHopHandshake::start(&c.keys[0], seed);
+        let started = ClientHopHandshake::start(c.descriptors[0].x25519(), seed);
         let Some(cid) = self.alloc_circ_id(link, CircRef::Own(k)) else {
             self.close_own(now, k, CloseReason::Protocol, true);
             return;
@@ -1023,8 +1048,8 @@ impl Node {
         }
         let have = c.onion.hop_count();
         if have < c.path.len() {
-            let next = c.path[have];
-            let key = c.keys[have];
+            let key = *c.descriptors[have].x25519();
+            let descriptor = c.descriptors[have].to_bytes();
             let mut seed = [0u8; 32];
             self.rng.fill_bytes(&mut seed);
             let Ok((hs, msg1)) = ClientHopHandshake::start(&key, seed) else {
@@ -1034,11 +1059,10 @@ impl Node {
                 c.pending = Some(hs);
             }
             let msg = CircuitMsg::Extend {
-                next: next.id,
-                addr: next.addr,
+                descriptor,
                 handshake: msg1,
             };
-            self.send_own(k, have - 1, &msg);
+            self.send_own_as(k, have - 1, &msg, command::RELAY_EARLY);
         } else {
             let nonce = self.rng.next_u64();
             c.probe = Some((nonce, c.deadline_ms));
@@ -1048,6 +1072,11 @@ impl Node {
 
     /// Seals `msg` for hop `hop` of our circuit `k` and sends it.
     fn send_own(&mut self, k: u64, hop: usize, msg: &CircuitMsg) {
+        self.send_own_as(k, hop, msg, command::RELAY);
+    }
+
+    /// As [`Node::send_own`], as a `RELAY` or `RELAY_EARLY` cell.
+    fn send_own_as(&mut self, k: u64, hop: usize, msg: &CircuitMsg, cmd: u8) {
         let Some(c) = self.circ.own.get_mut(&k) else {
             return;
         };
@@ -1060,7 +1089,7 @@ impl Node {
         let Ok(body) = c.onion.seal_forward(hop, &payload) else {
             return self.close_own(self.now_ms, k, CloseReason::Protocol, true);
         };
-        if let Some(cell) = Cell::relay(cid, &body[..]) {
+        if let Some(cell) = Cell::relay_as(cid, cmd, &body[..]) {
             self.send(link, cell);
         }
     }
@@ -1212,11 +1241,40 @@ impl Node {
             .values()
             .filter(|r| matches!(r, CircRef::Prev(_)))
             .count();
-        let p = &self.config.circuits;
+        let peer = match l.state {
+            LinkState::Up { peer } => peer,
+            _ => return,
+        };
         if !self.config.relay {
             return self.send_destroy(link, cid, reason::NOT_A_RELAY);
         }
-        if on_link >= p.max_circuits_per_link || self.circ.relays.len() >= p.max_relay_circuits {
+        let p = self.config.circuits.clone();
+        let of_peer: usize = self
+            .links
+            .values()
+            .filter(|l| matches!(l.state, LinkState::Up { peer: q } if q == peer))
+            .map(|l| {
+                l.circuits
+                    .values()
+                    .filter(|r| matches!(r, CircRef::Prev(_)))
+                    .count()
+            })
+            .sum();
+        if on_link >= p.max_circuits_per_link
+            || of_peer >= p.max_circuits_per_peer
+            || self.circ.relays.len() >= p.max_relay_circuits
+        {
+            self.stats.circuits.creates_refused += 1;
+            return self.send_destroy(link, cid, reason::RESOURCES);
+        }
+        // Rate: per link first (one peer cannot use up the node's budget),
+        // then the node's own bound on handshake work.
+        let link_ok = self
+            .links
+            .get_mut(&link)
+            .is_some_and(|l| l.creates.take(now, p.creates_per_sec_per_link));
+        if !link_ok || !self.circ.creates.take(now, p.creates_per_sec) {
+            self.stats.circuits.creates_refused += 1;
             return self.send_destroy(link, cid, reason::RESOURCES);
         }
         let msg1 = match cell.link_payload().map(CircuitMsg::decode) {
@@ -1246,6 +1304,7 @@ impl Node {
                 last_used_ms: now,
                 package_window: p.window_cells,
                 delivered: 0,
+                early: 0,
             },
         );
         if let Some(l) = self.links.get_mut(&link) {
@@ -1267,6 +1326,17 @@ impl Node {
             return;
         };
         r.last_used_ms = now;
+        let early = cell.command() == command::RELAY_EARLY;
+        if early {
+            // The extend budget: no circuit passes more than MAX_EXTENDS
+            // extends through any relay, so none exceeds MAX_EXTENDS + 1
+            // hops (and no loop can multiply a cell without bound).
+            r.early += 1;
+            if r.early > MAX_EXTENDS {
+                self.stats.circuits.over_extend_budget += 1;
+                return self.drop_relay(k, reason::PROTOCOL);
+            }
+        }
         let outcome = r.crypto.process_forward(cell.body_mut());
         match outcome {
             Ok(ForwardOutcome::Forward) => {
@@ -1282,7 +1352,7 @@ impl Node {
                         .push(Observation::Recognised(payload.clone()));
                 }
                 match CircuitMsg::decode(&payload) {
-                    Ok(msg) => self.on_relay_msg(now, k, msg),
+                    Ok(msg) => self.on_relay_msg(now, k, msg, early),
                     Err(_) => self.drop_relay(k, reason::PROTOCOL),
                 }
             }
@@ -1293,34 +1363,18 @@ impl Node {
         }
     }
 
-    fn on_relay_msg(&mut self, now: Millis, k: u64, msg: CircuitMsg) {
-        let me = self.node_id();
+    fn on_relay_msg(&mut self, now: Millis, k: u64, msg: CircuitMsg, early: bool) {
         let Some(r) = self.circ.relays.get_mut(&k) else {
             return;
         };
         let is_last = r.next.is_none() && r.extending.is_none();
         match msg {
             CircuitMsg::Extend {
-                next,
-                addr,
+                descriptor,
                 handshake,
-            } if is_last => {
-                let prev_peer = self.links.get(&r.prev.0).and_then(|l| match l.state {
-                    LinkState::Up { peer } => Some(peer),
-                    _ => None,
-                });
-                if next == me || Some(next) == prev_peer {
-                    return self.drop_relay(k, reason::EXTEND_FAILED);
-                }
-                r.extending = Some(Extending {
-                    next,
-                    addr,
-                    msg1: handshake,
-                    retried: false,
-                });
-                if !self.wait_for(now, next, addr, Waiter::Relay(k)) {
-                    self.drop_relay(k, reason::EXTEND_FAILED);
-                }
+            } if is_last && early => {
+                let prev = r.prev.0;
+                self.on_extend(now, k, prev, &descriptor, handshake);
             }
             CircuitMsg::Probe { nonce } => {
                 self.stats.circuits.probes_answered += 1;
@@ -1343,6 +1397,49 @@ impl Node {
                 r.package_window = (r.package_window + p.sendme_every).min(p.window_cells);
             }
             _ => self.drop_relay(k, reason::PROTOCOL),
+        }
+    }
+
+    /// As the last hop, extend circuit `k` (arrived on link `prev`) to the
+    /// relay `descriptor` describes. The address dialled is the one that
+    /// relay signed (or a link to it is reused), under the normal dial
+    /// policy; nothing in the EXTEND is used unchecked.
+    fn on_extend(&mut self, now: Millis, k: u64, prev: LinkId, descriptor: &[u8], msg1: Vec<u8>) {
+        let checked = Descriptor::decode(descriptor)
+            .ok()
+            .and_then(|u| self.check_descriptor(u, now).ok());
+        let Some(d) = checked else {
+            self.stats.descriptors_refused += 1;
+            return self.drop_relay(k, reason::EXTEND_FAILED);
+        };
+        let next = d.node_id();
+        let prev_peer = self.links.get(&prev).and_then(|l| match l.state {
+            LinkState::Up { peer } => Some(peer),
+            _ => None,
+        });
+        if !d.is_relay() || next == self.node_id() || Some(next) == prev_peer {
+            return self.drop_relay(k, reason::EXTEND_FAILED);
+        }
+        // Keep the newest checked descriptor we hold for it (ours may be
+        // newer than the client's copy) and dial where it says.
+        self.remember(now, d, None);
+        let addr = self.dir.get(&next).and_then(|kn| {
+            kn.verified_addr
+                .or(kn.descriptor().and_then(Descriptor::address))
+        });
+        let Some(addr) = addr else {
+            return self.drop_relay(k, reason::EXTEND_FAILED);
+        };
+        if let Some(r) = self.circ.relays.get_mut(&k) {
+            r.extending = Some(Extending {
+                next,
+                addr,
+                msg1,
+                retried: false,
+            });
+        }
+        if !self.wait_for(now, next, addr, Waiter::Relay(k)) {
+            self.drop_relay(k, reason::EXTEND_FAILED);
         }
     }
 
@@ -1401,7 +1498,7 @@ impl Node {
                 .push(Observation::Relayed(cell.body().to_vec()));
         }
         self.stats.circuits.cells_relayed += 1;
-        if let Some(c) = Cell::relay(cid, cell.body()) {
+        if let Some(c) = Cell::relay_as(cid, cell.command(), cell.body()) {
             self.send(link, c);
         }
     }
@@ -1448,6 +1545,10 @@ impl Node {
 }
 
 #[cfg(test)]
+#[path = "circuit_attacks.rs"]
+mod attacks;
+
+#[cfg(test)]
 mod tests {
     use super::super::tests::{Net, T0, TamperAction, addr, net, node};
     use super::*;
@@ -1455,7 +1556,7 @@ mod tests {
 
     /// A network of `n` nodes where only node 0 builds circuits (so the
     /// tests can reason about its paths).
-    fn quiet_net(n: u8) -> Net {
+    pub(super) fn quiet_net(n: u8) -> Net {
         let mut net = net(n, false);
         for (i, node) in net.nodes.iter_mut().enumerate() {
             if i != 0 {
@@ -1466,7 +1567,7 @@ mod tests {
         net
     }
 
-    fn built(net: &Net, i: usize) -> Vec<CircuitInfo> {
+    pub(super) fn built(net: &Net, i: usize) -> Vec<CircuitInfo> {
         net.nodes[i]
             .circuits()
             .into_iter()
@@ -1475,7 +1576,7 @@ mod tests {
     }
 
     /// The data cells node `exit` delivered as a last hop.
-    fn relay_data_at(net: &Net, exit: usize) -> Vec<Vec<u8>> {
+    pub(super) fn relay_data_at(net: &Net, exit: usize) -> Vec<Vec<u8>> {
         net.events
             .iter()
             .filter_map(|(i, e)| match e {
@@ -1485,7 +1586,7 @@ mod tests {
             .collect()
     }
 
-    fn index_of(net: &Net, id: NodeId) -> usize {
+    pub(super) fn index_of(net: &Net, id: NodeId) -> usize {
         net.nodes.iter().position(|n| n.node_id() == id).unwrap()
     }
 
@@ -1812,7 +1913,7 @@ mod tests {
 
     /// Node 0's link to node 1 (and node 1's end of it), linking them
     /// first if needed.
-    fn link_between(net: &mut Net) -> (LinkId, LinkId) {
+    pub(super) fn link_between(net: &mut Net) -> (LinkId, LinkId) {
         net.run(T0 + 3_000);
         let id1 = net.nodes[1].node_id();
         let l0 = *net.nodes[0].by_peer.get(&id1).expect("0 and 1 linked");
@@ -1820,7 +1921,7 @@ mod tests {
         (l0, l1)
     }
 
-    fn create_cell(to: &Node, cid: u32, seed: u8) -> Cell {
+    pub(super) fn create_cell(to: &Node, cid: u32, seed: u8) -> Cell {
         let (_, msg1) = ClientHopHandshake::start(to.descriptor().x25519(), [seed; 32]).unwrap();
         let m = CircuitMsg::Create { handshake: msg1 }.encode().unwrap();
         Cell::control(cid, command::CREATE, &m).unwrap()

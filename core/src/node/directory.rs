@@ -147,8 +147,7 @@ impl Directory {
                 if k.descriptor().is_none_or(|v| v.address() != d.address()) {
                     k.verified_addr = None;
                 }
-                if k
-                    .claim
+                if k.claim
                     .as_ref()
                     .is_some_and(|c| c.admitted.timestamp_ms() <= d.timestamp_ms())
                 {
@@ -164,15 +163,13 @@ impl Directory {
             return;
         }
         let a = d.admitted();
-        self.insert(
-            Known {
-                checked: Some((d, a)),
-                claim: None,
-                first_seen_ms: now,
-                last_seen_ms: now,
-                verified_addr,
-            }
-        );
+        self.insert(Known {
+            checked: Some((d, a)),
+            claim: None,
+            first_seen_ms: now,
+            last_seen_ms: now,
+            verified_addr,
+        });
     }
 
     /// Offer a gossiped descriptor whose identity was admitted. Returns the
@@ -194,22 +191,21 @@ impl Directory {
             vouched,
         };
         let Some(k) = self.known.get_mut(&id) else {
-            self.insert(
-                Known {
-                    checked: None,
-                    claim: Some(claim),
-                    first_seen_ms: now,
-                    last_seen_ms: now,
-                    verified_addr: None,
-                }
-            );
+            self.insert(Known {
+                checked: None,
+                claim: Some(claim),
+                first_seen_ms: now,
+                last_seen_ms: now,
+                verified_addr: None,
+            });
             return Vec::new();
         };
         k.last_seen_ms = now;
         let a = &claim.admitted;
-        if k.checked.as_ref().is_some_and(|(v, va)| {
-            a == va || a.timestamp_ms() <= v.timestamp_ms()
-        }) {
+        if k.checked
+            .as_ref()
+            .is_some_and(|(v, va)| a == va || a.timestamp_ms() <= v.timestamp_ms())
+        {
             // What we checked already, or older: nothing to learn.
             return Vec::new();
         }
@@ -232,11 +228,7 @@ impl Directory {
 
     /// Checks the claim held for `id`, if any: it becomes the checked
     /// descriptor, or is dropped alone.
-    pub(super) fn settle(
-        &mut self,
-        now: Millis,
-        id: &NodeId,
-    ) -> Option<Refusal> {
+    pub(super) fn settle(&mut self, now: Millis, id: &NodeId) -> Option<Refusal> {
         let claim = self.known.get_mut(id)?.claim.take()?;
         self.check(now, claim)
     }

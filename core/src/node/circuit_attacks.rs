@@ -1,0 +1,368 @@
+//! Circuits from the attacker's chair: hostile clients and peers against
+//! real nodes in the in-memory test network. Each test hits one limit or
+//! rule and checks that the attacker gets nothing and honest traffic keeps
+//! going.
+
+use super::super::tests::{Net, T0, net};
+use super::tests::{built, index_of, link_between, quiet_net};
+use super::*;
+use crate::descriptor::flags;
+use crate::identity::NodeIdentity;
+use crate::pow::PowParams;
+use ed25519_dalek::SigningKey;
+use x25519_dalek::StaticSecret;
+
+/// Node 0's first built circuit, its key in `circ.own`, and the node
+/// indexes of its hops.
+fn first_circuit(net: &Net) -> (u64, Vec<usize>) {
+    let c = built(net, 0)[0].clone();
+    let hops = c.hops.iter().map(|h| index_of(net, *h)).collect();
+    (c.id.0, hops)
+}
+
+/// An EXTEND towards node `to`, with a fresh handshake.
+fn extend_to(net: &Net, to: usize, seed: u8) -> CircuitMsg {
+    let d = net.nodes[to].descriptor().clone();
+    let (_, msg1) = ClientHopHandshake::start(d.x25519(), [seed; 32]).unwrap();
+    CircuitMsg::Extend {
+        descriptor: d.to_bytes(),
+        handshake: msg1,
+    }
+}
+
+fn closed(net: &Net, i: usize, id: u64) -> bool {
+    net.events
+        .iter()
+        .any(|(n, e)| *n == i && matches!(e, Event::CircuitClosed { id: c, .. } if c.0 == id))
+}
+
+#[test]
+fn extend_budget_caps_circuit_length_at_every_relay() {
+    // A client builds the longest circuit allowed (4 hops, 3 extends),
+    // then sends a 4th EXTEND anyway: the relays count RELAY_EARLY cells,
+    // so the circuit dies instead of growing to a 5th hop.
+    let mut net = quiet_net(12);
+    net.nodes[0].config.circuits.hops = 4;
+    net.run(T0 + 12_000);
+    let (k, hops) = first_circuit(&net);
+    assert_eq!(hops.len(), 4, "the 4-hop circuit is allowed");
+    let fifth = (1..12).find(|i| !hops.contains(i)).unwrap();
+    net.nodes[0].config.circuits.circuits_wanted = 0;
+    net.events.clear();
+    let creates_before = net.nodes[fifth].stats().circuits.relay_created;
+    let msg = extend_to(&net, fifth, 77);
+    net.nodes[0].send_own_as(k, 3, &msg, command::RELAY_EARLY);
+    net.pump(T0 + 12_000);
+    assert_eq!(
+        net.nodes[hops[0]].stats().circuits.over_extend_budget,
+        1,
+        "the guard refused the 4th extend"
+    );
+    assert_eq!(
+        net.nodes[fifth].stats().circuits.relay_created,
+        creates_before,
+        "no 5th hop was created"
+    );
+    assert!(closed(&net, 0, k), "the client's circuit came down");
+    for h in hops {
+        assert_eq!(net.nodes[h].relay_circuit_count(), 0, "hop {h} kept it");
+    }
+}
+
+#[test]
+fn extend_outside_relay_early_is_refused() {
+    // An EXTEND in a plain RELAY cell would dodge the budget: refused.
+    let mut net = quiet_net(10);
+    net.run(T0 + 10_000);
+    let (k, hops) = first_circuit(&net);
+    let other = (1..10).find(|i| !hops.contains(i)).unwrap();
+    net.nodes[0].config.circuits.circuits_wanted = 0;
+    net.events.clear();
+    let before = net.nodes[other].stats().circuits.relay_created;
+    let msg = extend_to(&net, other, 5);
+    net.nodes[0].send_own(k, hops.len() - 1, &msg);
+    net.pump(T0 + 10_000);
+    assert_eq!(net.nodes[other].stats().circuits.relay_created, before);
+    assert!(closed(&net, 0, k));
+}
+
+/// A relay-capable identity signing a descriptor with any address.
+fn rogue(i: u8, addr: SocketAddr) -> Descriptor {
+    let id = NodeIdentity::from_keys(
+        SigningKey::from_bytes(&[i; 32]),
+        StaticSecret::from([i ^ 0x55; 32]),
+        PowParams::TESTNET,
+    );
+    Descriptor::sign(&id, flags::RELAY, Some(addr), T0, Vec::new())
+}
+
+#[test]
+fn extend_dials_only_signed_dialable_addresses() {
+    // The last hop of node 0's circuit is asked to extend to: a descriptor
+    // whose address was altered (signature fails), and a validly signed
+    // descriptor naming a LAN address (a relay on loopback never dials
+    // outside its scope). Neither produces a dial; the hop keeps serving.
+    let mut net = quiet_net(10);
+    net.run(T0 + 10_000);
+    for (n, bad) in [
+        {
+            let mut b = rogue(200, "127.77.0.1:7000".parse().unwrap()).to_bytes();
+            // The address sits after version, flags, keys, nonce, family.
+            b[2 + 64 + 8 + 1] ^= 1;
+            b
+        },
+        rogue(201, "192.168.1.10:22".parse().unwrap()).to_bytes(),
+        rogue(202, "10.0.0.1:7000".parse().unwrap()).to_bytes(),
+        rogue(203, "0.0.0.0:7000".parse().unwrap()).to_bytes(),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        net.nodes[0].config.circuits.circuits_wanted = 1;
+        net.run_from(
+            T0 + 10_000 + n as u64 * 5_000,
+            T0 + 15_000 + n as u64 * 5_000,
+        );
+        let (k, hops) = first_circuit(&net);
+        let exit = *hops.last().unwrap();
+        net.events.clear();
+        let (_, msg1) = ClientHopHandshake::start(&[9; 32], [n as u8; 32]).unwrap();
+        let msg = CircuitMsg::Extend {
+            descriptor: bad,
+            handshake: msg1,
+        };
+        net.nodes[0].send_own_as(k, hops.len() - 1, &msg, command::RELAY_EARLY);
+        // Catch the exit's dial requests before the test network acts.
+        let mut connects = Vec::new();
+        for _ in 0..10 {
+            for i in 0..net.nodes.len() {
+                while let Some(t) = net.nodes[i].poll_transmit() {
+                    if let Some(&(j, pl)) = net.wires.get(&(i, t.link)) {
+                        net.nodes[j].handle_link_data(T0, pl, t.cell.as_bytes());
+                    }
+                }
+                while let Some(e) = net.nodes[i].poll_event() {
+                    match e {
+                        Event::Connect { addr, .. } if i == exit => connects.push(addr),
+                        other => net.events.push((i, other)),
+                    }
+                }
+            }
+        }
+        assert!(
+            connects.is_empty(),
+            "case {n}: the exit dialled {connects:?}"
+        );
+        assert!(closed(&net, 0, k), "case {n}: the circuit failed cleanly");
+        assert!(
+            !net.nodes[exit].peers().is_empty(),
+            "the exit keeps its links"
+        );
+    }
+}
+
+#[test]
+fn extend_dial_failures_never_mark_our_guard_unreachable() {
+    // Relay R is extended (by someone else's circuit) towards R's own
+    // guard G, and that dial fails: R must keep G as reachable. Only a
+    // dial R made for its own circuits may mark G unreachable.
+    let mut net = quiet_net(10);
+    net.run(T0 + 10_000);
+    let (_, hops) = first_circuit(&net);
+    let r = *hops.last().unwrap();
+    net.nodes[r].config.circuits.circuits_wanted = 1;
+    net.run_from(T0 + 10_000, T0 + 14_000);
+    let g_id = net.nodes[r].guard_ids()[0];
+    let now = T0 + 14_000;
+    // R drops its link to G, so the extend must dial.
+    if let Some(&l) = net.nodes[r].by_peer.get(&g_id) {
+        net.nodes[r].handle_link_down(now, l);
+    }
+    let g_desc = net.nodes[index_of(&net, g_id)].descriptor().clone();
+    let (_, msg1) = ClientHopHandshake::start(g_desc.x25519(), [3; 32]).unwrap();
+    // A relayed circuit at R (as a last hop), fed an EXTEND to G.
+    let link = LinkId(999_999);
+    net.nodes[r]
+        .links
+        .insert(link, test_link(now, NodeId::from_bytes([1; 32])));
+    let k = net.nodes[r].circ.next_key;
+    net.nodes[r].circ.next_key += 1;
+    let keys = crate::onion::HopKeys::derive(&[4; 32]);
+    net.nodes[r].circ.relays.insert(
+        k,
+        RelayCircuit {
+            prev: (link, 5),
+            next: None,
+            crypto: RelayCrypto::new(keys, true),
+            extending: None,
+            last_used_ms: now,
+            package_window: 10,
+            delivered: 0,
+            early: 1,
+        },
+    );
+    net.nodes[r].on_extend(now, k, link, &g_desc.to_bytes(), msg1);
+    let mut dialled = None;
+    while let Some(e) = net.nodes[r].poll_event() {
+        if let Event::Connect { addr, expected } = e {
+            assert_eq!(expected, Some(g_id));
+            assert_eq!(Some(addr), g_desc.address(), "only the signed address");
+            dialled = Some(addr);
+        }
+    }
+    let addr = dialled.expect("R dialled G for the extend");
+    net.nodes[r].handle_connect_failed(now, addr);
+    let g = net.nodes[r]
+        .circ
+        .guards
+        .iter()
+        .find(|g| g.cand.id == g_id)
+        .unwrap();
+    assert!(
+        g.unreachable_since.is_none(),
+        "an extend dial moved our guard"
+    );
+    assert!(
+        !net.nodes[r].circ.relays.contains_key(&k),
+        "the extend failed"
+    );
+    // The same failure on a dial of our own does count.
+    assert!(net.nodes[r].dial_expected(now + 60_000, addr, g_id, true));
+    while net.nodes[r].poll_event().is_some() {}
+    net.nodes[r].handle_connect_failed(now + 60_000, addr);
+    let g = net.nodes[r]
+        .circ
+        .guards
+        .iter()
+        .find(|g| g.cand.id == g_id)
+        .unwrap();
+    assert!(g.unreachable_since.is_some());
+}
+
+/// An up link record for tests that plant state directly.
+fn test_link(now: Millis, peer: NodeId) -> super::super::Link {
+    super::super::Link {
+        direction: Direction::Inbound,
+        remote: "127.99.0.1:1".parse().unwrap(),
+        state: LinkState::Up { peer },
+        reader: Default::default(),
+        opened_ms: now,
+        up_since_ms: now,
+        last_used_ms: now,
+        cells: super::super::TokenBucket::full(now, 1000),
+        creates: super::super::TokenBucket::full(now, 1000),
+        pushed_round: 0,
+        pulled_round: 0,
+        my_pull: None,
+        queued: 0,
+        expected: None,
+        own: false,
+        circuits: BTreeMap::new(),
+    }
+}
+
+#[test]
+fn unauthenticated_dialers_evict_nobody() {
+    // A node at its inbound limit. Newcomers that never finish the link
+    // handshake close nobody's link; one that authenticates takes the
+    // slot of the least recently used idle inbound link.
+    let mut net = net(8, false);
+    for n in &mut net.nodes {
+        n.config.circuits.circuits_wanted = 0;
+    }
+    net.nodes[0].config.max_links = 6;
+    net.run(T0 + 5_000);
+    let before: BTreeSet<LinkId> = net.nodes[0].links.keys().copied().collect();
+    let now = T0 + 5_000;
+    for i in 0..3u64 {
+        net.nodes[0].handle_link_up(
+            now,
+            LinkId(500 + i),
+            Direction::Inbound,
+            format!("127.{}.0.9:1", 60 + i).parse().unwrap(),
+            [0; 32],
+        );
+    }
+    while net.nodes[0].poll_transmit().is_some() {}
+    let mut closed_links = Vec::new();
+    while let Some(e) = net.nodes[0].poll_event() {
+        if let Event::Close { link } = e {
+            closed_links.push(link);
+        }
+    }
+    assert!(
+        closed_links.iter().all(|l| !before.contains(l)),
+        "an established link was closed for an unauthenticated dialler"
+    );
+    for l in &before {
+        assert!(net.nodes[0].links.contains_key(l));
+    }
+    // They time out without harm.
+    net.nodes[0].handle_timeout(now + 60_000);
+    for i in 0..3u64 {
+        assert!(!net.nodes[0].links.contains_key(&LinkId(500 + i)));
+    }
+}
+
+/// Node 1 of a 3-node network, with `cap` circuits per peer and `rate`
+/// CREATEs per second per link. Node 0 attacks over its link to node 1;
+/// returns how many circuits node 1 ended up relaying for it, and whether
+/// node 2 (honest) then got a circuit through at once.
+fn create_flood(cap: usize, rate: u32) -> (usize, bool) {
+    let mut net = net(3, false);
+    for n in &mut net.nodes {
+        n.config.circuits.circuits_wanted = 0;
+    }
+    net.nodes[1].config.circuits.max_circuits_per_peer = cap;
+    net.nodes[1].config.circuits.creates_per_sec_per_link = rate;
+    let (l0, l1) = link_between(&mut net);
+    let bit = own_side_bit(net.nodes[0].links[&l0].direction);
+    let now = T0 + 3_000;
+    let mut cid = 1000u32;
+    // A burst, then 50 CREATEs a second for a minute.
+    for s in 0..60u64 {
+        let n = if s == 0 { 200 } else { 50 };
+        for i in 0..n {
+            cid += 1;
+            let c = super::tests::create_cell(&net.nodes[1], bit | cid, i as u8);
+            net.nodes[1].handle_link_data(now + s * 1000, l1, c.as_bytes());
+        }
+        // The attacker reads its DESTROYs (a peer that does not read is
+        // cut for that, a different limit).
+        while net.nodes[1].poll_transmit().is_some() {}
+    }
+    assert!(net.nodes[1].links.contains_key(&l1), "refused, not cut");
+    let got = net.nodes[1].relay_circuit_count();
+    // Node 2, an honest peer, asks for one circuit.
+    let later = now + 60_000;
+    let id1 = net.nodes[1].node_id();
+    let a1 = net.nodes[1].descriptor().address().unwrap();
+    if !net.nodes[2].by_peer.contains_key(&id1) {
+        assert!(net.nodes[2].dial_expected(later, a1, id1, true));
+        net.pump(later);
+    }
+    let l2 = net.nodes[2].by_peer[&id1];
+    let (_, peer_link) = net.wires[&(2, l2)];
+    let bit2 = own_side_bit(net.nodes[2].links[&l2].direction);
+    let c = super::tests::create_cell(&net.nodes[1], bit2 | 7, 1);
+    net.nodes[1].handle_link_data(later, peer_link, c.as_bytes());
+    let honest_ok = net.nodes[1].relay_circuit_count() == got + 1;
+    (got, honest_ok)
+}
+
+#[test]
+fn one_peer_is_held_to_its_circuit_cap() {
+    let (got, honest_ok) = create_flood(8, 1000);
+    assert_eq!(got, 8, "one peer filled more than its share");
+    assert!(honest_ok, "an honest peer was refused");
+}
+
+#[test]
+fn create_floods_are_rate_limited_per_link() {
+    // Under every cap, only the rate limit holds the attacker back: a burst
+    // of two seconds' worth, then `rate` a second.
+    let (got, honest_ok) = create_flood(100_000, 4);
+    assert!(got <= 8 + 4 * 60, "{got} CREATEs answered at 4/s");
+    assert!(got >= 8 + 4 * 55, "{got}: the limit is a rate, not a ban");
+    assert!(honest_ok, "an honest peer was refused");
+}
