@@ -68,7 +68,7 @@ impl Net {
                 cfg.bootstrap = vec![addr(0)];
                 cfg.circuits.hops = hops;
                 cfg.circuits.circuits_wanted = usize::from(i == 0);
-                Node::new(id, cfg, [k; 32], T0)
+                Node::new(id, cfg.validate().expect("valid config"), [k; 32], T0)
             })
             .collect();
         Net {
@@ -85,6 +85,7 @@ impl Net {
             for i in 0..self.nodes.len() {
                 while let Some(t) = self.nodes[i].poll_transmit() {
                     progressed = true;
+                    self.nodes[i].handle_link_sent(now, t.link, 1);
                     if let Some(&(j, pl)) = self.wires.get(&(i, t.link)) {
                         self.nodes[j].handle_link_data(now, pl, t.cell.as_bytes());
                     }

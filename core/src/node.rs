@@ -44,6 +44,7 @@ use rand_core::{RngCore, SeedableRng};
 
 mod circuits;
 mod directory;
+mod outbox;
 
 pub use circuits::{
     CircuitId, CircuitInfo, CircuitState, CircuitStats, CloseReason, GuardRecord, Observation,
@@ -58,6 +59,7 @@ use crate::path::CircuitParams;
 use crate::pow::PowParams;
 use crate::sampling::{Brahms, BrahmsParams};
 use directory::Directory;
+use outbox::{Outbox, Push};
 
 /// Milliseconds: Unix time in the daemon, virtual time in the simulator.
 pub type Millis = u64;
@@ -108,8 +110,20 @@ pub struct Config {
     pub max_pending_handshakes: usize,
     /// Most cells a peer may send per second on one link (burst = 2 s worth).
     pub max_cells_per_sec: u32,
-    /// Most cells queued for one link before it is considered stalled.
+    /// Most link-level and circuit-control cells queued for one link; a
+    /// peer that lets more pile up does not read, and its link is cut.
     pub max_queued_cells: usize,
+    /// Most cells of one circuit queued for one link. An honest end has at
+    /// most one flow-control window in flight, so a circuit over this broke
+    /// flow control: it is destroyed, alone. Must exceed
+    /// [`CircuitParams::window_cells`].
+    pub max_circuit_queue_cells: usize,
+    /// Most cells queued in all; beyond it the circuit with the longest
+    /// queue is destroyed.
+    pub max_queued_cells_total: usize,
+    /// Most cells handed to the driver for one link and not yet reported
+    /// written ([`Node::handle_link_sent`]): the back-pressure point.
+    pub max_link_in_flight_cells: usize,
     /// Most descriptors remembered.
     pub max_known_peers: usize,
     /// Oldest descriptor accepted.
@@ -138,6 +152,9 @@ impl Config {
             max_pending_handshakes: 64,
             max_cells_per_sec: 4096,
             max_queued_cells: 1024,
+            max_circuit_queue_cells: 768,
+            max_queued_cells_total: 16_384,
+            max_link_in_flight_cells: 64,
             max_known_peers: 8192,
             descriptor_max_age_ms: 6 * 3600 * 1000,
             descriptor_refresh_ms: 3600 * 1000,
@@ -156,6 +173,67 @@ impl Config {
             circuits: CircuitParams::TESTNET,
             ..Config::mainnet()
         }
+    }
+}
+
+/// A [`Config`] that passed [`Config::validate`]: the only kind
+/// [`Node::new`] takes.
+#[derive(Clone, Debug)]
+pub struct ValidConfig(Config);
+
+impl std::ops::Deref for ValidConfig {
+    type Target = Config;
+    fn deref(&self) -> &Config {
+        &self.0
+    }
+}
+
+impl Config {
+    /// Checks every value a node divides by, compares against or sizes a
+    /// queue with; the error names the field.
+    pub fn validate(self) -> Result<ValidConfig, String> {
+        self.circuits.validate()?;
+        let positive = [
+            ("round_ms", self.round_ms),
+            ("handshake_timeout_ms", self.handshake_timeout_ms),
+            ("bootstrap_retry_ms", self.bootstrap_retry_ms),
+            ("descriptor_max_age_ms", self.descriptor_max_age_ms),
+            ("descriptor_refresh_ms", self.descriptor_refresh_ms),
+            ("max_links", self.max_links as u64),
+            ("max_pending_handshakes", self.max_pending_handshakes as u64),
+            ("max_cells_per_sec", u64::from(self.max_cells_per_sec)),
+            ("max_queued_cells", self.max_queued_cells as u64),
+            ("max_known_peers", self.max_known_peers as u64),
+            (
+                "max_link_in_flight_cells",
+                self.max_link_in_flight_cells as u64,
+            ),
+        ];
+        for (name, v) in positive {
+            if v == 0 {
+                return Err(format!("{name} must be positive"));
+            }
+        }
+        if self.max_links < 2 {
+            return Err("max_links must be at least 2".into());
+        }
+        let window = self.circuits.window_cells as usize;
+        if self.max_circuit_queue_cells <= window {
+            return Err(format!(
+                "max_circuit_queue_cells ({}) must exceed the circuit window ({window})",
+                self.max_circuit_queue_cells
+            ));
+        }
+        if self.max_queued_cells_total < self.max_circuit_queue_cells {
+            return Err("max_queued_cells_total must hold at least one circuit's queue".into());
+        }
+        if self.brahms.view_size == 0 || self.brahms.sample_size == 0 {
+            return Err("brahms view and sample sizes must be positive".into());
+        }
+        if self.relay && self.advertised_addr.is_none() {
+            return Err("a relay needs an address to advertise".into());
+        }
+        Ok(ValidConfig(self))
     }
 }
 
@@ -321,7 +399,6 @@ struct Link {
     pulled_round: u64,
     /// Our outstanding pull on this link: nonce and descriptors received.
     my_pull: Option<(u64, usize)>,
-    queued: usize,
     /// Whom we expect at the other end (outbound links to a known id).
     expected: Option<NodeId>,
     /// The dial was made for our own circuits or guard links.
@@ -358,7 +435,7 @@ pub struct Node {
     next_bootstrap_ms: Millis,
     pending_push: BTreeSet<NodeId>,
     pending_pull: BTreeSet<NodeId>,
-    transmits: VecDeque<Transmit>,
+    outbox: Outbox,
     events: VecDeque<Event>,
     stats: Stats,
     circ: circuits::Circuits,
@@ -369,7 +446,8 @@ pub struct Node {
 impl Node {
     /// A node with this identity and configuration. `seed` drives all of its
     /// randomness; `now` is the current time.
-    pub fn new(identity: NodeIdentity, config: Config, seed: [u8; 32], now: Millis) -> Node {
+    pub fn new(identity: NodeIdentity, config: ValidConfig, seed: [u8; 32], now: Millis) -> Node {
+        let config = config.0;
         let mut rng = ChaCha20Rng::from_seed(seed);
         let descriptor = sign_own(&identity, &config, now);
         let brahms = Brahms::new(identity.node_id(), config.brahms, &mut rng);
@@ -394,7 +472,7 @@ impl Node {
             next_bootstrap_ms: now,
             pending_push: BTreeSet::new(),
             pending_pull: BTreeSet::new(),
-            transmits: VecDeque::new(),
+            outbox: Outbox::default(),
             events: VecDeque::new(),
             stats: Stats::default(),
             circ: circuits::Circuits::default(),
@@ -539,12 +617,12 @@ impl Node {
                 pushed_round: 0,
                 pulled_round: 0,
                 my_pull: None,
-                queued: 0,
                 expected,
                 own,
                 circuits: BTreeMap::new(),
             },
         );
+        self.outbox.open(link);
         if let Some(c) = first {
             self.send(link, c);
         }
@@ -573,6 +651,7 @@ impl Node {
     /// A link closed (by the peer or the transport).
     pub fn handle_link_down(&mut self, now: Millis, link: LinkId) {
         let now = now.max(self.now_ms);
+        self.outbox.close(link);
         if let Some(mut l) = self.links.remove(&link) {
             let circuits = std::mem::take(&mut l.circuits);
             match l.state {
@@ -593,6 +672,14 @@ impl Node {
             }
             self.circuits_link_down(now, circuits);
         }
+    }
+
+    /// The driver wrote `cells` of the cells [`Node::poll_transmit`] gave it
+    /// for `link` (to the socket, or as far as the transport accepts them):
+    /// that much room opens for the link's queue.
+    pub fn handle_link_sent(&mut self, now: Millis, link: LinkId, cells: usize) {
+        self.now_ms = self.now_ms.max(now);
+        self.outbox.sent(link, cells);
     }
 
     /// A dial requested by [`Event::Connect`] failed.
@@ -686,12 +773,13 @@ impl Node {
     // ---- outputs ------------------------------------------------------
 
     /// The next cell to send.
+    ///
+    /// Cells come per link in turn, and per circuit in turn within a link;
+    /// a link gets at most [`Config::max_link_in_flight_cells`] cells until
+    /// the driver reports them written with [`Node::handle_link_sent`].
     pub fn poll_transmit(&mut self) -> Option<Transmit> {
-        let t = self.transmits.pop_front()?;
-        if let Some(l) = self.links.get_mut(&t.link) {
-            l.queued = l.queued.saturating_sub(1);
-        }
-        Some(t)
+        let limits = self.outbox_limits();
+        self.outbox.pop(&limits)
     }
 
     /// The next request or notice for the driver.
@@ -741,18 +829,34 @@ impl Node {
         }
     }
 
+    fn outbox_limits(&self) -> outbox::Limits {
+        outbox::Limits {
+            max_in_flight: self.config.max_link_in_flight_cells,
+            max_circuit_cells: self.config.max_circuit_queue_cells,
+            max_control_cells: self.config.max_queued_cells,
+        }
+    }
+
     fn send(&mut self, link: LinkId, cell: Cell) {
         let Some(l) = self.links.get_mut(&link) else {
             return;
         };
-        if l.queued >= self.config.max_queued_cells {
-            // The peer does not read: cut it rather than buffer without bound.
-            self.penalise(link);
-            return;
-        }
-        l.queued += 1;
         l.last_used_ms = l.last_used_ms.max(self.now_ms);
-        self.transmits.push_back(Transmit { link, cell });
+        let cid = cell.circ_id();
+        let limits = self.outbox_limits();
+        match self.outbox.push(link, cell, &limits) {
+            Push::Queued | Push::NoLink => {}
+            // The peer does not read: cut it rather than buffer without
+            // bound (a link-level offence).
+            Push::LinkFull => return self.penalise(link),
+            // One circuit broke flow control: it goes, alone.
+            Push::CircuitFull => self.circuit_over_queue(link, cid),
+        }
+        if self.outbox.total() > self.config.max_queued_cells_total
+            && let Some((l, c)) = self.outbox.longest_circuit()
+        {
+            self.circuit_over_queue(l, c);
+        }
     }
 
     fn close(&mut self, link: LinkId) {
@@ -1499,7 +1603,7 @@ mod tests {
         let mut cfg = Config::testnet();
         cfg.advertised_addr = Some(addr(i));
         cfg.bootstrap = bootstrap;
-        Node::new(id, cfg, [i; 32], T0)
+        Node::new(id, cfg.validate().unwrap(), [i; 32], T0)
     }
 
     pub(super) fn addr(i: u8) -> SocketAddr {
@@ -1527,6 +1631,10 @@ mod tests {
         pub(super) events: Vec<(usize, Event)>,
         /// (node index, link) -> (peer index, peer link)
         pub(super) wires: BTreeMap<(usize, LinkId), (usize, LinkId)>,
+        /// Links whose sender's cells are held (a slow link): taken from
+        /// the node but neither delivered nor reported written until the
+        /// link is released.
+        pub(super) stalled: BTreeMap<(usize, LinkId), Vec<Cell>>,
         next_link: u64,
         bindings_differ: bool,
     }
@@ -1538,6 +1646,11 @@ mod tests {
                 for i in 0..self.nodes.len() {
                     while let Some(t) = self.nodes[i].poll_transmit() {
                         progressed = true;
+                        if let Some(held) = self.stalled.get_mut(&(i, t.link)) {
+                            held.push(t.cell);
+                            continue;
+                        }
+                        self.nodes[i].handle_link_sent(now, t.link, 1);
                         if let Some(&(j, pl)) = self.wires.get(&(i, t.link)) {
                             if self.dead.contains(&j) || self.dead.contains(&i) {
                                 continue;
@@ -1624,6 +1737,22 @@ mod tests {
             }
         }
 
+        /// Releases a stalled link: its held cells are delivered in order
+        /// and reported written.
+        pub(super) fn release(&mut self, now: Millis, i: usize, link: LinkId) {
+            let Some(held) = self.stalled.remove(&(i, link)) else {
+                return;
+            };
+            let n = held.len();
+            if let Some(&(j, pl)) = self.wires.get(&(i, link)) {
+                for cell in held {
+                    self.nodes[j].handle_link_data(now, pl, cell.as_bytes());
+                }
+            }
+            self.nodes[i].handle_link_sent(now, link, n);
+            self.pump(now);
+        }
+
         pub(super) fn run(&mut self, until: Millis) {
             self.run_from(T0, until);
         }
@@ -1650,6 +1779,7 @@ mod tests {
             tamper: None,
             events: Vec::new(),
             wires: BTreeMap::new(),
+            stalled: BTreeMap::new(),
             next_link: 1,
             bindings_differ,
         }

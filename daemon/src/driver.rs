@@ -15,9 +15,12 @@
 //!   `handle_connect_failed`.
 //! - **The binding is the TLS exporter** of that connection (see
 //!   [`crate::net`]), computed the same way on both ends.
-//! - **Bounded buffers.** Each link has a queue of at most
-//!   [`WRITE_QUEUE_CELLS`] cells towards its socket; a peer that does not
-//!   read long enough to fill it is cut. Inbound connections that have not
+//! - **Back-pressure is the node's.** Each link's writer reports the cells
+//!   it wrote ([`Node::handle_link_sent`]); the node hands a link at most
+//!   [`Config::max_link_in_flight_cells`] unreported cells, so the writer's
+//!   queue (that size) never fills, and what waits beyond it waits in the
+//!   node's per-circuit queues, where a slow or greedy circuit stalls only
+//!   itself (see `veil_core::node`). Inbound connections that have not
 //!   yet opened their stream are bounded, in all and per source address,
 //!   and must open it soon after the QUIC handshake ([`crate::admission`]).
 //!   A client-only node accepts no inbound connection at all.
@@ -52,8 +55,6 @@ use crate::admission::{self, Pending};
 use crate::net;
 use crate::store::Store;
 
-/// Most cells queued towards one link's stream.
-pub const WRITE_QUEUE_CELLS: usize = 256;
 /// Most inputs queued towards the node task (readers wait when it is full).
 const INPUT_QUEUE: usize = 1024;
 /// Largest chunk read from a stream at once.
@@ -158,6 +159,7 @@ impl Network {
             config.advertised_addr = Some(local_addr);
         }
         let handshake_timeout = Duration::from_millis(config.handshake_timeout_ms);
+        let write_queue = config.max_link_in_flight_cells.max(1);
         let relay = config.relay;
         let pending = Pending::new(
             config.max_pending_handshakes * 2,
@@ -165,6 +167,9 @@ impl Network {
         );
         let mut seed = [0u8; 32];
         rand::rngs::OsRng.fill_bytes(&mut seed);
+        let config = config
+            .validate()
+            .map_err(|e| anyhow::anyhow!("invalid node configuration: {e}"))?;
         let mut node = Node::new(identity, config, seed, now_ms());
         let guard_store = options.guard_store.clone();
         let (guards_tx, guard_writer) = match guard_store {
@@ -191,6 +196,7 @@ impl Network {
             next_link: AtomicU64::new(1),
             pending,
             handshake_timeout,
+            write_queue,
             options,
         });
         let snapshot = Arc::new(Mutex::new(Snapshot {
@@ -301,6 +307,8 @@ struct Shared {
     /// Inbound connections that have not opened their stream yet.
     pending: Pending,
     handshake_timeout: Duration,
+    /// Capacity of each link's writer queue: the node's in-flight limit.
+    write_queue: usize,
     options: Options,
 }
 
@@ -320,6 +328,11 @@ enum Input {
     },
     Down {
         link: LinkId,
+    },
+    /// The writer put this many of the link's cells into its stream.
+    Sent {
+        link: LinkId,
+        cells: usize,
     },
     ConnectFailed {
         addr: SocketAddr,
@@ -389,6 +402,7 @@ async fn run_node(
                 node.handle_link_up(now, link, direction, remote, binding);
             }
             Some(Input::Data { link, data }) => node.handle_link_data(now, link, &data),
+            Some(Input::Sent { link, cells }) => node.handle_link_sent(now, link, cells),
             Some(Input::Down { link }) => {
                 if let Some(io) = links.remove(&link) {
                     io.conn.close(0u32.into(), b"");
@@ -431,8 +445,10 @@ fn drain(node: &mut Node, links: &mut BTreeMap<LinkId, LinkIo>, shared: &Arc<Sha
             let Some(io) = links.get(&t.link) else {
                 continue;
             };
+            // Never full: the node hands out no more than the queue holds
+            // before the writer reports. Should it be, the link goes.
             if let Err(mpsc::error::TrySendError::Full(_)) = io.cells.try_send(t.cell) {
-                tracing::debug!(link = t.link.0, "peer does not read; closing the link");
+                tracing::warn!(link = t.link.0, "link writer queue full; closing the link");
                 if let Some(io) = links.remove(&t.link) {
                     io.conn.close(0u32.into(), b"stalled");
                 }
@@ -625,10 +641,27 @@ async fn run_link(
     mut recv: quinn::RecvStream,
 ) {
     let link = LinkId(shared.next_link.fetch_add(1, Ordering::Relaxed));
-    let (cells, mut queue) = mpsc::channel::<Cell>(WRITE_QUEUE_CELLS);
+    let (cells, mut queue) = mpsc::channel::<Cell>(shared.write_queue);
+    let acks = shared.inputs.clone();
     let writer = tokio::spawn(async move {
         while let Some(cell) = queue.recv().await {
             if send.write_all(cell.as_bytes()).await.is_err() {
+                return;
+            }
+            // Whatever else is already waiting goes out before the
+            // report, so reports come once per batch.
+            let mut written = 1;
+            while let Ok(cell) = queue.try_recv() {
+                if send.write_all(cell.as_bytes()).await.is_err() {
+                    return;
+                }
+                written += 1;
+            }
+            let report = Input::Sent {
+                link,
+                cells: written,
+            };
+            if acks.send(report).await.is_err() {
                 return;
             }
         }

@@ -145,6 +145,9 @@ enum Kind {
     Tamper,
     /// Some nodes crash.
     Crash,
+    /// A cell left a node's uplink: the node may hand over the next one
+    /// for that link (back-pressure, decided in core).
+    Sent { node: usize, link: LinkId },
 }
 
 /// One simulated connection between nodes `a` (dialler) and `b`.
@@ -379,6 +382,9 @@ impl Sim {
             }
             let mut node_seed = [0u8; 32];
             rng.fill_bytes(&mut node_seed);
+            let cfg = cfg
+                .validate()
+                .expect("the scenario gives a valid node config");
             let mut node = Node::new(identity, cfg, node_seed, EPOCH_MS);
             node.set_observing(scenario.observe);
             let (lo, hi) = scenario.uplink_bytes_per_ms;
@@ -580,6 +586,13 @@ impl Sim {
             }
             Kind::ConnectFailed { node, addr } => {
                 self.nodes[node].node.handle_connect_failed(now, addr);
+                self.drain(node);
+            }
+            Kind::Sent { node, link } => {
+                if !self.nodes[node].online {
+                    return;
+                }
+                self.nodes[node].node.handle_link_sent(now, link, 1);
                 self.drain(node);
             }
             Kind::FloodRound { node } => {
@@ -815,6 +828,9 @@ impl Sim {
         if copies > 0 {
             self.send_cell(from, link, wire, cell);
         }
+        // The node learns the cell is written once it has left its uplink.
+        let at = self.nodes[from].uplink_free_ms.max(self.now);
+        self.schedule(at, Kind::Sent { node: from, link });
     }
 
     /// Puts one cell on a wire: the sender's uplink, latency, FIFO order.

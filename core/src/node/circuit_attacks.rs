@@ -137,6 +137,7 @@ fn extend_dials_only_signed_dialable_addresses() {
         for _ in 0..10 {
             for i in 0..net.nodes.len() {
                 while let Some(t) = net.nodes[i].poll_transmit() {
+                    net.nodes[i].handle_link_sent(T0, t.link, 1);
                     if let Some(&(j, pl)) = net.wires.get(&(i, t.link)) {
                         net.nodes[j].handle_link_data(T0, pl, t.cell.as_bytes());
                     }
@@ -254,7 +255,6 @@ fn test_link(now: Millis, peer: NodeId) -> super::super::Link {
         pushed_round: 0,
         pulled_round: 0,
         my_pull: None,
-        queued: 0,
         expected: None,
         own: false,
         circuits: BTreeMap::new(),
@@ -283,7 +283,9 @@ fn unauthenticated_dialers_evict_nobody() {
             [0; 32],
         );
     }
-    while net.nodes[0].poll_transmit().is_some() {}
+    while let Some(t) = net.nodes[0].poll_transmit() {
+        net.nodes[0].handle_link_sent(now, t.link, 1);
+    }
     let mut closed_links = Vec::new();
     while let Some(e) = net.nodes[0].poll_event() {
         if let Event::Close { link } = e {
@@ -329,7 +331,9 @@ fn create_flood(cap: usize, rate: u32) -> (usize, bool) {
         }
         // The attacker reads its DESTROYs (a peer that does not read is
         // cut for that, a different limit).
-        while net.nodes[1].poll_transmit().is_some() {}
+        while let Some(t) = net.nodes[1].poll_transmit() {
+            net.nodes[1].handle_link_sent(now, t.link, 1);
+        }
     }
     assert!(net.nodes[1].links.contains_key(&l1), "refused, not cut");
     let got = net.nodes[1].relay_circuit_count();
@@ -365,4 +369,72 @@ fn create_floods_are_rate_limited_per_link() {
     assert!(got <= 8 + 4 * 60, "{got} CREATEs answered at 4/s");
     assert!(got >= 8 + 4 * 55, "{got}: the limit is a rate, not a ban");
     assert!(honest_ok, "an honest peer was refused");
+}
+
+#[test]
+fn a_greedy_circuit_dies_alone_on_a_shared_link() {
+    // Node 0 has two circuits through its guard G, on one link. G's links
+    // onward are slow (their cells are held). Node 0 stays within its
+    // window on circuit A and ignores it on circuit B, as a hostile client
+    // would. G's queue for B overflows: G destroys B, alone; A, the link
+    // and G's other traffic are untouched, and A's data all arrives.
+    let mut net = quiet_net(10);
+    net.nodes[0].config.circuits.circuits_wanted = 2;
+    net.run(T0 + 12_000);
+    let circuits = built(&net, 0);
+    assert!(circuits.len() >= 2, "two circuits");
+    let (a, b) = (circuits[0].clone(), circuits[1].clone());
+    assert_eq!(a.hops[0], b.hops[0], "both through the primary guard");
+    net.nodes[0].config.circuits.circuits_wanted = 0;
+    let g = index_of(&net, a.hops[0]);
+    let to_client = net.nodes[g].by_peer[&net.nodes[0].node_id()];
+    for l in net.nodes[g].links.keys().copied().collect::<Vec<_>>() {
+        if l != to_client {
+            net.stalled.insert((g, l), Vec::new());
+        }
+    }
+    net.events.clear();
+    let now = T0 + 12_000;
+    let window = net.nodes[0].config.circuits.window_cells;
+    for i in 0..100u32 {
+        let mut bytes = b"A".to_vec();
+        bytes.extend_from_slice(&i.to_be_bytes());
+        net.nodes[0].send_data(a.id, &bytes).unwrap();
+    }
+    net.pump(now);
+    let last = b.hops.len() - 1;
+    for batch in 0..(3 * window / 100) {
+        for i in 0..100u32 {
+            let mut bytes = b"B".to_vec();
+            bytes.extend_from_slice(&(batch * 100 + i).to_be_bytes());
+            net.nodes[0].send_own(b.id.0, last, &CircuitMsg::Data { bytes });
+        }
+        net.pump(now);
+    }
+    assert!(
+        net.nodes[g].stats().circuits.over_queue >= 1,
+        "G never noticed"
+    );
+    assert!(closed(&net, 0, b.id.0), "B came down");
+    assert!(!closed(&net, 0, a.id.0), "A came down with it");
+    assert!(
+        net.nodes[g].links.contains_key(&to_client),
+        "the shared link was cut"
+    );
+    assert_eq!(net.nodes[g].stats().peers_penalised, 0);
+    // The slow links catch up; A's data all arrives at its exit.
+    for key in net.stalled.keys().copied().collect::<Vec<_>>() {
+        net.release(now, key.0, key.1);
+    }
+    let exit = index_of(&net, *a.hops.last().unwrap());
+    let got: Vec<Vec<u8>> = net
+        .events
+        .iter()
+        .filter_map(|(i, e)| match e {
+            Event::RelayData { data, .. } if *i == exit && data[0] == b'A' => Some(data.clone()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(got.len(), 100, "A delivered {} of 100", got.len());
+    assert!(built(&net, 0).iter().any(|c| c.id == a.id), "A still built");
 }

@@ -120,6 +120,9 @@ pub enum CloseReason {
     Protocol,
     /// We could not reach the guard.
     GuardUnreachable,
+    /// Its cells piled up beyond [`super::Config::max_circuit_queue_cells`]
+    /// on a link (flow control broken, or the node's queues were full).
+    Overloaded,
 }
 
 /// What a relay saw in clear, recorded only when observing is on (the
@@ -273,6 +276,8 @@ pub struct CircuitStats {
     pub cells_relayed: u64,
     /// Probes answered.
     pub probes_answered: u64,
+    /// Circuits destroyed because their queue on a link overflowed.
+    pub over_queue: u64,
     /// CREATEs refused for a cap or a rate limit (answered with DESTROY).
     pub creates_refused: u64,
     /// Relayed circuits destroyed for passing more than
@@ -500,6 +505,22 @@ impl Node {
             // DESTROY), or a CREATED we never asked for: drop it.
             (command::DESTROY | command::CREATED | command::RELAY | command::RELAY_EARLY, _) => {}
             _ => self.penalise(link),
+        }
+    }
+
+    /// Circuit `cid`'s queue on `link` overflowed (it broke flow control,
+    /// or it had the longest queue when the node ran out of room): it is
+    /// destroyed, and nothing else on the link is touched.
+    pub(super) fn circuit_over_queue(&mut self, link: LinkId, cid: u32) {
+        self.stats.circuits.over_queue += 1;
+        let entry = self
+            .links
+            .get(&link)
+            .and_then(|l| l.circuits.get(&cid).copied());
+        match entry {
+            Some(CircRef::Own(k)) => self.close_own(self.now_ms, k, CloseReason::Overloaded, true),
+            Some(CircRef::Prev(k) | CircRef::Next(k)) => self.drop_relay(k, reason::RESOURCES),
+            None => self.outbox.drop_circuit(link, cid),
         }
     }
 
@@ -1171,6 +1192,7 @@ impl Node {
             if let Some(l) = self.links.get_mut(&link) {
                 l.circuits.remove(&cid);
             }
+            self.outbox.drop_circuit(link, cid);
             if tell {
                 self.send_destroy(link, cid, reason::NONE);
             }
@@ -1533,6 +1555,7 @@ impl Node {
             self.circ.waiting.retain(|_, w| !w.is_empty());
         }
         for (link, cid) in [Some(r.prev), r.next].into_iter().flatten() {
+            self.outbox.drop_circuit(link, cid);
             let known = self
                 .links
                 .get_mut(&link)
