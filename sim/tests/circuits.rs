@@ -88,13 +88,10 @@ fn relays_never_see_a_client_and_cells_have_one_size() {
     for i in 0..sim.len() {
         for obs in sim.take_observations(i) {
             seen += 1;
-            let bytes = match &obs {
-                Observation::Create(b) | Observation::Recognised(b) => b,
-                Observation::Relayed(b) => {
-                    assert_eq!(b.len(), CELL_BODY_BYTES);
-                    b
-                }
-            };
+            let bytes = obs.bytes();
+            if let Observation::Relayed { body, .. } = &obs {
+                assert_eq!(body.len(), CELL_BODY_BYTES);
+            }
             for s in &secrets {
                 assert!(
                     !bytes.windows(s.len()).any(|w| w == &s[..]),

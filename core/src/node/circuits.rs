@@ -125,16 +125,64 @@ pub enum CloseReason {
     Overloaded,
 }
 
-/// What a relay saw in clear, recorded only when observing is on (the
-/// simulator's observer checks; see [`Node::set_observing`]).
+/// What a relay saw, recorded only when observing is on (the simulator's
+/// observer checks; see [`Node::set_observing`]): everything a relay could
+/// log about the circuits it carries, for tests that take its view.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Observation {
-    /// A CREATE's handshake message as it arrived.
-    Create(Vec<u8>),
-    /// The payload of a relay cell addressed to us.
-    Recognised(Vec<u8>),
-    /// A relay cell body we passed on (after removing or adding our layer).
-    Relayed(Vec<u8>),
+    /// A CREATE arrived and this circuit was opened.
+    Create {
+        /// Which relayed circuit (this node's name for it).
+        circuit: RelayCircuitId,
+        /// When.
+        at_ms: Millis,
+        /// The handshake message as it arrived.
+        handshake: Vec<u8>,
+    },
+    /// A forward relay cell was addressed to us.
+    Recognised {
+        /// Which relayed circuit.
+        circuit: RelayCircuitId,
+        /// When.
+        at_ms: Millis,
+        /// It came as RELAY_EARLY.
+        early: bool,
+        /// Its payload.
+        payload: Vec<u8>,
+    },
+    /// We passed a relay cell on (after removing or adding our layer).
+    Relayed {
+        /// Which relayed circuit.
+        circuit: RelayCircuitId,
+        /// When.
+        at_ms: Millis,
+        /// Towards the circuit's far end (away from its client).
+        forward: bool,
+        /// It went as RELAY_EARLY.
+        early: bool,
+        /// The body as passed on.
+        body: Vec<u8>,
+    },
+}
+
+impl Observation {
+    /// The bytes seen: handshake, payload or body.
+    pub fn bytes(&self) -> &[u8] {
+        match self {
+            Observation::Create { handshake, .. } => handshake,
+            Observation::Recognised { payload, .. } => payload,
+            Observation::Relayed { body, .. } => body,
+        }
+    }
+
+    /// The relayed circuit it concerns.
+    pub fn circuit(&self) -> RelayCircuitId {
+        match self {
+            Observation::Create { circuit, .. }
+            | Observation::Recognised { circuit, .. }
+            | Observation::Relayed { circuit, .. } => *circuit,
+        }
+    }
 }
 
 /// Errors of [`Node::send_data`] and [`Node::relay_send_data`].
@@ -1303,11 +1351,7 @@ impl Node {
             Ok(Ok(CircuitMsg::Create { handshake })) => handshake,
             _ => return self.penalise(link),
         };
-        if self.circ.observing {
-            self.circ
-                .observations
-                .push(Observation::Create(msg1.clone()));
-        }
+        let handshake_seen = self.circ.observing.then(|| msg1.clone());
         let mut seed = [0u8; 32];
         self.rng.fill_bytes(&mut seed);
         let (keys, msg2) = match RelayHopHandshake::respond(&self.identity, &msg1, seed) {
@@ -1331,6 +1375,13 @@ impl Node {
         );
         if let Some(l) = self.links.get_mut(&link) {
             l.circuits.insert(cid, CircRef::Prev(k));
+        }
+        if let Some(handshake) = handshake_seen {
+            self.circ.observations.push(Observation::Create {
+                circuit: RelayCircuitId(k),
+                at_ms: now,
+                handshake,
+            });
         }
         self.stats.circuits.relay_created += 1;
         let msg = CircuitMsg::Created { handshake: msg2 }.encode();
@@ -1365,13 +1416,16 @@ impl Node {
                 let Some((link, cid)) = r.next else {
                     return self.drop_relay(k, reason::PROTOCOL);
                 };
-                self.pass_on(link, cid, &cell);
+                self.pass_on(k, true, link, cid, &cell);
             }
             Ok(ForwardOutcome::Recognised(payload)) => {
                 if observing {
-                    self.circ
-                        .observations
-                        .push(Observation::Recognised(payload.clone()));
+                    self.circ.observations.push(Observation::Recognised {
+                        circuit: RelayCircuitId(k),
+                        at_ms: now,
+                        early,
+                        payload: payload.clone(),
+                    });
                 }
                 match CircuitMsg::decode(&payload) {
                     Ok(msg) => self.on_relay_msg(now, k, msg, early),
@@ -1508,16 +1562,20 @@ impl Node {
             return self.drop_relay(k, reason::PROTOCOL);
         }
         let (link, cid) = r.prev;
-        self.pass_on(link, cid, &cell);
+        self.pass_on(k, false, link, cid, &cell);
     }
 
     /// Sends a relayed cell's body (our layer already handled) on as a
     /// RELAY cell on `link`, circuit `cid`.
-    fn pass_on(&mut self, link: LinkId, cid: u32, cell: &Cell) {
+    fn pass_on(&mut self, k: u64, forward: bool, link: LinkId, cid: u32, cell: &Cell) {
         if self.circ.observing {
-            self.circ
-                .observations
-                .push(Observation::Relayed(cell.body().to_vec()));
+            self.circ.observations.push(Observation::Relayed {
+                circuit: RelayCircuitId(k),
+                at_ms: self.now_ms,
+                forward,
+                early: cell.command() == command::RELAY_EARLY,
+                body: cell.body().to_vec(),
+            });
         }
         self.stats.circuits.cells_relayed += 1;
         if let Some(c) = Cell::relay_as(cid, cell.command(), cell.body()) {
@@ -1881,13 +1939,9 @@ mod tests {
         for (i, n) in net.nodes.iter_mut().enumerate().skip(1) {
             for o in n.take_observations() {
                 seen += 1;
-                let bytes = match &o {
-                    Observation::Create(b)
-                    | Observation::Recognised(b)
-                    | Observation::Relayed(b) => b,
-                };
-                if let Observation::Relayed(b) = &o {
-                    sizes.insert(b.len());
+                let bytes = o.bytes();
+                if let Observation::Relayed { body, .. } = &o {
+                    sizes.insert(body.len());
                 }
                 for s in &secrets {
                     assert!(
