@@ -382,6 +382,7 @@ impl Node {
     /// their age is not checked: the guard re-sends a fresh descriptor when
     /// we link to it) are skipped. Returns how many were restored.
     pub fn restore_guards(&mut self, now: Millis, records: &[GuardRecord]) -> usize {
+        let now = self.clamp(now);
         for r in records {
             if self.circ.guards.len() >= self.config.circuits.guards {
                 break;
@@ -440,6 +441,7 @@ impl Node {
     /// [`Event::CircuitBuilt`]'s counterpart: nothing if it succeeds, the
     /// circuit closes if it does not come back in time.
     pub fn probe_circuit(&mut self, now: Millis, id: CircuitId) -> bool {
+        let now = self.clamp(now);
         let nonce = self.rng.next_u64();
         let deadline = now + self.config.circuits.build_timeout_ms;
         let Some(c) = self.circ.own.get_mut(&id.0) else {
@@ -1202,7 +1204,7 @@ impl Node {
                     self.events.push_back(Event::CircuitBuilt {
                         id: CircuitId(k),
                         hops,
-                        build_ms: now - c.created_ms,
+                        build_ms: now.saturating_sub(c.created_ms),
                         probe: nonce,
                     });
                 }
@@ -1984,8 +1986,24 @@ mod tests {
                 assert!(!c.hops.contains(&me), "node {i} used the client as a hop");
             }
         }
-        // A CREATE sent to it anyway is refused.
+        // A CREATE sent to it anyway, by a guard over their link, is
+        // refused with NOT_A_RELAY.
+        let g = index_of(&net, guards[0]);
+        let lg = net.nodes[g].by_peer[&me];
+        let (_, lc) = net.wires[&(g, lg)];
+        let bit = own_side_bit(net.nodes[g].links[&lg].direction);
+        let create = create_cell(&net.nodes[client], bit | 77, 3);
+        net.nodes[client].handle_link_data(T0 + 25_000, lc, create.as_bytes());
+        let mut refused = false;
+        while let Some(t) = net.nodes[client].poll_transmit() {
+            net.nodes[client].handle_link_sent(T0 + 25_000, t.link, 1);
+            if t.cell.command() == command::DESTROY && t.cell.circ_id() == bit | 77 {
+                refused = t.cell.link_payload().unwrap() == [reason::NOT_A_RELAY];
+            }
+        }
+        assert!(refused, "the CREATE was not refused as NOT_A_RELAY");
         assert_eq!(net.nodes[client].stats().circuits.relay_created, 0);
+        assert_eq!(net.nodes[client].relay_circuit_count(), 0);
     }
 
     /// Node 0's link to node 1 (and node 1's end of it), linking them
