@@ -53,6 +53,9 @@ pub struct RawLinks {
     /// Milliseconds a connection has, after its QUIC handshake, to open
     /// its link stream.
     pub first_stream_timeout_ms: Option<u64>,
+    /// Most KiB per second written to all peer links together (relay
+    /// bandwidth limit; default: none).
+    pub upload_limit_kib_s: Option<u64>,
 }
 
 /// The `[control]` table as written: the local control socket.
@@ -114,6 +117,8 @@ pub struct Settings {
     pub client_only: Option<ClientOnly>,
     /// Admission of inbound peer connections.
     pub admission: admission::Limits,
+    /// Most bytes per second written to all peer links (None: no limit).
+    pub upload_limit: Option<u64>,
     /// Control clients must send their request, and take each answer
     /// line, within this.
     pub control_timeout: Duration,
@@ -256,6 +261,11 @@ pub fn resolve(file: RawConfig, flags: Flags, testnet: bool) -> anyhow::Result<S
         }
         admission.first_stream_timeout = Duration::from_millis(ms);
     }
+    let upload_limit = match file.links.upload_limit_kib_s {
+        Some(0) => bail!("links.upload_limit_kib_s: must be above 0 (leave it out for no limit)"),
+        Some(kib) => Some(kib.saturating_mul(1024)),
+        None => None,
+    };
     let control_timeout = match file.control.timeout_s {
         Some(0) => bail!("control.timeout_s: must be above 0"),
         Some(secs) => Duration::from_secs(secs),
@@ -268,6 +278,7 @@ pub fn resolve(file: RawConfig, flags: Flags, testnet: bool) -> anyhow::Result<S
         circuits,
         client_only,
         admission,
+        upload_limit,
         control_timeout,
     })
 }
@@ -476,7 +487,7 @@ mod tests {
     fn links_and_control_tables_set_the_limits() {
         let s = resolve(
             file(
-                "[links]\nmax_pending_per_ip = 2\nfirst_stream_timeout_ms = 1500\n\
+                "[links]\nmax_pending_per_ip = 2\nfirst_stream_timeout_ms = 1500\nupload_limit_kib_s = 512\n\
                  [control]\ntimeout_s = 5\n",
             ),
             no_flags(),
@@ -491,6 +502,11 @@ mod tests {
             }
         );
         assert_eq!(s.control_timeout, Duration::from_secs(5));
+        assert_eq!(s.upload_limit, Some(512 * 1024));
+        assert!(
+            error(file("[links]\nupload_limit_kib_s = 0\n"), no_flags())
+                .contains("links.upload_limit_kib_s")
+        );
         assert!(
             error(file("[links]\nmax_pending_per_ip = 0\n"), no_flags())
                 .contains("links.max_pending_per_ip")

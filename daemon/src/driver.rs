@@ -48,7 +48,8 @@ use tokio::task::JoinHandle;
 use veil_core::cell::Cell;
 use veil_core::identity::{NodeId, NodeIdentity};
 use veil_core::node::{
-    CircuitInfo, Config, Direction, Event, GuardRecord, LinkId, Millis, Node, PeerInfo, Stats,
+    CircuitId, CircuitInfo, Config, Direction, Event, GuardRecord, LinkId, Millis, Node, PeerInfo,
+    SendError, Stats,
 };
 
 use crate::admission::{self, Pending};
@@ -76,6 +77,10 @@ pub struct Options {
     pub guard_store: Option<Arc<Mutex<Store>>>,
     /// Admission limits for inbound connections.
     pub admission: admission::Limits,
+    /// Most bytes per second this node writes to all its links together
+    /// (None: no limit). The daemon's counterpart of the simulator's uplink
+    /// bandwidth; what waits beyond it waits in the node's queues.
+    pub upload_limit: Option<u64>,
 }
 
 /// What the control API shows about the network.
@@ -122,6 +127,8 @@ pub struct Network {
     tasks: Vec<JoinHandle<()>>,
     /// Writes guard lists to the store; ends when the node task does.
     guard_writer: Option<JoinHandle<()>>,
+    /// The node task's input.
+    inputs: mpsc::Sender<Input>,
 }
 
 /// Unix time in milliseconds.
@@ -190,9 +197,11 @@ impl Network {
             None => (None, None),
         };
         let (inputs, rx) = mpsc::channel(INPUT_QUEUE);
+        let pacer = options.upload_limit.map(|rate| Arc::new(Pacer::new(rate)));
         let shared = Arc::new(Shared {
             endpoint: endpoint.clone(),
-            inputs,
+            inputs: inputs.clone(),
+            pacer,
             next_link: AtomicU64::new(1),
             pending,
             handshake_timeout,
@@ -226,7 +235,26 @@ impl Network {
             },
             tasks,
             guard_writer,
+            inputs,
         })
+    }
+
+    /// Sends `data` (at most one cell's worth) on one of our built
+    /// circuits, within its flow-control window.
+    pub async fn send_data(&self, circuit: CircuitId, data: Vec<u8>) -> anyhow::Result<()> {
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        self.inputs
+            .send(Input::SendData {
+                circuit,
+                data,
+                reply,
+            })
+            .await
+            .map_err(|_| anyhow::anyhow!("the node task has stopped"))?;
+        answer
+            .await
+            .map_err(|_| anyhow::anyhow!("the node task has stopped"))?
+            .map_err(anyhow::Error::from)
     }
 
     /// A view for the control API.
@@ -309,6 +337,8 @@ struct Shared {
     handshake_timeout: Duration,
     /// Capacity of each link's writer queue: the node's in-flight limit.
     write_queue: usize,
+    /// The upload limit, shared by every link's writer.
+    pacer: Option<Arc<Pacer>>,
     options: Options,
 }
 
@@ -333,6 +363,12 @@ enum Input {
     Sent {
         link: LinkId,
         cells: usize,
+    },
+    /// Send data on one of our circuits.
+    SendData {
+        circuit: CircuitId,
+        data: Vec<u8>,
+        reply: tokio::sync::oneshot::Sender<Result<(), SendError>>,
     },
     ConnectFailed {
         addr: SocketAddr,
@@ -403,6 +439,13 @@ async fn run_node(
             }
             Some(Input::Data { link, data }) => node.handle_link_data(now, link, &data),
             Some(Input::Sent { link, cells }) => node.handle_link_sent(now, link, cells),
+            Some(Input::SendData {
+                circuit,
+                data,
+                reply,
+            }) => {
+                let _ = reply.send(node.send_data(circuit, &data));
+            }
             Some(Input::Down { link }) => {
                 if let Some(io) = links.remove(&link) {
                     io.conn.close(0u32.into(), b"");
@@ -643,8 +686,12 @@ async fn run_link(
     let link = LinkId(shared.next_link.fetch_add(1, Ordering::Relaxed));
     let (cells, mut queue) = mpsc::channel::<Cell>(shared.write_queue);
     let acks = shared.inputs.clone();
+    let pacer = shared.pacer.clone();
     let writer = tokio::spawn(async move {
         while let Some(cell) = queue.recv().await {
+            if let Some(p) = &pacer {
+                p.pace(cell.as_bytes().len()).await;
+            }
             if send.write_all(cell.as_bytes()).await.is_err() {
                 return;
             }
@@ -652,6 +699,9 @@ async fn run_link(
             // report, so reports come once per batch.
             let mut written = 1;
             while let Ok(cell) = queue.try_recv() {
+                if let Some(p) = &pacer {
+                    p.pace(cell.as_bytes().len()).await;
+                }
                 if send.write_all(cell.as_bytes()).await.is_err() {
                     return;
                 }
@@ -692,4 +742,36 @@ async fn run_link(
     }
     conn.close(0u32.into(), b"");
     writer.abort();
+}
+
+/// Paces the writes of every link together to a byte rate (the upload
+/// limit): each write is given its slot after the previous one, with up to
+/// a tenth of a second of unused time carried over as a burst.
+#[derive(Debug)]
+struct Pacer {
+    bytes_per_sec: u64,
+    next: tokio::sync::Mutex<tokio::time::Instant>,
+}
+
+impl Pacer {
+    fn new(bytes_per_sec: u64) -> Pacer {
+        Pacer {
+            bytes_per_sec: bytes_per_sec.max(1),
+            next: tokio::sync::Mutex::new(tokio::time::Instant::now()),
+        }
+    }
+
+    async fn pace(&self, bytes: usize) {
+        let cost =
+            Duration::from_nanos((bytes as u64).saturating_mul(1_000_000_000) / self.bytes_per_sec);
+        let start = {
+            let mut next = self.next.lock().await;
+            let now = tokio::time::Instant::now();
+            let earliest = now.checked_sub(Duration::from_millis(100)).unwrap_or(now);
+            let start = (*next).max(earliest);
+            *next = start + cost;
+            start
+        };
+        tokio::time::sleep_until(start).await;
+    }
 }

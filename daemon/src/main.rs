@@ -147,6 +147,7 @@ fn run(args: Args) -> anyhow::Result<()> {
         let options = Options {
             guard_store: Some(store.clone()),
             admission: settings.admission,
+            upload_limit: settings.upload_limit,
             ..Options::default()
         };
         let network = Network::start(identity, node_config, settings.listen, options)?;

@@ -324,6 +324,8 @@ pub struct CircuitStats {
     pub cells_relayed: u64,
     /// Probes answered.
     pub probes_answered: u64,
+    /// Data cells we received as the last hop of a circuit.
+    pub relay_data_received: u64,
     /// Circuits destroyed because their queue on a link overflowed.
     pub over_queue: u64,
     /// CREATEs refused for a cap or a rate limit (answered with DESTROY).
@@ -1461,6 +1463,7 @@ impl Node {
             }
             CircuitMsg::Data { bytes } if is_last => {
                 r.delivered += 1;
+                self.stats.circuits.relay_data_received += 1;
                 let ack = r.delivered % self.config.circuits.sendme_every == 0;
                 self.events.push_back(Event::RelayData {
                     circuit: RelayCircuitId(k),
