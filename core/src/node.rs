@@ -106,8 +106,12 @@ pub struct Config {
     /// without a link beyond this are skipped this round. Each new link
     /// costs a QUIC and a Noise handshake at both ends.
     pub max_new_links_per_round: usize,
-    /// Most handshakes and dials in flight at once.
+    /// Most handshakes and dials in flight at once, counted separately for
+    /// inbound handshakes and for our own dials and outbound handshakes.
     pub max_pending_handshakes: usize,
+    /// Most inbound handshakes in flight from one source (an IPv4 /24 or
+    /// an IPv6 /48), so one host cannot take every handshake slot.
+    pub max_handshakes_per_source: usize,
     /// Most cells a peer may send per second on one link (burst = 2 s worth).
     pub max_cells_per_sec: u32,
     /// Most link-level and circuit-control cells queued for one link; a
@@ -150,6 +154,7 @@ impl Config {
             max_links: 128,
             max_new_links_per_round: 1,
             max_pending_handshakes: 64,
+            max_handshakes_per_source: 4,
             max_cells_per_sec: 4096,
             max_queued_cells: 1024,
             max_circuit_queue_cells: 768,
@@ -201,6 +206,10 @@ impl Config {
             ("descriptor_refresh_ms", self.descriptor_refresh_ms),
             ("max_links", self.max_links as u64),
             ("max_pending_handshakes", self.max_pending_handshakes as u64),
+            (
+                "max_handshakes_per_source",
+                self.max_handshakes_per_source as u64,
+            ),
             ("max_cells_per_sec", u64::from(self.max_cells_per_sec)),
             ("max_queued_cells", self.max_queued_cells as u64),
             ("max_known_peers", self.max_known_peers as u64),
@@ -395,6 +404,10 @@ struct Link {
     cells: TokenBucket,
     /// CREATEs per second ([`CircuitParams::creates_per_sec_per_link`]).
     creates: TokenBucket,
+    /// CREATEs refused for rate, at the same rate: a peer that keeps
+    /// sending at more than twice its CREATE rate is flooding and is cut
+    /// (its DESTROY answers would otherwise pile up in our queues).
+    create_refusals: TokenBucket,
     pushed_round: u64,
     pulled_round: u64,
     /// Our outstanding pull on this link: nonce and descriptors received.
@@ -427,7 +440,9 @@ pub struct Node {
     by_peer: BTreeMap<NodeId, LinkId>,
     dir: Directory,
     dials: BTreeMap<SocketAddr, Dial>,
-    last_dial: BTreeMap<SocketAddr, Millis>,
+    /// When we last dialled an address expecting an id (a success clears
+    /// the entry): at most one dial per pair per `dial_backoff_ms`.
+    last_dial: BTreeMap<(SocketAddr, NodeId), Millis>,
     bootstrap_reached: BTreeSet<SocketAddr>,
     brahms: Brahms,
     round: u64,
@@ -441,6 +456,8 @@ pub struct Node {
     circ: circuits::Circuits,
     /// The latest `now` seen by any input.
     now_ms: Millis,
+    /// Inside [`Node::shed_load`].
+    shedding: bool,
 }
 
 impl Node {
@@ -477,6 +494,7 @@ impl Node {
             stats: Stats::default(),
             circ: circuits::Circuits::default(),
             now_ms: now,
+            shedding: false,
         }
     }
 
@@ -570,10 +588,20 @@ impl Node {
         // Admission before authentication closes nothing: links beyond
         // the limits are made room for only once their handshake succeeds
         // (`make_room`), so an unauthenticated dialler cannot evict anyone.
-        let handshaking = self.handshaking_count();
-        if self.links.len() >= self.config.max_links + self.config.max_pending_handshakes
+        let inbound_pending = |src: Option<std::net::IpAddr>| {
+            self.links
+                .values()
+                .filter(|l| {
+                    l.direction == Direction::Inbound
+                        && matches!(l.state, LinkState::Handshaking(_))
+                        && src.is_none_or(|ip| same_source(ip, l.remote.ip()))
+                })
+                .count()
+        };
+        if self.links.len() >= self.config.max_links + 2 * self.config.max_pending_handshakes
             || (direction == Direction::Inbound
-                && handshaking >= self.config.max_pending_handshakes)
+                && (inbound_pending(None) >= self.config.max_pending_handshakes
+                    || inbound_pending(Some(remote.ip())) >= self.config.max_handshakes_per_source))
             || self.links.contains_key(&link)
         {
             self.events.push_back(Event::Close { link });
@@ -614,6 +642,10 @@ impl Node {
                 last_used_ms: now,
                 cells: TokenBucket::full(now, self.config.max_cells_per_sec),
                 creates: TokenBucket::full(now, self.config.circuits.creates_per_sec_per_link),
+                create_refusals: TokenBucket::full(
+                    now,
+                    self.config.circuits.creates_per_sec_per_link,
+                ),
                 pushed_round: 0,
                 pulled_round: 0,
                 my_pull: None,
@@ -861,11 +893,26 @@ impl Node {
             // One circuit broke flow control: it goes, alone.
             Push::CircuitFull => self.circuit_over_queue(link, cid),
         }
-        if self.outbox.total() > self.config.max_queued_cells_total
-            && let Some((l, c)) = self.outbox.longest_circuit()
-        {
-            self.circuit_over_queue(l, c);
+        self.shed_load();
+    }
+
+    /// Over [`Config::max_queued_cells_total`]: the longest queue goes, one
+    /// at a time until back under: a circuit's (destroyed) or a link's
+    /// control queue (the peer does not read: cut). Iterative, and not
+    /// re-entered by the DESTROYs it sends.
+    fn shed_load(&mut self) {
+        if self.shedding {
+            return;
         }
+        self.shedding = true;
+        while self.outbox.total() > self.config.max_queued_cells_total {
+            match self.outbox.largest() {
+                Some(outbox::Victim::Circuit(l, c)) => self.circuit_over_queue(l, c),
+                Some(outbox::Victim::Link(l)) => self.penalise(l),
+                None => break,
+            }
+        }
+        self.shedding = false;
     }
 
     fn close(&mut self, link: LinkId) {
@@ -955,6 +1002,7 @@ impl Node {
         }
         if direction == Direction::Outbound {
             self.bootstrap_reached.insert(remote);
+            self.last_dial.remove(&(remote, peer_id));
         }
         if !self.make_room(link) {
             return;
@@ -1074,6 +1122,7 @@ impl Node {
             .chain(self.brahms.sample())
             .chain(self.by_peer.keys().copied())
             .chain(self.guard_ids())
+            .chain(self.vanguards())
             .collect();
         self.dir.trim(&keep);
     }
@@ -1377,28 +1426,56 @@ impl Node {
         if let Some(d) = self.dials.get(&addr) {
             return d.expected == Some(id);
         }
-        if let Some(&t) = self.last_dial.get(&addr)
-            && now < t + self.config.dial_backoff_ms
-        {
-            return false;
-        }
-        let handshaking = self
-            .links
-            .values()
-            .filter(|l| matches!(l.state, LinkState::Handshaking(_)))
-            .count();
-        if self.dials.len() + handshaking >= self.config.max_pending_handshakes
+        if !self.dial_allowed(now, addr, id)
+            || self.outbound_pending() >= self.config.max_pending_handshakes
             || self.links.len() + self.dials.len() >= self.config.max_links
         {
             return false;
         }
+        self.note_dial(now, addr, id);
+        self.request_dial(now, addr, id, false);
+        true
+    }
+
+    /// The dial policy shared by gossip and extends: a dialable address,
+    /// not one of our own addresses (any port), and no dial of this address
+    /// for this id within the backoff. Keyed by (address, id): a descriptor
+    /// signed by someone else naming an honest relay's address cannot block
+    /// dials of that relay.
+    fn dial_allowed(&self, now: Millis, addr: SocketAddr, id: NodeId) -> bool {
+        self.dialable(addr)
+            && self.config.advertised_addr.map(|a| a.ip()) != Some(addr.ip())
+            && self
+                .last_dial
+                .get(&(addr, id))
+                .is_none_or(|&t| now >= t + self.config.dial_backoff_ms)
+    }
+
+    /// Records a dial for the backoff (bounded: entries past the backoff
+    /// go first; a full table of recent entries refuses nothing but stops
+    /// growing).
+    fn note_dial(&mut self, now: Millis, addr: SocketAddr, id: NodeId) {
         if self.last_dial.len() >= self.config.max_known_peers {
             let horizon = now.saturating_sub(self.config.dial_backoff_ms);
             self.last_dial.retain(|_, t| *t >= horizon);
         }
-        self.last_dial.insert(addr, now);
-        self.request_dial(now, addr, id, false);
-        true
+        if self.last_dial.len() < self.config.max_known_peers {
+            self.last_dial.insert((addr, id), now);
+        }
+    }
+
+    /// Dials and outbound handshakes in flight (inbound handshakes have a
+    /// budget of their own, so a crowd of diallers cannot stop our dials).
+    fn outbound_pending(&self) -> usize {
+        self.dials.len()
+            + self
+                .links
+                .values()
+                .filter(|l| {
+                    l.direction == Direction::Outbound
+                        && matches!(l.state, LinkState::Handshaking(_))
+                })
+                .count()
     }
 
     /// Whether we may dial `addr` at all: a global address, or one of the
@@ -1411,13 +1488,6 @@ impl Node {
         scope == AddrScope::Global
             || (scope != AddrScope::Invalid
                 && self.config.advertised_addr.map(AddrScope::of) == Some(scope))
-    }
-
-    fn handshaking_count(&self) -> usize {
-        self.links
-            .values()
-            .filter(|l| matches!(l.state, LinkState::Handshaking(_)))
-            .count()
     }
 
     /// Records a dial of `addr` expecting `id` and asks the driver for it.
@@ -1525,6 +1595,21 @@ impl TokenBucket {
     }
 }
 
+/// Whether two addresses count as one source for admission: the same IPv4
+/// /24 or IPv6 /48 (IPv4-mapped IPv6 counts as IPv4).
+fn same_source(a: std::net::IpAddr, b: std::net::IpAddr) -> bool {
+    use std::net::IpAddr;
+    let canon = |ip: IpAddr| match ip {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
+        v4 => v4,
+    };
+    match (canon(a), canon(b)) {
+        (IpAddr::V4(a), IpAddr::V4(b)) => a.octets()[..3] == b.octets()[..3],
+        (IpAddr::V6(a), IpAddr::V6(b)) => a.segments()[..3] == b.segments()[..3],
+        _ => false,
+    }
+}
+
 /// What kind of network an address is on, for [`Node::dialable`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum AddrScope {
@@ -1553,6 +1638,8 @@ impl AddrScope {
                     || ip.is_documentation()
                     || o[0] == 0
                     || o[0] >= 240
+                    || (o[0] == 192 && o[1] == 0 && o[2] == 0)
+                    || (o[0] == 198 && (o[1] & 0xfe) == 18)
                 {
                     AddrScope::Invalid
                 } else if ip.is_loopback() {
@@ -1571,11 +1658,32 @@ impl AddrScope {
                     return AddrScope::of(SocketAddr::new(IpAddr::V4(v4), addr.port()));
                 }
                 let seg = ip.segments();
-                if ip.is_unspecified() || ip.is_multicast() || seg[0] == 0x2001 && seg[1] == 0xdb8 {
+                let o = ip.octets();
+                // Addresses that embed an IPv4 address (NAT64, 6to4) are
+                // as reachable as that address.
+                let embedded = if seg[..6] == [0x64, 0xff9b, 0, 0, 0, 0] {
+                    Some(std::net::Ipv4Addr::new(o[12], o[13], o[14], o[15]))
+                } else if seg[0] == 0x2002 {
+                    Some(std::net::Ipv4Addr::new(o[2], o[3], o[4], o[5]))
+                } else {
+                    None
+                };
+                if let Some(v4) = embedded {
+                    return AddrScope::of(SocketAddr::new(IpAddr::V4(v4), addr.port()));
+                }
+                if ip.is_unspecified()
+                    || ip.is_multicast()
+                    || (seg[0] == 0x2001 && seg[1] == 0xdb8)
+                    // IPv4-compatible (deprecated) ::a.b.c.d
+                    || seg[..6] == [0; 6]
+                {
                     AddrScope::Invalid
                 } else if ip.is_loopback() {
                     AddrScope::Loopback
-                } else if (seg[0] & 0xfe00) == 0xfc00 || (seg[0] & 0xffc0) == 0xfe80 {
+                } else if (seg[0] & 0xfe00) == 0xfc00
+                    || (seg[0] & 0xffc0) == 0xfe80
+                    || (seg[0] & 0xffc0) == 0xfec0
+                {
                     AddrScope::Private
                 } else {
                     AddrScope::Global

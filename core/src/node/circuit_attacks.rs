@@ -252,6 +252,7 @@ fn test_link(now: Millis, peer: NodeId) -> super::super::Link {
         last_used_ms: now,
         cells: super::super::TokenBucket::full(now, 1000),
         creates: super::super::TokenBucket::full(now, 1000),
+        create_refusals: super::super::TokenBucket::full(now, 1000),
         pushed_round: 0,
         pulled_round: 0,
         my_pull: None,
@@ -307,10 +308,12 @@ fn unauthenticated_dialers_evict_nobody() {
 }
 
 /// Node 1 of a 3-node network, with `cap` circuits per peer and `rate`
-/// CREATEs per second per link. Node 0 attacks over its link to node 1;
-/// returns how many circuits node 1 ended up relaying for it, and whether
-/// node 2 (honest) then got a circuit through at once.
-fn create_flood(cap: usize, rate: u32) -> (usize, bool) {
+/// CREATEs per second per link. Node 0 attacks over its link to node 1: a
+/// burst of `burst` CREATEs, then `per_sec` a second for a minute. Returns
+/// how many circuits node 1 relays for it at the end, whether its link
+/// survived, and whether node 2 (honest) then got a circuit through at
+/// once.
+fn create_flood(cap: usize, rate: u32, burst: u32, per_sec: u32) -> (usize, bool, bool) {
     let mut net = net(3, false);
     for n in &mut net.nodes {
         n.config.circuits.circuits_wanted = 0;
@@ -321,21 +324,22 @@ fn create_flood(cap: usize, rate: u32) -> (usize, bool) {
     let bit = own_side_bit(net.nodes[0].links[&l0].direction);
     let now = T0 + 3_000;
     let mut cid = 1000u32;
-    // A burst, then 50 CREATEs a second for a minute.
     for s in 0..60u64 {
-        let n = if s == 0 { 200 } else { 50 };
+        let n = if s == 0 { burst } else { per_sec };
         for i in 0..n {
             cid += 1;
             let c = super::tests::create_cell(&net.nodes[1], bit | cid, i as u8);
-            net.nodes[1].handle_link_data(now + s * 1000, l1, c.as_bytes());
+            // Spread over the second, as a steady sender would.
+            let at = now + s * 1000 + u64::from(i) * 1000 / u64::from(n.max(1));
+            net.nodes[1].handle_link_data(at, l1, c.as_bytes());
         }
-        // The attacker reads its DESTROYs (a peer that does not read is
+        // The attacker reads what it is sent (a peer that does not read is
         // cut for that, a different limit).
         while let Some(t) = net.nodes[1].poll_transmit() {
             net.nodes[1].handle_link_sent(now, t.link, 1);
         }
     }
-    assert!(net.nodes[1].links.contains_key(&l1), "refused, not cut");
+    let alive = net.nodes[1].links.contains_key(&l1);
     let got = net.nodes[1].relay_circuit_count();
     // Node 2, an honest peer, asks for one circuit.
     let later = now + 60_000;
@@ -351,23 +355,32 @@ fn create_flood(cap: usize, rate: u32) -> (usize, bool) {
     let c = super::tests::create_cell(&net.nodes[1], bit2 | 7, 1);
     net.nodes[1].handle_link_data(later, peer_link, c.as_bytes());
     let honest_ok = net.nodes[1].relay_circuit_count() == got + 1;
-    (got, honest_ok)
+    (got, alive, honest_ok)
 }
 
 #[test]
 fn one_peer_is_held_to_its_circuit_cap() {
-    let (got, honest_ok) = create_flood(8, 1000);
+    let (got, alive, honest_ok) = create_flood(8, 1000, 200, 50);
     assert_eq!(got, 8, "one peer filled more than its share");
+    assert!(alive, "refused, not cut: it stayed within its rate");
     assert!(honest_ok, "an honest peer was refused");
 }
 
 #[test]
 fn create_floods_are_rate_limited_per_link() {
-    // Under every cap, only the rate limit holds the attacker back: a burst
-    // of two seconds' worth, then `rate` a second.
-    let (got, honest_ok) = create_flood(100_000, 4);
+    // Under every cap, a peer sending 1.5 times its rate is refused the
+    // excess and keeps its link: a burst of two seconds' worth, then the
+    // rate.
+    let (got, alive, honest_ok) = create_flood(100_000, 4, 8, 6);
+    assert!(alive, "a peer within twice its rate was cut");
     assert!(got <= 8 + 4 * 60, "{got} CREATEs answered at 4/s");
     assert!(got >= 8 + 4 * 55, "{got}: the limit is a rate, not a ban");
+    assert!(honest_ok, "an honest peer was refused");
+    // One that keeps flooding at many times its rate is cut (its DESTROY
+    // answers would otherwise pile up in our queues); others go on.
+    let (got, alive, honest_ok) = create_flood(100_000, 4, 200, 50);
+    assert!(!alive, "a CREATE flood was answered forever");
+    assert_eq!(got, 0, "its circuits went with its link");
     assert!(honest_ok, "an honest peer was refused");
 }
 
@@ -437,4 +450,150 @@ fn a_greedy_circuit_dies_alone_on_a_shared_link() {
         .collect();
     assert_eq!(got.len(), 100, "A delivered {} of 100", got.len());
     assert!(built(&net, 0).iter().any(|c| c.id == a.id), "A still built");
+}
+
+#[test]
+fn one_source_cannot_take_every_handshake_slot() {
+    // Diallers from one /24 that never finish their handshake get
+    // `max_handshakes_per_source` slots; another source still gets in, and
+    // our own dials have a budget of their own.
+    let mut n = super::super::tests::node(1, vec![]);
+    n.config.max_pending_handshakes = 6;
+    let now = T0;
+    let mut accepted = 0;
+    for i in 0..20u64 {
+        let from: SocketAddr = format!("127.60.0.{}:4000", i + 2).parse().unwrap();
+        n.handle_link_up(now, LinkId(100 + i), Direction::Inbound, from, [0; 32]);
+        if n.links.contains_key(&LinkId(100 + i)) {
+            accepted += 1;
+        }
+    }
+    assert_eq!(accepted, n.config.max_handshakes_per_source);
+    let honest: SocketAddr = "127.61.0.1:4000".parse().unwrap();
+    n.handle_link_up(now, LinkId(500), Direction::Inbound, honest, [0; 32]);
+    assert!(
+        n.links.contains_key(&LinkId(500)),
+        "another source was refused"
+    );
+    // Fill the inbound budget from many sources: our dials still go out.
+    for i in 0..10u64 {
+        let from: SocketAddr = format!("127.{}.0.1:4000", 70 + i).parse().unwrap();
+        n.handle_link_up(now, LinkId(600 + i), Direction::Inbound, from, [0; 32]);
+    }
+    let (_, d) = crate::link::tests::node(9);
+    assert!(n.dial_expected(now, "127.90.0.1:7000".parse().unwrap(), d.node_id(), true));
+}
+
+#[test]
+fn a_descriptor_naming_a_relays_address_cannot_block_it() {
+    // A client extends relay R to a descriptor of its own identity that
+    // names honest relay H's address: R dials, finds someone else, and the
+    // failure is kept against (address, that id) only. A real extend to H
+    // then dials H at once. R's own address is never dialled, on any port.
+    let mut net = quiet_net(10);
+    net.run(T0 + 10_000);
+    let (_, hops) = first_circuit(&net);
+    let r = *hops.last().unwrap();
+    let h = (1..10).find(|i| !hops.contains(i) && *i != 0).unwrap();
+    let now = T0 + 10_000;
+    let h_id = net.nodes[h].node_id();
+    if let Some(&l) = net.nodes[r].by_peer.get(&h_id) {
+        net.nodes[r].handle_link_down(now, l);
+    }
+    let h_addr = net.nodes[h].descriptor().address().unwrap();
+    let fake = rogue(210, h_addr);
+    let r_ip = net.nodes[r].descriptor().address().unwrap().ip();
+    let own = rogue(211, SocketAddr::new(r_ip, 22));
+    let link = LinkId(999_998);
+    net.nodes[r]
+        .links
+        .insert(link, test_link(now, NodeId::from_bytes([2; 32])));
+    let mut connects = Vec::new();
+    for (i, d) in [fake, own, net.nodes[h].descriptor().clone()]
+        .iter()
+        .enumerate()
+    {
+        let k = net.nodes[r].circ.next_key;
+        net.nodes[r].circ.next_key += 1;
+        net.nodes[r].circ.relays.insert(
+            k,
+            RelayCircuit {
+                prev: (link, 10 + i as u32),
+                next: None,
+                crypto: RelayCrypto::new(crate::onion::HopKeys::derive(&[4; 32]), true),
+                extending: None,
+                last_used_ms: now,
+                package_window: 10,
+                delivered: 0,
+                early: 1,
+            },
+        );
+        let (_, msg1) = ClientHopHandshake::start(d.x25519(), [i as u8; 32]).unwrap();
+        net.nodes[r].on_extend(now, k, link, &d.to_bytes(), msg1);
+        while let Some(e) = net.nodes[r].poll_event() {
+            if let Event::Connect { addr, expected } = e {
+                connects.push((addr, expected));
+                // The dial reaches H, which is not who was expected.
+                net.nodes[r].handle_connect_failed(now, addr);
+            }
+        }
+    }
+    assert_eq!(
+        connects,
+        vec![
+            (h_addr, Some(rogue(210, h_addr).node_id())),
+            (h_addr, Some(h_id))
+        ],
+        "the real extend was blocked, or R dialled itself"
+    );
+}
+
+#[test]
+fn peers_that_stop_reading_are_cut_not_honest_circuits() {
+    // Node 1's queues are small. Node 2 stops reading its link and keeps
+    // sending CREATEs that node 1 must refuse (DESTROY answers pile up).
+    // When the total overflows, node 1 cuts the link that does not read,
+    // not node 0's circuit.
+    let mut net = net(3, false);
+    for n in &mut net.nodes {
+        n.config.circuits.circuits_wanted = 0;
+    }
+    net.run(T0 + 3_000);
+    net.nodes[1].config.max_queued_cells_total = 40;
+    net.nodes[1].config.max_circuit_queue_cells = 20;
+    net.nodes[1].config.max_link_in_flight_cells = 4;
+    net.nodes[1].config.circuits.max_circuits_per_peer = 1;
+    let now = T0 + 3_000;
+    let id = |net: &Net, i: usize| net.nodes[i].node_id();
+    let l10 = net.nodes[1].by_peer[&id(&net, 0)];
+    let l12 = net.nodes[1].by_peer[&id(&net, 2)];
+    let (_, l01) = net.wires[&(1, l10)];
+    let (_, l21) = net.wires[&(1, l12)];
+    // Node 0: one honest circuit through node 1.
+    let bit0 = own_side_bit(net.nodes[0].links[&l01].direction);
+    let c = super::tests::create_cell(&net.nodes[1], bit0 | 5, 1);
+    net.nodes[1].handle_link_data(now, l10, c.as_bytes());
+    net.pump(now);
+    assert_eq!(net.nodes[1].relay_circuit_count(), 1);
+    // Node 2 stops reading.
+    net.stalled.insert((1, l12), Vec::new());
+    let bit2 = own_side_bit(net.nodes[2].links[&l21].direction);
+    for i in 0..60u32 {
+        let c = super::tests::create_cell(&net.nodes[1], bit2 | (100 + i), i as u8);
+        net.nodes[1].handle_link_data(now + u64::from(i) * 100, l12, c.as_bytes());
+        net.pump(now + u64::from(i) * 100);
+    }
+    assert!(
+        !net.nodes[1].links.contains_key(&l12),
+        "the non-reader was kept"
+    );
+    assert!(
+        net.nodes[1].links.contains_key(&l10),
+        "the honest link was cut"
+    );
+    assert_eq!(
+        net.nodes[1].relay_circuit_count(),
+        1,
+        "the honest circuit went"
+    );
 }

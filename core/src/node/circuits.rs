@@ -776,7 +776,12 @@ impl Node {
     /// descriptor stay). None for non-relays.
     pub(super) fn verified(&mut self, id: NodeId) -> Option<Descriptor> {
         self.settle(&id);
-        self.dir.descriptor(&id).filter(|d| d.is_relay()).cloned()
+        let max_age = self.config.descriptor_max_age_ms;
+        let now = self.now_ms;
+        self.dir
+            .descriptor(&id)
+            .filter(|d| d.is_relay() && now.saturating_sub(d.timestamp_ms()) <= max_age)
+            .cloned()
     }
 
     fn maintain_guards(&mut self, now: Millis) {
@@ -928,8 +933,11 @@ impl Node {
             if d.expected.is_none() {
                 d.expected = Some(id);
             }
+            if d.expected != Some(id) {
+                return false;
+            }
             d.own |= own;
-            return d.expected == Some(id);
+            return true;
         }
         if let Some(l) = self
             .links
@@ -939,29 +947,22 @@ impl Node {
             l.own |= own;
             return true;
         }
-        if !own {
-            // Extends go through the normal dial policy: one dial per
-            // address per backoff period, and only to addresses of a class
-            // we may reach (a relay is never made to scan its own loopback
-            // or LAN).
-            if !self.dialable(addr)
-                || self
-                    .last_dial
-                    .get(&addr)
-                    .is_some_and(|&t| now < t + self.config.dial_backoff_ms)
-            {
-                return false;
-            }
-            self.last_dial.insert(addr, now);
+        // Extends go through the normal dial policy (see `dial_allowed`);
+        // dials for our own circuits and guard links use the guard's
+        // signed address and their own retry timers.
+        if !own && !self.dial_allowed(now, addr, id) {
+            return false;
         }
         // No link is closed to make room here: a link is evicted only once
         // the one it makes room for is authenticated (`make_room`).
-        let handshaking = self.handshaking_count();
-        if self.dials.len() + handshaking >= self.config.max_pending_handshakes
+        if self.outbound_pending() >= self.config.max_pending_handshakes
             || self.links.len() + self.dials.len()
                 >= self.config.max_links + self.config.max_pending_handshakes
         {
             return false;
+        }
+        if !own {
+            self.note_dial(now, addr, id);
         }
         self.request_dial(now, addr, id, own);
         true
@@ -1343,11 +1344,19 @@ impl Node {
         }
         // Rate: per link first (one peer cannot use up the node's budget),
         // then the node's own bound on handshake work.
-        let link_ok = self
-            .links
-            .get_mut(&link)
-            .is_some_and(|l| l.creates.take(now, p.creates_per_sec_per_link));
-        if !link_ok || !self.circ.creates.take(now, p.creates_per_sec) {
+        let rate = p.creates_per_sec_per_link;
+        let Some(l) = self.links.get_mut(&link) else {
+            return;
+        };
+        if !l.creates.take(now, rate) {
+            self.stats.circuits.creates_refused += 1;
+            if !l.create_refusals.take(now, rate) {
+                // Still sending at twice its rate after refusals: a flood.
+                return self.penalise(link);
+            }
+            return self.send_destroy(link, cid, reason::RESOURCES);
+        }
+        if !self.circ.creates.take(now, p.creates_per_sec) {
             self.stats.circuits.creates_refused += 1;
             return self.send_destroy(link, cid, reason::RESOURCES);
         }

@@ -69,14 +69,20 @@ impl Known {
         self.checked.as_ref().map(|(d, _)| d)
     }
 
-    /// The newest timestamp we hold (a claim is newer than the checked
-    /// descriptor when both exist).
+    /// The timestamp freshness is judged by: the checked descriptor's, or
+    /// the claim's for an entry that has nothing checked (an unchecked
+    /// claim never makes a stale checked descriptor look fresh).
     fn timestamp_ms(&self) -> u64 {
-        match (&self.claim, &self.checked) {
-            (Some(c), _) => c.admitted.timestamp_ms(),
-            (None, Some((d, _))) => d.timestamp_ms(),
+        match (&self.checked, &self.claim) {
+            (Some((d, _)), _) => d.timestamp_ms(),
+            (None, Some(c)) => c.admitted.timestamp_ms(),
             (None, None) => 0,
         }
+    }
+
+    /// Nothing checked: a claim at most (eviction goes here first).
+    fn unchecked(&self) -> bool {
+        self.checked.is_none()
     }
 }
 
@@ -200,7 +206,7 @@ impl Directory {
             });
             return Vec::new();
         };
-        k.last_seen_ms = now;
+        // An unchecked claim does not count as seeing the node again.
         let a = &claim.admitted;
         if k.checked
             .as_ref()
@@ -219,10 +225,14 @@ impl Directory {
                 Vec::new()
             }
             // Two unchecked claims for one id: settle both now.
-            Some(old) => [old, claim]
-                .into_iter()
-                .filter_map(|c| self.check(now, c))
-                .collect(),
+            Some(old) => {
+                let refused = [old, claim]
+                    .into_iter()
+                    .filter_map(|c| self.check(now, c))
+                    .collect();
+                self.drop_if_empty(&id);
+                refused
+            }
         }
     }
 
@@ -230,7 +240,9 @@ impl Directory {
     /// descriptor, or is dropped alone.
     pub(super) fn settle(&mut self, now: Millis, id: &NodeId) -> Option<Refusal> {
         let claim = self.known.get_mut(id)?.claim.take()?;
-        self.check(now, claim)
+        let refused = self.check(now, claim);
+        self.drop_if_empty(id);
+        refused
     }
 
     fn check(&mut self, now: Millis, c: Claim) -> Option<Refusal> {
@@ -245,6 +257,18 @@ impl Directory {
         }
     }
 
+    /// An entry left with nothing checked and no claim (every claim it had
+    /// was forged) is dropped: forgeries leave no trace.
+    fn drop_if_empty(&mut self, id: &NodeId) {
+        if self
+            .known
+            .get(id)
+            .is_some_and(|k| k.checked.is_none() && k.claim.is_none())
+        {
+            self.known.remove(id);
+        }
+    }
+
     /// Whether we already hold exactly this descriptor (checked or claimed);
     /// if so, refreshes its last-seen time and says whether it is still
     /// fresh. Gossip repeats itself: a repeat needs no proof-of-work check.
@@ -255,15 +279,18 @@ impl Directory {
         max_age: Millis,
     ) -> Option<bool> {
         let k = self.known.get_mut(&u.claimed_id())?;
-        let ts = if let Some((_, va)) = k.checked.as_ref().filter(|(_, va)| u.same_as(va)) {
-            va.timestamp_ms()
-        } else if let Some(c) = k.claim.as_ref().filter(|c| u.same_as(&c.admitted)) {
-            c.admitted.timestamp_ms()
-        } else {
-            return None;
-        };
+        let (ts, checked) =
+            if let Some((_, va)) = k.checked.as_ref().filter(|(_, va)| u.same_as(va)) {
+                (va.timestamp_ms(), true)
+            } else if let Some(c) = k.claim.as_ref().filter(|c| u.same_as(&c.admitted)) {
+                (c.admitted.timestamp_ms(), false)
+            } else {
+                return None;
+            };
         let fresh = now.saturating_sub(ts) <= max_age;
-        if fresh {
+        // Only a repeat of what we checked counts as seeing the node
+        // again (forged claims must not keep an entry alive).
+        if fresh && checked {
             k.last_seen_ms = now;
         }
         Some(fresh)
@@ -323,15 +350,23 @@ impl Directory {
         self.known.insert(id, k);
     }
 
-    /// Drops entries beyond the limit: the least recently seen outside
-    /// `keep`, unreached ones first.
+    /// Drops entries beyond the limit, outside `keep`: unchecked ones
+    /// first (a flood of claims evicts claims, not checked relays), then
+    /// unreached ones, least recently seen first.
     pub(super) fn trim(&mut self, keep: &BTreeSet<NodeId>) {
         while self.known.len() > self.max {
             let Some(victim) = self
                 .known
                 .iter()
                 .filter(|(id, _)| !keep.contains(id))
-                .min_by_key(|(id, k)| (k.verified_addr.is_some(), k.last_seen_ms, **id))
+                .min_by_key(|(id, k)| {
+                    (
+                        !k.unchecked(),
+                        k.verified_addr.is_some(),
+                        k.last_seen_ms,
+                        **id,
+                    )
+                })
                 .map(|(id, _)| *id)
             else {
                 return;
@@ -361,14 +396,15 @@ mod tests {
     /// what anyone can make from a gossiped descriptor.
     fn forged(honest: &Descriptor, flags: u8, ts: Millis) -> Admitted {
         let (other, _) = node(99);
-        let mut bytes = Descriptor::sign(&other, flags, None, ts, Vec::new()).to_bytes();
+        let junk = (flags != 0).then(|| "203.0.113.9:9".parse().unwrap());
+        let mut bytes = Descriptor::sign(&other, flags, junk, ts, Vec::new()).to_bytes();
         let honest_bytes = honest.to_bytes();
         // Keys and proof-of-work nonce sit after version and flags: copy
         // the honest ones over the forger's.
         bytes[2..2 + 32 + 32 + 8].copy_from_slice(&honest_bytes[2..2 + 32 + 32 + 8]);
         let u = Descriptor::decode(&bytes).unwrap();
         assert_eq!(u.claimed_id(), honest.node_id());
-        u.admit(NOW, u64::MAX, PowParams::TESTNET).unwrap()
+        u.admit(ts.max(NOW), u64::MAX, PowParams::TESTNET).unwrap()
     }
 
     fn dir() -> Directory {
@@ -444,5 +480,51 @@ mod tests {
         dir.offer(NOW, d.admitted(), None, false);
         assert_eq!(dir.settle(NOW, &id), None);
         assert_eq!(dir.descriptor(&id), Some(&newer));
+    }
+
+    #[test]
+    fn forgeries_cannot_age_out_or_refresh_honest_entries() {
+        let mut dir = dir();
+        // An honest relay known by its (unchecked) claim since NOW.
+        let (_, d) = honest(2, NOW - 5000);
+        let id = d.node_id();
+        dir.offer(NOW, d.admitted(), None, false);
+        // Much later a forger makes its claim compete: the honest one is
+        // checked and keeps the age we gave it.
+        let later = NOW + 3_600_000;
+        dir.offer(later, forged(&d, 0, later), None, false);
+        assert_eq!(dir.descriptor(&id), Some(&d));
+        assert_eq!(dir.get(&id).unwrap().first_seen_ms, NOW);
+        // A stale checked descriptor is not made fresh by a fresh claim.
+        let max_age = 3_600_000;
+        dir.offer(later, forged(&d, flags::RELAY, later), None, false);
+        assert!(dir.candidates(later, max_age).is_empty());
+        // Claims alone never refresh when we last saw it.
+        let seen = dir.get(&id).unwrap().last_seen_ms;
+        dir.offer(later + 1, forged(&d, 0, later + 1), None, false);
+        assert_eq!(dir.get(&id).map(|k| k.last_seen_ms), Some(seen));
+    }
+
+    #[test]
+    fn a_flood_of_claims_evicts_claims_not_checked_relays() {
+        let (me, _) = node(1);
+        let mut dir = Directory::new(me.node_id(), 4);
+        let checked: Vec<Descriptor> = (2..5).map(|i| honest(i, NOW).1).collect();
+        for d in &checked {
+            dir.remember(NOW, d.clone(), None);
+        }
+        // Claims for 20 other (proof-of-work) ids, seen after the relays.
+        for i in 10..30 {
+            let (_, d) = honest(i, NOW);
+            dir.offer(NOW + 1000, d.admitted(), None, false);
+            dir.trim(&BTreeSet::new());
+        }
+        assert_eq!(dir.len(), 4);
+        for d in &checked {
+            assert!(
+                dir.descriptor(&d.node_id()).is_some(),
+                "a checked relay went"
+            );
+        }
     }
 }

@@ -25,8 +25,9 @@
 //! - A link's control queue holds at most `max_control_cells`; beyond it
 //!   the peer is not reading ([`Push::LinkFull`]: a link-level offence).
 //! - All queues together hold at most `max_total_cells`; beyond it the node
-//!   destroys the circuit with the longest queue
-//!   ([`Outbox::longest_circuit`]), as Tor's out-of-memory handler does.
+//!   sheds the longest queue ([`Outbox::largest`]), as Tor's out-of-memory
+//!   handler does: a circuit's (destroyed) or a link's control queue (its
+//!   peer does not read: cut).
 
 use std::collections::{BTreeMap, VecDeque};
 
@@ -44,6 +45,15 @@ pub(super) enum Push {
     CircuitFull,
     /// Not queued: no such link.
     NoLink,
+}
+
+/// What to shed when the node's queues are over their total.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub(super) enum Victim {
+    /// This circuit's queue on this link.
+    Circuit(LinkId, u32),
+    /// This link's control queue (its peer does not read).
+    Link(LinkId),
 }
 
 /// Queue limits (from [`super::Config`]).
@@ -196,17 +206,23 @@ impl Outbox {
         self.links.get(&link).map_or(0, LinkQueue::queued)
     }
 
-    /// The circuit with the longest queue (link and circuit id).
-    pub(super) fn longest_circuit(&self) -> Option<(LinkId, u32)> {
-        self.links
+    /// The longest queue: a circuit's on one link, or a link's control
+    /// queue.
+    pub(super) fn largest(&self) -> Option<Victim> {
+        let circuits = self.links.iter().flat_map(|(l, q)| {
+            q.circuits
+                .iter()
+                .map(move |(c, cells)| (cells.len(), Victim::Circuit(*l, *c)))
+        });
+        let controls = self
+            .links
             .iter()
-            .flat_map(|(l, q)| {
-                q.circuits
-                    .iter()
-                    .map(move |(c, cells)| (cells.len(), *l, *c))
-            })
-            .max()
-            .map(|(_, l, c)| (l, c))
+            .map(|(l, q)| (q.control.len(), Victim::Link(*l)));
+        circuits
+            .chain(controls)
+            .filter(|(n, _)| *n > 0)
+            .max_by_key(|(n, v)| (*n, *v))
+            .map(|(_, v)| v)
     }
 }
 
@@ -259,7 +275,7 @@ mod tests {
         }
         assert_eq!(o.push(l, relay(7), &LIMITS), Push::CircuitFull);
         assert_eq!(o.push(l, relay(8), &LIMITS), Push::Queued);
-        assert_eq!(o.longest_circuit(), Some((l, 7)));
+        assert_eq!(o.largest(), Some(Victim::Circuit(l, 7)));
         o.drop_circuit(l, 7);
         assert_eq!(o.total(), 1);
         assert_eq!(o.pop(&LIMITS).unwrap().cell.circ_id(), 8);
