@@ -80,6 +80,9 @@ pub enum ErrorKind {
     BadPath,
     /// Something failed inside the daemon.
     Internal,
+    /// The daemon serves as many control connections as it allows; the
+    /// connection is closed unserved (try again).
+    Busy,
 }
 
 impl ApiError {

@@ -57,9 +57,22 @@ pub fn call_on(
     let mut line = serde_json::to_vec(&Request { token, command })
         .map_err(|e| ClientError::Protocol(e.to_string()))?;
     line.push(b'\n');
-    stream
-        .write_all(&line)
-        .map_err(|e| ClientError::Protocol(e.to_string()))?;
+    if let Err(e) = stream.write_all(&line) {
+        // The daemon may have answered and closed before reading the
+        // request (a `busy` refusal does): its answer says why.
+        return match read_reply(stream, on_progress) {
+            Err(ClientError::Protocol(_)) => Err(ClientError::Protocol(e.to_string())),
+            answered => answered,
+        };
+    }
+    read_reply(stream, on_progress)
+}
+
+/// Read answer lines until the final one.
+fn read_reply(
+    stream: &mut UnixStream,
+    on_progress: &mut dyn FnMut(Progress),
+) -> Result<serde_json::Value, ClientError> {
     let reader = BufReader::new(stream);
     for line in reader.lines() {
         let line = line.map_err(|e| ClientError::Protocol(e.to_string()))?;

@@ -21,6 +21,10 @@ pub const DEFAULT_LISTEN: &str = "0.0.0.0:7171";
 /// line of the answer, unless `[control] timeout_s` says otherwise.
 pub const DEFAULT_CONTROL_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// How many control connections are served at once unless
+/// `[control] max_connections` says otherwise.
+pub const DEFAULT_CONTROL_CONNECTIONS: usize = 64;
+
 /// The file as written.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -50,6 +54,15 @@ pub struct RawLinks {
     /// Most inbound connections pending from one IPv4 address (or IPv6
     /// /64) before they open their link stream.
     pub max_pending_per_ip: Option<usize>,
+    /// Most inbound connections pending from one IPv4 /24, all its
+    /// addresses together.
+    pub max_pending_per_24: Option<usize>,
+    /// Most inbound connections pending from one IPv6 /48, all its /64s
+    /// together.
+    pub max_pending_per_48: Option<usize>,
+    /// Milliseconds an inbound connection has to complete its QUIC
+    /// handshake (once its address is validated).
+    pub quic_handshake_timeout_ms: Option<u64>,
     /// Milliseconds a connection has, after its QUIC handshake, to open
     /// its link stream.
     pub first_stream_timeout_ms: Option<u64>,
@@ -65,6 +78,9 @@ pub struct RawControl {
     /// Seconds a client has to send its request line, and to take each
     /// answer line.
     pub timeout_s: Option<u64>,
+    /// Most control connections served at once; more are answered with an
+    /// error line and closed.
+    pub max_connections: Option<usize>,
 }
 
 /// The `[circuits]` table as written: each value replaces the network's
@@ -104,7 +120,9 @@ pub struct Flags {
 /// Validated settings.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Settings {
-    /// Where to bind the UDP socket (port 0: any free port).
+    /// Where to bind the UDP socket (port 0: any free port). A client-only
+    /// node binds its IP with port 0 whatever the port here says (see
+    /// [`crate::driver::Network::start`]).
     pub listen: SocketAddr,
     /// The address a relay advertises (None: the bound address if `listen`
     /// has a specific IP). Always None for a client-only node.
@@ -122,6 +140,8 @@ pub struct Settings {
     /// Control clients must send their request, and take each answer
     /// line, within this.
     pub control_timeout: Duration,
+    /// Most control connections served at once.
+    pub control_max_connections: usize,
 }
 
 impl Settings {
@@ -255,6 +275,31 @@ pub fn resolve(file: RawConfig, flags: Flags, testnet: bool) -> anyhow::Result<S
         }
         admission.max_pending_per_ip = n;
     }
+    for (key, value, cap) in [
+        (
+            "links.max_pending_per_24",
+            file.links.max_pending_per_24,
+            &mut admission.max_pending_per_24,
+        ),
+        (
+            "links.max_pending_per_48",
+            file.links.max_pending_per_48,
+            &mut admission.max_pending_per_48,
+        ),
+    ] {
+        if let Some(n) = value {
+            if n == 0 {
+                bail!("{key}: at least 1 is needed, or nobody from there could link");
+            }
+            *cap = n;
+        }
+    }
+    if let Some(ms) = file.links.quic_handshake_timeout_ms {
+        if ms == 0 {
+            bail!("links.quic_handshake_timeout_ms: must be above 0");
+        }
+        admission.quic_handshake_timeout = Duration::from_millis(ms);
+    }
     if let Some(ms) = file.links.first_stream_timeout_ms {
         if ms == 0 {
             bail!("links.first_stream_timeout_ms: must be above 0");
@@ -271,6 +316,13 @@ pub fn resolve(file: RawConfig, flags: Flags, testnet: bool) -> anyhow::Result<S
         Some(secs) => Duration::from_secs(secs),
         None => DEFAULT_CONTROL_TIMEOUT,
     };
+    let control_max_connections = match file.control.max_connections {
+        Some(0) => {
+            bail!("control.max_connections: at least 1 is needed, or `veil` could not connect")
+        }
+        Some(n) => n,
+        None => DEFAULT_CONTROL_CONNECTIONS,
+    };
     Ok(Settings {
         listen,
         advertise,
@@ -280,6 +332,7 @@ pub fn resolve(file: RawConfig, flags: Flags, testnet: bool) -> anyhow::Result<S
         admission,
         upload_limit,
         control_timeout,
+        control_max_connections,
     })
 }
 
@@ -321,6 +374,7 @@ mod tests {
         assert_eq!(s.advertise, None);
         assert_eq!(s.admission, admission::Limits::DEFAULT);
         assert_eq!(s.control_timeout, DEFAULT_CONTROL_TIMEOUT);
+        assert_eq!(s.control_max_connections, DEFAULT_CONTROL_CONNECTIONS);
     }
 
     #[test]
@@ -371,6 +425,7 @@ mod tests {
         assert!(s.client_only.unwrap().to_string().contains("--advertise"));
         assert_eq!(s.admission, admission::Limits::DEFAULT);
         assert_eq!(s.control_timeout, DEFAULT_CONTROL_TIMEOUT);
+        assert_eq!(s.control_max_connections, DEFAULT_CONTROL_CONNECTIONS);
         let t = resolve(RawConfig::default(), no_flags(), true).unwrap();
         assert_eq!(t.circuits, CircuitParams::TESTNET);
         let bad = RawConfig {
@@ -487,8 +542,9 @@ mod tests {
     fn links_and_control_tables_set_the_limits() {
         let s = resolve(
             file(
-                "[links]\nmax_pending_per_ip = 2\nfirst_stream_timeout_ms = 1500\nupload_limit_kib_s = 512\n\
-                 [control]\ntimeout_s = 5\n",
+                "[links]\nmax_pending_per_ip = 2\nmax_pending_per_24 = 6\nmax_pending_per_48 = 7\n\
+                 quic_handshake_timeout_ms = 2500\nfirst_stream_timeout_ms = 1500\n\
+                 upload_limit_kib_s = 512\n[control]\ntimeout_s = 5\nmax_connections = 9\n",
             ),
             no_flags(),
             false,
@@ -498,10 +554,14 @@ mod tests {
             s.admission,
             admission::Limits {
                 max_pending_per_ip: 2,
+                max_pending_per_24: 6,
+                max_pending_per_48: 7,
+                quic_handshake_timeout: Duration::from_millis(2500),
                 first_stream_timeout: Duration::from_millis(1500),
             }
         );
         assert_eq!(s.control_timeout, Duration::from_secs(5));
+        assert_eq!(s.control_max_connections, 9);
         assert_eq!(s.upload_limit, Some(512 * 1024));
         assert!(
             error(file("[links]\nupload_limit_kib_s = 0\n"), no_flags())
@@ -514,6 +574,20 @@ mod tests {
         assert!(
             error(file("[links]\nfirst_stream_timeout_ms = 0\n"), no_flags())
                 .contains("links.first_stream_timeout_ms")
+        );
+        for key in [
+            "max_pending_per_24",
+            "max_pending_per_48",
+            "quic_handshake_timeout_ms",
+        ] {
+            assert!(
+                error(file(&format!("[links]\n{key} = 0\n")), no_flags())
+                    .contains(&format!("links.{key}"))
+            );
+        }
+        assert!(
+            error(file("[control]\nmax_connections = 0\n"), no_flags())
+                .contains("control.max_connections")
         );
         assert!(
             error(file("[control]\ntimeout_s = 0\n"), no_flags()).contains("control.timeout_s")

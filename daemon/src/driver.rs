@@ -20,10 +20,15 @@
 //!   [`Config::max_link_in_flight_cells`] unreported cells, so the writer's
 //!   queue (that size) never fills, and what waits beyond it waits in the
 //!   node's per-circuit queues, where a slow or greedy circuit stalls only
-//!   itself (see `veil_core::node`). Inbound connections that have not
-//!   yet opened their stream are bounded, in all and per source address,
-//!   and must open it soon after the QUIC handshake ([`crate::admission`]).
-//!   A client-only node accepts no inbound connection at all.
+//!   itself (see `veil_core::node`). An inbound connection from an
+//!   address not yet validated is answered with a QUIC Retry and holds
+//!   nothing; validated ones that have not yet opened their stream are
+//!   bounded, in all, per source address and per network, and must finish
+//!   QUIC and open the stream soon ([`crate::admission`]). A link whose
+//!   writer is gone (its queue full or closed) is closed.
+//!   A client-only node accepts no inbound connection at all, binds a
+//!   fresh port on every run and answers no unsolicited packet
+//!   ([`net::endpoint`]).
 //!
 //! - **Guards survive restarts.** With [`Options::guard_store`], the guard
 //!   list stored there is restored into the node before its first input,
@@ -145,13 +150,15 @@ impl Network {
     /// else the bound address if `listen` has a specific IP; with neither,
     /// no peer could use its descriptor, so it runs client-only instead
     /// (with a warning). A client-only node accepts no inbound connection
-    /// at all (see [`net::endpoint`]). Guards kept in
+    /// at all and binds `listen`'s IP with port 0, a fresh port on every
+    /// run, whatever port `listen` names: a fixed port would let a scan
+    /// find the node run after run (see [`net::endpoint`]). Guards kept in
     /// [`Options::guard_store`] are restored first.
     /// Must be called inside a tokio runtime.
     pub fn start(
         identity: NodeIdentity,
         mut config: Config,
-        listen: SocketAddr,
+        mut listen: SocketAddr,
         options: Options,
     ) -> anyhow::Result<Network> {
         if config.relay && config.advertised_addr.is_none() && listen.ip().is_unspecified() {
@@ -159,6 +166,13 @@ impl Network {
                 "listening on an unspecified address with no address to advertise: running client-only (relaying for nobody)"
             );
             config.relay = false;
+        }
+        if !config.relay && listen.port() != 0 {
+            tracing::info!(
+                configured = listen.port(),
+                "client-only: binding a fresh ephemeral port instead of the configured one (it accepts nothing anyway)"
+            );
+            listen.set_port(0);
         }
         let endpoint = net::endpoint(listen, IDLE_TIMEOUT, config.relay)?;
         let local_addr = endpoint.local_addr()?;
@@ -168,10 +182,7 @@ impl Network {
         let handshake_timeout = Duration::from_millis(config.handshake_timeout_ms);
         let write_queue = config.max_link_in_flight_cells.max(1);
         let relay = config.relay;
-        let pending = Pending::new(
-            config.max_pending_handshakes * 2,
-            options.admission.max_pending_per_ip,
-        );
+        let pending = Pending::new(config.max_pending_handshakes * 2, options.admission);
         let mut seed = [0u8; 32];
         rand::rngs::OsRng.fill_bytes(&mut seed);
         let config = config
@@ -489,11 +500,22 @@ fn drain(node: &mut Node, links: &mut BTreeMap<LinkId, LinkIo>, shared: &Arc<Sha
                 continue;
             };
             // Never full: the node hands out no more than the queue holds
-            // before the writer reports. Should it be, the link goes.
-            if let Err(mpsc::error::TrySendError::Full(_)) = io.cells.try_send(t.cell) {
-                tracing::warn!(link = t.link.0, "link writer queue full; closing the link");
+            // before the writer reports. Should it be, or should the
+            // writer be gone (its stream failed, e.g. on STOP_SENDING, and
+            // its cells would never be reported), the link goes.
+            if let Err(e) = io.cells.try_send(t.cell) {
+                let reason: &[u8] = match e {
+                    mpsc::error::TrySendError::Full(_) => {
+                        tracing::warn!(link = t.link.0, "link writer queue full; closing the link");
+                        b"stalled"
+                    }
+                    mpsc::error::TrySendError::Closed(_) => {
+                        tracing::debug!(link = t.link.0, "link writer gone; closing the link");
+                        b"writer gone"
+                    }
+                };
                 if let Some(io) = links.remove(&t.link) {
-                    io.conn.close(0u32.into(), b"stalled");
+                    io.conn.close(0u32.into(), reason);
                 }
                 node.handle_link_down(now_ms(), t.link);
                 changed.peers = true;
@@ -584,6 +606,15 @@ fn drain(node: &mut Node, links: &mut BTreeMap<LinkId, LinkIo>, shared: &Arc<Sha
 async fn accept_loop(shared: Arc<Shared>) {
     // A client-only endpoint has no server config: nothing ever comes.
     while let Some(incoming) = shared.endpoint.accept().await {
+        // A source address is only counted once the peer has shown it
+        // receives packets there: a spoofed Initial gets a Retry (sent to
+        // the forged address) and holds no slot.
+        if !incoming.remote_address_validated() {
+            if let Err(e) = incoming.retry() {
+                e.into_incoming().ignore();
+            }
+            continue;
+        }
         match shared.pending.admit(incoming.remote_address().ip()) {
             Ok(slot) => {
                 tokio::spawn(inbound(shared.clone(), incoming, slot));
@@ -598,9 +629,13 @@ async fn accept_loop(shared: Arc<Shared>) {
 
 /// Hold `slot` until the connection has opened its stream or failed.
 async fn inbound(shared: Arc<Shared>, incoming: quinn::Incoming, slot: admission::Slot) {
+    let quic_timeout = shared.options.admission.quic_handshake_timeout;
     let stream_timeout = shared.options.admission.first_stream_timeout;
     let opened = tokio::time::timeout(shared.handshake_timeout, async {
-        let conn = incoming.await?;
+        let Ok(conn) = tokio::time::timeout(quic_timeout, incoming).await else {
+            anyhow::bail!("no QUIC handshake within {quic_timeout:?}");
+        };
+        let conn = conn?;
         let binding = link_binding(&shared, &conn)?;
         let Ok(stream) = tokio::time::timeout(stream_timeout, conn.accept_bi()).await else {
             conn.close(0u32.into(), b"no stream");

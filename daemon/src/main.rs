@@ -53,7 +53,8 @@ struct Args {
     #[arg(long, value_name = "N")]
     hops: Option<usize>,
     /// Never relay for others; only build circuits of one's own. Accepts no
-    /// inbound connection and uses a fresh node identity on every start.
+    /// inbound connection, binds a fresh UDP port (the --listen IP, any
+    /// port) and uses a fresh node identity on every start.
     #[arg(long)]
     client_only: bool,
     /// TOML config file (`listen`, `advertise`, `bootstrap`, `[circuits]`,
@@ -165,6 +166,7 @@ fn run(args: Args) -> anyhow::Result<()> {
         );
         daemon.client_only = settings.client_only.map(|why| why.to_string());
         daemon.control_timeout = settings.control_timeout;
+        daemon.control_max_connections = settings.control_max_connections;
         let daemon = Arc::new(daemon);
         tracing::info!(node_id = %daemon.node.node_id(), data_dir = %dir.path().display(), "veild ready");
         let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;

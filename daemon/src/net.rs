@@ -13,7 +13,7 @@
 //! 0-RTT and session resumption are off: no application data before the
 //! handshake, and no tickets that would link a client's connections.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -34,6 +34,17 @@ pub const ALPN: &[u8] = b"veil/1";
 
 /// Exporter label of the channel binding (RFC 5705 / RFC 8446 §7.5).
 pub const BINDING_LABEL: &[u8] = b"veil link binding v1";
+
+/// Least interval between two stateless resets sent by a client-only
+/// endpoint: a century, so after the first one (which [`spend_the_reset`]
+/// spends on ourselves) none is ever sent. quinn 0.11 can only rate-limit
+/// stateless resets, not turn them off; a much larger value would overflow
+/// `Instant` arithmetic inside quinn.
+const CLIENT_RESET_INTERVAL: Duration = Duration::from_secs(100 * 365 * 24 * 60 * 60);
+
+/// How long the throwaway socket of [`spend_the_reset`] waits for the
+/// reset before it is closed.
+const SPEND_WAIT: Duration = Duration::from_secs(2);
 
 /// Server name given to quinn when dialling. It is never sent (SNI is off)
 /// and never checked (the verifier ignores names).
@@ -67,9 +78,16 @@ pub fn server_name() -> &'static str {
 /// With `accept` false (a client-only node) the endpoint has no server
 /// configuration, so it never completes a handshake for anyone: quinn
 /// drops packets of unknown QUIC versions without a version negotiation,
-/// and answers an Initial at most with a stateless reset (random-looking
-/// bytes, rate-limited; no TLS, no ALPN). A scan cannot learn from it that
-/// a veil node listens there.
+/// and would answer an Initial with a stateless reset (random-looking
+/// bytes; no TLS, no ALPN), which still shows a scanner that something
+/// listens there. quinn can only rate-limit those resets, so the interval
+/// is set to a century ([`CLIENT_RESET_INTERVAL`]) and the one reset it
+/// still allows is spent at once on a datagram from ourselves
+/// ([`spend_the_reset`]): from then on the endpoint answers no unsolicited
+/// packet at all. (A relay whose connection with us was forgotten is not
+/// reset either; it gives up at its idle timeout.) The caller binds a
+/// client-only node to a fresh port on every run, so there is no fixed
+/// port to probe either (see `driver::Network::start`).
 pub fn endpoint(
     listen: SocketAddr,
     idle_timeout: Duration,
@@ -111,11 +129,76 @@ pub fn endpoint(
     let mut endpoint = if accept {
         quinn::Endpoint::server(server, listen)
     } else {
-        quinn::Endpoint::client(listen)
+        silent_client(listen)
     }
     .with_context(|| format!("cannot listen on UDP {listen}"))?;
     endpoint.set_default_client_config(client);
     Ok(endpoint)
+}
+
+/// A dial-only endpoint on `listen` that sends no stateless reset to
+/// anyone but ourselves (see [`endpoint`]).
+fn silent_client(listen: SocketAddr) -> std::io::Result<quinn::Endpoint> {
+    let socket = std::net::UdpSocket::bind(listen)?;
+    let mut config = quinn::EndpointConfig::default();
+    config.min_reset_interval(CLIENT_RESET_INTERVAL);
+    let endpoint = quinn::Endpoint::new(config, None, socket, Arc::new(quinn::TokioRuntime))?;
+    spend_the_reset(endpoint.local_addr()?);
+    Ok(endpoint)
+}
+
+/// Spend a fresh client-only endpoint's one stateless reset on ourselves:
+/// send it a QUIC v1 Initial header (quinn answers an Initial with a
+/// reset when it has no server side; it does not decrypt it first) from a
+/// throwaway socket, before anyone else can know the fresh port. The
+/// datagram is queued on the endpoint's socket before this returns, so it
+/// is the first one the endpoint handles. Best effort: a failure is logged
+/// and leaves at most one reset to whoever sends the next Initial.
+fn spend_the_reset(at: SocketAddr) {
+    let ip = match at.ip() {
+        IpAddr::V4(v4) if v4.is_unspecified() => IpAddr::V4(Ipv4Addr::LOCALHOST),
+        IpAddr::V6(v6) if v6.is_unspecified() => IpAddr::V6(Ipv6Addr::LOCALHOST),
+        ip => ip,
+    };
+    let to = SocketAddr::new(ip, at.port());
+    let sent = std::net::UdpSocket::bind(SocketAddr::new(ip, 0)).and_then(|s| {
+        s.send_to(&initial_header_datagram(), to)?;
+        s.set_nonblocking(true)?;
+        tokio::net::UdpSocket::from_std(s)
+    });
+    match sent {
+        Ok(socket) => {
+            tokio::spawn(async move {
+                let mut buf = [0u8; 1500];
+                match tokio::time::timeout(SPEND_WAIT, socket.recv(&mut buf)).await {
+                    Ok(Ok(n)) => {
+                        tracing::debug!(bytes = n, "client endpoint: stateless reset spent")
+                    }
+                    _ => tracing::debug!("client endpoint: no stateless reset came back to spend"),
+                }
+            });
+        }
+        Err(e) => tracing::debug!("client endpoint: cannot spend the stateless reset: {e}"),
+    }
+}
+
+/// A 1200-byte datagram that parses as a QUIC v1 Initial packet (random
+/// destination id, no token; the payload is zeros, never decrypted).
+fn initial_header_datagram() -> Vec<u8> {
+    const LEN: usize = 1200;
+    let mut d = Vec::with_capacity(LEN);
+    d.push(0xc0); // long header, fixed bit, Initial, 1-byte packet number
+    d.extend_from_slice(&1u32.to_be_bytes()); // QUIC v1
+    let mut dcid = [0u8; 8];
+    rand::RngCore::fill_bytes(&mut OsRng, &mut dcid);
+    d.push(dcid.len() as u8);
+    d.extend_from_slice(&dcid);
+    d.push(0); // no source id
+    d.push(0); // no token
+    let payload = (LEN - d.len() - 2) as u16; // after a 2-byte length
+    d.extend_from_slice(&(0x4000 | payload).to_be_bytes());
+    d.resize(LEN, 0);
+    d
 }
 
 fn transport(idle_timeout: Duration) -> anyhow::Result<quinn::TransportConfig> {

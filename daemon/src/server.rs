@@ -4,7 +4,11 @@
 //! Each connection has its own task. A client must send its whole request
 //! line within [`Daemon::control_timeout`] and take each answer line within
 //! it, or it is dropped, so a stuck or idle client holds nothing for long
-//! and never delays others (work it asked for still completes).
+//! and never delays others (work it asked for still completes). At most
+//! [`Daemon::control_max_connections`] connections are served at once; one
+//! more is answered with a `busy` error line and closed. A failing
+//! `accept` (e.g. out of file descriptors) is logged and retried after a
+//! short pause; it never stops the daemon.
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -12,7 +16,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{UnixListener, UnixStream};
-use tokio::sync::mpsc;
+use tokio::sync::{Semaphore, mpsc};
 use veil_core::identity::{NodeIdentity, Pseudonym};
 use veil_core::pow::PowParams;
 
@@ -22,7 +26,7 @@ use crate::api::{
     ApiError, CircuitEntry, CircuitState, Command, ErrorKind, FindHit, IdInfo, LinkDirection,
     MAX_REQUEST_BYTES, PeerEntry, Reply, Request, StatusInfo, UnshareReport,
 };
-use crate::config::DEFAULT_CONTROL_TIMEOUT;
+use crate::config::{DEFAULT_CONTROL_CONNECTIONS, DEFAULT_CONTROL_TIMEOUT};
 use crate::datadir::DataDir;
 use crate::driver::{NetView, now_ms};
 use crate::library::{self, Library, internal, lock};
@@ -30,6 +34,10 @@ use crate::store::Store;
 
 /// Most results a local find returns unless asked for fewer.
 const DEFAULT_FIND_LIMIT: u32 = 200;
+
+/// Pause after a failed `accept` before the next one (e.g. while out of
+/// file descriptors, which a retry at once would not cure).
+const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 
 /// Everything the control API serves from.
 #[derive(Debug)]
@@ -48,6 +56,8 @@ pub struct Daemon {
     /// A control client must send its request, and take each answer line,
     /// within this.
     pub control_timeout: Duration,
+    /// Most control connections served at once.
+    pub control_max_connections: usize,
 }
 
 impl Daemon {
@@ -77,20 +87,50 @@ impl Daemon {
             network,
             client_only: None,
             control_timeout: DEFAULT_CONTROL_TIMEOUT,
+            control_max_connections: DEFAULT_CONTROL_CONNECTIONS,
         }
     }
 }
 
-/// Accept control connections until the listener fails.
+/// Accept control connections for as long as the daemon runs (never
+/// returns: errors of `accept` are logged and retried).
 pub async fn serve(daemon: Arc<Daemon>, listener: UnixListener) -> std::io::Result<()> {
+    let slots = Arc::new(Semaphore::new(daemon.control_max_connections.max(1)));
     loop {
-        let (stream, _) = listener.accept().await?;
+        let stream = match listener.accept().await {
+            Ok((stream, _)) => stream,
+            Err(e) => {
+                tracing::warn!("control socket: accept failed: {e}; retrying");
+                tokio::time::sleep(ACCEPT_BACKOFF).await;
+                continue;
+            }
+        };
+        let Ok(permit) = slots.clone().try_acquire_owned() else {
+            refuse_busy(&stream);
+            continue;
+        };
         let d = daemon.clone();
         tokio::spawn(async move {
             if let Err(e) = handle(d, stream).await {
                 tracing::debug!("control connection ended: {e}");
             }
+            drop(permit);
         });
+    }
+}
+
+/// Tell a connection over the limit why it is closed, without waiting: a
+/// fresh socket takes one short line at once, and one that does not is
+/// closed without it.
+fn refuse_busy(stream: &UnixStream) {
+    tracing::debug!("control connection refused: too many at once");
+    let reply = err(
+        ErrorKind::Busy,
+        "too many control connections at once; try again",
+    );
+    if let Ok(mut line) = serde_json::to_vec(&reply) {
+        line.push(b'\n');
+        let _ = stream.try_write(&line);
     }
 }
 

@@ -34,7 +34,24 @@ fn a_client_only_daemon_has_a_fresh_node_id_on_every_start() {
     let client_args = ["--listen", listen.as_str(), "--client-only"];
     let mut d = Daemon::start_with(&client_args);
     let (first, publisher) = ids(&d);
-    assert_eq!(d.veil_json(&["status"])["relay"], false);
+    let status = d.veil_json(&["status"]);
+    assert_eq!(status["relay"], false);
+    // A fresh port on the --listen IP, not the --listen port.
+    let bound: std::net::SocketAddr = status["listen"].as_str().unwrap().parse().unwrap();
+    assert_eq!(
+        bound.ip(),
+        listen.parse::<std::net::SocketAddr>().unwrap().ip()
+    );
+    assert_ne!(
+        bound.to_string(),
+        listen,
+        "a client-only daemon bound its --listen port"
+    );
+    assert!(
+        d.log_text().contains("fresh ephemeral port"),
+        "{}",
+        d.log_text()
+    );
     d.stop();
     d.restart();
     let (second, publisher2) = ids(&d);

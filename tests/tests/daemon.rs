@@ -1,5 +1,6 @@
 //! Daemon robustness: the instance lock, the control token, an unreachable
-//! daemon, and kills at any moment.
+//! daemon, kills at any moment, and control clients that hang or are too
+//! many.
 
 use std::io::{BufRead, BufReader, Write};
 use std::os::unix::net::UnixStream;
@@ -173,5 +174,77 @@ fn a_silent_control_client_is_dropped_and_others_are_served() {
         assert!(lines.next().is_none(), "{what}: not closed");
     }
     assert!(opened.elapsed() < Duration::from_secs(25));
+    d.veil_json(&["status"]);
+}
+
+/// At most `[control] max_connections` (here 2) control connections are
+/// served at once: one more, and `veil status` too, is answered with a
+/// `busy` error line and closed while two are held; once they are closed,
+/// `veil status` works again.
+#[test]
+fn control_connections_over_the_cap_are_refused_until_others_close() {
+    let cfg = tempfile::tempdir().unwrap();
+    let path = cfg.path().join("veild.toml");
+    std::fs::write(&path, "[control]\nmax_connections = 2\ntimeout_s = 60\n").unwrap();
+    let d = Daemon::start_with(&[
+        "--listen",
+        "127.0.0.1:0",
+        "--config",
+        path.to_str().unwrap(),
+    ]);
+    let socket = d.data_dir.join("control.sock");
+    // A connection that sends nothing holds its slot (for `timeout_s`).
+    // One that is answered at once was refused because an earlier one
+    // (the readiness check's) had not let go of its slot yet: try again.
+    let hold = || {
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        loop {
+            let s = UnixStream::connect(&socket).unwrap();
+            s.set_read_timeout(Some(Duration::from_millis(300)))
+                .unwrap();
+            let mut line = String::new();
+            match BufReader::new(&s).read_line(&mut line) {
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return s,
+                Err(e) if e.kind() == std::io::ErrorKind::TimedOut => return s,
+                other => {
+                    assert!(std::time::Instant::now() < deadline, "{other:?}: {line}");
+                    std::thread::sleep(Duration::from_millis(50));
+                }
+            }
+        }
+    };
+    let held = [hold(), hold()];
+
+    // Over the cap: a busy line, then the end of the connection.
+    for _ in 0..3 {
+        let s = UnixStream::connect(&socket).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+        let mut lines = BufReader::new(s).lines();
+        let reply: serde_json::Value =
+            serde_json::from_str(&lines.next().expect("a reply line").unwrap()).unwrap();
+        assert_eq!(reply["reply"], "error", "{reply}");
+        assert_eq!(reply["error"]["kind"], "busy", "{reply}");
+        assert!(lines.next().is_none(), "not closed");
+    }
+    let out = d.veil(&["status"]);
+    assert!(!out.status.success(), "veil status served over the cap");
+    let err = stderr(&out);
+    assert!(err.contains("too many control connections"), "{err}");
+
+    // Closing the held ones frees their slots.
+    drop(held);
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let out = d.veil(&["status", "--json"]);
+        if out.status.success() {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "veil status still refused: {}",
+            stderr(&out)
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
     d.veil_json(&["status"]);
 }
