@@ -404,10 +404,6 @@ struct Link {
     cells: TokenBucket,
     /// CREATEs per second ([`CircuitParams::creates_per_sec_per_link`]).
     creates: TokenBucket,
-    /// CREATEs refused for rate, at the same rate: a peer that keeps
-    /// sending at more than twice its CREATE rate is flooding and is cut
-    /// (its DESTROY answers would otherwise pile up in our queues).
-    create_refusals: TokenBucket,
     pushed_round: u64,
     pulled_round: u64,
     /// Our outstanding pull on this link: nonce and descriptors received.
@@ -642,10 +638,6 @@ impl Node {
                 last_used_ms: now,
                 cells: TokenBucket::full(now, self.config.max_cells_per_sec),
                 creates: TokenBucket::full(now, self.config.circuits.creates_per_sec_per_link),
-                create_refusals: TokenBucket::full(
-                    now,
-                    self.config.circuits.creates_per_sec_per_link,
-                ),
                 pushed_round: 0,
                 pulled_round: 0,
                 my_pull: None,
@@ -1132,10 +1124,17 @@ impl Node {
     fn refused(&mut self, refusals: Vec<directory::Refusal>) {
         for r in refusals {
             self.stats.descriptors_refused += 1;
-            if let Some(peer) = r.blame
-                && let Some(&link) = self.by_peer.get(&peer)
-            {
-                self.penalise(link);
+            if let Some(peer) = r.blame {
+                if let Some(&link) = self.by_peer.get(&peer) {
+                    self.penalise(link);
+                }
+                // Only the peer itself can vouch for a forgery (an honest
+                // node vouches only for what it checked, and the check is
+                // deterministic), so nobody can frame a guard this way: a
+                // guard or vanguard that lies is replaced, and leaves our
+                // samples.
+                self.drop_liar(peer);
+                self.brahms.remove(peer);
             }
         }
     }
@@ -1257,35 +1256,24 @@ impl Node {
         u.check(now, max_age, self.config.pow)
     }
 
-    /// What we answer a pull with: a quarter from our Brahms view
-    /// (ourselves included), the rest drawn at random from every descriptor
-    /// we hold. The random part makes knowledge of the membership spread
-    /// epidemically, so every honest node soon has *seen* every honest id;
-    /// min-wise samplers are uniform over the set of ids seen, so that is
-    /// what bounds an attacker's share of the samples to its share of the
-    /// population, however many pull replies it floods with its own ids.
+    /// What we answer a pull with: ourselves, and the rest drawn uniformly
+    /// at random from every descriptor we hold. That makes knowledge of the
+    /// membership spread epidemically, so every honest node soon has *seen*
+    /// every honest id; min-wise samplers are uniform over the set of ids
+    /// seen, so that is what bounds an attacker's share of the samples to
+    /// its share of the population, however many pull replies it floods
+    /// with its own ids. (The Brahms view is not sent: a push flood can fill
+    /// it with attacker ids, which everyone has seen already.)
     fn pull_answer(&mut self, requester: NodeId) -> Vec<(Admitted, bool)> {
         let want = self.config.brahms.view_size;
         let mut ids: BTreeSet<NodeId> = BTreeSet::new();
         let mut answer = vec![(self.descriptor.admitted(), true)];
         ids.insert(self.node_id());
         ids.insert(requester);
-        for id in self.brahms.view() {
-            if answer.len() >= want / 4 {
-                break;
-            }
-            if let Some(g) = self.dir.gossip_form(id)
-                && ids.insert(*id)
-            {
-                answer.push(g);
-            }
-        }
         let mut tries = 0;
         while answer.len() < want && tries < 2 * want && self.dir.len() > 0 {
             tries += 1;
-            let mut probe = [0u8; 32];
-            self.rng.fill_bytes(&mut probe);
-            let pick = self.dir.id_at_or_after(NodeId::from_bytes(probe));
+            let pick = self.dir.random_id(self.rng.next_u64());
             if let Some(id) = pick
                 && let Some(g) = self.dir.gossip_form(&id)
                 && ids.insert(id)
@@ -1437,18 +1425,22 @@ impl Node {
         true
     }
 
-    /// The dial policy shared by gossip and extends: a dialable address,
-    /// not one of our own addresses (any port), and no dial of this address
-    /// for this id within the backoff. Keyed by (address, id): a descriptor
+    /// The gossip dial policy: a dialable address, not one of our own
+    /// addresses (any port), and no dial of this address for this id within
+    /// the backoff. Keyed by (address, id): a descriptor
     /// signed by someone else naming an honest relay's address cannot block
     /// dials of that relay.
     fn dial_allowed(&self, now: Millis, addr: SocketAddr, id: NodeId) -> bool {
-        self.dialable(addr)
-            && self.config.advertised_addr.map(|a| a.ip()) != Some(addr.ip())
+        self.extend_dialable(addr)
             && self
                 .last_dial
                 .get(&(addr, id))
                 .is_none_or(|&t| now >= t + self.config.dial_backoff_ms)
+    }
+
+    /// A dialable address that is not one of our own (on any port).
+    fn extend_dialable(&self, addr: SocketAddr) -> bool {
+        self.dialable(addr) && self.config.advertised_addr.map(|a| a.ip()) != Some(addr.ip())
     }
 
     /// Records a dial for the backoff (bounded: entries past the backoff

@@ -8,7 +8,8 @@ use std::time::Instant;
 
 use clap::{Parser, Subcommand};
 use veil_core::node::Config;
-use veil_sim::sim::{Scenario, Sim, Tamper};
+use veil_sim::position::PositionGuess;
+use veil_sim::sim::{PickShares, Scenario, Sim, Tamper};
 
 /// veil-sim: run many veil nodes in virtual time.
 #[derive(Debug, Parser)]
@@ -54,6 +55,11 @@ enum Cmd {
         /// builds start (0..1).
         #[arg(long, default_value_t = 0.0)]
         crash: f64,
+        /// Fraction of nodes (0..1) that forge: they answer pull requests
+        /// with badly signed descriptors carrying honest relays' keys. The
+        /// same seed is then also run without forgers, to compare.
+        #[arg(long, default_value_t = 0.0)]
+        forgers: f64,
         /// What tamperers do: corrupt, drop or replay.
         #[arg(long, default_value = "corrupt", value_parser = ["corrupt", "drop", "replay"])]
         tamper: String,
@@ -78,6 +84,7 @@ fn main() -> anyhow::Result<()> {
             tamperers,
             tamper,
             crash,
+            forgers,
             json,
         } => {
             anyhow::ensure!((1..=4).contains(&hops), "--hops must be 1 to 4");
@@ -85,8 +92,9 @@ fn main() -> anyhow::Result<()> {
                 (0.0..1.0).contains(&colluders)
                     && (0.0..1.0).contains(&client_only)
                     && (0.0..1.0).contains(&tamperers)
-                    && (0.0..1.0).contains(&crash),
-                "--colluders, --client-only, --tamperers and --crash must be in [0, 1)"
+                    && (0.0..1.0).contains(&crash)
+                    && (0.0..1.0).contains(&forgers),
+                "--colluders, --client-only, --tamperers, --crash and --forgers must be in [0, 1)"
             );
             anyhow::ensure!(nodes >= 2, "--nodes must be at least 2");
             anyhow::ensure!(
@@ -106,6 +114,7 @@ fn main() -> anyhow::Result<()> {
             scenario.client_only = client_only;
             scenario.tamperers = tamperers;
             scenario.crash_fraction = crash;
+            scenario.forgers = forgers;
             scenario.tamper = match tamper.as_str() {
                 "drop" => Tamper::Drop,
                 "replay" => Tamper::Replay,
@@ -117,10 +126,23 @@ fn main() -> anyhow::Result<()> {
                 let end = duration_s * 1000;
                 scenario.tamper_from_ms = end.saturating_sub(scenario.build_timeout_ms + 3_000);
             }
+            let baseline_scenario = Scenario {
+                forgers: 0.0,
+                ..scenario.clone()
+            };
             let mut sim = Sim::new(scenario, &Config::testnet());
             sim.run();
             let o = sim.outcome();
             let wall_ms = started.elapsed().as_millis() as u64;
+            // Flooders' place in honest nodes' picks (they are relays too).
+            let flooder_picks = sim.pick_shares(&sim.flooders(), &Default::default());
+            // The same seed without forgers: where the relays they targeted
+            // stand when nobody forges (the same nodes counted).
+            let baseline = (forgers > 0.0).then(|| {
+                let mut base = Sim::new(baseline_scenario, &Config::testnet());
+                base.run();
+                base.pick_shares(sim.forge_targeted(), &sim.adversaries())
+            });
             let attempted = o.links_up + o.handshakes_failed;
             let doc = serde_json::json!({
                 "nodes": nodes,
@@ -151,6 +173,9 @@ fn main() -> anyhow::Result<()> {
                 "circuits_built": o.circuits_built,
                 "circuits_failed": o.circuits_failed,
                 "circuits_failed_via_flooder": o.circuits_failed_via_flooder,
+                "flooder_shares": (flooders > 0.0).then(|| shares_json(&flooder_picks)),
+                "circuits_failed_via_forger": o.circuits_failed_via_forger,
+                "circuits_failed_clean": o.circuits_failed_clean,
                 "circuit_success": if o.circuits_attempted == 0 { 1.0 } else { round6(o.circuits_built as f64 / o.circuits_attempted as f64) },
                 "circuit_build_ms_p50": o.circuit_build_ms_p50,
                 "circuit_build_ms_p95": o.circuit_build_ms_p95,
@@ -175,6 +200,10 @@ fn main() -> anyhow::Result<()> {
                 "builds_failed_off_guard": o.builds_failed_off_guard,
                 "guards_changed": o.guards_changed,
                 "survivors_without_circuit": o.survivors_without_circuit,
+                "forgers": forgers,
+                "forgery": forgery_json(&o, baseline.as_ref()),
+                "descriptors_refused": o.descriptors_refused,
+                "position_guess": position_json(&o.position_guess),
                 "events": o.events,
                 "wall_ms": wall_ms,
             });
@@ -182,7 +211,17 @@ fn main() -> anyhow::Result<()> {
                 println!("{doc}");
             } else if let serde_json::Value::Object(map) = &doc {
                 for (k, v) in map {
-                    println!("{k:<28} {v}");
+                    match k.as_str() {
+                        "position_guess" => {
+                            println!("{k:<28} {}", position_line(&o.position_guess))
+                        }
+                        "forgery" if forgers > 0.0 => {
+                            println!("{k:<28} {}", forgery_line(&o, baseline.as_ref()))
+                        }
+                        "forgery" => {}
+                        _ if v.is_null() => {}
+                        _ => println!("{k:<28} {v}"),
+                    }
                 }
             }
             eprintln!(
@@ -194,6 +233,104 @@ fn main() -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+/// What the forgers did and where the honest relays they targeted stand in
+/// honest nodes' picks, against the same seed without forgers.
+fn forgery_json(o: &veil_sim::sim::Outcome, baseline: Option<&PickShares>) -> serde_json::Value {
+    serde_json::json!({
+        "forger_nodes": o.forgers,
+        "targets": o.forge_targets,
+        "targeted": o.forge_targeted,
+        "forgeries_sent": o.forgeries_sent,
+        "forgeries_vouched": o.forgeries_vouched,
+        "descriptors_refused": o.descriptors_refused,
+        "peers_penalised": o.peers_penalised,
+        "forger_guarded": o.forger_guarded,
+        "forger_guarded_without_circuit": o.forger_guarded_without_circuit,
+        "targeted_shares": shares_json(&o.targeted_picks),
+        "targeted_shares_without_forgers": baseline.map(shares_json),
+    })
+}
+
+/// A set of relays' share of honest nodes' picks.
+fn shares_json(p: &PickShares) -> serde_json::Value {
+    serde_json::json!({
+        "relay_share": round6(p.relay_share),
+        "guard_pool": round6(p.guard_pool),
+        "vanguard_pool": round6(p.vanguard_pool),
+        "first_hop": round6(p.first_hop),
+        "exit": round6(p.exit),
+        "guard_entries": p.guard_entries,
+        "circuits": p.circuits,
+    })
+}
+
+/// How well relays guessed their position from what they saw.
+fn position_json(g: &PositionGuess) -> serde_json::Value {
+    let by_position: Vec<serde_json::Value> = g
+        .by_position
+        .iter()
+        .enumerate()
+        .map(|(pos, &(n, ok))| {
+            serde_json::json!({
+                "position": pos,
+                "relays": n,
+                "correct": ok,
+                "accuracy": if n == 0 { 0.0 } else { round6(ok as f64 / n as f64) },
+            })
+        })
+        .collect();
+    serde_json::json!({
+        "accuracy": round6(g.accuracy),
+        "chance": round6(g.chance),
+        "by_position": by_position,
+        "circuits": g.circuits,
+        "unmapped": g.unmapped,
+        "guesses": g.guesses,
+        "guard_guessed": g.guard_guessed,
+        "guard_correct": g.guard_correct,
+        "guard_precision": round6(g.guard_precision()),
+        "guard_recall": round6(g.guard_recall()),
+    })
+}
+
+/// The human table's line for the position guesses.
+fn position_line(g: &PositionGuess) -> String {
+    let by: Vec<String> = g
+        .by_position
+        .iter()
+        .map(|&(n, ok)| format!("{:.3}", if n == 0 { 0.0 } else { ok as f64 / n as f64 }))
+        .collect();
+    format!(
+        "accuracy {:.3} (chance {:.3}) over {} circuits, by position [{}]; \
+         'I am the guard' right {:.3} of the time, said by {:.3} of guards",
+        g.accuracy,
+        g.chance,
+        g.circuits,
+        by.join(", "),
+        g.guard_precision(),
+        g.guard_recall()
+    )
+}
+
+/// The human table's line for the forgery scenario.
+fn forgery_line(o: &veil_sim::sim::Outcome, baseline: Option<&PickShares>) -> String {
+    let p = &o.targeted_picks;
+    let (bg, bv, be) = baseline.map_or((f64::NAN, f64::NAN, f64::NAN), |b| {
+        (b.guard_pool, b.vanguard_pool, b.exit)
+    });
+    format!(
+        "{} forgeries ({} vouched) of {} relays; targeted relays' share with / without forgers: \
+         guards {:.3} / {bg:.3}, vanguards {:.3} / {bv:.3}, exits {:.3} / {be:.3} (relay share {:.3})",
+        o.forgeries_sent,
+        o.forgeries_vouched,
+        o.forge_targeted,
+        p.guard_pool,
+        p.vanguard_pool,
+        p.exit,
+        p.relay_share
+    )
 }
 
 fn round6(x: f64) -> f64 {

@@ -11,7 +11,9 @@
 //! Adversaries are harness behaviour layered on real nodes: a flooder runs an
 //! honest `Node` (so its handshakes are genuine and its identity has valid
 //! proof of work) and the harness adds what an attacker would do on top, on
-//! the links the flooder really has.
+//! the links the flooder really has. A forger does the same with pull
+//! replies: it answers them with badly signed copies of honest relays'
+//! descriptors (the impersonation attack the directory defends against).
 
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BTreeSet, BinaryHeap};
@@ -20,10 +22,13 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use rand_chacha::ChaCha20Rng;
 use rand_chacha::rand_core::{RngCore, SeedableRng};
 use veil_core::cell::{CELL_SIZE, Cell};
-use veil_core::descriptor::Descriptor;
+use veil_core::descriptor::{Admitted, Descriptor, MAX_CLOCK_SKEW_MS, flags};
 use veil_core::identity::{NodeId, NodeIdentity};
 use veil_core::link::LinkMsg;
-use veil_core::node::{Config, Direction, Event, LinkId, Millis, Node};
+use veil_core::node::{Config, Direction, Event, LinkId, Millis, Node, Observation};
+use veil_core::pow::PowParams;
+
+use crate::position::{Observed, PositionGuess};
 
 /// Virtual time at which every run starts (a fixed Unix-millisecond epoch,
 /// so descriptors carry plausible timestamps).
@@ -78,6 +83,17 @@ pub struct Scenario {
     /// When they crash (virtual offset): by default just after builds
     /// start, so that many builds are under way through them.
     pub crash_at_ms: Millis,
+    /// Fraction of nodes (never seeds) that forge: they answer pull
+    /// requests with badly signed descriptors carrying honest relays' keys
+    /// and proof of work. Drawn after every other role, so adding forgers
+    /// changes no other role.
+    pub forgers: f64,
+    /// Share of honest relays the forgers target (drawn by the harness);
+    /// the rest are a control group.
+    pub forge_target_share: f64,
+    /// Every relay records what it sees, and the harness measures how well
+    /// relays guess their position on the circuits they relay.
+    pub position_guess: bool,
 }
 
 /// What a tampering relay does to the relay cells it sends.
@@ -116,6 +132,9 @@ impl Scenario {
             tamper_from_ms: 22_000,
             crash_fraction: 0.0,
             crash_at_ms: 12_300,
+            forgers: 0.0,
+            forge_target_share: 0.25,
+            position_guess: true,
         }
     }
 }
@@ -175,6 +194,7 @@ struct SimNode {
     node: Node,
     addr: SocketAddr,
     flooder: bool,
+    forger: bool,
     colluder: bool,
     client_only: bool,
     tamperer: bool,
@@ -254,6 +274,11 @@ pub struct Outcome {
     pub circuits_torn_down_bad_cell: u64,
     /// Failed builds whose path held a flooder.
     pub circuits_failed_via_flooder: u64,
+    /// Failed builds whose path held a forger.
+    pub circuits_failed_via_forger: u64,
+    /// Failed builds by nodes that neither flood nor forge, through relays
+    /// that neither flood nor forge.
+    pub circuits_failed_clean: u64,
     /// Data cells sent over built circuits by the harness.
     pub data_sent: u64,
     /// Data cells last hops delivered intact (equal to one that was sent).
@@ -280,6 +305,45 @@ pub struct Outcome {
     pub guards_changed: u64,
     /// Surviving nodes without a built circuit at the end.
     pub survivors_without_circuit: u64,
+    /// Forging nodes.
+    pub forgers: u64,
+    /// Honest relays the forgers target.
+    pub forge_targets: u64,
+    /// Of those, relays a forgery was sent for.
+    pub forge_targeted: u64,
+    /// Honest nodes whose primary guard forges.
+    pub forger_guarded: u64,
+    /// Of those, nodes without a built circuit at the end.
+    pub forger_guarded_without_circuit: u64,
+    /// Forged descriptors sent in pull replies.
+    pub forgeries_sent: u64,
+    /// Of those, marked as checked by the forger (vouched).
+    pub forgeries_vouched: u64,
+    /// Gossiped descriptors honest nodes refused (sum).
+    pub descriptors_refused: u64,
+    /// Where targeted relays stand in honest nodes' picks.
+    pub targeted_picks: PickShares,
+    /// How well relays guess their position on the circuits they relay.
+    pub position_guess: PositionGuess,
+}
+
+/// The share of honest nodes' picks held by a set of relays.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct PickShares {
+    /// The set's share of relays (what uniform picks would give).
+    pub relay_share: f64,
+    /// Share of the entries of honest nodes' guard lists.
+    pub guard_pool: f64,
+    /// Share of the entries of honest nodes' vanguard lists.
+    pub vanguard_pool: f64,
+    /// Share of first hops of honest nodes' built circuits.
+    pub first_hop: f64,
+    /// Share of last hops of honest nodes' built circuits.
+    pub exit: f64,
+    /// Guard-list entries counted.
+    pub guard_entries: u64,
+    /// Built circuits counted.
+    pub circuits: u64,
 }
 
 /// A circuit the harness saw built.
@@ -293,6 +357,8 @@ pub struct BuiltCircuit {
     pub build_ms: Millis,
     /// Whether the last hop reported answering its probe.
     pub probe_seen: bool,
+    /// The nonce of that probe.
+    pub probe: u64,
 }
 
 /// The simulator.
@@ -329,6 +395,43 @@ pub struct Sim {
     data_sent: BTreeSet<Vec<u8>>,
     /// Sizes of every circuit cell the network carried.
     circuit_cell_sizes: BTreeSet<usize>,
+    /// The forgers' own RNG, so that forging leaves the rest of the run's
+    /// randomness as it is without forgers.
+    forge_rng: ChaCha20Rng,
+    /// Badly signed descriptor encodings the forgers patch: flags 0 and no
+    /// address, and the relay flag with a junk address.
+    forge_templates: [Vec<u8>; 2],
+    /// Honest relays the forgers target.
+    forge_targets: BTreeSet<usize>,
+    /// Targets each forger has received a descriptor of.
+    forger_learned: BTreeMap<usize, BTreeSet<usize>>,
+    /// Targets a forgery was sent for.
+    forged: BTreeSet<usize>,
+    /// What relays saw, folded per relayed circuit.
+    observed: Observed,
+    /// Raw observations, kept when the scenario asks (`observe`).
+    raw_observations: BTreeMap<usize, Vec<Observation>>,
+}
+
+/// Mixed into the scenario seed for the forgers' RNG.
+const FORGE_SEED: u64 = 0x666f_7267_6572_7321;
+/// Stands for the timestamp in a forgery template until it is patched.
+const FORGE_TS_MARK: u64 = 0x5645_494c_5f54_535f;
+/// Where an encoded descriptor holds the keys and the proof-of-work nonce
+/// (after version and flags): what a forger copies from an honest one.
+const DESCRIPTOR_KEYS: std::ops::Range<usize> = 2..2 + 32 + 32 + 8;
+/// The junk address half the forgeries claim (TEST-NET-1).
+const JUNK_ADDR: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::new(192, 0, 2, 1)), 9);
+
+/// Encodings the forgers patch into forgeries: signed once by a throwaway
+/// identity (so every forgery's signature fails), flags 0 without an
+/// address, and the relay flag with a junk address. (Its proof of work does
+/// not matter: the target's replaces it.)
+fn forge_templates(seed: u64) -> [Vec<u8>; 2] {
+    let mut rng = ChaCha20Rng::seed_from_u64(seed ^ FORGE_SEED ^ 1);
+    let signer = NodeIdentity::generate(&mut rng, PowParams { difficulty_bits: 0 });
+    [(0, None), (flags::RELAY, Some(JUNK_ADDR))]
+        .map(|(f, a)| Descriptor::sign(&signer, f, a, FORGE_TS_MARK, Vec::new()).to_bytes())
 }
 
 /// The address of node `i`: each node in its own /16, as local tests do.
@@ -360,6 +463,8 @@ impl Sim {
         let client_set: BTreeSet<usize> = rest.drain(..clients.min(rest.len())).collect();
         let tamperers = ((n as f64) * scenario.tamperers).round() as usize;
         let tamper_set: BTreeSet<usize> = rest.drain(..tamperers.min(rest.len())).collect();
+        let forgers = ((n as f64) * scenario.forgers).round() as usize;
+        let forger_set: BTreeSet<usize> = rest.drain(..forgers.min(rest.len())).collect();
         let seeds: Vec<SocketAddr> = (0..scenario.seed_nodes.min(n)).map(node_addr).collect();
         let mut nodes = Vec::with_capacity(n);
         let mut by_addr = BTreeMap::new();
@@ -386,7 +491,7 @@ impl Sim {
                 .validate()
                 .expect("the scenario gives a valid node config");
             let mut node = Node::new(identity, cfg, node_seed, EPOCH_MS);
-            node.set_observing(scenario.observe);
+            node.set_observing(scenario.observe || scenario.position_guess);
             let (lo, hi) = scenario.uplink_bytes_per_ms;
             let bw = lo + rng.next_u64() % (hi - lo + 1).max(1);
             by_addr.insert(node_addr(i), i);
@@ -394,6 +499,7 @@ impl Sim {
                 node,
                 addr: node_addr(i),
                 flooder: flooder_set.contains(&i),
+                forger: forger_set.contains(&i),
                 colluder: colluder_set.contains(&i),
                 tamperer: tamper_set.contains(&i),
                 client_only: client_set.contains(&i),
@@ -412,6 +518,7 @@ impl Sim {
             .filter(|s| s.flooder)
             .map(|s| s.node.descriptor().clone())
             .collect();
+        let scenario_seed = scenario.seed;
         let mut sim = Sim {
             scenario,
             nodes,
@@ -437,6 +544,13 @@ impl Sim {
             tested: BTreeMap::new(),
             data_sent: BTreeSet::new(),
             circuit_cell_sizes: BTreeSet::new(),
+            forge_rng: ChaCha20Rng::seed_from_u64(scenario_seed ^ FORGE_SEED),
+            forge_templates: forge_templates(scenario_seed),
+            forge_targets: BTreeSet::new(),
+            forger_learned: BTreeMap::new(),
+            forged: BTreeSet::new(),
+            observed: Observed::default(),
+            raw_observations: BTreeMap::new(),
         };
         sim.by_id = sim
             .nodes
@@ -471,7 +585,30 @@ impl Sim {
             };
             sim.schedule(at, Kind::Join { node: i });
         }
+        if !forger_set.is_empty() {
+            sim.pick_forge_targets();
+            if std::env::var_os("VEIL_SIM_DEBUG").is_some() {
+                eprintln!("forgers {forger_set:?}, targets {:?}", sim.forge_targets);
+            }
+        }
         sim
+    }
+
+    /// The forgers' targets: a share of the honest relays, drawn with the
+    /// forgers' RNG.
+    fn pick_forge_targets(&mut self) {
+        let mut pool: Vec<usize> = (0..self.nodes.len())
+            .filter(|&i| {
+                let s = &self.nodes[i];
+                !s.flooder && !s.forger && !s.client_only
+            })
+            .collect();
+        for i in (1..pool.len()).rev() {
+            let j = (self.forge_rng.next_u64() % (i as u64 + 1)) as usize;
+            pool.swap(i, j);
+        }
+        let k = ((pool.len() as f64) * self.scenario.forge_target_share).round() as usize;
+        self.forge_targets = pool.into_iter().take(k).collect();
     }
 
     fn schedule(&mut self, at: Millis, kind: Kind) {
@@ -572,6 +709,9 @@ impl Sim {
                 };
                 self.outcome.cells_delivered += 1;
                 if self.nodes[node].flooder && self.intercept_at_flooder(node, link, from, &c) {
+                    return;
+                }
+                if self.nodes[node].forger && self.intercept_at_forger(node, link, &c) {
                     return;
                 }
                 self.nodes[node]
@@ -698,7 +838,10 @@ impl Sim {
                     self.schedule(at, Kind::Connect { from: i, addr });
                 }
                 Event::Close { link } => self.close_link(i, link),
-                Event::LinkUp { link, .. } => {
+                Event::LinkUp { link, peer, .. } => {
+                    if self.nodes[i].forger {
+                        self.forger_learns(i, &peer);
+                    }
                     if let Some(&wire) = self.nodes[i].links.get(&link)
                         && let Some(w) = self.wires.get_mut(&wire)
                     {
@@ -766,6 +909,13 @@ impl Sim {
                     if !built && path.iter().any(|&j| self.nodes[j].flooder) {
                         self.outcome.circuits_failed_via_flooder += 1;
                     }
+                    let bad = |j: usize| self.nodes[j].forger || self.nodes[j].flooder;
+                    if !built && path.iter().any(|&j| self.nodes[j].forger) {
+                        self.outcome.circuits_failed_via_forger += 1;
+                    }
+                    if !built && !bad(i) && !path.iter().any(|&j| bad(j)) {
+                        self.outcome.circuits_failed_clean += 1;
+                    }
                     if !built && std::env::var_os("VEIL_SIM_DEBUG").is_some() {
                         eprintln!(
                             "t={} node {i}: build failed ({reason:?}) after {reached} of {path:?}",
@@ -774,6 +924,17 @@ impl Sim {
                     }
                 }
                 Event::GuardsChanged | Event::CircuitData { .. } => {}
+            }
+        }
+        if self.scenario.observe || self.scenario.position_guess {
+            let seen = self.nodes[i].node.take_observations();
+            if self.scenario.position_guess {
+                for o in &seen {
+                    self.observed.record(i, o);
+                }
+            }
+            if self.scenario.observe && !seen.is_empty() {
+                self.raw_observations.entry(i).or_default().extend(seen);
             }
         }
         let s = &mut self.nodes[i];
@@ -949,6 +1110,93 @@ impl Sim {
         true
     }
 
+    /// A forger reads the descriptors it receives (to learn whom it can
+    /// impersonate) and answers every pull request with forgeries of the
+    /// targets it learnt, once it knows one (before, its honest node
+    /// answers). Returns true if the cell was consumed.
+    fn intercept_at_forger(&mut self, node: usize, link: LinkId, cell: &Cell) -> bool {
+        if cell.circ_id() != 0 {
+            return false;
+        }
+        let nonce = match LinkMsg::decode(cell) {
+            Ok(LinkMsg::Push(u)) => {
+                self.forger_learns(node, &u.claimed_id());
+                return false;
+            }
+            Ok(LinkMsg::PullReply { descriptors, .. }) => {
+                for (u, _) in &descriptors {
+                    self.forger_learns(node, &u.claimed_id());
+                }
+                return false;
+            }
+            Ok(LinkMsg::PullRequest { nonce }) => nonce,
+            _ => return false,
+        };
+        let mut targets: Vec<usize> = self
+            .forger_learned
+            .get(&node)
+            .map(|t| t.iter().copied().collect())
+            .unwrap_or_default();
+        if targets.is_empty() {
+            return false;
+        }
+        for i in (1..targets.len()).rev() {
+            let j = (self.forge_rng.next_u64() % (i as u64 + 1)) as usize;
+            targets.swap(i, j);
+        }
+        targets.truncate(self.nodes[node].node.config().brahms.view_size);
+        let mut reply = Vec::with_capacity(targets.len());
+        for t in targets {
+            let Some(a) = self.forge(node, t) else {
+                continue;
+            };
+            // Some vouched for (the forger risks its link), some not.
+            let vouched = self.forge_rng.next_u32() & 1 == 1;
+            self.outcome.forgeries_sent += 1;
+            self.outcome.forgeries_vouched += u64::from(vouched);
+            self.forged.insert(t);
+            reply.push((a, vouched));
+        }
+        for c in LinkMsg::pull_reply(nonce, &reply) {
+            self.transmit(node, link, c);
+        }
+        true
+    }
+
+    /// Forger `node` received a descriptor claiming `id`: if that is a
+    /// target, it can now copy its keys and proof of work.
+    fn forger_learns(&mut self, node: usize, id: &NodeId) {
+        if let Some(&j) = self.by_id.get(id)
+            && self.forge_targets.contains(&j)
+        {
+            self.forger_learned.entry(node).or_default().insert(j);
+        }
+    }
+
+    /// A fresh forgery of `target`'s descriptor: its keys and proof-of-work
+    /// nonce (the same bytes as in every copy of its descriptor the forger
+    /// received), flags 0 or a junk address, a timestamp newer than the
+    /// real one but within the allowed clock skew, and a signature that
+    /// does not verify. Admitted as a receiver admits it (proof of work and
+    /// freshness pass: they are the target's).
+    fn forge(&mut self, forger: usize, target: usize) -> Option<Admitted> {
+        let junk = self.forge_rng.next_u32() & 1 == 1;
+        let mut bytes = self.forge_templates[usize::from(junk)].clone();
+        let honest = self.nodes[target].node.descriptor().to_bytes();
+        bytes[DESCRIPTOR_KEYS].copy_from_slice(&honest[DESCRIPTOR_KEYS]);
+        let mark = FORGE_TS_MARK.to_be_bytes();
+        let at = bytes.windows(8).position(|w| w == mark)?;
+        let ts = self.now + 1 + self.forge_rng.next_u64() % (MAX_CLOCK_SKEW_MS / 2);
+        bytes[at..at + 8].copy_from_slice(&ts.to_be_bytes());
+        let sig = bytes.len() - 64;
+        self.forge_rng.fill_bytes(&mut bytes[sig..]);
+        let pow = self.nodes[forger].node.config().pow;
+        Descriptor::decode(&bytes)
+            .ok()?
+            .admit(self.now, u64::MAX, pow)
+            .ok()
+    }
+
     /// Each round a flooder links to every honest node it can and pushes
     /// itself on every link: one push per link per round is the most the
     /// protocol honours (a push can only carry the pusher's own
@@ -1022,7 +1270,11 @@ impl Sim {
             .map(|s| s.node.node_id())
             .collect();
         o.attacker_population_share = attackers.len() as f64 / self.nodes.len().max(1) as f64;
-        let honest: Vec<&SimNode> = self.nodes.iter().filter(|s| !s.flooder).collect();
+        let honest: Vec<&SimNode> = self
+            .nodes
+            .iter()
+            .filter(|s| !s.flooder && !s.forger)
+            .collect();
         o.honest_nodes = honest.len() as u64;
         let mut share_sum = 0.0;
         let mut sampled = 0usize;
@@ -1036,6 +1288,7 @@ impl Sim {
             o.rounds += s.node.stats().rounds;
             o.floods_detected += s.node.stats().floods_detected;
             o.peers_penalised += s.node.stats().peers_penalised;
+            o.descriptors_refused += s.node.stats().descriptors_refused;
             o.pulls_sent += s.node.stats().pulls_sent;
             o.pull_replies += s.node.stats().pull_replies;
             o.pushes_sent += s.node.stats().pushes_sent;
@@ -1046,6 +1299,22 @@ impl Sim {
             }
         }
         self.circuit_outcome(&mut o);
+        o.forgers = self.nodes.iter().filter(|s| s.forger).count() as u64;
+        o.forge_targets = self.forge_targets.len() as u64;
+        o.forge_targeted = self.forged.len() as u64;
+        o.targeted_picks = self.pick_shares(&self.forged, &self.adversaries());
+        if self.scenario.position_guess {
+            let built: Vec<(Vec<usize>, u64)> = self
+                .built_circuits()
+                .into_iter()
+                .filter(|c| c.probe_seen)
+                .map(|c| (c.hops, c.probe))
+                .collect();
+            o.position_guess = self.observed.measure(
+                built.iter().map(|(p, n)| (p.as_slice(), *n)),
+                self.scenario.hops,
+            );
+        }
         let h = honest.len().max(1) as f64;
         o.attacker_share_of_samples = if sampled == 0 {
             0.0
@@ -1072,6 +1341,7 @@ impl Sim {
             o.circuits_failed += st.failed;
             o.circuits_torn_down_bad_cell += st.torn_down_bad_cell;
             if !s.flooder
+                && !s.forger
                 && !s.colluder
                 && let Some(g) = s.node.guards().first()
             {
@@ -1094,7 +1364,7 @@ impl Sim {
             o.circuits_built += 1;
             times.push(c.build_ms);
             let b = &self.nodes[c.builder];
-            if b.colluder || b.flooder {
+            if b.colluder || b.flooder || b.forger {
                 continue;
             }
             o.honest_circuits_built += 1;
@@ -1108,7 +1378,7 @@ impl Sim {
         o.clients_exposed = exposed.len() as u64;
         if !self.crashed.is_empty() {
             for (i, s) in self.nodes.iter().enumerate() {
-                if self.crashed.contains(&i) || s.flooder {
+                if self.crashed.contains(&i) || s.flooder || s.forger {
                     continue;
                 }
                 if let Some(g) = self.guard_at_crash.get(&i)
@@ -1139,7 +1409,7 @@ impl Sim {
         let holders: BTreeSet<usize> = self.live.keys().map(|(b, _)| *b).collect();
         if std::env::var_os("VEIL_SIM_DEBUG").is_some() {
             for (i, s) in self.nodes.iter().enumerate() {
-                if !holders.contains(&i) && s.online && !s.flooder {
+                if !holders.contains(&i) && s.online && !s.flooder && !s.forger {
                     eprintln!(
                         "node {i} (client-only {}) holds no circuit: guards {}, vanguards {}, peers {}, known {}, sample {}, stats {:?}",
                         s.client_only,
@@ -1155,8 +1425,22 @@ impl Sim {
         }
         o.nodes_with_circuit = holders
             .iter()
-            .filter(|&&i| !self.nodes[i].flooder && self.nodes[i].online)
+            .filter(|&&i| !self.nodes[i].flooder && !self.nodes[i].forger && self.nodes[i].online)
             .count() as u64;
+        for (i, s) in self.nodes.iter().enumerate() {
+            if s.flooder || s.forger {
+                continue;
+            }
+            let forger_guard = s
+                .node
+                .guards()
+                .first()
+                .and_then(|g| self.by_id.get(&g.id))
+                .is_some_and(|&j| self.nodes[j].forger);
+            o.forger_guarded += u64::from(forger_guard);
+            o.forger_guarded_without_circuit +=
+                u64::from(forger_guard && s.online && !holders.contains(&i));
+        }
         for (key, path) in &self.tested {
             let bad = self.nodes[key.0].tamperer || path.iter().any(|&j| self.nodes[j].tamperer);
             let closed = self.closed_built.contains(key);
@@ -1200,6 +1484,7 @@ impl Sim {
                     hops,
                     build_ms: *build_ms,
                     probe_seen,
+                    probe: *probe,
                 })
             })
             .collect()
@@ -1211,8 +1496,81 @@ impl Sim {
     }
 
     /// What node `i` recorded as a relay (with `observe` on), taken.
-    pub fn take_observations(&mut self, i: usize) -> Vec<veil_core::node::Observation> {
-        self.nodes[i].node.take_observations()
+    pub fn take_observations(&mut self, i: usize) -> Vec<Observation> {
+        let mut seen = self.raw_observations.remove(&i).unwrap_or_default();
+        seen.extend(self.nodes[i].node.take_observations());
+        seen
+    }
+
+    /// What relays saw, folded per relayed circuit (with `position_guess`
+    /// on).
+    pub fn observed(&self) -> &Observed {
+        &self.observed
+    }
+
+    /// Indices of flooders.
+    pub fn flooders(&self) -> BTreeSet<usize> {
+        (0..self.nodes.len())
+            .filter(|&i| self.nodes[i].flooder)
+            .collect()
+    }
+
+    /// Flooders and forgers.
+    pub fn adversaries(&self) -> BTreeSet<usize> {
+        (0..self.nodes.len())
+            .filter(|&i| self.nodes[i].flooder || self.nodes[i].forger)
+            .collect()
+    }
+
+    /// Honest relays a forgery was sent for.
+    pub fn forge_targeted(&self) -> &BTreeSet<usize> {
+        &self.forged
+    }
+
+    /// The share of `targets` in the picks of every node outside `skip`
+    /// (and not itself an adversary): guard and vanguard lists at the end,
+    /// first and last hops of every circuit built. Compare a run with
+    /// forgers against the same seed without them by passing the same
+    /// `targets` and `skip` to both.
+    pub fn pick_shares(&self, targets: &BTreeSet<usize>, skip: &BTreeSet<usize>) -> PickShares {
+        let counted =
+            |i: usize| !skip.contains(&i) && !self.nodes[i].flooder && !self.nodes[i].forger;
+        let hit = |id: &NodeId| self.by_id.get(id).is_some_and(|j| targets.contains(j));
+        let relays = self.nodes.iter().filter(|s| !s.client_only).count();
+        let (mut guards, mut guard_hits, mut vanguards, mut vanguard_hits) =
+            (0u64, 0u64, 0u64, 0u64);
+        for (i, s) in self.nodes.iter().enumerate() {
+            if !counted(i) {
+                continue;
+            }
+            for g in s.node.guards() {
+                guards += 1;
+                guard_hits += u64::from(hit(&g.id));
+            }
+            for v in s.node.vanguards() {
+                vanguards += 1;
+                vanguard_hits += u64::from(hit(&v));
+            }
+        }
+        let (mut circuits, mut first, mut exit) = (0u64, 0u64, 0u64);
+        for c in self.built_circuits() {
+            if !c.probe_seen || !counted(c.builder) {
+                continue;
+            }
+            circuits += 1;
+            first += u64::from(targets.contains(&c.hops[0]));
+            exit += u64::from(c.hops.last().is_some_and(|h| targets.contains(h)));
+        }
+        let share = |a: u64, b: u64| if b == 0 { 0.0 } else { a as f64 / b as f64 };
+        PickShares {
+            relay_share: share(targets.len() as u64, relays as u64),
+            guard_pool: share(guard_hits, guards),
+            vanguard_pool: share(vanguard_hits, vanguards),
+            first_hop: share(first, circuits),
+            exit: share(exit, circuits),
+            guard_entries: guards,
+            circuits,
+        }
     }
 
     /// Node `i`'s identity material an observer must never see in a
@@ -1262,7 +1620,7 @@ impl Sim {
     pub fn samples(&self) -> Vec<Vec<NodeId>> {
         self.nodes
             .iter()
-            .filter(|s| !s.flooder)
+            .filter(|s| !s.flooder && !s.forger)
             .map(|s| s.node.sample())
             .collect()
     }

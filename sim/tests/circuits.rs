@@ -4,6 +4,7 @@
 //! docs/performance.md and docs/protocol.md.
 
 use veil_core::cell::{CELL_BODY_BYTES, CELL_SIZE};
+use veil_core::circuit::CircuitMsg;
 use veil_core::node::{Config, Observation};
 use veil_sim::sim::{Outcome, Scenario, Sim, Tamper};
 
@@ -107,22 +108,43 @@ fn relays_never_see_a_client_and_cells_have_one_size() {
 fn colluders_at_both_ends_are_counted_from_recorded_paths() {
     let mut s = scenario(150, 11);
     s.colluders = 0.2;
-    let (sim, o) = run(s);
+    s.observe = true;
+    let (mut sim, o) = run(s);
     assert!(o.honest_circuits_built > 200);
-    // Recount from the recorded paths.
     let colluders = sim.colluders();
     assert_eq!(colluders.len(), 30);
+    // The colluders' own records, not the harness's paths: which probes a
+    // colluding relay recognised as a circuit's last hop, and on how many
+    // circuits a colluder was handed a CREATE straight from a client.
+    let mut probes_seen_by_colluders = std::collections::BTreeSet::new();
+    for &c in &colluders {
+        for obs in sim.take_observations(c) {
+            if let Observation::Recognised { payload, .. } = &obs
+                && let Ok(CircuitMsg::Probe { nonce }) = CircuitMsg::decode(payload)
+            {
+                probes_seen_by_colluders.insert(nonce);
+            }
+        }
+    }
     let honest: Vec<_> = sim
         .built_circuits()
         .into_iter()
         .filter(|c| !colluders.contains(&c.builder))
         .collect();
+    assert_eq!(honest.len() as u64, o.honest_circuits_built);
+    // First hop: the client's own guard list says who it linked to first.
     let both = honest
         .iter()
-        .filter(|c| colluders.contains(&c.hops[0]) && colluders.contains(&c.hops[2]))
+        .filter(|c| {
+            let guard_colludes = colluders.contains(&c.hops[0]);
+            let exit_saw_probe = probes_seen_by_colluders.contains(&c.probe);
+            guard_colludes && exit_saw_probe
+        })
         .count();
-    assert_eq!(honest.len() as u64, o.honest_circuits_built);
-    assert_eq!(both as u64, o.colluder_first_last);
+    assert_eq!(
+        both as u64, o.colluder_first_last,
+        "the outcome disagrees with what the colluding exits recorded"
+    );
     let share = o.colluder_first_last as f64 / o.honest_circuits_built as f64;
     eprintln!(
         "colluder first+last {} of {} ({share:.3}), colluding primary guards {:.3}",

@@ -55,3 +55,33 @@ fn flooders_get_at_most_twice_their_share_of_samples() {
     );
     assert!(o.floods_detected > 0, "the flood was seen");
 }
+
+#[test]
+fn flooders_stay_within_twice_their_share_with_forgers_present() {
+    // Forgers gossip badly signed copies of honest relays' descriptors: the
+    // ids are honest (proof of work is the honest node's), so they must
+    // not tilt samples towards the flooders.
+    let mut s = Scenario::new(150, 4);
+    s.flooders = 0.1;
+    s.forgers = 0.1;
+    s.duration_ms = 30_000;
+    s.join_window_ms = 5_000;
+    s.position_guess = false;
+    let mut sim = Sim::new(s, &Config::testnet());
+    sim.run();
+    let o = sim.outcome();
+    eprintln!(
+        "attacker share of samples {:.3} (population {:.3}); forgeries {}, refused {}",
+        o.attacker_share_of_samples,
+        o.attacker_population_share,
+        o.forgeries_sent,
+        o.descriptors_refused
+    );
+    assert!(o.forgeries_sent > 0 && o.descriptors_refused > 0);
+    assert!(
+        o.attacker_share_of_samples <= 2.0 * o.attacker_population_share,
+        "share {} vs population {}",
+        o.attacker_share_of_samples,
+        o.attacker_population_share
+    );
+}

@@ -252,7 +252,6 @@ fn test_link(now: Millis, peer: NodeId) -> super::super::Link {
         last_used_ms: now,
         cells: super::super::TokenBucket::full(now, 1000),
         creates: super::super::TokenBucket::full(now, 1000),
-        create_refusals: super::super::TokenBucket::full(now, 1000),
         pushed_round: 0,
         pulled_round: 0,
         my_pull: None,
@@ -376,11 +375,12 @@ fn create_floods_are_rate_limited_per_link() {
     assert!(got <= 8 + 4 * 60, "{got} CREATEs answered at 4/s");
     assert!(got >= 8 + 4 * 55, "{got}: the limit is a rate, not a ban");
     assert!(honest_ok, "an honest peer was refused");
-    // One that keeps flooding at many times its rate is cut (its DESTROY
-    // answers would otherwise pile up in our queues); others go on.
+    // One that keeps flooding at many times its rate gets the same share
+    // and keeps its link (it reads its DESTROYs; one that does not is cut
+    // by the queue limits: `peers_that_stop_reading_are_cut_not_honest_circuits`).
     let (got, alive, honest_ok) = create_flood(100_000, 4, 200, 50);
-    assert!(!alive, "a CREATE flood was answered forever");
-    assert_eq!(got, 0, "its circuits went with its link");
+    assert!(alive, "refused, not cut");
+    assert!(got <= 8 + 4 * 60, "{got} CREATEs answered at 4/s");
     assert!(honest_ok, "an honest peer was refused");
 }
 
@@ -596,4 +596,24 @@ fn peers_that_stop_reading_are_cut_not_honest_circuits() {
         1,
         "the honest circuit went"
     );
+}
+
+#[test]
+fn a_guard_that_vouches_for_a_forgery_is_replaced() {
+    // Only the guard itself can vouch for a descriptor that fails its
+    // check: it is cut, leaves the guard list and our samples, and a new
+    // guard takes its place on the next tick.
+    let mut net = quiet_net(10);
+    net.run(T0 + 10_000);
+    let g = net.nodes[0].guard_ids()[0];
+    net.nodes[0].refused(vec![super::super::directory::Refusal { blame: Some(g) }]);
+    assert!(!net.nodes[0].guard_ids().contains(&g));
+    assert!(!net.nodes[0].sample().contains(&g));
+    net.run_from(T0 + 10_000, T0 + 20_000);
+    assert!(!net.nodes[0].guard_ids().contains(&g));
+    assert_eq!(
+        net.nodes[0].guard_ids().len(),
+        net.nodes[0].config.circuits.guards
+    );
+    assert!(built(&net, 0).iter().all(|c| c.hops[0] != g));
 }

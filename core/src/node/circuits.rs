@@ -690,6 +690,17 @@ impl Node {
         }
     }
 
+    /// `peer` vouched for a forged descriptor: it is no longer our guard
+    /// or vanguard.
+    pub(super) fn drop_liar(&mut self, peer: NodeId) {
+        let before = self.circ.guards.len();
+        self.circ.guards.retain(|g| g.cand.id != peer);
+        if self.circ.guards.len() != before {
+            self.events.push_back(Event::GuardsChanged);
+        }
+        self.circ.vanguards.retain(|(c, _)| c.id != peer);
+    }
+
     /// Guard ids, in order.
     pub(super) fn guard_ids(&self) -> Vec<NodeId> {
         self.circ.guards.iter().map(|g| g.cand.id).collect()
@@ -947,10 +958,14 @@ impl Node {
             l.own |= own;
             return true;
         }
-        // Extends go through the normal dial policy (see `dial_allowed`);
-        // dials for our own circuits and guard links use the guard's
-        // signed address and their own retry timers.
-        if !own && !self.dial_allowed(now, addr, id) {
+        // Extends dial only reachable scopes and never our own address;
+        // they are bounded by the CREATE rate (three extends per circuit)
+        // and the pending-dial budget rather than by a backoff, which would
+        // make one failed dial fail every extend to that relay for minutes
+        // (measured: crashed relays then stranded clients). Dials for our
+        // own circuits and guard links use the guard's signed address and
+        // their own retry timers.
+        if !own && !self.extend_dialable(addr) {
             return false;
         }
         // No link is closed to make room here: a link is evicted only once
@@ -961,9 +976,7 @@ impl Node {
         {
             return false;
         }
-        if !own {
-            self.note_dial(now, addr, id);
-        }
+
         self.request_dial(now, addr, id, own);
         true
     }
@@ -1349,11 +1362,10 @@ impl Node {
             return;
         };
         if !l.creates.take(now, rate) {
+            // Refused with DESTROY, the link stays (a relay-to-relay link
+            // carries many clients' CREATEs in bursts). A flooder that does
+            // not read its DESTROYs is cut by the control-queue limits.
             self.stats.circuits.creates_refused += 1;
-            if !l.create_refusals.take(now, rate) {
-                // Still sending at twice its rate after refusals: a flood.
-                return self.penalise(link);
-            }
             return self.send_destroy(link, cid, reason::RESOURCES);
         }
         if !self.circ.creates.take(now, p.creates_per_sec) {

@@ -99,6 +99,9 @@ pub(super) struct Directory {
     me: NodeId,
     max: usize,
     known: BTreeMap<NodeId, Known>,
+    /// The ids of `known`, in no order: uniform random picks for pull
+    /// answers.
+    order: Vec<NodeId>,
 }
 
 impl Directory {
@@ -107,6 +110,7 @@ impl Directory {
             me,
             max: max.max(1),
             known: BTreeMap::new(),
+            order: Vec::new(),
         }
     }
 
@@ -265,7 +269,7 @@ impl Directory {
             .get(id)
             .is_some_and(|k| k.checked.is_none() && k.claim.is_none())
         {
-            self.known.remove(id);
+            self.remove(id);
         }
     }
 
@@ -332,13 +336,14 @@ impl Directory {
         }
     }
 
-    /// The first id at or after `probe` (wrapping), for random picks.
-    pub(super) fn id_at_or_after(&self, probe: NodeId) -> Option<NodeId> {
-        self.known
-            .range(probe..)
-            .next()
-            .or_else(|| self.known.iter().next())
-            .map(|(id, _)| *id)
+    /// An id drawn uniformly from those held, by the random number `r`.
+    /// (Not the first id after a random point: ids follow gaps of unequal
+    /// size, so that would favour the same few ids at every node and leave
+    /// others almost never gossiped, slowing the discovery that bounds an
+    /// attacker's share of samples.)
+    pub(super) fn random_id(&self, r: u64) -> Option<NodeId> {
+        let n = self.order.len() as u64;
+        (n > 0).then(|| self.order[(r % n) as usize])
     }
 
     fn insert(&mut self, k: Known) {
@@ -347,7 +352,17 @@ impl Directory {
             (None, Some(c)) => c.admitted.node_id(),
             (None, None) => return,
         };
-        self.known.insert(id, k);
+        if self.known.insert(id, k).is_none() {
+            self.order.push(id);
+        }
+    }
+
+    fn remove(&mut self, id: &NodeId) {
+        if self.known.remove(id).is_some()
+            && let Some(at) = self.order.iter().position(|x| x == id)
+        {
+            self.order.swap_remove(at);
+        }
     }
 
     /// Drops entries beyond the limit, outside `keep`: unchecked ones
@@ -371,7 +386,7 @@ impl Directory {
             else {
                 return;
             };
-            self.known.remove(&victim);
+            self.remove(&victim);
         }
     }
 
