@@ -439,6 +439,9 @@ pub struct Node {
     /// When we last dialled an address expecting an id (a success clears
     /// the entry): at most one dial per pair per `dial_backoff_ms`.
     last_dial: BTreeMap<(SocketAddr, NodeId), Millis>,
+    /// (address, expected id) pairs where someone else answered: no
+    /// extend dial to them for the backoff (bounded like `last_dial`).
+    wrong_peer: BTreeMap<(SocketAddr, NodeId), Millis>,
     bootstrap_reached: BTreeSet<SocketAddr>,
     brahms: Brahms,
     round: u64,
@@ -478,6 +481,7 @@ impl Node {
             dir,
             dials: BTreeMap::new(),
             last_dial: BTreeMap::new(),
+            wrong_peer: BTreeMap::new(),
             bootstrap_reached: BTreeSet::new(),
             brahms,
             round: 0,
@@ -951,6 +955,22 @@ impl Node {
                     }
                     Err(error) => {
                         self.stats.handshakes_failed += 1;
+                        // Someone else answered at the address a descriptor
+                        // named: that (address, id) gets no dial for the
+                        // backoff, so nobody can aim a stream of dials (an
+                        // EXTEND per round trip) at one address.
+                        if let HandshakeError::WrongPeer { expected, .. } = &error
+                            && let Some(l) = self.links.get(&link)
+                        {
+                            let key = (l.remote, *expected);
+                            if self.wrong_peer.len() >= self.config.max_known_peers {
+                                let horizon = now.saturating_sub(self.config.dial_backoff_ms);
+                                self.wrong_peer.retain(|_, t| *t >= horizon);
+                            }
+                            if self.wrong_peer.len() < self.config.max_known_peers {
+                                self.wrong_peer.insert(key, now);
+                            }
+                        }
                         self.events
                             .push_back(Event::HandshakeFailed { link, error });
                         self.close(link);

@@ -617,3 +617,78 @@ fn a_guard_that_vouches_for_a_forgery_is_replaced() {
     );
     assert!(built(&net, 0).iter().all(|c| c.hops[0] != g));
 }
+
+#[test]
+fn extends_never_starve_our_own_dials() {
+    // A hostile client asks relay R to extend to many silent addresses, one
+    // identity at a time or one identity with ever new addresses: extend
+    // dials take at most half the dial budget, one per identity, and R's
+    // own guard dials still go out.
+    let mut net = quiet_net(10);
+    net.run(T0 + 10_000);
+    let (_, hops) = first_circuit(&net);
+    let r = *hops.last().unwrap();
+    let now = T0 + 10_000;
+    net.nodes[r].config.max_pending_handshakes = 8;
+    let link = LinkId(999_997);
+    net.nodes[r]
+        .links
+        .insert(link, test_link(now, NodeId::from_bytes([3; 32])));
+    let mut descriptors: Vec<Descriptor> = (0..10u8)
+        .map(|i| {
+            rogue(
+                220 + i,
+                format!("127.{}.0.1:7000", 150 + i).parse().unwrap(),
+            )
+        })
+        .collect();
+    // The same identity again, at new addresses.
+    for j in 0..5u8 {
+        let id = NodeIdentity::from_keys(
+            SigningKey::from_bytes(&[220; 32]),
+            StaticSecret::from([220 ^ 0x55; 32]),
+            PowParams::TESTNET,
+        );
+        let a: SocketAddr = format!("127.{}.0.1:7000", 170 + j).parse().unwrap();
+        descriptors.push(Descriptor::sign(
+            &id,
+            flags::RELAY,
+            Some(a),
+            T0 + 1 + u64::from(j),
+            Vec::new(),
+        ));
+    }
+    let mut connects = 0;
+    for (i, d) in descriptors.iter().enumerate() {
+        let k = net.nodes[r].circ.next_key;
+        net.nodes[r].circ.next_key += 1;
+        net.nodes[r].circ.relays.insert(
+            k,
+            RelayCircuit {
+                prev: (link, 100 + i as u32),
+                next: None,
+                crypto: RelayCrypto::new(crate::onion::HopKeys::derive(&[4; 32]), true),
+                extending: None,
+                last_used_ms: now,
+                package_window: 10,
+                delivered: 0,
+                early: 1,
+            },
+        );
+        let (_, msg1) = ClientHopHandshake::start(d.x25519(), [i as u8; 32]).unwrap();
+        net.nodes[r].on_extend(now, k, link, &d.to_bytes(), msg1);
+        while let Some(e) = net.nodes[r].poll_event() {
+            connects += usize::from(matches!(e, Event::Connect { .. }));
+        }
+    }
+    assert_eq!(connects, 4, "extend dials beyond half the budget");
+    // R's own dial to a guard still goes out.
+    let g = net.nodes[r].guard_ids().first().copied();
+    let gd = g.and_then(|g| net.nodes[index_of(&net, g)].descriptor().address());
+    if let (Some(g), Some(addr)) = (g, gd) {
+        if let Some(&l) = net.nodes[r].by_peer.get(&g) {
+            net.nodes[r].handle_link_down(now, l);
+        }
+        assert!(net.nodes[r].dial_expected(now, addr, g, true));
+    }
+}

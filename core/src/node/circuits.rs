@@ -965,8 +965,23 @@ impl Node {
         // (measured: crashed relays then stranded clients). Dials for our
         // own circuits and guard links use the guard's signed address and
         // their own retry timers.
-        if !own && !self.extend_dialable(addr) {
-            return false;
+        if !own {
+            // Extend dials: a reachable scope, never our own address, not
+            // an (address, id) that answered with someone else, at most one
+            // dial in flight per expected id (one identity cannot fill the
+            // budget by naming new addresses), and at most half the dial
+            // budget, so extends never starve our own guard dials.
+            let extend_dials = self.dials.values().filter(|d| !d.own).count();
+            if !self.extend_dialable(addr)
+                || self
+                    .wrong_peer
+                    .get(&(addr, id))
+                    .is_some_and(|&t| now < t + self.config.dial_backoff_ms)
+                || self.dials.values().any(|d| d.expected == Some(id))
+                || extend_dials >= self.config.max_pending_handshakes / 2
+            {
+                return false;
+            }
         }
         // No link is closed to make room here: a link is evicted only once
         // the one it makes room for is authenticated (`make_room`).
