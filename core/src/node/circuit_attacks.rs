@@ -186,22 +186,7 @@ fn extend_dial_failures_never_mark_our_guard_unreachable() {
     net.nodes[r]
         .links
         .insert(link, test_link(now, NodeId::from_bytes([1; 32])));
-    let k = net.nodes[r].circ.next_key;
-    net.nodes[r].circ.next_key += 1;
-    let keys = crate::onion::HopKeys::derive(&[4; 32]);
-    net.nodes[r].circ.relays.insert(
-        k,
-        RelayCircuit {
-            prev: (link, 5),
-            next: None,
-            crypto: RelayCrypto::new(keys, true),
-            extending: None,
-            last_used_ms: now,
-            package_window: 10,
-            delivered: 0,
-            early: 1,
-        },
-    );
+    let k = plant_last_hop(&mut net.nodes[r], now, link, 5);
     net.nodes[r].on_extend(now, k, link, &g_desc.to_bytes(), msg1);
     let mut dialled = None;
     while let Some(e) = net.nodes[r].poll_event() {
@@ -238,6 +223,28 @@ fn extend_dial_failures_never_mark_our_guard_unreachable() {
         .find(|g| g.cand.id == g_id)
         .unwrap();
     assert!(g.unreachable_since.is_some());
+}
+
+/// A relayed circuit at `n` whose client side is `(link, cid)` and which
+/// has no next hop yet (as a last hop about to be asked to extend), as if a
+/// CREATE and one EXTEND had passed. Returns its key.
+fn plant_last_hop(n: &mut Node, now: Millis, link: LinkId, cid: u32) -> u64 {
+    let k = n.circ.next_key;
+    n.circ.next_key += 1;
+    n.circ.relays.insert(
+        k,
+        RelayCircuit {
+            prev: (link, cid),
+            next: None,
+            crypto: RelayCrypto::new(crate::onion::HopKeys::derive(&[4; 32]), true),
+            extending: None,
+            last_used_ms: now,
+            package_window: 10,
+            delivered: 0,
+            early: 1,
+        },
+    );
+    k
 }
 
 /// An up link record for tests that plant state directly.
@@ -513,21 +520,7 @@ fn a_descriptor_naming_a_relays_address_cannot_block_it() {
         .iter()
         .enumerate()
     {
-        let k = net.nodes[r].circ.next_key;
-        net.nodes[r].circ.next_key += 1;
-        net.nodes[r].circ.relays.insert(
-            k,
-            RelayCircuit {
-                prev: (link, 10 + i as u32),
-                next: None,
-                crypto: RelayCrypto::new(crate::onion::HopKeys::derive(&[4; 32]), true),
-                extending: None,
-                last_used_ms: now,
-                package_window: 10,
-                delivered: 0,
-                early: 1,
-            },
-        );
+        let k = plant_last_hop(&mut net.nodes[r], now, link, 10 + i as u32);
         let (_, msg1) = ClientHopHandshake::start(d.x25519(), [i as u8; 32]).unwrap();
         net.nodes[r].on_extend(now, k, link, &d.to_bytes(), msg1);
         while let Some(e) = net.nodes[r].poll_event() {
@@ -660,21 +653,7 @@ fn extends_never_starve_our_own_dials() {
     }
     let mut connects = 0;
     for (i, d) in descriptors.iter().enumerate() {
-        let k = net.nodes[r].circ.next_key;
-        net.nodes[r].circ.next_key += 1;
-        net.nodes[r].circ.relays.insert(
-            k,
-            RelayCircuit {
-                prev: (link, 100 + i as u32),
-                next: None,
-                crypto: RelayCrypto::new(crate::onion::HopKeys::derive(&[4; 32]), true),
-                extending: None,
-                last_used_ms: now,
-                package_window: 10,
-                delivered: 0,
-                early: 1,
-            },
-        );
+        let k = plant_last_hop(&mut net.nodes[r], now, link, 100 + i as u32);
         let (_, msg1) = ClientHopHandshake::start(d.x25519(), [i as u8; 32]).unwrap();
         net.nodes[r].on_extend(now, k, link, &d.to_bytes(), msg1);
         while let Some(e) = net.nodes[r].poll_event() {
