@@ -128,20 +128,27 @@ fn sigkill_during_share_never_corrupts_the_store() {
     assert_eq!(d.veil_json(&["library"]).as_array().unwrap().len(), 60);
 }
 
-/// Control clients that send nothing, or half a request line, are dropped
-/// after `[control] timeout_s` (here 2 s), told why; others are served
-/// meanwhile and afterwards.
-#[test]
-fn a_silent_control_client_is_dropped_and_others_are_served() {
+/// A daemon on loopback reading `toml` as its config file (the returned
+/// temp dir holds the file; keep it alive).
+fn with_config(toml: &str) -> (tempfile::TempDir, Daemon) {
     let cfg = tempfile::tempdir().unwrap();
     let path = cfg.path().join("veild.toml");
-    std::fs::write(&path, "[control]\ntimeout_s = 2\n").unwrap();
+    std::fs::write(&path, toml).unwrap();
     let d = Daemon::start_with(&[
         "--listen",
         "127.0.0.1:0",
         "--config",
         path.to_str().unwrap(),
     ]);
+    (cfg, d)
+}
+
+/// Control clients that send nothing, or half a request line, are dropped
+/// after `[control] timeout_s` (here 2 s), told why; others are served
+/// meanwhile and afterwards.
+#[test]
+fn a_silent_control_client_is_dropped_and_others_are_served() {
+    let (_cfg, d) = with_config("[control]\ntimeout_s = 2\n");
     let socket = d.data_dir.join("control.sock");
     let silent = UnixStream::connect(&socket).unwrap();
     let mut partial = UnixStream::connect(&socket).unwrap();
@@ -183,15 +190,7 @@ fn a_silent_control_client_is_dropped_and_others_are_served() {
 /// `veil status` works again.
 #[test]
 fn control_connections_over_the_cap_are_refused_until_others_close() {
-    let cfg = tempfile::tempdir().unwrap();
-    let path = cfg.path().join("veild.toml");
-    std::fs::write(&path, "[control]\nmax_connections = 2\ntimeout_s = 60\n").unwrap();
-    let d = Daemon::start_with(&[
-        "--listen",
-        "127.0.0.1:0",
-        "--config",
-        path.to_str().unwrap(),
-    ]);
+    let (_cfg, d) = with_config("[control]\nmax_connections = 2\ntimeout_s = 60\n");
     let socket = d.data_dir.join("control.sock");
     // A connection that sends nothing holds its slot (for `timeout_s`).
     // One that is answered at once was refused because an earlier one
