@@ -34,7 +34,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
 
 use super::Millis;
-use crate::descriptor::{Admitted, Descriptor, UncheckedDescriptor};
+use super::output::{Action, Ctx};
+use crate::descriptor::{Admitted, Descriptor, DescriptorError, UncheckedDescriptor};
 use crate::identity::NodeId;
 use crate::path::Candidate;
 
@@ -232,7 +233,7 @@ impl Directory {
             Some(old) => {
                 let refused = [old, claim]
                     .into_iter()
-                    .filter_map(|c| self.check(now, c))
+                    .filter_map(|c| self.check_claim(now, c))
                     .collect();
                 self.drop_if_empty(&id);
                 refused
@@ -244,12 +245,12 @@ impl Directory {
     /// descriptor, or is dropped alone.
     pub(super) fn settle(&mut self, now: Millis, id: &NodeId) -> Option<Refusal> {
         let claim = self.known.get_mut(id)?.claim.take()?;
-        let refused = self.check(now, claim);
+        let refused = self.check_claim(now, claim);
         self.drop_if_empty(id);
         refused
     }
 
-    fn check(&mut self, now: Millis, c: Claim) -> Option<Refusal> {
+    fn check_claim(&mut self, now: Millis, c: Claim) -> Option<Refusal> {
         match c.admitted.verify() {
             Ok(d) => {
                 self.remember(now, d, None);
@@ -388,6 +389,44 @@ impl Directory {
             };
             self.remove(&victim);
         }
+    }
+
+    /// The checked descriptor of relay `id`, checking a newer gossiped
+    /// claim first (a bad claim is dropped alone, and its refusal goes to
+    /// the node; the id and its checked descriptor stay). None for
+    /// non-relays and stale descriptors.
+    pub(super) fn verified(&mut self, cx: &mut Ctx<'_>, id: NodeId) -> Option<Descriptor> {
+        if let Some(r) = self.settle(cx.now, &id) {
+            cx.out.act(Action::Refused(r));
+        }
+        let max_age = cx.config.descriptor_max_age_ms;
+        let now = cx.now;
+        self.descriptor(&id)
+            .filter(|d| d.is_relay() && now.saturating_sub(d.timestamp_ms()) <= max_age)
+            .cloned()
+    }
+
+    /// Checks a descriptor that arrived in a push or an EXTEND, skipping
+    /// the signature and proof of work when it is identical to one checked
+    /// before (ours included: gossip repeats descriptors a lot).
+    pub(super) fn check(
+        &self,
+        cx: &Ctx<'_>,
+        u: UncheckedDescriptor,
+        own: &Descriptor,
+    ) -> Result<Descriptor, DescriptorError> {
+        let max_age = cx.config.descriptor_max_age_ms;
+        if let Some(v) = self.descriptor(&u.claimed_id())
+            && let Some(result) = u.check_against_verified(v, cx.now, max_age)
+        {
+            return result;
+        }
+        if u.claimed_id() == own.node_id()
+            && let Some(result) = u.check_against_verified(own, cx.now, max_age)
+        {
+            return result;
+        }
+        u.check(cx.now, max_age, cx.config.pow)
     }
 
     /// Whether entries beyond the limit are held.

@@ -31,7 +31,7 @@
 
 use std::collections::{BTreeMap, VecDeque};
 
-use super::{LinkId, Transmit};
+use super::{LinkId, Millis, Transmit};
 use crate::cell::{Cell, command};
 
 /// What happened to a pushed cell.
@@ -72,6 +72,8 @@ struct LinkQueue {
     turn: VecDeque<u32>,
     /// Handed to the driver, not yet reported written.
     in_flight: usize,
+    /// When a cell was last queued on the link.
+    last_sent_ms: Millis,
 }
 
 impl LinkQueue {
@@ -193,6 +195,18 @@ impl Outbox {
         if let Some(q) = self.links.get_mut(&link) {
             q.in_flight = q.in_flight.saturating_sub(n);
         }
+    }
+
+    /// Notes that a cell is being sent on `link` at `now`.
+    pub(super) fn touch(&mut self, link: LinkId, now: Millis) {
+        if let Some(q) = self.links.get_mut(&link) {
+            q.last_sent_ms = q.last_sent_ms.max(now);
+        }
+    }
+
+    /// When a cell was last sent on `link` (0: never).
+    pub(super) fn last_sent(&self, link: LinkId) -> Millis {
+        self.links.get(&link).map_or(0, |q| q.last_sent_ms)
     }
 
     /// Cells queued (not yet handed to the driver), all links.

@@ -3,11 +3,16 @@
 //! rule and checks that the attacker gets nothing and honest traffic keeps
 //! going.
 
+use std::collections::BTreeSet;
+use std::net::SocketAddr;
+
 use super::super::tests::{Net, T0, net};
 use super::tests::{built, index_of, link_between, quiet_net};
 use super::*;
+use crate::circuit::ClientHopHandshake;
 use crate::descriptor::flags;
 use crate::identity::NodeIdentity;
+use crate::node::Event;
 use crate::pow::PowParams;
 use ed25519_dalek::SigningKey;
 use x25519_dalek::StaticSecret;
@@ -176,17 +181,15 @@ fn extend_dial_failures_never_mark_our_guard_unreachable() {
     let g_id = net.nodes[r].guard_ids()[0];
     let now = T0 + 14_000;
     // R drops its link to G, so the extend must dial.
-    if let Some(&l) = net.nodes[r].by_peer.get(&g_id) {
+    if let Some(l) = net.nodes[r].link_to(&g_id) {
         net.nodes[r].handle_link_down(now, l);
     }
     let g_desc = net.nodes[index_of(&net, g_id)].descriptor().clone();
     let (_, msg1) = ClientHopHandshake::start(g_desc.x25519(), [3; 32]).unwrap();
     // A relayed circuit at R (as a last hop), fed an EXTEND to G.
     let link = LinkId(999_999);
-    net.nodes[r]
-        .links
-        .insert(link, test_link(now, NodeId::from_bytes([1; 32])));
-    let k = plant_last_hop(&mut net.nodes[r], now, link, 5);
+    net.nodes[r].plant_link(now, link, NodeId::from_bytes([1; 32]));
+    let k = net.nodes[r].plant_last_hop(now, link, 5);
     net.nodes[r].on_extend(now, k, link, &g_desc.to_bytes(), msg1);
     let mut dialled = None;
     while let Some(e) = net.nodes[r].poll_event() {
@@ -198,74 +201,16 @@ fn extend_dial_failures_never_mark_our_guard_unreachable() {
     }
     let addr = dialled.expect("R dialled G for the extend");
     net.nodes[r].handle_connect_failed(now, addr);
-    let g = net.nodes[r]
-        .circ
-        .guards
-        .iter()
-        .find(|g| g.cand.id == g_id)
-        .unwrap();
     assert!(
-        g.unreachable_since.is_none(),
+        net.nodes[r].guard_unreachable(g_id) == Some(false),
         "an extend dial moved our guard"
     );
-    assert!(
-        !net.nodes[r].circ.relays.contains_key(&k),
-        "the extend failed"
-    );
+    assert!(!net.nodes[r].relays_circuit(k), "the extend failed");
     // The same failure on a dial of our own does count.
     assert!(net.nodes[r].dial_expected(now + 60_000, addr, g_id, true));
     while net.nodes[r].poll_event().is_some() {}
     net.nodes[r].handle_connect_failed(now + 60_000, addr);
-    let g = net.nodes[r]
-        .circ
-        .guards
-        .iter()
-        .find(|g| g.cand.id == g_id)
-        .unwrap();
-    assert!(g.unreachable_since.is_some());
-}
-
-/// A relayed circuit at `n` whose client side is `(link, cid)` and which
-/// has no next hop yet (as a last hop about to be asked to extend), as if a
-/// CREATE and one EXTEND had passed. Returns its key.
-fn plant_last_hop(n: &mut Node, now: Millis, link: LinkId, cid: u32) -> u64 {
-    let k = n.circ.next_key;
-    n.circ.next_key += 1;
-    n.circ.relays.insert(
-        k,
-        RelayCircuit {
-            prev: (link, cid),
-            next: None,
-            crypto: RelayCrypto::new(crate::onion::HopKeys::derive(&[4; 32]), true),
-            extending: None,
-            last_used_ms: now,
-            package_window: 10,
-            delivered: 0,
-            early: 1,
-        },
-    );
-    k
-}
-
-/// An up link record for tests that plant state directly.
-fn test_link(now: Millis, peer: NodeId) -> super::super::Link {
-    super::super::Link {
-        direction: Direction::Inbound,
-        remote: "127.99.0.1:1".parse().unwrap(),
-        state: LinkState::Up { peer },
-        reader: Default::default(),
-        opened_ms: now,
-        up_since_ms: now,
-        last_used_ms: now,
-        cells: super::super::TokenBucket::full(now, 1000),
-        creates: super::super::TokenBucket::full(now, 1000),
-        pushed_round: 0,
-        pulled_round: 0,
-        my_pull: None,
-        expected: None,
-        own: false,
-        circuits: BTreeMap::new(),
-    }
+    assert_eq!(net.nodes[r].guard_unreachable(g_id), Some(true));
 }
 
 #[test]
@@ -279,7 +224,7 @@ fn unauthenticated_dialers_evict_nobody() {
     }
     net.nodes[0].config.max_links = 6;
     net.run(T0 + 5_000);
-    let before: BTreeSet<LinkId> = net.nodes[0].links.keys().copied().collect();
+    let before: BTreeSet<LinkId> = net.nodes[0].link_ids().into_iter().collect();
     let now = T0 + 5_000;
     for i in 0..3u64 {
         net.nodes[0].handle_link_up(
@@ -304,12 +249,12 @@ fn unauthenticated_dialers_evict_nobody() {
         "an established link was closed for an unauthenticated dialler"
     );
     for l in &before {
-        assert!(net.nodes[0].links.contains_key(l));
+        assert!(net.nodes[0].has_link(*l));
     }
     // They time out without harm.
     net.nodes[0].handle_timeout(now + 60_000);
     for i in 0..3u64 {
-        assert!(!net.nodes[0].links.contains_key(&LinkId(500 + i)));
+        assert!(!net.nodes[0].has_link(LinkId(500 + i)));
     }
 }
 
@@ -327,7 +272,7 @@ fn create_flood(cap: usize, rate: u32, burst: u32, per_sec: u32) -> (usize, bool
     net.nodes[1].config.circuits.max_circuits_per_peer = cap;
     net.nodes[1].config.circuits.creates_per_sec_per_link = rate;
     let (l0, l1) = link_between(&mut net);
-    let bit = own_side_bit(net.nodes[0].links[&l0].direction);
+    let bit = own_side_bit(net.nodes[0].direction_of(l0));
     let now = T0 + 3_000;
     let mut cid = 1000u32;
     for s in 0..60u64 {
@@ -345,19 +290,19 @@ fn create_flood(cap: usize, rate: u32, burst: u32, per_sec: u32) -> (usize, bool
             net.nodes[1].handle_link_sent(now, t.link, 1);
         }
     }
-    let alive = net.nodes[1].links.contains_key(&l1);
+    let alive = net.nodes[1].has_link(l1);
     let got = net.nodes[1].relay_circuit_count();
     // Node 2, an honest peer, asks for one circuit.
     let later = now + 60_000;
     let id1 = net.nodes[1].node_id();
     let a1 = net.nodes[1].descriptor().address().unwrap();
-    if !net.nodes[2].by_peer.contains_key(&id1) {
+    if net.nodes[2].link_to(&id1).is_none() {
         assert!(net.nodes[2].dial_expected(later, a1, id1, true));
         net.pump(later);
     }
-    let l2 = net.nodes[2].by_peer[&id1];
+    let l2 = net.nodes[2].link_to(&id1).unwrap();
     let (_, peer_link) = net.wires[&(2, l2)];
-    let bit2 = own_side_bit(net.nodes[2].links[&l2].direction);
+    let bit2 = own_side_bit(net.nodes[2].direction_of(l2));
     let c = super::tests::create_cell(&net.nodes[1], bit2 | 7, 1);
     net.nodes[1].handle_link_data(later, peer_link, c.as_bytes());
     let honest_ok = net.nodes[1].relay_circuit_count() == got + 1;
@@ -407,8 +352,8 @@ fn a_greedy_circuit_dies_alone_on_a_shared_link() {
     assert_eq!(a.hops[0], b.hops[0], "both through the primary guard");
     net.nodes[0].config.circuits.circuits_wanted = 0;
     let g = index_of(&net, a.hops[0]);
-    let to_client = net.nodes[g].by_peer[&net.nodes[0].node_id()];
-    for l in net.nodes[g].links.keys().copied().collect::<Vec<_>>() {
+    let to_client = net.nodes[g].link_to(&net.nodes[0].node_id()).unwrap();
+    for l in net.nodes[g].link_ids() {
         if l != to_client {
             net.stalled.insert((g, l), Vec::new());
         }
@@ -437,10 +382,7 @@ fn a_greedy_circuit_dies_alone_on_a_shared_link() {
     );
     assert!(closed(&net, 0, b.id.0), "B came down");
     assert!(!closed(&net, 0, a.id.0), "A came down with it");
-    assert!(
-        net.nodes[g].links.contains_key(&to_client),
-        "the shared link was cut"
-    );
+    assert!(net.nodes[g].has_link(to_client), "the shared link was cut");
     assert_eq!(net.nodes[g].stats().peers_penalised, 0);
     // The slow links catch up; A's data all arrives at its exit.
     for key in net.stalled.keys().copied().collect::<Vec<_>>() {
@@ -471,17 +413,14 @@ fn one_source_cannot_take_every_handshake_slot() {
     for i in 0..20u64 {
         let from: SocketAddr = format!("127.60.0.{}:4000", i + 2).parse().unwrap();
         n.handle_link_up(now, LinkId(100 + i), Direction::Inbound, from, [0; 32]);
-        if n.links.contains_key(&LinkId(100 + i)) {
+        if n.has_link(LinkId(100 + i)) {
             accepted += 1;
         }
     }
     assert_eq!(accepted, n.config.max_handshakes_per_source);
     let honest: SocketAddr = "127.61.0.1:4000".parse().unwrap();
     n.handle_link_up(now, LinkId(500), Direction::Inbound, honest, [0; 32]);
-    assert!(
-        n.links.contains_key(&LinkId(500)),
-        "another source was refused"
-    );
+    assert!(n.has_link(LinkId(500)), "another source was refused");
     // Fill the inbound budget from many sources: our dials still go out.
     for i in 0..10u64 {
         let from: SocketAddr = format!("127.{}.0.1:4000", 70 + i).parse().unwrap();
@@ -504,7 +443,7 @@ fn a_descriptor_naming_a_relays_address_cannot_block_it() {
     let h = (1..10).find(|i| !hops.contains(i) && *i != 0).unwrap();
     let now = T0 + 10_000;
     let h_id = net.nodes[h].node_id();
-    if let Some(&l) = net.nodes[r].by_peer.get(&h_id) {
+    if let Some(l) = net.nodes[r].link_to(&h_id) {
         net.nodes[r].handle_link_down(now, l);
     }
     let h_addr = net.nodes[h].descriptor().address().unwrap();
@@ -512,15 +451,13 @@ fn a_descriptor_naming_a_relays_address_cannot_block_it() {
     let r_ip = net.nodes[r].descriptor().address().unwrap().ip();
     let own = rogue(211, SocketAddr::new(r_ip, 22));
     let link = LinkId(999_998);
-    net.nodes[r]
-        .links
-        .insert(link, test_link(now, NodeId::from_bytes([2; 32])));
+    net.nodes[r].plant_link(now, link, NodeId::from_bytes([2; 32]));
     let mut connects = Vec::new();
     for (i, d) in [fake, own, net.nodes[h].descriptor().clone()]
         .iter()
         .enumerate()
     {
-        let k = plant_last_hop(&mut net.nodes[r], now, link, 10 + i as u32);
+        let k = net.nodes[r].plant_last_hop(now, link, 10 + i as u32);
         let (_, msg1) = ClientHopHandshake::start(d.x25519(), [i as u8; 32]).unwrap();
         net.nodes[r].on_extend(now, k, link, &d.to_bytes(), msg1);
         while let Some(e) = net.nodes[r].poll_event() {
@@ -558,32 +495,26 @@ fn peers_that_stop_reading_are_cut_not_honest_circuits() {
     net.nodes[1].config.circuits.max_circuits_per_peer = 1;
     let now = T0 + 3_000;
     let id = |net: &Net, i: usize| net.nodes[i].node_id();
-    let l10 = net.nodes[1].by_peer[&id(&net, 0)];
-    let l12 = net.nodes[1].by_peer[&id(&net, 2)];
+    let l10 = net.nodes[1].link_to(&id(&net, 0)).unwrap();
+    let l12 = net.nodes[1].link_to(&id(&net, 2)).unwrap();
     let (_, l01) = net.wires[&(1, l10)];
     let (_, l21) = net.wires[&(1, l12)];
     // Node 0: one honest circuit through node 1.
-    let bit0 = own_side_bit(net.nodes[0].links[&l01].direction);
+    let bit0 = own_side_bit(net.nodes[0].direction_of(l01));
     let c = super::tests::create_cell(&net.nodes[1], bit0 | 5, 1);
     net.nodes[1].handle_link_data(now, l10, c.as_bytes());
     net.pump(now);
     assert_eq!(net.nodes[1].relay_circuit_count(), 1);
     // Node 2 stops reading.
     net.stalled.insert((1, l12), Vec::new());
-    let bit2 = own_side_bit(net.nodes[2].links[&l21].direction);
+    let bit2 = own_side_bit(net.nodes[2].direction_of(l21));
     for i in 0..60u32 {
         let c = super::tests::create_cell(&net.nodes[1], bit2 | (100 + i), i as u8);
         net.nodes[1].handle_link_data(now + u64::from(i) * 100, l12, c.as_bytes());
         net.pump(now + u64::from(i) * 100);
     }
-    assert!(
-        !net.nodes[1].links.contains_key(&l12),
-        "the non-reader was kept"
-    );
-    assert!(
-        net.nodes[1].links.contains_key(&l10),
-        "the honest link was cut"
-    );
+    assert!(!net.nodes[1].has_link(l12), "the non-reader was kept");
+    assert!(net.nodes[1].has_link(l10), "the honest link was cut");
     assert_eq!(
         net.nodes[1].relay_circuit_count(),
         1,
@@ -599,7 +530,7 @@ fn a_guard_that_vouches_for_a_forgery_is_replaced() {
     let mut net = quiet_net(10);
     net.run(T0 + 10_000);
     let g = net.nodes[0].guard_ids()[0];
-    net.nodes[0].refused(vec![super::super::directory::Refusal { blame: Some(g) }]);
+    net.nodes[0].refuse_blaming(g);
     assert!(!net.nodes[0].guard_ids().contains(&g));
     assert!(!net.nodes[0].sample().contains(&g));
     net.run_from(T0 + 10_000, T0 + 20_000);
@@ -624,9 +555,7 @@ fn extends_never_starve_our_own_dials() {
     let now = T0 + 10_000;
     net.nodes[r].config.max_pending_handshakes = 8;
     let link = LinkId(999_997);
-    net.nodes[r]
-        .links
-        .insert(link, test_link(now, NodeId::from_bytes([3; 32])));
+    net.nodes[r].plant_link(now, link, NodeId::from_bytes([3; 32]));
     let mut descriptors: Vec<Descriptor> = (0..10u8)
         .map(|i| {
             rogue(
@@ -653,7 +582,7 @@ fn extends_never_starve_our_own_dials() {
     }
     let mut connects = 0;
     for (i, d) in descriptors.iter().enumerate() {
-        let k = plant_last_hop(&mut net.nodes[r], now, link, 100 + i as u32);
+        let k = net.nodes[r].plant_last_hop(now, link, 100 + i as u32);
         let (_, msg1) = ClientHopHandshake::start(d.x25519(), [i as u8; 32]).unwrap();
         net.nodes[r].on_extend(now, k, link, &d.to_bytes(), msg1);
         while let Some(e) = net.nodes[r].poll_event() {
@@ -665,7 +594,7 @@ fn extends_never_starve_our_own_dials() {
     let g = net.nodes[r].guard_ids().first().copied();
     let gd = g.and_then(|g| net.nodes[index_of(&net, g)].descriptor().address());
     if let (Some(g), Some(addr)) = (g, gd) {
-        if let Some(&l) = net.nodes[r].by_peer.get(&g) {
+        if let Some(l) = net.nodes[r].link_to(&g) {
             net.nodes[r].handle_link_down(now, l);
         }
         assert!(net.nodes[r].dial_expected(now, addr, g, true));

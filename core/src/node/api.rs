@@ -1,0 +1,164 @@
+//! The types a driver sees: link handles, what the node asks of it, and
+//! its counters. The daemon serialises these same types (no parallel
+//! copies).
+
+use std::net::SocketAddr;
+
+use super::circuits::{CircuitId, CircuitStats, CloseReason, RelayCircuitId};
+use crate::cell::Cell;
+use crate::identity::NodeId;
+use crate::link::HandshakeError;
+
+/// Milliseconds: Unix time in the daemon, virtual time in the simulator.
+pub type Millis = u64;
+
+/// The driver's handle for one link. Unique per node for the node's life.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct LinkId(pub u64);
+
+/// Who opened a link.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Direction {
+    /// We dialled (after a [`Event::Connect`]).
+    Outbound,
+    /// The peer dialled us.
+    Inbound,
+}
+
+/// A cell to send on a link.
+#[derive(Debug)]
+pub struct Transmit {
+    /// Where.
+    pub link: LinkId,
+    /// What (exactly [`crate::cell::CELL_SIZE`] bytes).
+    pub cell: Cell,
+}
+
+/// Requests and notices for the driver.
+#[derive(Debug)]
+pub enum Event {
+    /// Open a link to `addr` and report it with `handle_link_up(..,
+    /// Direction::Outbound, addr, ..)` or `handle_connect_failed(addr)`.
+    Connect {
+        /// Where to dial.
+        addr: SocketAddr,
+        /// Whom we expect there (None for bootstrap addresses).
+        expected: Option<NodeId>,
+    },
+    /// Close this link (the node already forgot it).
+    Close {
+        /// Which.
+        link: LinkId,
+    },
+    /// A link finished its handshake.
+    LinkUp {
+        /// Which.
+        link: LinkId,
+        /// The authenticated peer.
+        peer: NodeId,
+        /// The transport address of the peer.
+        addr: SocketAddr,
+        /// Who dialled.
+        direction: Direction,
+    },
+    /// A handshake failed; the link is being closed.
+    HandshakeFailed {
+        /// Which.
+        link: LinkId,
+        /// Why.
+        error: HandshakeError,
+    },
+    /// The guard list changed: persist [`Node::guards`].
+    GuardsChanged,
+    /// One of our circuits is built: every hop answered and the probe
+    /// `probe` crossed it and came back.
+    CircuitBuilt {
+        /// Which.
+        id: CircuitId,
+        /// Its relays, guard first.
+        hops: Vec<NodeId>,
+        /// From the start of the build to the probe's return.
+        build_ms: Millis,
+        /// The probe's nonce (the last hop reported it with
+        /// [`Event::ProbeAnswered`]).
+        probe: u64,
+    },
+    /// One of our circuits ended (or its build failed).
+    CircuitClosed {
+        /// Which.
+        id: CircuitId,
+        /// Its planned relays, guard first.
+        hops: Vec<NodeId>,
+        /// Whether it had been built.
+        built: bool,
+        /// Hops that had answered (equal to `hops.len()` once built).
+        reached: usize,
+        /// Why.
+        reason: CloseReason,
+    },
+    /// As a relay we answered a probe.
+    ProbeAnswered {
+        /// The probe's nonce.
+        nonce: u64,
+    },
+    /// Data arrived from the last hop of one of our circuits.
+    CircuitData {
+        /// Which.
+        id: CircuitId,
+        /// The bytes.
+        data: Vec<u8>,
+    },
+    /// As the last hop of a circuit, data arrived from its client.
+    RelayData {
+        /// Which.
+        circuit: RelayCircuitId,
+        /// The bytes.
+        data: Vec<u8>,
+    },
+}
+
+/// An authenticated peer, for `veil peers`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PeerInfo {
+    /// The peer's id.
+    pub node_id: NodeId,
+    /// The transport address of the link.
+    pub addr: SocketAddr,
+    /// Who dialled.
+    pub direction: Direction,
+    /// When the handshake completed.
+    pub since_ms: Millis,
+    /// Whether the peer relays.
+    pub relay: bool,
+}
+
+/// Counters, for status output and the simulator.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Stats {
+    /// Handshakes we initiated that completed.
+    pub handshakes_ok_outbound: u64,
+    /// Handshakes we answered that completed.
+    pub handshakes_ok_inbound: u64,
+    /// Handshakes that failed (either side), timeouts included.
+    pub handshakes_failed: u64,
+    /// Dials the driver reported as failed.
+    pub dials_failed: u64,
+    /// Links closed because the peer broke the protocol or a limit.
+    pub peers_penalised: u64,
+    /// Descriptors refused (bad signature, PoW, freshness).
+    pub descriptors_refused: u64,
+    /// Pushes and pull requests over the per-round limit, ignored.
+    pub over_limit_ignored: u64,
+    /// Rounds completed.
+    pub rounds: u64,
+    /// Rounds in which Brahms saw a push flood and kept its view.
+    pub floods_detected: u64,
+    /// Pull requests we sent.
+    pub pulls_sent: u64,
+    /// Pull-reply cells we accepted.
+    pub pull_replies: u64,
+    /// Pushes we sent.
+    pub pushes_sent: u64,
+    /// Circuits (ours and relayed).
+    pub circuits: CircuitStats,
+}

@@ -1,0 +1,479 @@
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::SocketAddr;
+
+use super::*;
+use crate::cell::CELL_SIZE;
+use crate::pow::PowParams;
+use ed25519_dalek::SigningKey;
+use x25519_dalek::StaticSecret;
+
+/// Hooks into the parts, for tests that plant state or drive one step.
+impl Node {
+    pub(super) fn link_to(&self, id: &NodeId) -> Option<LinkId> {
+        self.links.to_peer(id)
+    }
+
+    pub(super) fn has_link(&self, link: LinkId) -> bool {
+        self.links.contains(link)
+    }
+
+    pub(super) fn link_ids(&self) -> Vec<LinkId> {
+        self.links.ids()
+    }
+
+    pub(super) fn direction_of(&self, link: LinkId) -> Direction {
+        self.links.get(link).expect("a known link").direction
+    }
+
+    pub(super) fn guard_ids(&self) -> Vec<NodeId> {
+        self.circ.guard_ids()
+    }
+
+    pub(super) fn guard_unreachable(&self, id: NodeId) -> Option<bool> {
+        self.circ.guard_unreachable(id)
+    }
+
+    pub(super) fn relays_circuit(&self, k: u64) -> bool {
+        self.circ.relays_circuit(k)
+    }
+
+    /// A dial for our own circuits or an extend, as the circuit part asks.
+    pub(super) fn dial_expected(
+        &mut self,
+        now: Millis,
+        addr: SocketAddr,
+        id: NodeId,
+        own: bool,
+    ) -> bool {
+        self.clamp(now);
+        let (mut cx, p) = self.split();
+        let ok = p.dialer.dial_expected(&mut cx, &*p.links, addr, id, own);
+        self.settle();
+        ok
+    }
+
+    /// A gossip dial of `id`, as a round would make it.
+    pub(super) fn gossip_dial(&mut self, now: Millis, id: NodeId) -> bool {
+        self.clamp(now);
+        let guards = self.circ.guard_ids();
+        let (mut cx, p) = self.split();
+        let Some(d) = p.dir.verified(&mut cx, id) else {
+            return false;
+        };
+        let Some(addr) = d.address() else {
+            return false;
+        };
+        let ok = guards.is_empty() && p.dialer.dial_gossip(&mut cx, &*p.links, addr, id);
+        self.settle();
+        ok
+    }
+
+    pub(super) fn maintain_guards(&mut self, now: Millis) {
+        self.clamp(now);
+        circuit_parts!(self, cx, w, circ);
+        circ.maintain_guards(&mut cx, &mut w);
+        self.settle();
+    }
+
+    pub(super) fn on_extend(
+        &mut self,
+        now: Millis,
+        k: u64,
+        prev: LinkId,
+        descriptor: &[u8],
+        msg1: Vec<u8>,
+    ) {
+        self.clamp(now);
+        circuit_parts!(self, cx, w, circ);
+        circ.extend(&mut cx, &mut w, k, prev, descriptor, msg1);
+        self.settle();
+    }
+
+    pub(super) fn send_own(&mut self, k: u64, hop: usize, msg: &crate::circuit::CircuitMsg) {
+        self.send_own_as(k, hop, msg, crate::cell::command::RELAY);
+    }
+
+    pub(super) fn send_own_as(
+        &mut self,
+        k: u64,
+        hop: usize,
+        msg: &crate::circuit::CircuitMsg,
+        cmd: u8,
+    ) {
+        circuit_parts!(self, cx, w, circ);
+        circ.send_own_cell(&mut cx, &mut w, k, hop, msg, cmd);
+        self.settle();
+    }
+
+    /// As if a pull reply had carried a forgery `peer` vouched for.
+    pub(super) fn refuse_blaming(&mut self, peer: NodeId) {
+        let r = directory::Refusal { blame: Some(peer) };
+        self.route(output::Action::Refused(r));
+        self.settle();
+    }
+
+    /// Plants an authenticated inbound link to `peer`.
+    pub(super) fn plant_link(&mut self, now: Millis, link: LinkId, peer: NodeId) {
+        self.links.plant_up(link, peer, now);
+        self.out.open(link);
+    }
+
+    /// Plants a relayed circuit at its last hop (see
+    /// `Circuits::plant_last_hop`).
+    pub(super) fn plant_last_hop(&mut self, now: Millis, link: LinkId, cid: u32) -> u64 {
+        self.clamp(now);
+        let (cx, p) = self.split();
+        p.circ.plant_last_hop(&cx, link, cid)
+    }
+}
+
+pub(super) const T0: Millis = 1_800_000_000_000;
+
+pub(super) fn node(i: u8, bootstrap: Vec<SocketAddr>) -> Node {
+    let id = NodeIdentity::from_keys(
+        SigningKey::from_bytes(&[i; 32]),
+        StaticSecret::from([i ^ 0xaa; 32]),
+        PowParams::TESTNET,
+    );
+    let mut cfg = Config::testnet();
+    cfg.advertised_addr = Some(addr(i));
+    cfg.bootstrap = bootstrap;
+    Node::new(id, cfg.validate().unwrap(), [i; 32], T0)
+}
+
+pub(super) fn addr(i: u8) -> SocketAddr {
+    format!("127.{i}.0.1:7000").parse().unwrap()
+}
+
+/// A tiny in-test driver: instant delivery between nodes by address.
+/// What a tamper hook does with a cell (from, to, cell).
+pub(super) type Tamper = Box<dyn FnMut(usize, usize, &mut Cell) -> TamperAction>;
+
+/// A tamper hook's verdict.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum TamperAction {
+    Deliver,
+    Drop,
+    /// Deliver twice.
+    Replay,
+}
+
+pub(super) struct Net {
+    pub(super) nodes: Vec<Node>,
+    /// Nodes that crashed: dials to them fail, cells to them vanish.
+    pub(super) dead: BTreeSet<usize>,
+    pub(super) tamper: Option<Tamper>,
+    pub(super) events: Vec<(usize, Event)>,
+    /// (node index, link) -> (peer index, peer link)
+    pub(super) wires: BTreeMap<(usize, LinkId), (usize, LinkId)>,
+    /// Links whose sender's cells are held (a slow link): taken from
+    /// the node but neither delivered nor reported written until the
+    /// link is released.
+    pub(super) stalled: BTreeMap<(usize, LinkId), Vec<Cell>>,
+    next_link: u64,
+    bindings_differ: bool,
+}
+
+impl Net {
+    pub(super) fn pump(&mut self, now: Millis) {
+        loop {
+            let mut progressed = false;
+            for i in 0..self.nodes.len() {
+                while let Some(t) = self.nodes[i].poll_transmit() {
+                    progressed = true;
+                    if let Some(held) = self.stalled.get_mut(&(i, t.link)) {
+                        held.push(t.cell);
+                        continue;
+                    }
+                    self.nodes[i].handle_link_sent(now, t.link, 1);
+                    if let Some(&(j, pl)) = self.wires.get(&(i, t.link)) {
+                        if self.dead.contains(&j) || self.dead.contains(&i) {
+                            continue;
+                        }
+                        let mut cell = t.cell;
+                        let action = match self.tamper.as_mut() {
+                            Some(f) => f(i, j, &mut cell),
+                            None => TamperAction::Deliver,
+                        };
+                        let times = match action {
+                            TamperAction::Deliver => 1,
+                            TamperAction::Drop => 0,
+                            TamperAction::Replay => 2,
+                        };
+                        for _ in 0..times {
+                            self.nodes[j].handle_link_data(now, pl, cell.as_bytes());
+                        }
+                    }
+                }
+                while let Some(e) = self.nodes[i].poll_event() {
+                    progressed = true;
+                    match e {
+                        Event::Connect { addr: a, .. }
+                            if self.dead.contains(
+                                &(a.ip()
+                                    .to_string()
+                                    .split('.')
+                                    .nth(1)
+                                    .unwrap()
+                                    .parse::<usize>()
+                                    .unwrap()
+                                    - 1),
+                            ) =>
+                        {
+                            self.nodes[i].handle_connect_failed(now, a);
+                        }
+                        Event::Connect { addr: a, .. } => {
+                            let j = (a
+                                .ip()
+                                .to_string()
+                                .split('.')
+                                .nth(1)
+                                .unwrap()
+                                .parse::<usize>()
+                                .unwrap())
+                                - 1;
+                            let (la, lb) = (LinkId(self.next_link), LinkId(self.next_link + 1));
+                            self.next_link += 2;
+                            self.wires.insert((i, la), (j, lb));
+                            self.wires.insert((j, lb), (i, la));
+                            let b2 = if self.bindings_differ {
+                                [2; 32]
+                            } else {
+                                [1; 32]
+                            };
+                            self.nodes[i].handle_link_up(now, la, Direction::Outbound, a, [1; 32]);
+                            self.nodes[j].handle_link_up(
+                                now,
+                                lb,
+                                Direction::Inbound,
+                                addr(i as u8 + 1),
+                                b2,
+                            );
+                        }
+                        Event::Close { link } => {
+                            if let Some((j, pl)) = self.wires.remove(&(i, link)) {
+                                self.wires.remove(&(j, pl));
+                                self.nodes[j].handle_link_down(now, pl);
+                            }
+                        }
+                        other => self.events.push((i, other)),
+                    }
+                }
+            }
+            if !progressed {
+                break;
+            }
+        }
+    }
+
+    /// Releases a stalled link: its held cells are delivered in order
+    /// and reported written.
+    pub(super) fn release(&mut self, now: Millis, i: usize, link: LinkId) {
+        let Some(held) = self.stalled.remove(&(i, link)) else {
+            return;
+        };
+        let n = held.len();
+        if let Some(&(j, pl)) = self.wires.get(&(i, link)) {
+            for cell in held {
+                self.nodes[j].handle_link_data(now, pl, cell.as_bytes());
+            }
+        }
+        self.nodes[i].handle_link_sent(now, link, n);
+        self.pump(now);
+    }
+
+    pub(super) fn run(&mut self, until: Millis) {
+        self.run_from(T0, until);
+    }
+
+    pub(super) fn run_from(&mut self, from: Millis, until: Millis) {
+        let mut now = from;
+        while now < until {
+            for (i, n) in self.nodes.iter_mut().enumerate() {
+                if !self.dead.contains(&i) && n.poll_timeout().is_some_and(|t| t <= now) {
+                    n.handle_timeout(now);
+                }
+            }
+            self.pump(now);
+            now += 50;
+        }
+    }
+}
+
+pub(super) fn net(n: u8, bindings_differ: bool) -> Net {
+    let nodes = (1..=n).map(|i| node(i, vec![addr(1)])).collect();
+    Net {
+        nodes,
+        dead: BTreeSet::new(),
+        tamper: None,
+        events: Vec::new(),
+        wires: BTreeMap::new(),
+        stalled: BTreeMap::new(),
+        next_link: 1,
+        bindings_differ,
+    }
+}
+
+#[test]
+fn nodes_link_and_gossip() {
+    let mut net = net(12, false);
+    net.run(T0 + 30_000);
+    for n in &net.nodes {
+        assert!(!n.peers().is_empty(), "node has no peers");
+        assert!(n.known_count() >= 8, "node knows only {}", n.known_count());
+        assert!(n.stats().rounds > 10);
+        assert_eq!(n.stats().handshakes_failed, 0);
+        assert_eq!(n.stats().peers_penalised, 0);
+        assert!(!n.peers().iter().any(|p| p.node_id == n.node_id()));
+    }
+}
+
+#[test]
+fn spliced_links_never_come_up() {
+    let mut net = net(3, true);
+    net.run(T0 + 5_000);
+    for n in &net.nodes {
+        assert!(n.peers().is_empty());
+    }
+    assert!(net.nodes[1].stats().handshakes_failed > 0);
+}
+
+#[test]
+fn garbage_before_handshake_is_refused_and_node_keeps_serving() {
+    let mut a = node(1, vec![]);
+    a.handle_link_up(T0, LinkId(9), Direction::Inbound, addr(9), [0; 32]);
+    a.handle_link_data(T0, LinkId(9), &[0xff; CELL_SIZE]);
+    let mut closed = false;
+    while let Some(e) = a.poll_event() {
+        closed |= matches!(e, Event::Close { link: LinkId(9) });
+    }
+    assert!(closed);
+    assert_eq!(a.stats().handshakes_failed, 1);
+    // Still accepts new links.
+    a.handle_link_up(T0, LinkId(10), Direction::Inbound, addr(9), [0; 32]);
+    assert!(a.poll_event().is_none());
+}
+
+/// Node 1 receives `cells` padding cells at once from node 0 over an
+/// established link. Returns whether the link survived, and node 1's
+/// stats.
+fn padding_burst(cells: usize) -> (bool, Stats) {
+    let mut net = net(2, false);
+    for n in &mut net.nodes {
+        n.config.circuits.circuits_wanted = 0;
+    }
+    net.run(T0 + 3_000);
+    let id0 = net.nodes[0].node_id();
+    let l1 = net.nodes[1].link_to(&id0).expect("linked");
+    let padding = Cell::new(0, crate::cell::command::PADDING);
+    let mut burst = Vec::with_capacity(cells * CELL_SIZE);
+    for _ in 0..cells {
+        burst.extend_from_slice(padding.as_bytes());
+    }
+    net.nodes[1].handle_link_data(T0 + 3_000, l1, &burst);
+    (net.nodes[1].has_link(l1), net.nodes[1].stats().clone())
+}
+
+#[test]
+fn cell_floods_are_cut() {
+    // Valid cells on an authenticated link: within the burst (two
+    // seconds at max_cells_per_sec) the link stays; beyond it the rate
+    // limiter cuts the peer. Only the rate differs between the runs.
+    let burst = 2 * Config::testnet().max_cells_per_sec as usize;
+    let (alive, stats) = padding_burst(burst - 100);
+    assert!(alive, "cut within the allowed burst");
+    assert_eq!(stats.peers_penalised, 0);
+    let (alive, stats) = padding_burst(burst + 100);
+    assert!(!alive, "a flood beyond the burst was not cut");
+    assert_eq!(stats.peers_penalised, 1);
+    assert_eq!(
+        stats.handshakes_failed, 0,
+        "cut by the limiter, not the handshake"
+    );
+}
+
+#[test]
+fn a_clock_stepped_back_is_no_time_passing() {
+    // Node 0 starts a build at T; its cells are held, then delivered
+    // after the driver's wall clock jumped back 9 s. Every entry point
+    // clamps the time, so nothing underflows (a debug build would
+    // panic) and the build time is sane.
+    let mut net = net(8, false);
+    for n in &mut net.nodes {
+        n.config.circuits.circuits_wanted = 0;
+    }
+    net.run(T0 + 6_000);
+    let t = T0 + 6_000;
+    let links: Vec<LinkId> = net.nodes[0].link_ids().into_iter().collect();
+    for l in links {
+        net.stalled.insert((0, l), Vec::new());
+    }
+    net.nodes[0].config.circuits.circuits_wanted = 1;
+    net.nodes[0].handle_timeout(t + 1_000);
+    net.pump(t + 1_000);
+    let mut now = t - 9_000;
+    for key in net.stalled.keys().copied().collect::<Vec<_>>() {
+        net.release(now, key.0, key.1);
+    }
+    while now < t
+        && !net
+            .events
+            .iter()
+            .any(|(i, e)| *i == 0 && matches!(e, Event::CircuitBuilt { .. }))
+    {
+        net.pump(now);
+        now += 50;
+    }
+    let build_ms = net.events.iter().find_map(|(i, e)| match e {
+        Event::CircuitBuilt { build_ms, .. } if *i == 0 => Some(*build_ms),
+        _ => None,
+    });
+    assert_eq!(build_ms, Some(0), "built within the stepped-back period");
+    assert!(net.nodes[0].now_ms >= t + 1_000);
+}
+
+#[test]
+fn gossiped_address_gets_one_attempt_per_backoff() {
+    // Node 1 learns node 5's descriptor (claiming some address) only by
+    // gossip; whatever the rounds ask, it dials that address at most
+    // once per backoff period and sends it nothing but a handshake.
+    let mut a = node(1, vec![]);
+    let victim = node(5, vec![]);
+    let now = T0 + 100;
+    a.dir
+        .offer(now, victim.descriptor().admitted(), None, false);
+    let target = victim.node_id();
+    let mut connects = 0;
+    for step in 0..20u64 {
+        let t = now + step * 100;
+        if a.gossip_dial(t, target) {
+            // The dial is pending until the driver reports.
+        }
+        while let Some(e) = a.poll_event() {
+            if let Event::Connect { addr: at, expected } = e {
+                assert_eq!(at, addr(5));
+                assert_eq!(expected, Some(target));
+                connects += 1;
+                a.handle_connect_failed(t, at);
+            }
+        }
+    }
+    assert_eq!(connects, 1, "2 s of tries, one attempt per 5 s backoff");
+    assert!(
+        a.poll_transmit().is_none(),
+        "nothing sent to an unreached address"
+    );
+}
+
+#[test]
+fn same_inputs_same_outputs() {
+    let run = || {
+        let mut net = net(8, false);
+        net.run(T0 + 10_000);
+        net.nodes
+            .iter()
+            .map(|n| (n.sample(), n.stats().clone()))
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(run(), run());
+}
