@@ -14,7 +14,7 @@ use clap::{Parser, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
 use serde::de::DeserializeOwned;
 use veil_daemon::api::{
-    CircuitEntry, Command, FindHit, IdInfo, LibraryEntry, LinkDirection, PeerEntry, Progress,
+    CircuitEntry, Command, Direction, FindHit, IdInfo, LibraryEntry, PeerEntry, Progress,
     ShareReport, StatusInfo, UnshareReport,
 };
 use veil_daemon::client;
@@ -238,8 +238,8 @@ fn run(cli: Cli, out: Output) -> anyhow::Result<ExitCode> {
                 );
                 for p in peers {
                     let dir = match p.direction {
-                        LinkDirection::Outbound => "outbound",
-                        LinkDirection::Inbound => "inbound",
+                        Direction::Outbound => "outbound",
+                        Direction::Inbound => "inbound",
                     };
                     println!(
                         "{:<64}  {:<21}  {:>7}s  {dir}",

@@ -37,9 +37,10 @@
 //! task is aborted).
 
 use std::collections::HashMap;
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
+use veil_core::node::{network_of, source_of};
 
 /// Admission limits for inbound connections (the config file's `[links]`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -182,34 +183,6 @@ fn release(counts: &mut HashMap<IpAddr, usize>, key: IpAddr) {
         *n = n.saturating_sub(1);
         if *n == 0 {
             counts.remove(&key);
-        }
-    }
-}
-
-/// The source a remote address is counted under.
-fn source_of(ip: IpAddr) -> IpAddr {
-    match ip {
-        IpAddr::V4(_) => ip,
-        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
-            Some(v4) => IpAddr::V4(v4),
-            None => {
-                let s = v6.segments();
-                IpAddr::V6(Ipv6Addr::new(s[0], s[1], s[2], s[3], 0, 0, 0, 0))
-            }
-        },
-    }
-}
-
-/// The network a source is counted under: its IPv4 /24 or IPv6 /48.
-fn network_of(source: IpAddr) -> IpAddr {
-    match source {
-        IpAddr::V4(v4) => {
-            let [a, b, c, _] = v4.octets();
-            IpAddr::V4(Ipv4Addr::new(a, b, c, 0))
-        }
-        IpAddr::V6(v6) => {
-            let s = v6.segments();
-            IpAddr::V6(Ipv6Addr::new(s[0], s[1], s[2], 0, 0, 0, 0, 0))
         }
     }
 }

@@ -13,6 +13,9 @@
 
 use serde::{Deserialize, Serialize};
 
+/// Core's own state types, serialised as they are (no parallel copies).
+pub use veil_core::node::{CircuitState, Direction};
+
 /// Largest request line the daemon reads.
 pub const MAX_REQUEST_BYTES: usize = 64 * 1024;
 
@@ -166,29 +169,6 @@ pub struct CircuitEntry {
     pub build_ms: Option<u64>,
 }
 
-/// Where a circuit is in its life.
-#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
-#[serde(rename_all = "snake_case")]
-pub enum CircuitState {
-    /// Hop handshakes or the end-to-end probe are under way.
-    Building,
-    /// Every hop answered and a probe crossed the whole circuit.
-    Built,
-    /// Rotated out: no new use; torn down shortly.
-    Closing,
-}
-
-impl CircuitState {
-    /// `building`, `built` or `closing`, as in JSON.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            CircuitState::Building => "building",
-            CircuitState::Built => "built",
-            CircuitState::Closing => "closing",
-        }
-    }
-}
-
 /// One authenticated peer.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct PeerEntry {
@@ -199,19 +179,9 @@ pub struct PeerEntry {
     /// Seconds since the link's handshake completed.
     pub age_s: u64,
     /// Who opened the link.
-    pub direction: LinkDirection,
+    pub direction: Direction,
     /// Whether the peer relays for others.
     pub relay: bool,
-}
-
-/// Who opened a link.
-#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
-#[serde(rename_all = "snake_case")]
-pub enum LinkDirection {
-    /// We dialled the peer.
-    Outbound,
-    /// The peer dialled us.
-    Inbound,
 }
 
 /// Public identities of the node.

@@ -20,11 +20,11 @@ use tokio::sync::{Semaphore, mpsc};
 use veil_core::identity::{NodeIdentity, Pseudonym};
 use veil_core::pow::PowParams;
 
-use veil_core::node::{self, Direction};
+use veil_core::node::CircuitState;
 
 use crate::api::{
-    ApiError, CircuitEntry, CircuitState, Command, ErrorKind, FindHit, IdInfo, LinkDirection,
-    MAX_REQUEST_BYTES, PeerEntry, Reply, Request, StatusInfo, UnshareReport,
+    ApiError, CircuitEntry, Command, ErrorKind, FindHit, IdInfo, MAX_REQUEST_BYTES, PeerEntry,
+    Reply, Request, StatusInfo, UnshareReport,
 };
 use crate::config::{DEFAULT_CONTROL_CONNECTIONS, DEFAULT_CONTROL_TIMEOUT};
 use crate::datadir::DataDir;
@@ -285,8 +285,8 @@ fn execute(
                         "no address to advertise (listening on an unspecified address)".into()
                     }))
                 },
-                circuits_built: count(node::CircuitState::Built),
-                circuits_building: count(node::CircuitState::Building),
+                circuits_built: count(CircuitState::Built),
+                circuits_building: count(CircuitState::Building),
                 relay_circuits: net.relay_circuits,
                 guards: net.guards.iter().map(|g| g.to_string()).collect(),
             })
@@ -341,10 +341,7 @@ fn execute(
                     node_id: p.node_id.to_string(),
                     address: p.addr.to_string(),
                     age_s: now.saturating_sub(p.since_ms) / 1000,
-                    direction: match p.direction {
-                        Direction::Outbound => LinkDirection::Outbound,
-                        Direction::Inbound => LinkDirection::Inbound,
-                    },
+                    direction: p.direction,
                     relay: p.relay,
                 })
                 .collect();
@@ -360,11 +357,7 @@ fn execute(
                 .into_iter()
                 .map(|c| CircuitEntry {
                     id: c.id.0,
-                    state: match c.state {
-                        node::CircuitState::Building => CircuitState::Building,
-                        node::CircuitState::Built => CircuitState::Built,
-                        node::CircuitState::Closing => CircuitState::Closing,
-                    },
+                    state: c.state,
                     hops: c
                         .hops
                         .iter()

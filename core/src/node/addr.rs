@@ -1,6 +1,7 @@
-//! Address scopes: which addresses a node may dial at all.
+//! Addresses: which a node may dial at all ([`AddrScope`]), and which count
+//! as one source for admission ([`source_of`], [`network_of`]).
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
 /// What kind of network an address is on, for [`super::dialer::dialable`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -83,4 +84,40 @@ impl AddrScope {
             }
         }
     }
+}
+
+/// The source a remote address is counted under for admission: an IPv4
+/// address, or an IPv6 /64 (IPv4-mapped IPv6 counts as IPv4). The daemon's
+/// QUIC admission and the node's handshake admission use the same rule.
+pub fn source_of(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V4(_) => ip,
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => {
+                let s = v6.segments();
+                IpAddr::V6(Ipv6Addr::new(s[0], s[1], s[2], s[3], 0, 0, 0, 0))
+            }
+        },
+    }
+}
+
+/// The network a source is counted under: its IPv4 /24 or IPv6 /48.
+pub fn network_of(source: IpAddr) -> IpAddr {
+    match source {
+        IpAddr::V4(v4) => {
+            let [a, b, c, _] = v4.octets();
+            IpAddr::V4(Ipv4Addr::new(a, b, c, 0))
+        }
+        IpAddr::V6(v6) => {
+            let s = v6.segments();
+            IpAddr::V6(Ipv6Addr::new(s[0], s[1], s[2], 0, 0, 0, 0, 0))
+        }
+    }
+}
+
+/// Whether two addresses count as one source network for admission: the
+/// same IPv4 /24 or IPv6 /48.
+pub(super) fn same_source(a: IpAddr, b: IpAddr) -> bool {
+    network_of(source_of(a)) == network_of(source_of(b))
 }

@@ -15,6 +15,7 @@ use std::net::{IpAddr, SocketAddr};
 
 use rand_core::RngCore;
 
+use super::addr::same_source;
 use super::outbox::Outbox;
 use super::output::Ctx;
 use super::timers::Timer;
@@ -519,19 +520,5 @@ impl TokenBucket {
         } else {
             false
         }
-    }
-}
-
-/// Whether two addresses count as one source for admission: the same IPv4
-/// /24 or IPv6 /48 (IPv4-mapped IPv6 counts as IPv4).
-pub(super) fn same_source(a: IpAddr, b: IpAddr) -> bool {
-    let canon = |ip: IpAddr| match ip {
-        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
-        v4 => v4,
-    };
-    match (canon(a), canon(b)) {
-        (IpAddr::V4(a), IpAddr::V4(b)) => a.octets()[..3] == b.octets()[..3],
-        (IpAddr::V6(a), IpAddr::V6(b)) => a.segments()[..3] == b.segments()[..3],
-        _ => false,
     }
 }

@@ -57,6 +57,7 @@ mod outbox;
 mod output;
 mod timers;
 
+pub use addr::{network_of, source_of};
 pub use api::{Direction, Event, LinkId, Millis, PeerInfo, Stats, Transmit};
 pub use circuits::{
     CircuitId, CircuitInfo, CircuitState, CircuitStats, CloseReason, GuardRecord, Observation,

@@ -14,8 +14,11 @@ pub struct CircuitId(pub u64);
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct RelayCircuitId(pub u64);
 
-/// Where one of our circuits is in its life.
+/// Where one of our circuits is in its life (serialised as `building`,
+/// `built`, `closing`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+#[cfg_attr(feature = "serde", serde(rename_all = "snake_case"))]
 pub enum CircuitState {
     /// Handshakes or the end-to-end probe are under way.
     Building,
