@@ -303,3 +303,13 @@ pub(super) fn dialable(config: &super::Config, addr: SocketAddr) -> bool {
 fn extend_dialable(config: &super::Config, addr: SocketAddr) -> bool {
     dialable(config, addr) && config.advertised_addr.map(|a| a.ip()) != Some(addr.ip())
 }
+
+#[cfg(test)]
+impl Dialer {
+    pub(super) fn dial_addrs(&self) -> Vec<SocketAddr> {
+        self.dials.keys().copied().collect()
+    }
+    pub(super) fn handshaking_links(&self) -> Vec<LinkId> {
+        self.handshaking.keys().copied().collect()
+    }
+}

@@ -348,3 +348,10 @@ fn pull_answer(
     }
     answer
 }
+
+#[cfg(test)]
+impl Gossip {
+    pub(super) fn per_link_ids(&self) -> Vec<LinkId> {
+        self.per_link.keys().copied().collect()
+    }
+}

@@ -425,8 +425,10 @@ impl Links {
             })
             .map(|(id, _, _)| id)
             .collect();
+        // Authenticated links only: links still in their handshake are
+        // bounded by admission, and must not make us close honest ones.
         let target = cx.config.max_links * 3 / 4;
-        let left = self.links.len() - stale.len();
+        let left = self.up().count() - stale.len();
         if left <= target {
             return stale;
         }

@@ -419,6 +419,8 @@ impl Node {
         if self.timers.due(Timer::Round, now) {
             self.timers.set(Timer::Round, now + self.config.round_ms);
             self.run_round();
+            // Links the round found dead go before circuits use them.
+            self.settle();
         }
         if self.timers.due(Timer::CircuitTick, now) {
             circuit_parts!(self, cx, w, circ);
@@ -695,12 +697,16 @@ impl Node {
                 // samples.
                 self.stats.descriptors_refused += 1;
                 if let Some(peer) = r.blame {
+                    // Dropped as guard first, so that cutting its link
+                    // retries nothing through it.
+                    {
+                        circuit_parts!(self, cx, w, circ);
+                        circ.drop_liar(&mut cx, &mut w, peer);
+                    }
+                    self.gossip.forget(peer);
                     if let Some(link) = self.links.to_peer(&peer) {
                         self.cut(link, Fault::Misbehaved(Offence::VouchedForgery));
                     }
-                    let (mut cx, p) = self.split();
-                    p.circ.drop_liar(&mut cx, peer);
-                    p.gossip.forget(peer);
                 }
             }
         }

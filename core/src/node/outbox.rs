@@ -241,6 +241,13 @@ impl Outbox {
 }
 
 #[cfg(test)]
+impl Outbox {
+    pub(super) fn link_ids(&self) -> Vec<LinkId> {
+        self.links.keys().copied().collect()
+    }
+}
+
+#[cfg(test)]
 mod tests {
     use super::*;
     use crate::cell::CELL_BODY_BYTES;

@@ -477,3 +477,148 @@ fn same_inputs_same_outputs() {
     };
     assert_eq!(run(), run());
 }
+
+// ---- invariants under churn and hostile input -------------------------
+
+fn check_invariants(n: &Node, tag: &str) {
+    let links: BTreeSet<LinkId> = n.links.ids().into_iter().collect();
+    for (t, _) in n.timers.all() {
+        match t {
+            timers::Timer::Handshake(l) => assert!(
+                n.links.get(l).is_some_and(|x| x.is_handshaking()),
+                "{tag}: handshake timer for {l:?} which is not handshaking"
+            ),
+            timers::Timer::Dial(a) => assert!(
+                n.dialer.dial_addrs().contains(&a),
+                "{tag}: dial timer for {a} with no dial"
+            ),
+            _ => {}
+        }
+    }
+    for a in n.dialer.dial_addrs() {
+        assert!(
+            n.timers.get(timers::Timer::Dial(a)).is_some(),
+            "{tag}: dial {a} without a timer"
+        );
+    }
+    for l in &links {
+        if n.links.get(*l).unwrap().is_handshaking() {
+            assert!(
+                n.timers.get(timers::Timer::Handshake(*l)).is_some(),
+                "{tag}: handshake {l:?} without timer"
+            );
+        }
+    }
+    for l in n.dialer.handshaking_links() {
+        assert!(
+            links.contains(&l),
+            "{tag}: dialer remembers gone link {l:?}"
+        );
+    }
+    for l in n.circ.on_link_ids() {
+        assert!(
+            links.contains(&l),
+            "{tag}: circuit table for gone link {l:?}"
+        );
+    }
+    for l in n.gossip.per_link_ids() {
+        assert!(
+            links.contains(&l),
+            "{tag}: gossip state for gone link {l:?}"
+        );
+    }
+    let ob: BTreeSet<LinkId> = n.out.outbox().link_ids().into_iter().collect();
+    assert_eq!(ob, links, "{tag}: outbox queues vs links");
+    assert!(
+        n.circ.stale_ids().is_empty(),
+        "{tag}: stale circuit ids {:?}",
+        n.circ.stale_ids()
+    );
+}
+
+#[test]
+fn churn_keeps_every_table_consistent() {
+    let mut net = net(8, false);
+    net.run(T0 + 8_000);
+    let mut seed: u64 = 0x1234_5678;
+    let mut rnd = move || {
+        seed = seed
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        seed >> 33
+    };
+    let mut now = T0 + 8_000;
+    let mut hostile_link = 50_000_000u64;
+    for step in 0..3000 {
+        let pick = rnd() % 10;
+        let i = (rnd() % net.nodes.len() as u64) as usize;
+        match pick {
+            0 => {
+                // A hostile dialler opens a link and maybe sends junk.
+                let from: SocketAddr = format!("127.200.{}.{}:9", rnd() % 4, rnd() % 250 + 1)
+                    .parse()
+                    .unwrap();
+                let l = LinkId(hostile_link);
+                hostile_link += 1;
+                net.nodes[i].handle_link_up(now, l, Direction::Inbound, from, [1; 32]);
+                if rnd() % 2 == 0 {
+                    let mut c = Cell::new(0, crate::cell::command::PADDING);
+                    c.body_mut()[0] = rnd() as u8;
+                    net.nodes[i].handle_link_data(now, l, c.as_bytes());
+                }
+            }
+            1 | 2 => {
+                // A real link drops (both ends hear of it).
+                let wires: Vec<_> = net.wires.keys().copied().collect();
+                if !wires.is_empty() {
+                    let (a, la) = wires[(rnd() % wires.len() as u64) as usize];
+                    if let Some((b, lb)) = net.wires.remove(&(a, la)) {
+                        net.wires.remove(&(b, lb));
+                        net.nodes[a].handle_link_down(now, la);
+                        net.nodes[b].handle_link_down(now, lb);
+                    }
+                }
+            }
+            3 | 4 => {
+                // A hostile peer on a real link sends a random circuit cell.
+                let wires: Vec<_> = net.wires.keys().copied().collect();
+                if !wires.is_empty() {
+                    let (a, la) = wires[(rnd() % wires.len() as u64) as usize];
+                    let cmds = [
+                        crate::cell::command::CREATE,
+                        crate::cell::command::CREATED,
+                        crate::cell::command::RELAY,
+                        crate::cell::command::RELAY_EARLY,
+                        crate::cell::command::DESTROY,
+                        0x7f,
+                    ];
+                    let cmd = cmds[(rnd() % cmds.len() as u64) as usize];
+                    let cid = (rnd() as u32) | 1;
+                    let c = Cell::new(cid, cmd);
+                    net.nodes[a].handle_link_data(now, la, c.as_bytes());
+                }
+            }
+            5 => {
+                let a: SocketAddr = format!("127.{}.0.1:7000", rnd() % 9 + 1).parse().unwrap();
+                net.nodes[i].handle_connect_failed(now, a);
+            }
+            _ => {
+                now += rnd() % 3_000;
+                for n in net.nodes.iter_mut() {
+                    if n.poll_timeout().is_some_and(|t| t <= now) {
+                        n.handle_timeout(now);
+                        let next = n.poll_timeout().unwrap();
+                        assert!(
+                            next > now,
+                            "step {step}: poll_timeout {next} not after now {now}"
+                        );
+                    }
+                }
+            }
+        }
+        net.pump(now);
+        for (k, n) in net.nodes.iter().enumerate() {
+            check_invariants(n, &format!("step {step} node {k}"));
+        }
+    }
+}

@@ -71,6 +71,13 @@ impl TimerTable {
 }
 
 #[cfg(test)]
+impl TimerTable {
+    pub(super) fn all(&self) -> Vec<(Timer, Millis)> {
+        self.at.iter().map(|(t, a)| (*t, *a)).collect()
+    }
+}
+
+#[cfg(test)]
 mod tests {
     use super::*;
 

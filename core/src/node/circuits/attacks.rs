@@ -600,3 +600,46 @@ fn extends_never_starve_our_own_dials() {
         assert!(net.nodes[r].dial_expected(now, addr, g, true));
     }
 }
+
+#[test]
+fn a_liar_guard_is_not_redialled_for_circuits_in_flight() {
+    let mut net = quiet_net(10);
+    net.run(T0 + 10_000);
+    let g = net.nodes[0].guard_ids()[0];
+    let gl = net.nodes[0].link_to(&g).expect("linked to guard");
+    // CREATEs to the guard are held: a build is in flight at hop 0.
+    net.stalled.insert((0, gl), Vec::new());
+    net.nodes[0].config.circuits.circuits_wanted = 3;
+    let now = T0 + 11_000;
+    net.nodes[0].handle_timeout(now);
+    net.pump(now);
+    let building: Vec<_> = net.nodes[0]
+        .circuits()
+        .into_iter()
+        .filter(|c| c.state == CircuitState::Building && c.hops[0] == g)
+        .collect();
+    assert!(!building.is_empty(), "no build in flight through the guard");
+    net.events.clear();
+    // The guard vouched for a forgery.
+    net.nodes[0].refuse_blaming(g);
+    let mut redial = false;
+    while let Some(e) = net.nodes[0].poll_event() {
+        if let Event::Connect {
+            expected: Some(id), ..
+        } = e
+        {
+            redial |= id == g;
+        }
+    }
+    assert!(!net.nodes[0].guard_ids().contains(&g), "still a guard");
+    let still: Vec<_> = net.nodes[0]
+        .circuits()
+        .into_iter()
+        .filter(|c| c.hops[0] == g)
+        .collect();
+    assert!(
+        !redial && still.is_empty(),
+        "after cutting the liar, node 0 redials it ({redial}) and keeps {} builds through it",
+        still.len()
+    );
+}

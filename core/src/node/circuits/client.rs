@@ -11,6 +11,7 @@ use super::{
 use crate::cell::{Cell, command};
 use crate::circuit::{CircuitMsg, ClientHopHandshake, MAX_DATA_BYTES};
 use crate::descriptor::Descriptor;
+use crate::identity::NodeId;
 use crate::node::output::Ctx;
 use crate::node::{Event, LinkId};
 use crate::onion::OnionClient;
@@ -125,6 +126,15 @@ impl Circuits {
         Ok(())
     }
 
+    /// Our circuits whose path includes `peer`.
+    pub(super) fn own_through(&self, peer: NodeId) -> Vec<u64> {
+        self.own
+            .iter()
+            .filter(|(_, c)| c.path.iter().any(|h| h.id == peer))
+            .map(|(k, _)| *k)
+            .collect()
+    }
+
     /// Deadlines of our circuits: builds, probes, rotation.
     pub(super) fn tick_own(&mut self, cx: &mut Ctx<'_>, w: &mut World<'_>) {
         let now = cx.now;
@@ -200,7 +210,9 @@ impl Circuits {
         let Some(c) = self.own.get_mut(&k) else {
             return false;
         };
-        if c.retried || c.onion.hop_count() != 0 {
+        // Only once, only before the guard answered, and only through a
+        // node that is still our guard.
+        if c.retried || c.onion.hop_count() != 0 || !self.guards.ids().contains(&c.path[0].id) {
             return false;
         }
         c.retried = true;

@@ -200,6 +200,9 @@ impl Circuits {
             // A cell for a circuit we already tore down (it crossed our
             // DESTROY), or a CREATED we never asked for: drop it.
             (command::DESTROY | command::CREATED | command::RELAY | command::RELAY_EARLY, _) => {}
+            // A link-level command on a circuit id is malformed; a command
+            // we do not know is from a version we do not speak.
+            (c, _) if c <= command::PULL_REPLY => cx.cut(link, malformed),
             _ => cx.cut(link, Fault::Incompatible),
         }
     }
@@ -328,8 +331,14 @@ impl Circuits {
 
     /// `peer` vouched for a forged descriptor: it is no longer our guard
     /// or vanguard.
-    pub(super) fn drop_liar(&mut self, cx: &mut Ctx<'_>, peer: NodeId) {
+    /// Our circuits through it (even those still building) close without
+    /// a retry: nothing more goes through a node we just condemned.
+    pub(super) fn drop_liar(&mut self, cx: &mut Ctx<'_>, w: &mut World<'_>, peer: NodeId) {
         self.guards.drop_liar(cx, peer);
+        let through: Vec<u64> = self.own_through(peer);
+        for k in through {
+            self.close_own(cx, w, k, CloseReason::Protocol, true);
+        }
     }
 
     /// Guard ids, in order.
@@ -426,6 +435,25 @@ impl Circuits {
 /// Hooks for tests that drive a part directly.
 #[cfg(test)]
 impl Circuits {
+    pub(in crate::node) fn on_link_ids(&self) -> Vec<LinkId> {
+        self.on_link.keys().copied().collect()
+    }
+    /// (link, cid) entries whose circuit no longer exists.
+    pub(in crate::node) fn stale_ids(&self) -> Vec<(LinkId, u32)> {
+        let mut out = Vec::new();
+        for (l, t) in &self.on_link {
+            for (cid, r) in &t.ids {
+                let ok = match r {
+                    CircRef::Own(k) => self.own.contains_key(k),
+                    CircRef::Prev(k) | CircRef::Next(k) => self.relays.contains_key(k),
+                };
+                if !ok {
+                    out.push((*l, *cid));
+                }
+            }
+        }
+        out
+    }
     pub(in crate::node) fn guard_unreachable(&self, id: NodeId) -> Option<bool> {
         self.guards.is_unreachable(id)
     }

@@ -504,3 +504,26 @@ fn rotation_destroys_the_old_circuit_at_every_relay() {
         "{relayed} relayed entries for {live} circuits"
     );
 }
+
+#[test]
+fn nothing_after_a_cut_in_one_read() {
+    let mut net = net(2, false);
+    for n in &mut net.nodes {
+        n.config.circuits.circuits_wanted = 0;
+    }
+    let (l0, l1) = link_between(&mut net);
+    let bit = own_side_bit(net.nodes[0].direction_of(l0));
+    let mut chunk = Vec::new();
+    chunk.extend_from_slice(create_cell(&net.nodes[1], bit | 100, 1).as_bytes());
+    chunk.extend_from_slice(create_cell(&net.nodes[1], bit | 100, 2).as_bytes());
+    chunk.extend_from_slice(create_cell(&net.nodes[1], bit | 101, 3).as_bytes());
+    let before = net.nodes[1].stats().circuits.relay_created;
+    net.nodes[1].handle_link_data(T0 + 3_000, l1, &chunk);
+    assert!(!net.nodes[1].has_link(l1));
+    assert_eq!(net.nodes[1].relay_circuit_count(), 0);
+    assert_eq!(
+        net.nodes[1].stats().circuits.relay_created,
+        before + 1,
+        "a CREATE after the cut was served"
+    );
+}
