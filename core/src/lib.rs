@@ -18,4 +18,6 @@ pub mod path;
 pub mod pow;
 pub mod record;
 pub mod sampling;
+#[cfg(any(test, feature = "testing"))]
+pub mod testing;
 pub mod wire;

@@ -1,6 +1,7 @@
 //! `veil-sim`: many veil nodes, the same protocol code as `veild`, in
 //! virtual time. Prints the seed on stderr; the same seed replays the same
-//! run (identical JSON apart from `wall_ms`).
+//! run (identical JSON apart from `wall_ms`). Debug output goes to stderr
+//! through `tracing`, filtered by `RUST_LOG` (e.g. `RUST_LOG=veil_sim=debug`).
 
 #![recursion_limit = "256"]
 
@@ -70,6 +71,11 @@ enum Cmd {
 }
 
 fn main() -> anyhow::Result<()> {
+    // Debug output of the harness (`RUST_LOG=veil_sim=debug`) on stderr.
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_writer(std::io::stderr)
+        .init();
     let cli = Cli::parse();
     match cli.command {
         Cmd::Run {

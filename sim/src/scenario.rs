@@ -1,0 +1,121 @@
+//! What a run is asked to do: the scenario, and where nodes live.
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+
+use veil_core::node::Millis;
+
+/// Virtual time at which every run starts (a fixed Unix-millisecond epoch,
+/// so descriptors carry plausible timestamps).
+pub const EPOCH_MS: Millis = 1_800_000_000_000;
+
+/// What a run is asked to do.
+#[derive(Debug, Clone)]
+pub struct Scenario {
+    /// Nodes in all, attackers included.
+    pub nodes: usize,
+    /// The seed everything derives from.
+    pub seed: u64,
+    /// Fraction of nodes that are flooders.
+    pub flooders: f64,
+    /// Virtual duration.
+    pub duration_ms: Millis,
+    /// Nodes in the seed list every node bootstraps from.
+    pub seed_nodes: usize,
+    /// Nodes join over this window (0: all at once).
+    pub join_window_ms: Millis,
+    /// One-way latency range (ms) between nodes.
+    pub latency_ms: (u64, u64),
+    /// Uplink bandwidth range, bytes per millisecond (1000 = 1 MB/s).
+    pub uplink_bytes_per_ms: (u64, u64),
+    /// Hops per circuit.
+    pub hops: usize,
+    /// Built circuits each node keeps (0: no circuits).
+    pub circuits_per_node: usize,
+    /// Fraction of nodes that collude (passive: they relay honestly and
+    /// pool what they see). Chosen by the harness among all nodes.
+    pub colluders: f64,
+    /// Fraction of nodes that run client-only.
+    pub client_only: f64,
+    /// Nodes start building circuits at this virtual offset.
+    pub circuits_start_ms: Millis,
+    /// Only relays known this long become guards.
+    pub guard_min_age_ms: Millis,
+    /// A circuit build that has not finished after this fails.
+    pub build_timeout_ms: Millis,
+    /// Record what relays see in clear (observer checks).
+    pub observe: bool,
+    /// Fraction of nodes that turn bad at `tamper_from_ms`: from then on
+    /// they mangle every relay cell they send, as `tamper` says.
+    pub tamperers: f64,
+    /// What tamperers do.
+    pub tamper: Tamper,
+    /// When tamperers start (virtual offset); at that moment every node
+    /// also sends one data cell and a probe over each built circuit.
+    pub tamper_from_ms: Millis,
+    /// Fraction of nodes (never seeds) that crash at `crash_at_ms`.
+    pub crash_fraction: f64,
+    /// When they crash (virtual offset): by default just after builds
+    /// start, so that many builds are under way through them.
+    pub crash_at_ms: Millis,
+    /// Fraction of nodes (never seeds) that forge: they answer pull
+    /// requests with badly signed descriptors carrying honest relays' keys
+    /// and proof of work. Drawn after every other role, so adding forgers
+    /// changes no other role.
+    pub forgers: f64,
+    /// Share of honest relays the forgers target (drawn by the harness);
+    /// the rest are a control group.
+    pub forge_target_share: f64,
+    /// Every relay records what it sees, and the harness measures how well
+    /// relays guess their position on the circuits they relay.
+    pub position_guess: bool,
+}
+
+/// What a tampering relay does to the relay cells it sends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Tamper {
+    /// Flip one bit of each.
+    Corrupt,
+    /// Drop each.
+    Drop,
+    /// Send each twice.
+    Replay,
+}
+
+impl Scenario {
+    /// Defaults for a sampling run.
+    pub fn new(nodes: usize, seed: u64) -> Scenario {
+        Scenario {
+            nodes,
+            seed,
+            flooders: 0.0,
+            duration_ms: 60_000,
+            seed_nodes: 4,
+            join_window_ms: 10_000,
+            latency_ms: (5, 150),
+            uplink_bytes_per_ms: (1_000, 12_500),
+            hops: 3,
+            circuits_per_node: 2,
+            colluders: 0.0,
+            client_only: 0.0,
+            circuits_start_ms: 12_000,
+            guard_min_age_ms: 5_000,
+            build_timeout_ms: 10_000,
+            observe: false,
+            tamperers: 0.0,
+            tamper: Tamper::Corrupt,
+            tamper_from_ms: 22_000,
+            crash_fraction: 0.0,
+            crash_at_ms: 12_300,
+            forgers: 0.0,
+            forge_target_share: 0.25,
+            position_guess: true,
+        }
+    }
+}
+
+/// The address of node `i`: each node in its own /16, as local tests do.
+pub fn node_addr(i: usize) -> SocketAddr {
+    let a = 11 + (i / 256) as u8;
+    let b = (i % 256) as u8;
+    SocketAddr::new(IpAddr::V4(Ipv4Addr::new(a, b, 0, 1)), 7171)
+}
