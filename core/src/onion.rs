@@ -487,19 +487,19 @@ mod tests {
         s
     }
 
-    struct Net {
+    struct Chain {
         client: OnionClient,
         relays: Vec<RelayCrypto>,
     }
 
-    fn net(n: usize) -> Net {
+    fn chain(n: usize) -> Chain {
         let mut client = OnionClient::new();
         let mut relays = Vec::new();
         for i in 0..n {
             assert_eq!(client.add_hop(HopKeys::derive(&secret(i))).unwrap(), i);
             relays.push(RelayCrypto::new(HopKeys::derive(&secret(i)), i == n - 1));
         }
-        Net { client, relays }
+        Chain { client, relays }
     }
 
     /// Walks a forward body down the circuit. Returns the first hop whose
@@ -559,7 +559,7 @@ mod tests {
     #[test]
     fn forward_recognised_only_by_addressed_hop() {
         for n in 1..=4 {
-            let mut net = net(n);
+            let mut net = chain(n);
             for round in 0..3 {
                 for k in 0..n {
                     let p = payload(round * 10 + k, 100 + k);
@@ -576,7 +576,7 @@ mod tests {
     #[test]
     fn backward_attributed_to_origin() {
         for n in 1..=4 {
-            let mut net = net(n);
+            let mut net = chain(n);
             for round in 0..3 {
                 for k in (0..n).rev() {
                     let p = payload(round * 10 + k, 50 * k);
@@ -589,7 +589,7 @@ mod tests {
 
     #[test]
     fn long_mixed_sequence_stays_in_sync() {
-        let mut net = net(4);
+        let mut net = chain(4);
         for i in 0..300usize {
             let k = (i * 7 + i / 5) % 4;
             let len = [0, 1, 17, MAX_RELAY_PAYLOAD][i % 4];
@@ -616,7 +616,7 @@ mod tests {
         for n in 1..=4 {
             for k in 0..n {
                 for (i, pos) in flip_positions().into_iter().enumerate() {
-                    let mut net = net(n);
+                    let mut net = chain(n);
                     let mut body = net.client.seal_forward(k, b"hello").unwrap();
                     body[pos] ^= 1 << (i % 8);
                     let (at, out, _) = deliver(&mut net.relays, &mut body[..]);
@@ -636,7 +636,7 @@ mod tests {
             for k in 1..n {
                 for j in 0..k {
                     for pos in [0, 1000, INNER_BYTES + 3] {
-                        let mut net = net(n);
+                        let mut net = chain(n);
                         let mut body = net.client.seal_forward(k, b"hello").unwrap();
                         for r in &mut net.relays[..=j] {
                             assert_eq!(
@@ -658,7 +658,7 @@ mod tests {
         for n in 1..=4 {
             for k in 0..n {
                 for (i, pos) in flip_positions().into_iter().enumerate() {
-                    let mut net = net(n);
+                    let mut net = chain(n);
                     let (mut body, _) = send_back(&mut net.relays, k, b"reply");
                     body[pos] ^= 1 << (i % 8);
                     assert_eq!(
@@ -674,7 +674,7 @@ mod tests {
     fn replayed_cell_is_rejected_and_desyncs() {
         for n in 1..=4 {
             for k in [0, n - 1] {
-                let mut net = net(n);
+                let mut net = chain(n);
                 let body = net.client.seal_forward(k, b"first").unwrap();
                 let mut copy = body.clone();
                 let (at, out, _) = deliver(&mut net.relays, &mut copy[..]);
@@ -696,7 +696,7 @@ mod tests {
     fn dropped_cell_desyncs() {
         for n in 1..=4 {
             for k in 0..n {
-                let mut net = net(n);
+                let mut net = chain(n);
                 let _dropped = net.client.seal_forward(k, b"lost").unwrap();
                 let mut body = net.client.seal_forward(k, b"next").unwrap();
                 let (at, out, _) = deliver(&mut net.relays, &mut body[..]);
@@ -707,7 +707,7 @@ mod tests {
 
     #[test]
     fn reordered_cells_are_rejected() {
-        let mut net = net(3);
+        let mut net = chain(3);
         let mut a = net.client.seal_forward(2, b"a").unwrap();
         let mut b = net.client.seal_forward(2, b"b").unwrap();
         assert_eq!(
@@ -722,7 +722,7 @@ mod tests {
 
     #[test]
     fn backward_replay_drop_and_reorder_are_rejected() {
-        let mut net = net(3);
+        let mut net = chain(3);
         let (body, _) = send_back(&mut net.relays, 2, b"one");
         let mut first = body.clone();
         assert_eq!(
@@ -735,7 +735,7 @@ mod tests {
             Err(OnionError::Unrecognised)
         );
 
-        let mut net2 = self::net(3);
+        let mut net2 = self::chain(3);
         let (_dropped, _) = send_back(&mut net2.relays, 1, b"lost");
         let (mut next, _) = send_back(&mut net2.relays, 1, b"next");
         assert_eq!(
@@ -744,7 +744,7 @@ mod tests {
         );
 
         // Reordered: the early arrival fails (and the caller tears down).
-        let mut net3 = self::net(3);
+        let mut net3 = self::chain(3);
         let (_a, _) = send_back(&mut net3.relays, 2, b"a");
         let (mut b, _) = send_back(&mut net3.relays, 2, b"b");
         assert_eq!(
@@ -758,7 +758,7 @@ mod tests {
         let secret_payload: Vec<u8> = b"INITIATOR-NODE-ID-0123456789abcdef".repeat(8);
         let needle = &secret_payload[..16];
         for n in 2..=4 {
-            let mut net = net(n);
+            let mut net = chain(n);
             for k in 1..n {
                 let mut body = net.client.seal_forward(k, &secret_payload).unwrap();
                 assert!(!body.windows(16).any(|w| w == needle));
@@ -784,7 +784,7 @@ mod tests {
 
     #[test]
     fn lengths_and_indices_are_checked() {
-        let mut net = net(2);
+        let mut net = chain(2);
         for len in [0, 1, CELL_BODY_BYTES - 1, CELL_BODY_BYTES + 1] {
             let mut b = vec![0u8; len];
             assert_eq!(
@@ -888,7 +888,7 @@ mod tests {
             odd_len in 0usize..CELL_BODY_BYTES + 64,
             hops in 1usize..=4,
         ) {
-            let mut net = net(hops);
+            let mut net = chain(hops);
             let mut join = RelayCrypto::join_point(HopKeys::derive(&secret(9)));
             for len in [CELL_BODY_BYTES, odd_len] {
                 let mut b = bytes.clone();

@@ -11,7 +11,7 @@ use x25519_dalek::StaticSecret;
 use super::{Hooks, Immediate, Network, Verdict};
 use crate::cell::Cell;
 use crate::identity::NodeIdentity;
-use crate::node::{Config, Event, LinkId, Millis, Node};
+use crate::node::{Config, Event, LinkId, Millis, Node, Observation};
 use crate::pow::PowParams;
 
 /// Virtual time at which test networks start (a plausible Unix-millisecond
@@ -52,6 +52,7 @@ pub fn test_node(
 struct Recorder {
     tamper: Option<Tamper>,
     events: Vec<(usize, Event)>,
+    observations: Vec<(usize, Observation)>,
 }
 
 impl Hooks for Recorder {
@@ -71,6 +72,11 @@ impl Hooks for Recorder {
 
     fn on_event(&mut self, _: Millis, node: usize, event: Event) {
         self.events.push((node, event));
+    }
+
+    fn on_observations(&mut self, node: usize, seen: Vec<Observation>) {
+        self.observations
+            .extend(seen.into_iter().map(|o| (node, o)));
     }
 }
 
@@ -150,6 +156,16 @@ impl TestNet {
     /// Takes the events recorded so far.
     pub fn take_events(&mut self) -> Vec<(usize, Event)> {
         std::mem::take(&mut self.rec.events)
+    }
+
+    /// Takes what node `i` recorded as a relay (with observing on) since
+    /// the last call.
+    pub fn take_observations(&mut self, i: usize) -> Vec<Observation> {
+        let (mine, rest) = std::mem::take(&mut self.rec.observations)
+            .into_iter()
+            .partition(|(n, _)| *n == i);
+        self.rec.observations = rest;
+        mine.into_iter().map(|(_, o)| o).collect::<Vec<_>>()
     }
 
     /// Node `i` dies silently: its links stay open at its peers, dials to

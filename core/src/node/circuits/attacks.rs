@@ -6,7 +6,7 @@
 use std::collections::BTreeSet;
 use std::net::SocketAddr;
 
-use super::super::tests::{Net, T0, net};
+use super::super::tests::{T0, TestNet as Net, net};
 use super::tests::{built, index_of, link_between, quiet_net};
 use super::*;
 use crate::circuit::ClientHopHandshake;
@@ -27,7 +27,7 @@ fn first_circuit(net: &Net) -> (u64, Vec<usize>) {
 
 /// An EXTEND towards node `to`, with a fresh handshake.
 fn extend_to(net: &Net, to: usize, seed: u8) -> CircuitMsg {
-    let d = net.nodes[to].descriptor().clone();
+    let d = net.nodes()[to].descriptor().clone();
     let (_, msg1) = ClientHopHandshake::start(d.x25519(), [seed; 32]).unwrap();
     CircuitMsg::Extend {
         descriptor: d.to_bytes(),
@@ -36,7 +36,7 @@ fn extend_to(net: &Net, to: usize, seed: u8) -> CircuitMsg {
 }
 
 fn closed(net: &Net, i: usize, id: u64) -> bool {
-    net.events
+    net.events()
         .iter()
         .any(|(n, e)| *n == i && matches!(e, Event::CircuitClosed { id: c, .. } if c.0 == id))
 }
@@ -47,30 +47,30 @@ fn extend_budget_caps_circuit_length_at_every_relay() {
     // then sends a 4th EXTEND anyway: the relays count RELAY_EARLY cells,
     // so the circuit dies instead of growing to a 5th hop.
     let mut net = quiet_net(12);
-    net.nodes[0].config.circuits.hops = 4;
+    net.nodes_mut()[0].config.circuits.hops = 4;
     net.run(T0 + 12_000);
     let (k, hops) = first_circuit(&net);
     assert_eq!(hops.len(), 4, "the 4-hop circuit is allowed");
     let fifth = (1..12).find(|i| !hops.contains(i)).unwrap();
-    net.nodes[0].config.circuits.circuits_wanted = 0;
-    net.events.clear();
-    let creates_before = net.nodes[fifth].stats().circuits.relay_created;
+    net.nodes_mut()[0].config.circuits.circuits_wanted = 0;
+    net.take_events();
+    let creates_before = net.nodes()[fifth].stats().circuits.relay_created;
     let msg = extend_to(&net, fifth, 77);
-    net.nodes[0].send_own_as(k, 3, &msg, command::RELAY_EARLY);
+    net.nodes_mut()[0].send_own_as(k, 3, &msg, command::RELAY_EARLY);
     net.pump(T0 + 12_000);
     assert_eq!(
-        net.nodes[hops[0]].stats().circuits.over_extend_budget,
+        net.nodes()[hops[0]].stats().circuits.over_extend_budget,
         1,
         "the guard refused the 4th extend"
     );
     assert_eq!(
-        net.nodes[fifth].stats().circuits.relay_created,
+        net.nodes()[fifth].stats().circuits.relay_created,
         creates_before,
         "no 5th hop was created"
     );
     assert!(closed(&net, 0, k), "the client's circuit came down");
     for h in hops {
-        assert_eq!(net.nodes[h].relay_circuit_count(), 0, "hop {h} kept it");
+        assert_eq!(net.nodes()[h].relay_circuit_count(), 0, "hop {h} kept it");
     }
 }
 
@@ -81,13 +81,13 @@ fn extend_outside_relay_early_is_refused() {
     net.run(T0 + 10_000);
     let (k, hops) = first_circuit(&net);
     let other = (1..10).find(|i| !hops.contains(i)).unwrap();
-    net.nodes[0].config.circuits.circuits_wanted = 0;
-    net.events.clear();
-    let before = net.nodes[other].stats().circuits.relay_created;
+    net.nodes_mut()[0].config.circuits.circuits_wanted = 0;
+    net.take_events();
+    let before = net.nodes()[other].stats().circuits.relay_created;
     let msg = extend_to(&net, other, 5);
-    net.nodes[0].send_own(k, hops.len() - 1, &msg);
+    net.nodes_mut()[0].send_own(k, hops.len() - 1, &msg);
     net.pump(T0 + 10_000);
-    assert_eq!(net.nodes[other].stats().circuits.relay_created, before);
+    assert_eq!(net.nodes()[other].stats().circuits.relay_created, before);
     assert!(closed(&net, 0, k));
 }
 
@@ -123,45 +123,37 @@ fn extend_dials_only_signed_dialable_addresses() {
     .into_iter()
     .enumerate()
     {
-        net.nodes[0].config.circuits.circuits_wanted = 1;
+        net.nodes_mut()[0].config.circuits.circuits_wanted = 1;
         net.run_from(
             T0 + 10_000 + n as u64 * 5_000,
             T0 + 15_000 + n as u64 * 5_000,
         );
         let (k, hops) = first_circuit(&net);
         let exit = *hops.last().unwrap();
-        net.events.clear();
+        net.take_events();
         let (_, msg1) = ClientHopHandshake::start(&[9; 32], [n as u8; 32]).unwrap();
         let msg = CircuitMsg::Extend {
             descriptor: bad,
             handshake: msg1,
         };
-        net.nodes[0].send_own_as(k, hops.len() - 1, &msg, command::RELAY_EARLY);
-        // Catch the exit's dial requests before the test network acts.
-        let mut connects = Vec::new();
-        for _ in 0..10 {
-            for i in 0..net.nodes.len() {
-                while let Some(t) = net.nodes[i].poll_transmit() {
-                    net.nodes[i].handle_link_sent(T0, t.link, 1);
-                    if let Some(&(j, pl)) = net.wires.get(&(i, t.link)) {
-                        net.nodes[j].handle_link_data(T0, pl, t.cell.as_bytes());
-                    }
-                }
-                while let Some(e) = net.nodes[i].poll_event() {
-                    match e {
-                        Event::Connect { addr, .. } if i == exit => connects.push(addr),
-                        other => net.events.push((i, other)),
-                    }
-                }
-            }
-        }
+        net.nodes_mut()[0].send_own_as(k, hops.len() - 1, &msg, command::RELAY_EARLY);
+        // The exit's dial requests, as the test network saw them.
+        net.pump(T0 + 15_000 + n as u64 * 5_000);
+        let connects: Vec<SocketAddr> = net
+            .events()
+            .iter()
+            .filter_map(|(i, e)| match e {
+                Event::Connect { addr, .. } if *i == exit => Some(*addr),
+                _ => None,
+            })
+            .collect();
         assert!(
             connects.is_empty(),
             "case {n}: the exit dialled {connects:?}"
         );
         assert!(closed(&net, 0, k), "case {n}: the circuit failed cleanly");
         assert!(
-            !net.nodes[exit].peers().is_empty(),
+            !net.nodes()[exit].peers().is_empty(),
             "the exit keeps its links"
         );
     }
@@ -176,23 +168,23 @@ fn extend_dial_failures_never_mark_our_guard_unreachable() {
     net.run(T0 + 10_000);
     let (_, hops) = first_circuit(&net);
     let r = *hops.last().unwrap();
-    net.nodes[r].config.circuits.circuits_wanted = 1;
+    net.nodes_mut()[r].config.circuits.circuits_wanted = 1;
     net.run_from(T0 + 10_000, T0 + 14_000);
-    let g_id = net.nodes[r].guard_ids()[0];
+    let g_id = net.nodes()[r].guard_ids()[0];
     let now = T0 + 14_000;
     // R drops its link to G, so the extend must dial.
-    if let Some(l) = net.nodes[r].link_to(&g_id) {
-        net.nodes[r].handle_link_down(now, l);
+    if let Some(l) = net.nodes()[r].link_to(&g_id) {
+        net.nodes_mut()[r].handle_link_down(now, l);
     }
-    let g_desc = net.nodes[index_of(&net, g_id)].descriptor().clone();
+    let g_desc = net.nodes()[index_of(&net, g_id)].descriptor().clone();
     let (_, msg1) = ClientHopHandshake::start(g_desc.x25519(), [3; 32]).unwrap();
     // A relayed circuit at R (as a last hop), fed an EXTEND to G.
     let link = LinkId(999_999);
-    net.nodes[r].plant_link(now, link, NodeId::from_bytes([1; 32]));
-    let k = net.nodes[r].plant_last_hop(now, link, 5);
-    net.nodes[r].on_extend(now, k, link, &g_desc.to_bytes(), msg1);
+    net.nodes_mut()[r].plant_link(now, link, NodeId::from_bytes([1; 32]));
+    let k = net.nodes_mut()[r].plant_last_hop(now, link, 5);
+    net.nodes_mut()[r].on_extend(now, k, link, &g_desc.to_bytes(), msg1);
     let mut dialled = None;
-    while let Some(e) = net.nodes[r].poll_event() {
+    while let Some(e) = net.nodes_mut()[r].poll_event() {
         if let Event::Connect { addr, expected } = e {
             assert_eq!(expected, Some(g_id));
             assert_eq!(Some(addr), g_desc.address(), "only the signed address");
@@ -200,17 +192,17 @@ fn extend_dial_failures_never_mark_our_guard_unreachable() {
         }
     }
     let addr = dialled.expect("R dialled G for the extend");
-    net.nodes[r].handle_connect_failed(now, addr);
+    net.nodes_mut()[r].handle_connect_failed(now, addr);
     assert!(
-        net.nodes[r].guard_unreachable(g_id) == Some(false),
+        net.nodes()[r].guard_unreachable(g_id) == Some(false),
         "an extend dial moved our guard"
     );
-    assert!(!net.nodes[r].relays_circuit(k), "the extend failed");
+    assert!(!net.nodes()[r].relays_circuit(k), "the extend failed");
     // The same failure on a dial of our own does count.
-    assert!(net.nodes[r].dial_expected(now + 60_000, addr, g_id, true));
-    while net.nodes[r].poll_event().is_some() {}
-    net.nodes[r].handle_connect_failed(now + 60_000, addr);
-    assert_eq!(net.nodes[r].guard_unreachable(g_id), Some(true));
+    assert!(net.nodes_mut()[r].dial_expected(now + 60_000, addr, g_id, true));
+    while net.nodes_mut()[r].poll_event().is_some() {}
+    net.nodes_mut()[r].handle_connect_failed(now + 60_000, addr);
+    assert_eq!(net.nodes()[r].guard_unreachable(g_id), Some(true));
 }
 
 #[test]
@@ -219,15 +211,15 @@ fn unauthenticated_dialers_evict_nobody() {
     // handshake close nobody's link; one that authenticates takes the
     // slot of the least recently used idle inbound link.
     let mut net = net(8, false);
-    for n in &mut net.nodes {
+    for n in net.nodes_mut() {
         n.config.circuits.circuits_wanted = 0;
     }
-    net.nodes[0].config.max_links = 6;
+    net.nodes_mut()[0].config.max_links = 6;
     net.run(T0 + 5_000);
-    let before: BTreeSet<LinkId> = net.nodes[0].link_ids().into_iter().collect();
+    let before: BTreeSet<LinkId> = net.nodes()[0].link_ids().into_iter().collect();
     let now = T0 + 5_000;
     for i in 0..3u64 {
-        net.nodes[0].handle_link_up(
+        net.nodes_mut()[0].handle_link_up(
             now,
             LinkId(500 + i),
             Direction::Inbound,
@@ -235,11 +227,11 @@ fn unauthenticated_dialers_evict_nobody() {
             [0; 32],
         );
     }
-    while let Some(t) = net.nodes[0].poll_transmit() {
-        net.nodes[0].handle_link_sent(now, t.link, 1);
+    while let Some(t) = net.nodes_mut()[0].poll_transmit() {
+        net.nodes_mut()[0].handle_link_sent(now, t.link, 1);
     }
     let mut closed_links = Vec::new();
-    while let Some(e) = net.nodes[0].poll_event() {
+    while let Some(e) = net.nodes_mut()[0].poll_event() {
         if let Event::Close { link } = e {
             closed_links.push(link);
         }
@@ -249,12 +241,12 @@ fn unauthenticated_dialers_evict_nobody() {
         "an established link was closed for an unauthenticated dialler"
     );
     for l in &before {
-        assert!(net.nodes[0].has_link(*l));
+        assert!(net.nodes()[0].has_link(*l));
     }
     // They time out without harm.
-    net.nodes[0].handle_timeout(now + 60_000);
+    net.nodes_mut()[0].handle_timeout(now + 60_000);
     for i in 0..3u64 {
-        assert!(!net.nodes[0].has_link(LinkId(500 + i)));
+        assert!(!net.nodes()[0].has_link(LinkId(500 + i)));
     }
 }
 
@@ -266,46 +258,46 @@ fn unauthenticated_dialers_evict_nobody() {
 /// once.
 fn create_flood(cap: usize, rate: u32, burst: u32, per_sec: u32) -> (usize, bool, bool) {
     let mut net = net(3, false);
-    for n in &mut net.nodes {
+    for n in net.nodes_mut() {
         n.config.circuits.circuits_wanted = 0;
     }
-    net.nodes[1].config.circuits.max_circuits_per_peer = cap;
-    net.nodes[1].config.circuits.creates_per_sec_per_link = rate;
+    net.nodes_mut()[1].config.circuits.max_circuits_per_peer = cap;
+    net.nodes_mut()[1].config.circuits.creates_per_sec_per_link = rate;
     let (l0, l1) = link_between(&mut net);
-    let bit = own_side_bit(net.nodes[0].direction_of(l0));
+    let bit = own_side_bit(net.nodes()[0].direction_of(l0));
     let now = T0 + 3_000;
     let mut cid = 1000u32;
     for s in 0..60u64 {
         let n = if s == 0 { burst } else { per_sec };
         for i in 0..n {
             cid += 1;
-            let c = super::tests::create_cell(&net.nodes[1], bit | cid, i as u8);
+            let c = super::tests::create_cell(&net.nodes()[1], bit | cid, i as u8);
             // Spread over the second, as a steady sender would.
             let at = now + s * 1000 + u64::from(i) * 1000 / u64::from(n.max(1));
-            net.nodes[1].handle_link_data(at, l1, c.as_bytes());
+            net.nodes_mut()[1].handle_link_data(at, l1, c.as_bytes());
         }
         // The attacker reads what it is sent (a peer that does not read is
         // cut for that, a different limit).
-        while let Some(t) = net.nodes[1].poll_transmit() {
-            net.nodes[1].handle_link_sent(now, t.link, 1);
+        while let Some(t) = net.nodes_mut()[1].poll_transmit() {
+            net.nodes_mut()[1].handle_link_sent(now, t.link, 1);
         }
     }
-    let alive = net.nodes[1].has_link(l1);
-    let got = net.nodes[1].relay_circuit_count();
+    let alive = net.nodes()[1].has_link(l1);
+    let got = net.nodes()[1].relay_circuit_count();
     // Node 2, an honest peer, asks for one circuit.
     let later = now + 60_000;
-    let id1 = net.nodes[1].node_id();
-    let a1 = net.nodes[1].descriptor().address().unwrap();
-    if net.nodes[2].link_to(&id1).is_none() {
-        assert!(net.nodes[2].dial_expected(later, a1, id1, true));
+    let id1 = net.nodes()[1].node_id();
+    let a1 = net.nodes()[1].descriptor().address().unwrap();
+    if net.nodes()[2].link_to(&id1).is_none() {
+        assert!(net.nodes_mut()[2].dial_expected(later, a1, id1, true));
         net.pump(later);
     }
-    let l2 = net.nodes[2].link_to(&id1).unwrap();
-    let (_, peer_link) = net.wires[&(2, l2)];
-    let bit2 = own_side_bit(net.nodes[2].direction_of(l2));
-    let c = super::tests::create_cell(&net.nodes[1], bit2 | 7, 1);
-    net.nodes[1].handle_link_data(later, peer_link, c.as_bytes());
-    let honest_ok = net.nodes[1].relay_circuit_count() == got + 1;
+    let l2 = net.nodes()[2].link_to(&id1).unwrap();
+    let (_, peer_link) = net.peer_of(2, l2).unwrap();
+    let bit2 = own_side_bit(net.nodes()[2].direction_of(l2));
+    let c = super::tests::create_cell(&net.nodes()[1], bit2 | 7, 1);
+    net.nodes_mut()[1].handle_link_data(later, peer_link, c.as_bytes());
+    let honest_ok = net.nodes()[1].relay_circuit_count() == got + 1;
     (got, alive, honest_ok)
 }
 
@@ -344,27 +336,27 @@ fn a_greedy_circuit_dies_alone_on_a_shared_link() {
     // would. G's queue for B overflows: G destroys B, alone; A, the link
     // and G's other traffic are untouched, and A's data all arrives.
     let mut net = quiet_net(10);
-    net.nodes[0].config.circuits.circuits_wanted = 2;
+    net.nodes_mut()[0].config.circuits.circuits_wanted = 2;
     net.run(T0 + 12_000);
     let circuits = built(&net, 0);
     assert!(circuits.len() >= 2, "two circuits");
     let (a, b) = (circuits[0].clone(), circuits[1].clone());
     assert_eq!(a.hops[0], b.hops[0], "both through the primary guard");
-    net.nodes[0].config.circuits.circuits_wanted = 0;
+    net.nodes_mut()[0].config.circuits.circuits_wanted = 0;
     let g = index_of(&net, a.hops[0]);
-    let to_client = net.nodes[g].link_to(&net.nodes[0].node_id()).unwrap();
-    for l in net.nodes[g].link_ids() {
+    let to_client = net.nodes()[g].link_to(&net.nodes()[0].node_id()).unwrap();
+    for l in net.nodes()[g].link_ids() {
         if l != to_client {
-            net.stalled.insert((g, l), Vec::new());
+            net.stall(g, l);
         }
     }
-    net.events.clear();
+    net.take_events();
     let now = T0 + 12_000;
-    let window = net.nodes[0].config.circuits.window_cells;
+    let window = net.nodes()[0].config.circuits.window_cells;
     for i in 0..100u32 {
         let mut bytes = b"A".to_vec();
         bytes.extend_from_slice(&i.to_be_bytes());
-        net.nodes[0].send_data(a.id, &bytes).unwrap();
+        net.nodes_mut()[0].send_data(a.id, &bytes).unwrap();
     }
     net.pump(now);
     let last = b.hops.len() - 1;
@@ -372,25 +364,28 @@ fn a_greedy_circuit_dies_alone_on_a_shared_link() {
         for i in 0..100u32 {
             let mut bytes = b"B".to_vec();
             bytes.extend_from_slice(&(batch * 100 + i).to_be_bytes());
-            net.nodes[0].send_own(b.id.0, last, &CircuitMsg::Data { bytes });
+            net.nodes_mut()[0].send_own(b.id.0, last, &CircuitMsg::Data { bytes });
         }
         net.pump(now);
     }
     assert!(
-        net.nodes[g].stats().circuits.over_queue >= 1,
+        net.nodes()[g].stats().circuits.over_queue >= 1,
         "G never noticed"
     );
     assert!(closed(&net, 0, b.id.0), "B came down");
     assert!(!closed(&net, 0, a.id.0), "A came down with it");
-    assert!(net.nodes[g].has_link(to_client), "the shared link was cut");
-    assert_eq!(net.nodes[g].stats().peers_penalised, 0);
+    assert!(
+        net.nodes()[g].has_link(to_client),
+        "the shared link was cut"
+    );
+    assert_eq!(net.nodes()[g].stats().peers_penalised, 0);
     // The slow links catch up; A's data all arrives at its exit.
-    for key in net.stalled.keys().copied().collect::<Vec<_>>() {
+    for key in net.stalled() {
         net.release(now, key.0, key.1);
     }
     let exit = index_of(&net, *a.hops.last().unwrap());
     let got: Vec<Vec<u8>> = net
-        .events
+        .events()
         .iter()
         .filter_map(|(i, e)| match e {
             Event::RelayData { data, .. } if *i == exit && data[0] == b'A' => Some(data.clone()),
@@ -442,29 +437,29 @@ fn a_descriptor_naming_a_relays_address_cannot_block_it() {
     let r = *hops.last().unwrap();
     let h = (1..10).find(|i| !hops.contains(i) && *i != 0).unwrap();
     let now = T0 + 10_000;
-    let h_id = net.nodes[h].node_id();
-    if let Some(l) = net.nodes[r].link_to(&h_id) {
-        net.nodes[r].handle_link_down(now, l);
+    let h_id = net.nodes()[h].node_id();
+    if let Some(l) = net.nodes()[r].link_to(&h_id) {
+        net.nodes_mut()[r].handle_link_down(now, l);
     }
-    let h_addr = net.nodes[h].descriptor().address().unwrap();
+    let h_addr = net.nodes()[h].descriptor().address().unwrap();
     let fake = rogue(210, h_addr);
-    let r_ip = net.nodes[r].descriptor().address().unwrap().ip();
+    let r_ip = net.nodes()[r].descriptor().address().unwrap().ip();
     let own = rogue(211, SocketAddr::new(r_ip, 22));
     let link = LinkId(999_998);
-    net.nodes[r].plant_link(now, link, NodeId::from_bytes([2; 32]));
+    net.nodes_mut()[r].plant_link(now, link, NodeId::from_bytes([2; 32]));
     let mut connects = Vec::new();
-    for (i, d) in [fake, own, net.nodes[h].descriptor().clone()]
+    for (i, d) in [fake, own, net.nodes()[h].descriptor().clone()]
         .iter()
         .enumerate()
     {
-        let k = net.nodes[r].plant_last_hop(now, link, 10 + i as u32);
+        let k = net.nodes_mut()[r].plant_last_hop(now, link, 10 + i as u32);
         let (_, msg1) = ClientHopHandshake::start(d.x25519(), [i as u8; 32]).unwrap();
-        net.nodes[r].on_extend(now, k, link, &d.to_bytes(), msg1);
-        while let Some(e) = net.nodes[r].poll_event() {
+        net.nodes_mut()[r].on_extend(now, k, link, &d.to_bytes(), msg1);
+        while let Some(e) = net.nodes_mut()[r].poll_event() {
             if let Event::Connect { addr, expected } = e {
                 connects.push((addr, expected));
                 // The dial reaches H, which is not who was expected.
-                net.nodes[r].handle_connect_failed(now, addr);
+                net.nodes_mut()[r].handle_connect_failed(now, addr);
             }
         }
     }
@@ -485,38 +480,38 @@ fn peers_that_stop_reading_are_cut_not_honest_circuits() {
     // When the total overflows, node 1 cuts the link that does not read,
     // not node 0's circuit.
     let mut net = net(3, false);
-    for n in &mut net.nodes {
+    for n in net.nodes_mut() {
         n.config.circuits.circuits_wanted = 0;
     }
     net.run(T0 + 3_000);
-    net.nodes[1].config.max_queued_cells_total = 40;
-    net.nodes[1].config.max_circuit_queue_cells = 20;
-    net.nodes[1].config.max_link_in_flight_cells = 4;
-    net.nodes[1].config.circuits.max_circuits_per_peer = 1;
+    net.nodes_mut()[1].config.max_queued_cells_total = 40;
+    net.nodes_mut()[1].config.max_circuit_queue_cells = 20;
+    net.nodes_mut()[1].config.max_link_in_flight_cells = 4;
+    net.nodes_mut()[1].config.circuits.max_circuits_per_peer = 1;
     let now = T0 + 3_000;
-    let id = |net: &Net, i: usize| net.nodes[i].node_id();
-    let l10 = net.nodes[1].link_to(&id(&net, 0)).unwrap();
-    let l12 = net.nodes[1].link_to(&id(&net, 2)).unwrap();
-    let (_, l01) = net.wires[&(1, l10)];
-    let (_, l21) = net.wires[&(1, l12)];
+    let id = |net: &Net, i: usize| net.nodes()[i].node_id();
+    let l10 = net.nodes()[1].link_to(&id(&net, 0)).unwrap();
+    let l12 = net.nodes()[1].link_to(&id(&net, 2)).unwrap();
+    let (_, l01) = net.peer_of(1, l10).unwrap();
+    let (_, l21) = net.peer_of(1, l12).unwrap();
     // Node 0: one honest circuit through node 1.
-    let bit0 = own_side_bit(net.nodes[0].direction_of(l01));
-    let c = super::tests::create_cell(&net.nodes[1], bit0 | 5, 1);
-    net.nodes[1].handle_link_data(now, l10, c.as_bytes());
+    let bit0 = own_side_bit(net.nodes()[0].direction_of(l01));
+    let c = super::tests::create_cell(&net.nodes()[1], bit0 | 5, 1);
+    net.nodes_mut()[1].handle_link_data(now, l10, c.as_bytes());
     net.pump(now);
-    assert_eq!(net.nodes[1].relay_circuit_count(), 1);
+    assert_eq!(net.nodes()[1].relay_circuit_count(), 1);
     // Node 2 stops reading.
-    net.stalled.insert((1, l12), Vec::new());
-    let bit2 = own_side_bit(net.nodes[2].direction_of(l21));
+    net.stall(1, l12);
+    let bit2 = own_side_bit(net.nodes()[2].direction_of(l21));
     for i in 0..60u32 {
-        let c = super::tests::create_cell(&net.nodes[1], bit2 | (100 + i), i as u8);
-        net.nodes[1].handle_link_data(now + u64::from(i) * 100, l12, c.as_bytes());
+        let c = super::tests::create_cell(&net.nodes()[1], bit2 | (100 + i), i as u8);
+        net.nodes_mut()[1].handle_link_data(now + u64::from(i) * 100, l12, c.as_bytes());
         net.pump(now + u64::from(i) * 100);
     }
-    assert!(!net.nodes[1].has_link(l12), "the non-reader was kept");
-    assert!(net.nodes[1].has_link(l10), "the honest link was cut");
+    assert!(!net.nodes()[1].has_link(l12), "the non-reader was kept");
+    assert!(net.nodes()[1].has_link(l10), "the honest link was cut");
     assert_eq!(
-        net.nodes[1].relay_circuit_count(),
+        net.nodes()[1].relay_circuit_count(),
         1,
         "the honest circuit went"
     );
@@ -529,15 +524,15 @@ fn a_guard_that_vouches_for_a_forgery_is_replaced() {
     // guard takes its place on the next tick.
     let mut net = quiet_net(10);
     net.run(T0 + 10_000);
-    let g = net.nodes[0].guard_ids()[0];
-    net.nodes[0].refuse_blaming(g);
-    assert!(!net.nodes[0].guard_ids().contains(&g));
-    assert!(!net.nodes[0].sample().contains(&g));
+    let g = net.nodes()[0].guard_ids()[0];
+    net.nodes_mut()[0].refuse_blaming(g);
+    assert!(!net.nodes()[0].guard_ids().contains(&g));
+    assert!(!net.nodes()[0].sample().contains(&g));
     net.run_from(T0 + 10_000, T0 + 20_000);
-    assert!(!net.nodes[0].guard_ids().contains(&g));
+    assert!(!net.nodes()[0].guard_ids().contains(&g));
     assert_eq!(
-        net.nodes[0].guard_ids().len(),
-        net.nodes[0].config.circuits.guards
+        net.nodes()[0].guard_ids().len(),
+        net.nodes()[0].config.circuits.guards
     );
     assert!(built(&net, 0).iter().all(|c| c.hops[0] != g));
 }
@@ -553,9 +548,9 @@ fn extends_never_starve_our_own_dials() {
     let (_, hops) = first_circuit(&net);
     let r = *hops.last().unwrap();
     let now = T0 + 10_000;
-    net.nodes[r].config.max_pending_handshakes = 8;
+    net.nodes_mut()[r].config.max_pending_handshakes = 8;
     let link = LinkId(999_997);
-    net.nodes[r].plant_link(now, link, NodeId::from_bytes([3; 32]));
+    net.nodes_mut()[r].plant_link(now, link, NodeId::from_bytes([3; 32]));
     let mut descriptors: Vec<Descriptor> = (0..10u8)
         .map(|i| {
             rogue(
@@ -582,22 +577,22 @@ fn extends_never_starve_our_own_dials() {
     }
     let mut connects = 0;
     for (i, d) in descriptors.iter().enumerate() {
-        let k = net.nodes[r].plant_last_hop(now, link, 100 + i as u32);
+        let k = net.nodes_mut()[r].plant_last_hop(now, link, 100 + i as u32);
         let (_, msg1) = ClientHopHandshake::start(d.x25519(), [i as u8; 32]).unwrap();
-        net.nodes[r].on_extend(now, k, link, &d.to_bytes(), msg1);
-        while let Some(e) = net.nodes[r].poll_event() {
+        net.nodes_mut()[r].on_extend(now, k, link, &d.to_bytes(), msg1);
+        while let Some(e) = net.nodes_mut()[r].poll_event() {
             connects += usize::from(matches!(e, Event::Connect { .. }));
         }
     }
     assert_eq!(connects, 4, "extend dials beyond half the budget");
     // R's own dial to a guard still goes out.
-    let g = net.nodes[r].guard_ids().first().copied();
-    let gd = g.and_then(|g| net.nodes[index_of(&net, g)].descriptor().address());
+    let g = net.nodes()[r].guard_ids().first().copied();
+    let gd = g.and_then(|g| net.nodes()[index_of(&net, g)].descriptor().address());
     if let (Some(g), Some(addr)) = (g, gd) {
-        if let Some(l) = net.nodes[r].link_to(&g) {
-            net.nodes[r].handle_link_down(now, l);
+        if let Some(l) = net.nodes()[r].link_to(&g) {
+            net.nodes_mut()[r].handle_link_down(now, l);
         }
-        assert!(net.nodes[r].dial_expected(now, addr, g, true));
+        assert!(net.nodes_mut()[r].dial_expected(now, addr, g, true));
     }
 }
 
@@ -605,25 +600,25 @@ fn extends_never_starve_our_own_dials() {
 fn a_liar_guard_is_not_redialled_for_circuits_in_flight() {
     let mut net = quiet_net(10);
     net.run(T0 + 10_000);
-    let g = net.nodes[0].guard_ids()[0];
-    let gl = net.nodes[0].link_to(&g).expect("linked to guard");
+    let g = net.nodes()[0].guard_ids()[0];
+    let gl = net.nodes()[0].link_to(&g).expect("linked to guard");
     // CREATEs to the guard are held: a build is in flight at hop 0.
-    net.stalled.insert((0, gl), Vec::new());
-    net.nodes[0].config.circuits.circuits_wanted = 3;
+    net.stall(0, gl);
+    net.nodes_mut()[0].config.circuits.circuits_wanted = 3;
     let now = T0 + 11_000;
-    net.nodes[0].handle_timeout(now);
+    net.nodes_mut()[0].handle_timeout(now);
     net.pump(now);
-    let building: Vec<_> = net.nodes[0]
+    let building: Vec<_> = net.nodes()[0]
         .circuits()
         .into_iter()
         .filter(|c| c.state == CircuitState::Building && c.hops[0] == g)
         .collect();
     assert!(!building.is_empty(), "no build in flight through the guard");
-    net.events.clear();
+    net.take_events();
     // The guard vouched for a forgery.
-    net.nodes[0].refuse_blaming(g);
+    net.nodes_mut()[0].refuse_blaming(g);
     let mut redial = false;
-    while let Some(e) = net.nodes[0].poll_event() {
+    while let Some(e) = net.nodes_mut()[0].poll_event() {
         if let Event::Connect {
             expected: Some(id), ..
         } = e
@@ -631,8 +626,8 @@ fn a_liar_guard_is_not_redialled_for_circuits_in_flight() {
             redial |= id == g;
         }
     }
-    assert!(!net.nodes[0].guard_ids().contains(&g), "still a guard");
-    let still: Vec<_> = net.nodes[0]
+    assert!(!net.nodes()[0].guard_ids().contains(&g), "still a guard");
+    let still: Vec<_> = net.nodes()[0]
         .circuits()
         .into_iter()
         .filter(|c| c.hops[0] == g)

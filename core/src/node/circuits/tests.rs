@@ -1,4 +1,4 @@
-use super::super::tests::{Net, T0, TamperAction, addr, net, node};
+use super::super::tests::{T0, TestNet as Net, Verdict, addr, net, node};
 use std::collections::{BTreeMap, BTreeSet};
 
 use super::*;
@@ -10,17 +10,17 @@ use crate::node::{Event, Node};
 /// tests can reason about its paths).
 pub(super) fn quiet_net(n: u8) -> Net {
     let mut net = net(n, false);
-    for (i, node) in net.nodes.iter_mut().enumerate() {
+    for (i, node) in net.nodes_mut().iter_mut().enumerate() {
         if i != 0 {
             node.config.circuits.circuits_wanted = 0;
         }
     }
-    net.nodes[0].config.circuits.circuits_wanted = 1;
+    net.nodes_mut()[0].config.circuits.circuits_wanted = 1;
     net
 }
 
 pub(super) fn built(net: &Net, i: usize) -> Vec<CircuitInfo> {
-    net.nodes[i]
+    net.nodes()[i]
         .circuits()
         .into_iter()
         .filter(|c| c.state == CircuitState::Built)
@@ -29,7 +29,7 @@ pub(super) fn built(net: &Net, i: usize) -> Vec<CircuitInfo> {
 
 /// The data cells node `exit` delivered as a last hop.
 pub(super) fn relay_data_at(net: &Net, exit: usize) -> Vec<Vec<u8>> {
-    net.events
+    net.events()
         .iter()
         .filter_map(|(i, e)| match e {
             Event::RelayData { data, .. } if *i == exit => Some(data.clone()),
@@ -39,7 +39,7 @@ pub(super) fn relay_data_at(net: &Net, exit: usize) -> Vec<Vec<u8>> {
 }
 
 pub(super) fn index_of(net: &Net, id: NodeId) -> usize {
-    net.nodes.iter().position(|n| n.node_id() == id).unwrap()
+    net.nodes().iter().position(|n| n.node_id() == id).unwrap()
 }
 
 #[test]
@@ -47,12 +47,12 @@ fn every_node_builds_probe_verified_circuits() {
     let mut net = net(12, false);
     net.run(T0 + 20_000);
     let mut answered = BTreeMap::new();
-    for (i, e) in &net.events {
+    for (i, e) in net.events() {
         if let Event::ProbeAnswered { nonce } = e {
             answered.insert(*nonce, *i);
         }
     }
-    for (i, n) in net.nodes.iter().enumerate() {
+    for (i, n) in net.nodes().iter().enumerate() {
         let circuits = built(&net, i);
         assert!(!circuits.is_empty(), "node {i} built nothing");
         let guard = n.guards()[0].id;
@@ -74,7 +74,7 @@ fn every_node_builds_probe_verified_circuits() {
         }
     }
     // Every built circuit's probe was answered by its last hop.
-    for (i, e) in &net.events {
+    for (i, e) in net.events() {
         if let Event::CircuitBuilt { hops, probe, .. } = e {
             let exit = index_of(&net, *hops.last().unwrap());
             assert_eq!(answered.get(probe), Some(&exit), "node {i}'s probe");
@@ -88,22 +88,27 @@ fn flow_control_credits() {
     net.run(T0 + 10_000);
     let c = built(&net, 0)[0].clone();
     let exit = index_of(&net, *c.hops.last().unwrap());
-    let window = net.nodes[0].config.circuits.window_cells;
+    let window = net.nodes()[0].config.circuits.window_cells;
     // A window's worth goes out; then the sender must wait.
     for i in 0..window {
-        net.nodes[0].send_data(c.id, &i.to_be_bytes()).unwrap();
+        net.nodes_mut()[0]
+            .send_data(c.id, &i.to_be_bytes())
+            .unwrap();
     }
-    assert_eq!(net.nodes[0].send_data(c.id, b"x"), Err(SendError::NoCredit));
+    assert_eq!(
+        net.nodes_mut()[0].send_data(c.id, b"x"),
+        Err(SendError::NoCredit)
+    );
     let now = T0 + 10_000;
     net.pump(now);
     let got = relay_data_at(&net, exit);
     assert_eq!(got.len(), window as usize);
     assert_eq!(got[7], 7u32.to_be_bytes());
     // The exit's SENDMEs gave the whole window back.
-    assert_eq!(net.nodes[0].circuit_window(c.id), Some(window));
+    assert_eq!(net.nodes()[0].circuit_window(c.id), Some(window));
     // And backwards: the exit sends to the client.
     let rc = net
-        .events
+        .events()
         .iter()
         .find_map(|(i, e)| match e {
             Event::RelayData { circuit, .. } if *i == exit => Some(*circuit),
@@ -111,22 +116,22 @@ fn flow_control_credits() {
         })
         .unwrap();
     for _ in 0..window {
-        net.nodes[exit].relay_send_data(rc, b"back").unwrap();
+        net.nodes_mut()[exit].relay_send_data(rc, b"back").unwrap();
     }
     assert_eq!(
-        net.nodes[exit].relay_send_data(rc, b"x"),
+        net.nodes_mut()[exit].relay_send_data(rc, b"x"),
         Err(SendError::NoCredit)
     );
     net.pump(now);
     let back = net
-        .events
+        .events()
         .iter()
         .filter(|(i, e)| *i == 0 && matches!(e, Event::CircuitData { data, .. } if data == b"back"))
         .count();
     assert_eq!(back, window as usize);
-    assert!(net.nodes[exit].relay_send_data(rc, b"again").is_ok());
+    assert!(net.nodes_mut()[exit].relay_send_data(rc, b"again").is_ok());
     assert_eq!(
-        net.nodes[0].send_data(c.id, &vec![0; MAX_DATA_BYTES + 1]),
+        net.nodes_mut()[0].send_data(c.id, &vec![0; MAX_DATA_BYTES + 1]),
         Err(SendError::TooLarge)
     );
 }
@@ -135,47 +140,40 @@ fn flow_control_credits() {
 fn relay_crash_mid_build_retries_beyond_the_same_guard() {
     let mut net = quiet_net(10);
     // Let gossip run, but no builds yet: node 0 picks guards first.
-    net.nodes[0].config.circuits.circuits_wanted = 0;
+    net.nodes_mut()[0].config.circuits.circuits_wanted = 0;
     net.run(T0 + 6_000);
-    net.nodes[0].config.circuits.circuits_wanted = 1;
-    net.nodes[0].maintain_guards(T0 + 6_000);
-    let guard = net.nodes[0].guards()[0].id;
+    net.nodes_mut()[0].config.circuits.circuits_wanted = 1;
+    net.nodes_mut()[0].maintain_guards(T0 + 6_000);
+    let guard = net.nodes()[0].guards()[0].id;
     let g = index_of(&net, guard);
     // The first node other than the guard that receives a CREATE
     // crashes on the spot: node 0's second hop, mid-build.
     let crashed = std::rc::Rc::new(std::cell::Cell::new(None::<usize>));
     let seen = crashed.clone();
-    net.tamper = Some(Box::new(move |from, to, cell| {
+    net.set_tamper(Some(Box::new(move |from, to, cell| {
         if cell.command() == command::CREATE && to != g && from == g && seen.get().is_none() {
             seen.set(Some(to));
         }
         if seen.get() == Some(to) || seen.get() == Some(from) {
-            TamperAction::Drop
+            Verdict::Drop
         } else {
-            TamperAction::Deliver
+            Verdict::Deliver
         }
-    }));
+    })));
     let mut now = T0 + 6_000;
     while now < T0 + 60_000 && built(&net, 0).is_empty() {
         if let Some(dead) = crashed.get()
-            && net.dead.insert(dead)
+            && !net.is_dead(dead)
         {
-            // Its links drop at every peer.
-            let dead_id = net.nodes[dead].node_id();
-            for (i, n) in net.nodes.iter_mut().enumerate() {
-                if i != dead
-                    && let Some(l) = n.link_to(&dead_id)
-                {
-                    n.handle_link_down(now, l);
-                }
-            }
+            // It crashes: its links drop at every peer.
+            net.kill(dead);
         }
         net.run_from(now, now + 500);
         now += 500;
     }
     let dead = crashed.get().expect("a second hop got a CREATE");
     let failed: Vec<&Vec<NodeId>> = net
-        .events
+        .events()
         .iter()
         .filter_map(|(i, e)| match e {
             Event::CircuitClosed {
@@ -192,8 +190,8 @@ fn relay_crash_mid_build_retries_beyond_the_same_guard() {
     let ok = built(&net, 0);
     assert!(!ok.is_empty(), "node 0 rebuilt");
     assert_eq!(ok[0].hops[0], guard, "same guard after an induced failure");
-    assert!(!ok[0].hops.contains(&net.nodes[dead].node_id()));
-    assert_eq!(net.nodes[0].guards()[0].id, guard);
+    assert!(!ok[0].hops.contains(&net.nodes()[dead].node_id()));
+    assert_eq!(net.nodes()[0].guards()[0].id, guard);
 }
 
 /// Builds node 0's circuit, then lets `tamper` loose on relay cells and
@@ -205,28 +203,28 @@ fn tampered(make: impl Fn(usize) -> super::super::tests::Tamper) -> (Vec<Vec<u8>
     let c = built(&net, 0)[0].clone();
     let guard = index_of(&net, c.hops[0]);
     let exit = index_of(&net, c.hops[2]);
-    net.events.clear();
-    net.tamper = Some(make(guard));
+    net.take_events();
+    net.set_tamper(Some(make(guard)));
     // No replacement circuit: the relays' tables must empty.
-    net.nodes[0].config.circuits.circuits_wanted = 0;
+    net.nodes_mut()[0].config.circuits.circuits_wanted = 0;
     let now = T0 + 10_000;
-    net.nodes[0].send_data(c.id, b"one").unwrap();
+    net.nodes_mut()[0].send_data(c.id, b"one").unwrap();
     net.pump(now);
-    let _ = net.nodes[0].send_data(c.id, b"two");
+    let _ = net.nodes_mut()[0].send_data(c.id, b"two");
     net.pump(now);
     // A dropped last cell is caught by the probe timing out.
-    net.nodes[0].probe_circuit(now, c.id);
+    net.nodes_mut()[0].probe_circuit(now, c.id);
     net.pump(now);
-    net.tamper = None;
+    net.set_tamper(None);
     net.run_from(now, now + 20_000);
     let accepted = relay_data_at(&net, exit);
-    let torn = net.events.iter().any(|(i, e)| {
+    let torn = net.events().iter().any(|(i, e)| {
         *i == 0 && matches!(e, Event::CircuitClosed { id, built: true, .. } if *id == c.id)
     });
     // The relays forgot it too.
     if torn {
         for h in &c.hops {
-            let n = &net.nodes[index_of(&net, *h)];
+            let n = &net.nodes()[index_of(&net, *h)];
             assert_eq!(n.relay_circuit_count(), 0, "a relay kept the circuit");
         }
     }
@@ -240,7 +238,7 @@ fn corrupted_cells_tear_the_circuit_down() {
             if from == guard && cell.command() == command::RELAY {
                 cell.body_mut()[100] ^= 1;
             }
-            TamperAction::Deliver
+            Verdict::Deliver
         })
     });
     assert!(accepted.is_empty(), "a corrupted cell was accepted");
@@ -254,9 +252,9 @@ fn dropped_cells_tear_the_circuit_down() {
         Box::new(move |from, _, cell: &mut Cell| {
             if from == guard && cell.command() == command::RELAY && first {
                 first = false;
-                return TamperAction::Drop;
+                return Verdict::Drop;
             }
-            TamperAction::Deliver
+            Verdict::Deliver
         })
     });
     assert!(accepted.is_empty(), "a cell after a gap was accepted");
@@ -270,9 +268,9 @@ fn replayed_cells_tear_the_circuit_down() {
         Box::new(move |from, _, cell: &mut Cell| {
             if from == guard && cell.command() == command::RELAY && first {
                 first = false;
-                return TamperAction::Replay;
+                return Verdict::Replay;
             }
-            TamperAction::Deliver
+            Verdict::Deliver
         })
     });
     assert_eq!(accepted, vec![b"one".to_vec()], "the replay was accepted");
@@ -282,19 +280,19 @@ fn replayed_cells_tear_the_circuit_down() {
 #[test]
 fn relays_see_fixed_size_cells_and_nothing_of_the_initiator() {
     let mut net = quiet_net(10);
-    for n in &mut net.nodes {
+    for n in net.nodes_mut() {
         n.set_observing(true);
     }
     let mut sizes = BTreeSet::new();
-    net.tamper = Some(Box::new(move |_, _, cell: &mut Cell| {
+    net.set_tamper(Some(Box::new(move |_, _, cell: &mut Cell| {
         assert_eq!(cell.as_bytes().len(), CELL_SIZE);
-        TamperAction::Deliver
-    }));
+        Verdict::Deliver
+    })));
     net.run(T0 + 10_000);
     let c = built(&net, 0)[0].clone();
-    net.nodes[0].send_data(c.id, b"hello exit").unwrap();
+    net.nodes_mut()[0].send_data(c.id, b"hello exit").unwrap();
     net.pump(T0 + 10_000);
-    let me = net.nodes[0].descriptor().clone();
+    let me = net.nodes()[0].descriptor().clone();
     let secrets: Vec<Vec<u8>> = vec![
         me.node_id().as_bytes().to_vec(),
         me.x25519().to_vec(),
@@ -305,8 +303,8 @@ fn relays_see_fixed_size_cells_and_nothing_of_the_initiator() {
         },
     ];
     let mut seen = 0;
-    for (i, n) in net.nodes.iter_mut().enumerate().skip(1) {
-        for o in n.take_observations() {
+    for i in 1..net.nodes().len() {
+        for o in net.take_observations(i) {
             seen += 1;
             let bytes = o.bytes();
             if let Observation::Relayed { body, .. } = &o {
@@ -326,18 +324,15 @@ fn relays_see_fixed_size_cells_and_nothing_of_the_initiator() {
 
 #[test]
 fn client_only_nodes_link_to_guards_and_are_never_hops() {
-    let mut net = net(10, false);
-    let mut c = node(11, vec![addr(1)]);
-    c.config.relay = false;
-    c.descriptor = super::super::sign_own(&c.identity, &c.config, T0);
-    net.nodes.push(c);
+    // Node 10 (the 11th) is client-only.
+    let mut net = Net::with_config(11, false, |i, c| c.relay = i != 10).unwrap();
     net.run(T0 + 25_000);
-    let client = net.nodes.len() - 1;
-    let me = net.nodes[client].node_id();
-    assert!(!net.nodes[client].descriptor().is_relay());
-    let guards = net.nodes[client].guard_ids();
+    let client = net.nodes().len() - 1;
+    let me = net.nodes()[client].node_id();
+    assert!(!net.nodes()[client].descriptor().is_relay());
+    let guards = net.nodes()[client].guard_ids();
     assert!(guards.len() >= 2);
-    let peers: Vec<NodeId> = net.nodes[client]
+    let peers: Vec<NodeId> = net.nodes()[client]
         .peers()
         .iter()
         .map(|p| p.node_id)
@@ -348,7 +343,7 @@ fn client_only_nodes_link_to_guards_and_are_never_hops() {
         !built(&net, client).is_empty(),
         "the client built a circuit"
     );
-    for (i, n) in net.nodes.iter().enumerate() {
+    for (i, n) in net.nodes().iter().enumerate() {
         for c in n.circuits() {
             assert!(!c.hops.contains(&me), "node {i} used the client as a hop");
         }
@@ -356,30 +351,30 @@ fn client_only_nodes_link_to_guards_and_are_never_hops() {
     // A CREATE sent to it anyway, by a guard over their link, is
     // refused with NOT_A_RELAY.
     let g = index_of(&net, guards[0]);
-    let lg = net.nodes[g].link_to(&me).unwrap();
-    let (_, lc) = net.wires[&(g, lg)];
-    let bit = own_side_bit(net.nodes[g].direction_of(lg));
-    let create = create_cell(&net.nodes[client], bit | 77, 3);
-    net.nodes[client].handle_link_data(T0 + 25_000, lc, create.as_bytes());
+    let lg = net.nodes()[g].link_to(&me).unwrap();
+    let (_, lc) = net.peer_of(g, lg).unwrap();
+    let bit = own_side_bit(net.nodes()[g].direction_of(lg));
+    let create = create_cell(&net.nodes()[client], bit | 77, 3);
+    net.nodes_mut()[client].handle_link_data(T0 + 25_000, lc, create.as_bytes());
     let mut refused = false;
-    while let Some(t) = net.nodes[client].poll_transmit() {
-        net.nodes[client].handle_link_sent(T0 + 25_000, t.link, 1);
+    while let Some(t) = net.nodes_mut()[client].poll_transmit() {
+        net.nodes_mut()[client].handle_link_sent(T0 + 25_000, t.link, 1);
         if t.cell.command() == command::DESTROY && t.cell.circ_id() == bit | 77 {
             refused = t.cell.link_payload().unwrap() == [crate::node::fault::wire::NOT_A_RELAY];
         }
     }
     assert!(refused, "the CREATE was not refused as NOT_A_RELAY");
-    assert_eq!(net.nodes[client].stats().circuits.relay_created, 0);
-    assert_eq!(net.nodes[client].relay_circuit_count(), 0);
+    assert_eq!(net.nodes()[client].stats().circuits.relay_created, 0);
+    assert_eq!(net.nodes()[client].relay_circuit_count(), 0);
 }
 
 /// Node 0's link to node 1 (and node 1's end of it), linking them
 /// first if needed.
 pub(super) fn link_between(net: &mut Net) -> (LinkId, LinkId) {
     net.run(T0 + 3_000);
-    let id1 = net.nodes[1].node_id();
-    let l0 = net.nodes[0].link_to(&id1).expect("0 and 1 linked");
-    let (_, l1) = net.wires[&(0, l0)];
+    let id1 = net.nodes()[1].node_id();
+    let l0 = net.nodes()[0].link_to(&id1).expect("0 and 1 linked");
+    let (_, l1) = net.peer_of(0, l0).unwrap();
     (l0, l1)
 }
 
@@ -392,21 +387,21 @@ pub(super) fn create_cell(to: &Node, cid: u32, seed: u8) -> Cell {
 #[test]
 fn relays_cap_circuits_and_keep_serving() {
     let mut net = net(2, false);
-    for n in &mut net.nodes {
+    for n in net.nodes_mut() {
         n.config.circuits.circuits_wanted = 0;
     }
-    net.nodes[1].config.circuits.max_circuits_per_link = 5;
+    net.nodes_mut()[1].config.circuits.max_circuits_per_link = 5;
     let (l0, l1) = link_between(&mut net);
     // Node 0 uses its own half of the id space on this link.
-    let bit = own_side_bit(net.nodes[0].direction_of(l0));
+    let bit = own_side_bit(net.nodes()[0].direction_of(l0));
     for i in 0..8u32 {
-        let c = create_cell(&net.nodes[1], bit | (100 + i), i as u8);
-        net.nodes[1].handle_link_data(T0 + 3_000, l1, c.as_bytes());
+        let c = create_cell(&net.nodes()[1], bit | (100 + i), i as u8);
+        net.nodes_mut()[1].handle_link_data(T0 + 3_000, l1, c.as_bytes());
     }
-    assert_eq!(net.nodes[1].relay_circuit_count(), 5, "capped per link");
+    assert_eq!(net.nodes()[1].relay_circuit_count(), 5, "capped per link");
     let mut created = 0;
     let mut destroyed = 0;
-    while let Some(t) = net.nodes[1].poll_transmit() {
+    while let Some(t) = net.nodes_mut()[1].poll_transmit() {
         match t.cell.command() {
             command::CREATED => created += 1,
             command::DESTROY => destroyed += 1,
@@ -417,42 +412,42 @@ fn relays_cap_circuits_and_keep_serving() {
     // Cells for unknown circuits, and garbage relay bodies, are
     // dropped without harm; the link stays up.
     let stray = Cell::relay(bit | 9999, &[7u8; crate::cell::CELL_BODY_BYTES]).unwrap();
-    net.nodes[1].handle_link_data(T0 + 3_000, l1, stray.as_bytes());
+    net.nodes_mut()[1].handle_link_data(T0 + 3_000, l1, stray.as_bytes());
     let garbage = Cell::relay(bit | 100, &[7u8; crate::cell::CELL_BODY_BYTES]).unwrap();
-    net.nodes[1].handle_link_data(T0 + 3_000, l1, garbage.as_bytes());
+    net.nodes_mut()[1].handle_link_data(T0 + 3_000, l1, garbage.as_bytes());
     assert_eq!(
-        net.nodes[1].relay_circuit_count(),
+        net.nodes()[1].relay_circuit_count(),
         4,
         "the garbled one went"
     );
-    assert_eq!(net.nodes[1].stats().circuits.torn_down_bad_cell, 1);
-    assert!(net.nodes[1].has_link(l1));
+    assert_eq!(net.nodes()[1].stats().circuits.torn_down_bad_cell, 1);
+    assert!(net.nodes()[1].has_link(l1));
     // A CREATE on the wrong half of the id space is a protocol
     // violation: the link is cut, the node keeps serving others.
-    let wrong = create_cell(&net.nodes[1], (bit ^ 0x8000_0000) | 5, 9);
-    net.nodes[1].handle_link_data(T0 + 3_000, l1, wrong.as_bytes());
-    assert!(!net.nodes[1].has_link(l1));
+    let wrong = create_cell(&net.nodes()[1], (bit ^ 0x8000_0000) | 5, 9);
+    net.nodes_mut()[1].handle_link_data(T0 + 3_000, l1, wrong.as_bytes());
+    assert!(!net.nodes()[1].has_link(l1));
     assert_eq!(
-        net.nodes[1].relay_circuit_count(),
+        net.nodes()[1].relay_circuit_count(),
         0,
         "the link's circuits went with it"
     );
-    assert_eq!(net.nodes[1].stats().peers_penalised, 1);
+    assert_eq!(net.nodes()[1].stats().peers_penalised, 1);
 }
 
 #[test]
 fn client_only_nodes_refuse_to_relay() {
     let mut net = net(2, false);
-    for n in &mut net.nodes {
+    for n in net.nodes_mut() {
         n.config.circuits.circuits_wanted = 0;
     }
     let (l0, l1) = link_between(&mut net);
-    net.nodes[1].config.relay = false;
-    let bit = own_side_bit(net.nodes[0].direction_of(l0));
-    let c = create_cell(&net.nodes[1], bit | 1, 1);
-    net.nodes[1].handle_link_data(T0 + 3_000, l1, c.as_bytes());
-    assert_eq!(net.nodes[1].relay_circuit_count(), 0);
-    let t = net.nodes[1].poll_transmit().unwrap();
+    net.nodes_mut()[1].config.relay = false;
+    let bit = own_side_bit(net.nodes()[0].direction_of(l0));
+    let c = create_cell(&net.nodes()[1], bit | 1, 1);
+    net.nodes_mut()[1].handle_link_data(T0 + 3_000, l1, c.as_bytes());
+    assert_eq!(net.nodes()[1].relay_circuit_count(), 0);
+    let t = net.nodes_mut()[1].poll_transmit().unwrap();
     assert_eq!(t.cell.command(), command::DESTROY);
     assert_eq!(
         t.cell.link_payload().unwrap(),
@@ -464,7 +459,7 @@ fn client_only_nodes_refuse_to_relay() {
 fn guards_survive_a_restart() {
     let mut net = net(8, false);
     net.run(T0 + 8_000);
-    let saved = net.nodes[0].guards();
+    let saved = net.nodes()[0].guards();
     assert!(!saved.is_empty());
     let mut fresh = node(1, vec![addr(1)]);
     assert_eq!(fresh.restore_guards(T0 + 9_000, &saved), saved.len());
@@ -479,10 +474,10 @@ fn guards_survive_a_restart() {
 #[test]
 fn rotation_destroys_the_old_circuit_at_every_relay() {
     let mut net = quiet_net(8);
-    net.nodes[0].config.circuits.lifetime_ms = 5_000;
+    net.nodes_mut()[0].config.circuits.lifetime_ms = 5_000;
     net.run(T0 + 30_000);
     let rotated = net
-        .events
+        .events()
         .iter()
         .filter(|(i, e)| {
             *i == 0
@@ -496,8 +491,8 @@ fn rotation_destroys_the_old_circuit_at_every_relay() {
         })
         .count();
     assert!(rotated >= 2, "rotated {rotated} times");
-    let relayed: usize = net.nodes.iter().map(Node::relay_circuit_count).sum();
-    let live = net.nodes[0].circuits().len();
+    let relayed: usize = net.nodes().iter().map(Node::relay_circuit_count).sum();
+    let live = net.nodes()[0].circuits().len();
     // Each of node 0's live circuits has at most 3 relay entries.
     assert!(
         relayed <= 3 * live,
@@ -508,21 +503,21 @@ fn rotation_destroys_the_old_circuit_at_every_relay() {
 #[test]
 fn nothing_after_a_cut_in_one_read() {
     let mut net = net(2, false);
-    for n in &mut net.nodes {
+    for n in net.nodes_mut() {
         n.config.circuits.circuits_wanted = 0;
     }
     let (l0, l1) = link_between(&mut net);
-    let bit = own_side_bit(net.nodes[0].direction_of(l0));
+    let bit = own_side_bit(net.nodes()[0].direction_of(l0));
     let mut chunk = Vec::new();
-    chunk.extend_from_slice(create_cell(&net.nodes[1], bit | 100, 1).as_bytes());
-    chunk.extend_from_slice(create_cell(&net.nodes[1], bit | 100, 2).as_bytes());
-    chunk.extend_from_slice(create_cell(&net.nodes[1], bit | 101, 3).as_bytes());
-    let before = net.nodes[1].stats().circuits.relay_created;
-    net.nodes[1].handle_link_data(T0 + 3_000, l1, &chunk);
-    assert!(!net.nodes[1].has_link(l1));
-    assert_eq!(net.nodes[1].relay_circuit_count(), 0);
+    chunk.extend_from_slice(create_cell(&net.nodes()[1], bit | 100, 1).as_bytes());
+    chunk.extend_from_slice(create_cell(&net.nodes()[1], bit | 100, 2).as_bytes());
+    chunk.extend_from_slice(create_cell(&net.nodes()[1], bit | 101, 3).as_bytes());
+    let before = net.nodes()[1].stats().circuits.relay_created;
+    net.nodes_mut()[1].handle_link_data(T0 + 3_000, l1, &chunk);
+    assert!(!net.nodes()[1].has_link(l1));
+    assert_eq!(net.nodes()[1].relay_circuit_count(), 0);
     assert_eq!(
-        net.nodes[1].stats().circuits.relay_created,
+        net.nodes()[1].stats().circuits.relay_created,
         before + 1,
         "a CREATE after the cut was served"
     );
