@@ -34,6 +34,12 @@ pub mod command {
     pub const PULL_REQUEST: u8 = 3;
     /// Peer sampling: (part of) the answer to a pull request.
     pub const PULL_REPLY: u8 = 4;
+    /// Search: one step of a query or publication walk
+    /// ([`crate::search::Walk`]).
+    pub const WALK: u8 = 5;
+    /// Search: a sealed answer going back along a walk's reverse path
+    /// ([`crate::search::WalkReply`]).
+    pub const WALK_REPLY: u8 = 6;
     /// Circuit: the first hop handshake (msg1), link level, circuit id set.
     pub const CREATE: u8 = 0x40;
     /// Circuit: the hop's answer to CREATE (msg2).

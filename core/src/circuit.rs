@@ -255,6 +255,10 @@ pub mod tag {
     pub const DATA: u8 = 8;
     /// [`super::CircuitMsg::Sendme`].
     pub const SENDME: u8 = 9;
+    /// [`super::CircuitMsg::Search`].
+    pub const SEARCH: u8 = 10;
+    /// [`super::CircuitMsg::SearchReply`].
+    pub const SEARCH_REPLY: u8 = 11;
 }
 
 /// Largest [`CircuitMsg::Data`] payload: one relay cell minus the tag and
@@ -314,6 +318,18 @@ pub enum CircuitMsg {
     /// Flow control: the sender of this message received another
     /// `sendme_every` data cells; the other end may send that many more.
     Sendme,
+    /// Client → last hop: a publication or a search
+    /// ([`crate::search::ToExit`], undecoded).
+    Search {
+        /// At most [`MAX_DATA_BYTES`].
+        bytes: Vec<u8>,
+    },
+    /// Last hop → client: a search answer ([`crate::search::FromExit`],
+    /// undecoded).
+    SearchReply {
+        /// At most [`MAX_DATA_BYTES`].
+        bytes: Vec<u8>,
+    },
 }
 
 fn put_handshake(w: &mut Writer, handshake: &[u8]) -> Result<(), EncodeError> {
@@ -377,14 +393,20 @@ impl CircuitMsg {
                 w.put_u8(tag::PROBE_REPLY);
                 w.put_u64(*nonce);
             }
-            CircuitMsg::Data { bytes } => {
+            CircuitMsg::Data { bytes }
+            | CircuitMsg::Search { bytes }
+            | CircuitMsg::SearchReply { bytes } => {
                 if bytes.len() > MAX_DATA_BYTES {
                     return Err(EncodeError {
                         len: bytes.len(),
                         max: MAX_DATA_BYTES,
                     });
                 }
-                w.put_u8(tag::DATA);
+                w.put_u8(match self {
+                    CircuitMsg::Search { .. } => tag::SEARCH,
+                    CircuitMsg::SearchReply { .. } => tag::SEARCH_REPLY,
+                    _ => tag::DATA,
+                });
                 w.put_u16(bytes.len() as u16);
                 w.put_bytes(bytes);
             }
@@ -422,7 +444,7 @@ impl CircuitMsg {
             tag::PROBE_REPLY => CircuitMsg::ProbeReply {
                 nonce: r.get_u64()?,
             },
-            tag::DATA => {
+            t @ (tag::DATA | tag::SEARCH | tag::SEARCH_REPLY) => {
                 let len = usize::from(r.get_u16()?);
                 if len > MAX_DATA_BYTES {
                     return Err(DecodeError::TooLong {
@@ -431,8 +453,11 @@ impl CircuitMsg {
                         max: MAX_DATA_BYTES,
                     });
                 }
-                CircuitMsg::Data {
-                    bytes: r.get_bytes(len)?.to_vec(),
+                let bytes = r.get_bytes(len)?.to_vec();
+                match t {
+                    tag::SEARCH => CircuitMsg::Search { bytes },
+                    tag::SEARCH_REPLY => CircuitMsg::SearchReply { bytes },
+                    _ => CircuitMsg::Data { bytes },
                 }
             }
             tag::SENDME => CircuitMsg::Sendme,

@@ -18,6 +18,7 @@ pub mod path;
 pub mod pow;
 pub mod record;
 pub mod sampling;
+pub mod search;
 #[cfg(any(test, feature = "testing"))]
 pub mod testing;
 pub mod wire;

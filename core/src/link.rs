@@ -348,6 +348,11 @@ pub enum LinkMsg {
         /// vouched one that fails blames the sender.
         descriptors: Vec<(UncheckedDescriptor, bool)>,
     },
+    /// A search walk step ([`crate::search::Walk`], undecoded).
+    Walk(Vec<u8>),
+    /// A sealed search answer going back ([`crate::search::WalkReply`],
+    /// undecoded).
+    WalkReply(Vec<u8>),
 }
 
 impl LinkMsg {
@@ -393,6 +398,8 @@ impl LinkMsg {
                 }
                 LinkMsg::PullReply { nonce, descriptors }
             }
+            command::WALK => return Ok(LinkMsg::Walk(payload.to_vec())),
+            command::WALK_REPLY => return Ok(LinkMsg::WalkReply(payload.to_vec())),
             other => return Err(DecodeError::UnknownKind(other)),
         };
         r.finish()?;
@@ -403,6 +410,12 @@ impl LinkMsg {
     pub fn push(descriptor: &Descriptor) -> Cell {
         let bytes = descriptor.to_bytes();
         Cell::link(command::PUSH, &bytes).unwrap_or_else(|| Cell::new(0, command::PADDING))
+    }
+
+    /// Encode a search walk step or reply (`command` is
+    /// [`command::WALK`] or [`command::WALK_REPLY`]); None if too long.
+    pub fn search(command: u8, payload: &[u8]) -> Option<Cell> {
+        Cell::link(command, payload)
     }
 
     /// Encode a pull request.

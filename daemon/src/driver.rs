@@ -595,6 +595,18 @@ fn drain(node: &mut Node, links: &mut BTreeMap<LinkId, LinkIo>, shared: &Arc<Sha
                         "data for us as a circuit's last hop (no stream layer yet; dropped)"
                     );
                 }
+                Event::SearchResults { search, records } => {
+                    tracing::debug!(search = search.0, records = records.len(), "search results");
+                }
+                Event::SearchDone { search } => {
+                    tracing::debug!(search = search.0, "search done");
+                }
+                Event::Answered { content } => {
+                    tracing::trace!(
+                        records = content.len(),
+                        "answered a query as an index holder"
+                    );
+                }
             }
         }
         if !any {

@@ -139,6 +139,18 @@ pub fn link_msg(data: &[u8]) -> bool {
                 assert_eq!(LinkMsg::decode(&cells[0]).as_ref(), Ok(&msg));
             }
         }
+        LinkMsg::Walk(bytes) => {
+            if let Ok(w) = veil_core::search::Walk::decode(bytes) {
+                let again = w.encode().expect("a decoded walk fits");
+                assert_eq!(veil_core::search::Walk::decode(&again).as_ref(), Ok(&w));
+            }
+        }
+        LinkMsg::WalkReply(bytes) => {
+            if let Ok(w) = veil_core::search::WalkReply::decode(bytes) {
+                let again = w.encode().expect("a decoded reply fits");
+                assert_eq!(veil_core::search::WalkReply::decode(&again).as_ref(), Ok(&w));
+            }
+        }
     }
     true
 }

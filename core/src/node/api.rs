@@ -5,6 +5,7 @@
 use std::net::SocketAddr;
 
 use super::circuits::{CircuitId, CircuitStats, CloseReason, RelayCircuitId};
+use super::search::{SearchId, SearchStats};
 use crate::cell::Cell;
 use crate::identity::NodeId;
 use crate::link::HandshakeError;
@@ -110,6 +111,25 @@ pub enum Event {
         /// The bytes.
         data: Vec<u8>,
     },
+    /// Checked records arrived for one of our searches.
+    SearchResults {
+        /// Which search.
+        search: SearchId,
+        /// The records (signature, proof of work, bounds and validity
+        /// checked; rank them with [`crate::search::rank`]).
+        records: Vec<crate::record::SignedRecord>,
+    },
+    /// One of our searches timed out: no more answers are taken.
+    SearchDone {
+        /// Which search.
+        search: SearchId,
+    },
+    /// As an index holder we answered a query with records for these
+    /// contents (never our own shares).
+    Answered {
+        /// The content ids in the answer.
+        content: Vec<crate::content::ContentId>,
+    },
     /// As the last hop of a circuit, data arrived from its client.
     RelayData {
         /// Which.
@@ -163,4 +183,6 @@ pub struct Stats {
     pub pushes_sent: u64,
     /// Circuits (ours and relayed).
     pub circuits: CircuitStats,
+    /// Publication and search.
+    pub search: SearchStats,
 }

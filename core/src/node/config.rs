@@ -4,6 +4,7 @@
 use std::net::SocketAddr;
 
 use super::Millis;
+use super::search::SearchParams;
 use crate::path::CircuitParams;
 use crate::pow::PowParams;
 use crate::sampling::BrahmsParams;
@@ -67,6 +68,8 @@ pub struct Config {
     pub descriptor_refresh_ms: Millis,
     /// Circuits, guards and paths.
     pub circuits: CircuitParams,
+    /// Publication and search.
+    pub search: SearchParams,
 }
 
 impl Config {
@@ -95,6 +98,7 @@ impl Config {
             descriptor_max_age_ms: 6 * 3600 * 1000,
             descriptor_refresh_ms: 3600 * 1000,
             circuits: CircuitParams::MAINNET,
+            search: SearchParams::MAINNET,
         }
     }
 
@@ -107,6 +111,7 @@ impl Config {
             bootstrap_retry_ms: 1_000,
             dial_backoff_ms: 5_000,
             circuits: CircuitParams::TESTNET,
+            search: SearchParams::TESTNET,
             ..Config::mainnet()
         }
     }
@@ -129,6 +134,7 @@ impl Config {
     /// queue with; the error names the field.
     pub fn validate(self) -> Result<ValidConfig, String> {
         self.circuits.validate()?;
+        self.search.validate()?;
         let positive = [
             ("round_ms", self.round_ms),
             ("handshake_timeout_ms", self.handshake_timeout_ms),

@@ -121,7 +121,8 @@ impl Gossip {
         let round = self.round;
         let now = cx.now;
         match msg {
-            LinkMsg::Padding => {}
+            // Search messages go to the search part, never here.
+            LinkMsg::Padding | LinkMsg::Walk(_) | LinkMsg::WalkReply(_) => {}
             LinkMsg::Push(u) => {
                 let l = self.per_link.entry(link).or_default();
                 if l.pushed_round == round && round != 0 {

@@ -507,6 +507,15 @@ impl TokenBucket {
         }
     }
 
+    /// Whether the bucket would be full at `now` (an idle bucket: the same
+    /// as a new one).
+    pub(crate) fn is_full(&self, now: Millis, rate: u32) -> bool {
+        let rate = u64::from(rate);
+        self.milli
+            .saturating_add(now.saturating_sub(self.at_ms).saturating_mul(rate))
+            >= rate * 2000
+    }
+
     /// Takes one token if there is one.
     pub(crate) fn take(&mut self, now: Millis, rate: u32) -> bool {
         let rate = u64::from(rate);

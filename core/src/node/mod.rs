@@ -52,9 +52,11 @@ mod dialer;
 mod directory;
 mod fault;
 mod gossip;
+mod inspect;
 mod links;
 mod outbox;
 mod output;
+mod search;
 mod timers;
 
 pub use addr::{network_of, source_of};
@@ -65,10 +67,13 @@ pub use circuits::{
 };
 pub use config::{Config, ValidConfig};
 pub use fault::{Cause, Fault, Offence};
+pub use search::{SearchError, SearchId, SearchParams, SearchStats};
 
 use crate::cell::Cell;
+use crate::circuit::CircuitMsg;
 use crate::descriptor::{Descriptor, flags};
 use crate::identity::{NodeId, NodeIdentity};
+use crate::link::LinkMsg;
 use crate::link::{CheckParams, HandshakeError};
 use crate::sampling::Brahms;
 use circuits::{Circuits, World};
@@ -77,6 +82,7 @@ use directory::Directory;
 use gossip::{Gossip, GossipView};
 use links::{Incoming, Links};
 use output::{Action, Ctx, Out};
+use search::SearchView;
 use timers::{Timer, TimerTable};
 
 /// The veil node state machine. See the module docs for the call order.
@@ -91,6 +97,7 @@ pub struct Node {
     dir: Directory,
     gossip: Gossip,
     circ: Circuits,
+    search: search::Search,
     out: Out,
     stats: Stats,
     timers: TimerTable,
@@ -105,6 +112,7 @@ struct Parts<'a> {
     dir: &'a mut Directory,
     gossip: &'a mut Gossip,
     circ: &'a mut Circuits,
+    search: &'a mut search::Search,
     descriptor: &'a Descriptor,
 }
 
@@ -124,6 +132,8 @@ macro_rules! circuit_parts {
     };
 }
 
+// After the macro, which they use.
+mod commands;
 #[cfg(test)]
 mod tests;
 
@@ -159,140 +169,11 @@ impl Node {
             dir,
             gossip: Gossip::new(brahms),
             circ: Circuits::default(),
+            search: search::Search::default(),
             stats: Stats::default(),
             timers,
             now_ms: now,
         }
-    }
-
-    /// Our node id.
-    pub fn node_id(&self) -> NodeId {
-        self.identity.node_id()
-    }
-
-    /// Our current signed descriptor.
-    pub fn descriptor(&self) -> &Descriptor {
-        &self.descriptor
-    }
-
-    /// Counters.
-    pub fn stats(&self) -> &Stats {
-        &self.stats
-    }
-
-    /// The configuration.
-    pub fn config(&self) -> &Config {
-        &self.config
-    }
-
-    /// Peers with an authenticated link, by node id.
-    pub fn peers(&self) -> Vec<PeerInfo> {
-        let dir = &self.dir;
-        self.links
-            .peers(|id| dir.descriptor(id).is_some_and(Descriptor::is_relay))
-    }
-
-    /// The peer-sampling output: a near-uniform sample of node ids.
-    pub fn sample(&self) -> Vec<NodeId> {
-        self.gossip.sample()
-    }
-
-    /// The current Brahms view.
-    pub fn view(&self) -> &[NodeId] {
-        self.gossip.view()
-    }
-
-    /// Verified descriptors we hold for `id`, with when we first saw it.
-    pub fn known_descriptor(&self, id: &NodeId) -> Option<(&Descriptor, Millis)> {
-        self.dir
-            .get(id)
-            .and_then(|k| k.descriptor().map(|d| (d, k.first_seen_ms)))
-    }
-
-    /// Number of descriptors held.
-    pub fn known_count(&self) -> usize {
-        self.dir.len()
-    }
-
-    /// Our circuits, oldest first.
-    pub fn circuits(&self) -> Vec<CircuitInfo> {
-        self.circ.list()
-    }
-
-    /// Our guards in order (first = primary), for the driver to persist
-    /// (after [`Event::GuardsChanged`]).
-    pub fn guards(&self) -> Vec<GuardRecord> {
-        self.circ.guard_records()
-    }
-
-    /// Our current second-hop set (vanguards-lite).
-    pub fn vanguards(&self) -> Vec<NodeId> {
-        self.circ.vanguards()
-    }
-
-    /// Remaining flow-control credit of one of our circuits.
-    pub fn circuit_window(&self, id: CircuitId) -> Option<u32> {
-        self.circ.window(id)
-    }
-
-    /// Circuits we currently relay.
-    pub fn relay_circuit_count(&self) -> usize {
-        self.circ.relay_count()
-    }
-
-    /// Changes how many built circuits the node keeps ready (0: builds no
-    /// more; existing circuits live out their lifetime).
-    pub fn set_circuits_wanted(&mut self, n: usize) {
-        self.config.circuits.circuits_wanted = n;
-    }
-
-    /// Records what relays see in clear (simulator observer checks).
-    pub fn set_observing(&mut self, on: bool) {
-        self.circ.set_observing(on);
-    }
-
-    /// Takes the observations recorded since the last call.
-    pub fn take_observations(&mut self) -> Vec<Observation> {
-        self.circ.take_observations()
-    }
-
-    /// Restores persisted guards (call once, right after [`Node::new`]).
-    /// Records that do not decode or verify (signature and proof of work;
-    /// their age is not checked: the guard re-sends a fresh descriptor when
-    /// we link to it) are skipped. Returns how many were restored.
-    pub fn restore_guards(&mut self, now: Millis, records: &[GuardRecord]) -> usize {
-        self.clamp(now);
-        circuit_parts!(self, cx, w, circ);
-        let n = circ.restore_guards(&mut cx, &mut w, records);
-        self.settle();
-        n
-    }
-
-    /// Sends a probe over a built circuit: nothing happens if it comes
-    /// back; the circuit closes if it does not come back in time.
-    pub fn probe_circuit(&mut self, now: Millis, id: CircuitId) -> bool {
-        self.clamp(now);
-        circuit_parts!(self, cx, w, circ);
-        let sent = circ.probe(&mut cx, &mut w, id);
-        self.settle();
-        sent
-    }
-
-    /// Sends data to the last hop of a built circuit (flow controlled).
-    pub fn send_data(&mut self, id: CircuitId, data: &[u8]) -> Result<(), SendError> {
-        circuit_parts!(self, cx, w, circ);
-        let r = circ.send_data(&mut cx, &mut w, id, data);
-        self.settle();
-        r
-    }
-
-    /// As the last hop of a circuit, sends data back to its client (flow
-    /// controlled).
-    pub fn relay_send_data(&mut self, id: RelayCircuitId, data: &[u8]) -> Result<(), SendError> {
-        let (mut cx, p) = self.split();
-        let r = p.circ.relay_send_data(&mut cx, id, data);
-        self.settle();
-        r
     }
 
     // ---- inputs -------------------------------------------------------
@@ -426,6 +307,14 @@ impl Node {
             circuit_parts!(self, cx, w, circ);
             circ.tick(&mut cx, &mut w);
         }
+        if self.timers.due(Timer::Search, now) {
+            let have = !self.circ.built().is_empty();
+            let (mut cx, p) = self.split();
+            let due = p.search.tick(&mut cx, have);
+            for bytes in due {
+                self.send_search(bytes);
+            }
+        }
         self.settle();
     }
 
@@ -474,6 +363,7 @@ impl Node {
             dir,
             gossip,
             circ,
+            search,
             out,
             stats,
             timers,
@@ -496,6 +386,7 @@ impl Node {
                 dir,
                 gossip,
                 circ,
+                search,
                 descriptor,
             },
         )
@@ -532,6 +423,16 @@ impl Node {
                     descriptor: p.descriptor,
                 };
                 p.circ.on_cell(&mut cx, &mut w, link, cell);
+            }
+            Incoming::Msg(peer, LinkMsg::Walk(bytes)) => {
+                let v = SearchView {
+                    links: &*p.links,
+                    dir: &*p.dir,
+                };
+                p.search.on_walk(&mut cx, &v, link, peer, &bytes);
+            }
+            Incoming::Msg(_, LinkMsg::WalkReply(bytes)) => {
+                p.search.on_walk_reply(&mut cx, link, &bytes);
             }
             Incoming::Msg(peer, msg) => {
                 let guards = p.circ.guard_ids();
@@ -612,6 +513,7 @@ impl Node {
     fn link_down(&mut self, link: LinkId) {
         self.out.outbox_mut().close(link);
         self.gossip.link_down(link);
+        self.search.link_down(link);
         let removed = {
             let (mut cx, p) = self.split();
             p.links.remove(&mut cx, link)
@@ -687,6 +589,23 @@ impl Node {
             Action::OverQueue(link, cid) => {
                 circuit_parts!(self, cx, w, circ);
                 circ.over_queue(&mut cx, &mut w, link, cid);
+            }
+            Action::AtExit(k, bytes) => {
+                let (mut cx, p) = self.split();
+                let v = SearchView {
+                    links: &*p.links,
+                    dir: &*p.dir,
+                };
+                p.search.at_exit(&mut cx, &v, k, &bytes);
+            }
+            Action::AtClient(id, bytes) => {
+                let (mut cx, p) = self.split();
+                p.search.at_client(&mut cx, id, &bytes);
+            }
+            Action::ToClient(k, bytes) => {
+                let (mut cx, p) = self.split();
+                p.circ
+                    .relay_send_msg(&mut cx, k, &CircuitMsg::SearchReply { bytes });
             }
             Action::Refused(r) => {
                 // A gossiped claim failed its check. Only the peer itself

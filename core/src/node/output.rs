@@ -26,6 +26,13 @@ pub(super) enum Action {
     OverQueue(LinkId, u32),
     /// A gossiped descriptor failed its check.
     Refused(Refusal),
+    /// As the exit of relayed circuit `k`, a search message from its
+    /// client (for the search part).
+    AtExit(u64, Vec<u8>),
+    /// A search message from our circuit's exit (for the search part).
+    AtClient(super::CircuitId, Vec<u8>),
+    /// Send a search message down relayed circuit `k` to its client.
+    ToClient(u64, Vec<u8>),
 }
 
 /// The node's outputs: cells (through the outbox), events for the driver,

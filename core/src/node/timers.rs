@@ -22,6 +22,8 @@ pub(super) enum Timer {
     Round,
     /// Circuit housekeeping: builds, probes, rotation, guards.
     CircuitTick,
+    /// Search: republication, search timeouts, index expiry.
+    Search,
 }
 
 /// Deadlines by timer.

@@ -102,6 +102,36 @@ impl Circuits {
         true
     }
 
+    /// Our built circuits (not closing), with their hop counts, oldest
+    /// first.
+    pub(in crate::node) fn built(&self) -> Vec<(CircuitId, usize)> {
+        self.own
+            .iter()
+            .filter(|(_, c)| c.state == CircuitState::Built)
+            .map(|(k, c)| (CircuitId(*k), c.path.len()))
+            .collect()
+    }
+
+    /// Sends a search message to the last hop of a built circuit (not flow
+    /// controlled: exits rate-limit them per circuit).
+    pub(in crate::node) fn send_msg(
+        &mut self,
+        cx: &mut Ctx<'_>,
+        w: &mut World<'_>,
+        id: CircuitId,
+        msg: &CircuitMsg,
+    ) -> bool {
+        let Some(c) = self.own.get(&id.0) else {
+            return false;
+        };
+        if c.state != CircuitState::Built {
+            return false;
+        }
+        let last = c.path.len() - 1;
+        self.send_own(cx, w, id.0, last, msg);
+        true
+    }
+
     /// Sends data to the last hop of a built circuit (flow controlled).
     pub(in crate::node) fn send_data(
         &mut self,
@@ -412,6 +442,10 @@ impl Circuits {
                 }
             }
             AtClient::Sendme if hop == last => c.window.sendme(p),
+            AtClient::SearchReply { bytes } if hop == last && c.state != CircuitState::Building => {
+                cx.out
+                    .act(crate::node::output::Action::AtClient(CircuitId(k), bytes));
+            }
             _ => self.close_own(cx, w, k, CloseReason::Protocol, true),
         }
     }

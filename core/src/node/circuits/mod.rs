@@ -202,7 +202,7 @@ impl Circuits {
             (command::DESTROY | command::CREATED | command::RELAY | command::RELAY_EARLY, _) => {}
             // A link-level command on a circuit id is malformed; a command
             // we do not know is from a version we do not speak.
-            (c, _) if c <= command::PULL_REPLY => cx.cut(link, malformed),
+            (c, _) if c <= command::WALK_REPLY => cx.cut(link, malformed),
             _ => cx.cut(link, Fault::Incompatible),
         }
     }

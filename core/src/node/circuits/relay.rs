@@ -51,6 +51,15 @@ impl RelayCircuit {
 }
 
 impl Circuits {
+    /// As the last hop of relayed circuit `k`, sends a search message to
+    /// its client (not flow controlled: search messages are rate-limited
+    /// per circuit instead).
+    pub(in crate::node) fn relay_send_msg(&mut self, cx: &mut Ctx<'_>, k: u64, msg: &CircuitMsg) {
+        if self.relays.get(&k).is_some_and(RelayCircuit::is_last) {
+            self.send_backward(cx, k, msg);
+        }
+    }
+
     /// Circuits we currently relay.
     pub(in crate::node) fn relay_count(&self) -> usize {
         self.relays.len()
@@ -279,6 +288,9 @@ impl Circuits {
                 }
             }
             AtLastHop::Sendme => r.window.sendme(p),
+            AtLastHop::Search { bytes } => {
+                cx.out.act(crate::node::output::Action::AtExit(k, bytes))
+            }
         }
     }
 

@@ -21,6 +21,8 @@ pub(super) enum AtClient {
     Data { bytes: Vec<u8> },
     /// The last hop took another `sendme_every` data cells.
     Sendme,
+    /// A search answer from the exit.
+    SearchReply { bytes: Vec<u8> },
 }
 
 impl AtClient {
@@ -30,6 +32,7 @@ impl AtClient {
             CircuitMsg::ProbeReply { nonce } => AtClient::ProbeReply { nonce },
             CircuitMsg::Data { bytes } => AtClient::Data { bytes },
             CircuitMsg::Sendme => AtClient::Sendme,
+            CircuitMsg::SearchReply { bytes } => AtClient::SearchReply { bytes },
             _ => return None,
         })
     }
@@ -66,6 +69,8 @@ pub(super) enum AtLastHop {
     Data { bytes: Vec<u8> },
     /// The client took another `sendme_every` data cells.
     Sendme,
+    /// A publication or a search to start from here (the exit).
+    Search { bytes: Vec<u8> },
 }
 
 impl AtLastHop {
@@ -82,6 +87,7 @@ impl AtLastHop {
             CircuitMsg::Probe { nonce } => AtLastHop::Probe { nonce },
             CircuitMsg::Data { bytes } => AtLastHop::Data { bytes },
             CircuitMsg::Sendme => AtLastHop::Sendme,
+            CircuitMsg::Search { bytes } => AtLastHop::Search { bytes },
             _ => return None,
         })
     }

@@ -1,0 +1,139 @@
+//! What a driver can ask of a [`Node`] besides its inputs: settings,
+//! guard restoration, probes, data on circuits, publication and search.
+
+use rand_core::RngCore;
+
+use super::circuits::World;
+use super::{
+    CircuitId, GuardRecord, Millis, Node, Observation, RelayCircuitId, SearchError, SearchId,
+    SendError,
+};
+use crate::circuit::CircuitMsg;
+use crate::record::SignedRecord;
+use crate::search::Query;
+
+impl Node {
+    /// Changes how many built circuits the node keeps ready (0: builds no
+    /// more; existing circuits live out their lifetime).
+    pub fn set_circuits_wanted(&mut self, n: usize) {
+        self.config.circuits.circuits_wanted = n;
+    }
+
+    /// Records what relays see in clear (simulator observer checks).
+    pub fn set_observing(&mut self, on: bool) {
+        self.circ.set_observing(on);
+    }
+
+    /// Takes the observations recorded since the last call.
+    pub fn take_observations(&mut self) -> Vec<Observation> {
+        self.circ.take_observations()
+    }
+
+    /// Restores persisted guards (call once, right after [`Node::new`]).
+    /// Records that do not decode or verify (signature and proof of work;
+    /// their age is not checked: the guard re-sends a fresh descriptor when
+    /// we link to it) are skipped. Returns how many were restored.
+    pub fn restore_guards(&mut self, now: Millis, records: &[GuardRecord]) -> usize {
+        self.clamp(now);
+        circuit_parts!(self, cx, w, circ);
+        let n = circ.restore_guards(&mut cx, &mut w, records);
+        self.settle();
+        n
+    }
+
+    /// Sends a probe over a built circuit: nothing happens if it comes
+    /// back; the circuit closes if it does not come back in time.
+    pub fn probe_circuit(&mut self, now: Millis, id: CircuitId) -> bool {
+        self.clamp(now);
+        circuit_parts!(self, cx, w, circ);
+        let sent = circ.probe(&mut cx, &mut w, id);
+        self.settle();
+        sent
+    }
+
+    /// Sends data to the last hop of a built circuit (flow controlled).
+    pub fn send_data(&mut self, id: CircuitId, data: &[u8]) -> Result<(), SendError> {
+        circuit_parts!(self, cx, w, circ);
+        let r = circ.send_data(&mut cx, &mut w, id, data);
+        self.settle();
+        r
+    }
+
+    /// As the last hop of a circuit, sends data back to its client (flow
+    /// controlled).
+    pub fn relay_send_data(&mut self, id: RelayCircuitId, data: &[u8]) -> Result<(), SendError> {
+        let (mut cx, p) = self.split();
+        let r = p.circ.relay_send_data(&mut cx, id, data);
+        self.settle();
+        r
+    }
+
+    // ---- search -------------------------------------------------------
+
+    /// Starts a search through one of our built circuits: its exit walks
+    /// the overlay, and checked records come back as
+    /// [`Event::SearchResults`] until [`Event::SearchDone`].
+    pub fn search(&mut self, now: Millis, query: Query) -> Result<SearchId, SearchError> {
+        self.clamp(now);
+        if self.links.no_peers() {
+            return Err(SearchError::NoPeers);
+        }
+        let built = self.circ.built();
+        if built.is_empty() {
+            return Err(SearchError::NoCircuit);
+        }
+        // A circuit picked at random, so that searches spread over exits.
+        let (circuit, hops) = built[(self.rng.next_u64() % built.len() as u64) as usize];
+        let (mut cx, p) = self.split();
+        let (id, bytes) = p.search.start(&mut cx, query, hops);
+        circuit_parts!(self, cx, w, circ);
+        circ.send_msg(&mut cx, &mut w, circuit, &CircuitMsg::Search { bytes });
+        self.settle();
+        Ok(id)
+    }
+
+    /// Publishes our signed records (replacing the set published before)
+    /// through our circuits, and republishes them until they expire. Their
+    /// pseudonyms become our own: records they sign are never stored or
+    /// served from here, nor anything about their content.
+    pub fn publish(&mut self, now: Millis, records: Vec<SignedRecord>) {
+        self.clamp(now);
+        let (mut cx, p) = self.split();
+        p.search.publish(&mut cx, records);
+    }
+
+    /// Marks a pseudonym as ours before anything is published with it.
+    pub fn set_own_publisher(&mut self, id: crate::identity::PublisherId) {
+        self.search.own_publisher(id);
+    }
+
+    /// How many records we hold as an index holder.
+    pub fn index_len(&self) -> usize {
+        self.search.index_len()
+    }
+
+    /// Records we hold as an index holder (for the daemon to persist).
+    pub fn index_records(&self) -> Vec<SignedRecord> {
+        self.search.index_records()
+    }
+
+    /// Restores persisted index records (each is checked again; expired
+    /// ones and our own are skipped). Returns how many were kept.
+    pub fn restore_index(&mut self, now: Millis, records: Vec<SignedRecord>) -> usize {
+        self.clamp(now);
+        let (mut cx, p) = self.split();
+        p.search.restore(&mut cx, records)
+    }
+
+    /// Sends one publish message through a random built circuit.
+    pub(super) fn send_search(&mut self, bytes: Vec<u8>) {
+        let built = self.circ.built();
+        if built.is_empty() {
+            return;
+        }
+        let (circuit, hops) = built[(self.rng.next_u64() % built.len() as u64) as usize];
+        self.stats.search.circuit_cells += hops as u64;
+        circuit_parts!(self, cx, w, circ);
+        circ.send_msg(&mut cx, &mut w, circuit, &CircuitMsg::Search { bytes });
+    }
+}

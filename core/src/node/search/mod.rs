@@ -1,0 +1,767 @@
+//! The search part: publication, index holding, walks and searches.
+//!
+//! - **Publishing** ([`Search::publish`]): our signed records go through one
+//!   of our circuits to its last hop (the *exit*), never from our own place
+//!   in the overlay; the exit checks them and starts a publish walk that
+//!   stores them at every node it visits. We republish every
+//!   [`SearchParams::republish_ms`].
+//! - **Index holding**: a relay stores checked records from walks
+//!   ([`index::Index`]: bounded per publisher and in total, expired ones
+//!   dropped), never records signed by our own pseudonyms, and never
+//!   answers about content we share ourselves.
+//! - **Searching** ([`Search::start`]): the query goes through a circuit to
+//!   its exit, which answers from its own store and starts
+//!   [`SearchParams::walkers`] walks carrying one walk id. Each node a walk
+//!   visits answers once per walk id (sealed to the searcher's ephemeral
+//!   key, at most [`SearchParams::max_answer_records`] records) and sends
+//!   the answer back along the walk's reverse path to the exit, which
+//!   passes it down the circuit. A reply whose walk id a node does not hold
+//!   is dropped: no reflection.
+//! - **No hop count**: a walk continues at each node with probability
+//!   `1 - 1/len` (a geometric length with mean `len`); nothing in it counts
+//!   hops. The flood baseline ([`SearchParams::flood_ttl`]) carries a TTL
+//!   and exists only for comparison.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use rand_core::RngCore;
+use x25519_dalek::{PublicKey, StaticSecret};
+
+use super::directory::Directory;
+use super::links::{Links, TokenBucket};
+use super::output::{Action, Ctx};
+use super::timers::Timer;
+use super::{CircuitId, Event, LinkId, Millis};
+use crate::cell::command;
+use crate::content::ContentId;
+use crate::identity::{NodeId, PublisherId};
+use crate::link::LinkMsg;
+use crate::record::{SignedRecord, Unchecked};
+use crate::search::{
+    self, FromExit, MAX_RECORDS_PER_MSG, MAX_SEARCH_BYTES, Query, ToExit, Walk, WalkBody, WalkId,
+    WalkReply,
+};
+
+mod index;
+
+/// Rate-limit buckets kept before idle (full) ones are dropped: a full
+/// bucket is the same as a new one.
+const MAX_BUCKETS: usize = 1024;
+
+/// Our handle for one of our searches.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct SearchId(pub u64);
+
+/// Why a search or a publication could not start.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum SearchError {
+    /// No authenticated peer at all.
+    #[error("no peers yet")]
+    NoPeers,
+    /// No built circuit to send it through.
+    #[error("no circuit built yet")]
+    NoCircuit,
+}
+
+/// Search and publication parameters.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SearchParams {
+    /// Walks an exit starts per search.
+    pub walkers: usize,
+    /// Mean length of a query walk (each node continues it with
+    /// probability `1 - 1/walk_len`).
+    pub walk_len: u32,
+    /// Mean length of a publish walk (records are stored at every node it
+    /// visits).
+    pub publish_len: u32,
+    /// The flood baseline: exits flood queries with this TTL instead of
+    /// walking (for comparison only: a TTL shows relays their distance).
+    pub flood_ttl: Option<u8>,
+    /// Most records in one index holder's answer.
+    pub max_answer_records: usize,
+    /// Most records from one publisher in one answer.
+    pub max_answer_per_publisher: usize,
+    /// Most records stored from one publisher.
+    pub max_records_per_publisher: usize,
+    /// Most records stored in all.
+    pub max_index_records: usize,
+    /// Walk steps accepted per second per link (burst: two seconds).
+    pub walks_per_sec_per_link: u32,
+    /// Searches and publications accepted per second per circuit, as its
+    /// exit.
+    pub requests_per_sec_per_circuit: u32,
+    /// How long a walk's reverse path is kept.
+    pub reverse_path_ms: Millis,
+    /// Most reverse paths kept.
+    pub max_paths: usize,
+    /// How long answers to one of our searches are taken.
+    pub search_timeout_ms: Millis,
+    /// Our records are republished this often.
+    pub republish_ms: Millis,
+}
+
+impl SearchParams {
+    /// The real network.
+    pub const MAINNET: SearchParams = SearchParams {
+        walkers: 3,
+        walk_len: 24,
+        publish_len: 24,
+        flood_ttl: None,
+        max_answer_records: 12,
+        max_answer_per_publisher: 2,
+        max_records_per_publisher: 256,
+        max_index_records: 50_000,
+        walks_per_sec_per_link: 64,
+        requests_per_sec_per_circuit: 4,
+        reverse_path_ms: 30_000,
+        max_paths: 50_000,
+        search_timeout_ms: 20_000,
+        republish_ms: 6 * 3600 * 1000,
+    };
+
+    /// A small local network: short timers.
+    pub const TESTNET: SearchParams = SearchParams {
+        search_timeout_ms: 8_000,
+        republish_ms: 20_000,
+        ..SearchParams::MAINNET
+    };
+
+    /// Checks values the part divides by or sizes with.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.walkers == 0 || self.walk_len == 0 || self.publish_len == 0 {
+            return Err("search walkers and walk lengths must be positive".into());
+        }
+        if self.max_answer_records == 0
+            || self.max_answer_per_publisher == 0
+            || self.max_records_per_publisher == 0
+            || self.max_index_records == 0
+            || self.walks_per_sec_per_link == 0
+            || self.requests_per_sec_per_circuit == 0
+            || self.max_paths == 0
+            || self.search_timeout_ms == 0
+            || self.republish_ms == 0
+        {
+            return Err("search limits must be positive".into());
+        }
+        Ok(())
+    }
+}
+
+/// Search counters (part of [`super::Stats`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SearchStats {
+    /// Searches we started.
+    pub started: u64,
+    /// Checked records received for our searches.
+    pub results: u64,
+    /// Records in answers that failed their checks (dropped).
+    pub bad_results: u64,
+    /// Query walk steps (and flood copies) we sent.
+    pub walk_cells: u64,
+    /// Publish walk steps we sent.
+    pub publish_cells: u64,
+    /// Answers we sent or passed back along reverse paths.
+    pub reply_cells: u64,
+    /// Circuit cells our own searches and publications used (messages ×
+    /// hops, both ways).
+    pub circuit_cells: u64,
+    /// Answers we gave as an index holder.
+    pub answers: u64,
+    /// Records we stored as an index holder.
+    pub stored: u64,
+    /// Records refused (bad, expired, over a limit, our own).
+    pub refused: u64,
+    /// Replies with a walk id we do not hold, dropped.
+    pub unknown_replies: u64,
+    /// Walk steps or exit requests over a rate limit, dropped.
+    pub rate_limited: u64,
+    /// Records we (re)published through our circuits.
+    pub published: u64,
+}
+
+/// Where a walk's answers go back to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Back {
+    /// The link the walk came in on.
+    Link(LinkId),
+    /// We are its exit: down this relayed circuit (our key for it).
+    Exit(u64),
+}
+
+struct Pending {
+    id: SearchId,
+    secret: StaticSecret,
+    until_ms: Millis,
+    hops: usize,
+}
+
+impl std::fmt::Debug for Pending {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Pending")
+            .field("id", &self.id)
+            .field("until_ms", &self.until_ms)
+            .finish_non_exhaustive()
+    }
+}
+
+/// What the search part may read of the rest of the node.
+pub(super) struct SearchView<'a> {
+    pub(super) links: &'a Links,
+    pub(super) dir: &'a Directory,
+}
+
+impl SearchView<'_> {
+    /// Authenticated relay peers, with their links, in id order.
+    fn relay_peers(&self) -> Vec<(NodeId, LinkId)> {
+        self.links
+            .up()
+            .filter(|(_, _, p)| self.dir.descriptor(p).is_some_and(|d| d.is_relay()))
+            .map(|(l, _, p)| (p, l))
+            .collect()
+    }
+}
+
+/// The search part's state.
+#[derive(Debug, Default)]
+pub(super) struct Search {
+    index: index::Index,
+    own_publishers: BTreeSet<PublisherId>,
+    own_content: BTreeSet<ContentId>,
+    published: Vec<SignedRecord>,
+    publish_due_ms: Option<Millis>,
+    paths: BTreeMap<WalkId, (Back, Millis)>,
+    pending: BTreeMap<WalkId, Pending>,
+    next_search: u64,
+    link_walks: BTreeMap<LinkId, TokenBucket>,
+    circuit_requests: BTreeMap<u64, TokenBucket>,
+}
+
+fn now_s(cx: &Ctx<'_>) -> u64 {
+    cx.now / 1000
+}
+
+fn walk_id(cx: &mut Ctx<'_>) -> WalkId {
+    let mut id = [0u8; 16];
+    cx.rng.fill_bytes(&mut id);
+    WalkId(id)
+}
+
+fn seed(cx: &mut Ctx<'_>) -> [u8; 32] {
+    let mut s = [0u8; 32];
+    cx.rng.fill_bytes(&mut s);
+    s
+}
+
+/// Checks record encodings; the checked ones, and how many failed.
+fn check_all(cx: &Ctx<'_>, records: &[Vec<u8>]) -> (Vec<SignedRecord>, u64) {
+    let mut ok = Vec::new();
+    let mut bad = 0;
+    for bytes in records {
+        match Unchecked::<SignedRecord>::decode(bytes).and_then(|u| {
+            u.check(now_s(cx), cx.config.pow)
+                .map_err(|_| crate::wire::DecodeError::BadValue {
+                    field: "record",
+                    reason: "failed its check",
+                })
+        }) {
+            Ok(r) => ok.push(r),
+            Err(_) => bad += 1,
+        }
+    }
+    (ok, bad)
+}
+
+/// Record encodings packed into messages of at most [`MAX_SEARCH_BYTES`].
+fn batches(records: &[SignedRecord]) -> Vec<Vec<Vec<u8>>> {
+    let mut out: Vec<Vec<Vec<u8>>> = Vec::new();
+    let mut used = 0;
+    for r in records {
+        let b = r.to_bytes();
+        let cost = b.len() + 2;
+        match out.last_mut() {
+            Some(batch)
+                if used + cost <= MAX_SEARCH_BYTES - 64 && batch.len() < MAX_RECORDS_PER_MSG =>
+            {
+                used += cost;
+                batch.push(b);
+            }
+            _ => {
+                used = cost;
+                out.push(vec![b]);
+            }
+        }
+    }
+    out
+}
+
+impl Search {
+    /// How many records we hold as an index holder.
+    pub(super) fn index_len(&self) -> usize {
+        self.index.len()
+    }
+
+    /// Records we hold as an index holder.
+    pub(super) fn index_records(&self) -> Vec<SignedRecord> {
+        self.index.records().cloned().collect()
+    }
+
+    /// Restores persisted index records (checked again).
+    pub(super) fn restore(&mut self, cx: &mut Ctx<'_>, records: Vec<SignedRecord>) -> usize {
+        let p = &cx.config.search;
+        let mut n = 0;
+        for r in records {
+            if !self.own_publishers.contains(&r.publisher().id())
+                && self
+                    .index
+                    .offer(
+                        now_s(cx),
+                        r,
+                        p.max_records_per_publisher,
+                        p.max_index_records,
+                    )
+                    .is_ok()
+            {
+                n += 1;
+            }
+        }
+        n
+    }
+
+    /// Our own pseudonyms: their records are never stored or served here.
+    pub(super) fn own_publisher(&mut self, id: PublisherId) {
+        self.own_publishers.insert(id);
+    }
+
+    /// Sets our published records (replacing the last set) and publishes
+    /// them at the next tick.
+    pub(super) fn publish(&mut self, cx: &mut Ctx<'_>, records: Vec<SignedRecord>) {
+        for r in &records {
+            self.own_publishers.insert(r.publisher().id());
+            self.own_content.insert(r.record().content_id);
+        }
+        self.published = records;
+        self.publish_due_ms = Some(cx.now);
+        self.arm(cx);
+    }
+
+    /// Starts one of our searches: the message for the circuit's exit.
+    pub(super) fn start(
+        &mut self,
+        cx: &mut Ctx<'_>,
+        query: Query,
+        hops: usize,
+    ) -> (SearchId, Vec<u8>) {
+        let walk = walk_id(cx);
+        let secret = StaticSecret::from(seed(cx));
+        let reply_key = PublicKey::from(&secret).to_bytes();
+        let id = SearchId(self.next_search);
+        self.next_search += 1;
+        self.pending.insert(
+            walk,
+            Pending {
+                id,
+                secret,
+                until_ms: cx.now + cx.config.search.search_timeout_ms,
+                hops,
+            },
+        );
+        cx.stats.search.started += 1;
+        cx.stats.search.circuit_cells += hops as u64;
+        self.arm(cx);
+        let msg = ToExit::Search {
+            walk,
+            query,
+            reply_key,
+        };
+        (id, msg.encode().unwrap_or_default())
+    }
+
+    /// Publish messages due now (for the node to send through a circuit),
+    /// and the searches that timed out.
+    pub(super) fn tick(&mut self, cx: &mut Ctx<'_>, have_circuit: bool) -> Vec<Vec<u8>> {
+        let now = cx.now;
+        self.index.expire(now_s(cx));
+        self.paths.retain(|_, (_, until)| *until > now);
+        let done: Vec<WalkId> = self
+            .pending
+            .iter()
+            .filter(|(_, p)| p.until_ms <= now)
+            .map(|(w, _)| *w)
+            .collect();
+        for w in done {
+            if let Some(p) = self.pending.remove(&w) {
+                cx.event(Event::SearchDone { search: p.id });
+            }
+        }
+        let mut out = Vec::new();
+        if self.publish_due_ms.is_some_and(|t| t <= now) && !self.published.is_empty() {
+            if have_circuit {
+                self.published.retain(|r| r.record().expires > now / 1000);
+                for batch in batches(&self.published) {
+                    if let Some(b) = (ToExit::Publish { records: batch }).encode() {
+                        out.push(b);
+                    }
+                }
+                cx.stats.search.published += self.published.len() as u64;
+                self.publish_due_ms = Some(now + cx.config.search.republish_ms);
+            } else {
+                // Try again shortly: a circuit is on its way.
+                self.publish_due_ms = Some(now + 1_000);
+            }
+        }
+        self.arm(cx);
+        out
+    }
+
+    /// Arms the search timer for the next thing due.
+    fn arm(&self, cx: &mut Ctx<'_>) {
+        let next = self
+            .pending
+            .values()
+            .map(|p| p.until_ms)
+            .chain(self.publish_due_ms.filter(|_| !self.published.is_empty()))
+            .min();
+        match next {
+            Some(t) => cx.timers.set(Timer::Search, t),
+            None => cx.timers.clear(Timer::Search),
+        }
+    }
+
+    /// A link closed.
+    pub(super) fn link_down(&mut self, link: LinkId) {
+        self.link_walks.remove(&link);
+    }
+
+    /// A walk step arrived on `link`.
+    pub(super) fn on_walk(
+        &mut self,
+        cx: &mut Ctx<'_>,
+        v: &SearchView<'_>,
+        link: LinkId,
+        peer: NodeId,
+        bytes: &[u8],
+    ) {
+        let rate = cx.config.search.walks_per_sec_per_link;
+        let now = cx.now;
+        if self.link_walks.len() > MAX_BUCKETS {
+            self.link_walks.retain(|_, b| !b.is_full(now, rate));
+        }
+        let bucket = self
+            .link_walks
+            .entry(link)
+            .or_insert_with(|| TokenBucket::full(now, rate));
+        if !bucket.take(now, rate) {
+            cx.stats.search.rate_limited += 1;
+            return;
+        }
+        if !cx.config.relay {
+            return;
+        }
+        let Ok(walk) = Walk::decode(bytes) else {
+            cx.cut(link, super::Fault::Misbehaved(super::Offence::Malformed));
+            return;
+        };
+        match walk.body.clone() {
+            WalkBody::Publish { records } => {
+                self.store(cx, &records);
+                self.continue_walk(cx, v, &walk, Some(peer), cx.config.search.publish_len);
+            }
+            WalkBody::Query { query, reply_key } => {
+                let first = !self.paths.contains_key(&walk.id);
+                if first {
+                    self.note_path(cx, walk.id, Back::Link(link));
+                    if let Some(sealed) = self.answer(cx, &query, &reply_key) {
+                        let reply = WalkReply {
+                            id: walk.id,
+                            sealed,
+                        };
+                        self.send_reply(cx, link, &reply);
+                    }
+                }
+                match walk.flood_ttl {
+                    Some(ttl) if first && ttl > 0 => self.flood(cx, v, &walk, Some(peer), ttl - 1),
+                    Some(_) => {}
+                    None => {
+                        let len = cx.config.search.walk_len;
+                        self.continue_walk(cx, v, &walk, Some(peer), len);
+                    }
+                }
+            }
+        }
+    }
+
+    /// A sealed answer came back on `link`: pass it on towards its exit.
+    pub(super) fn on_walk_reply(&mut self, cx: &mut Ctx<'_>, link: LinkId, bytes: &[u8]) {
+        let Ok(reply) = WalkReply::decode(bytes) else {
+            cx.cut(link, super::Fault::Misbehaved(super::Offence::Malformed));
+            return;
+        };
+        match self.paths.get(&reply.id).map(|(b, _)| *b) {
+            Some(Back::Link(l)) if l != link => self.send_reply(cx, l, &reply),
+            Some(Back::Exit(k)) => self.answer_client(cx, k, reply.id, reply.sealed),
+            _ => cx.stats.search.unknown_replies += 1,
+        }
+    }
+
+    /// As the exit of relayed circuit `k`, a request from its client.
+    pub(super) fn at_exit(&mut self, cx: &mut Ctx<'_>, v: &SearchView<'_>, k: u64, bytes: &[u8]) {
+        let rate = cx.config.search.requests_per_sec_per_circuit;
+        let now = cx.now;
+        if self.circuit_requests.len() > MAX_BUCKETS {
+            self.circuit_requests.retain(|_, b| !b.is_full(now, rate));
+        }
+        let bucket = self
+            .circuit_requests
+            .entry(k)
+            .or_insert_with(|| TokenBucket::full(now, rate));
+        if !bucket.take(now, rate) {
+            cx.stats.search.rate_limited += 1;
+            return;
+        }
+        let Ok(msg) = ToExit::decode(bytes) else {
+            cx.stats.search.refused += 1;
+            return;
+        };
+        match msg {
+            ToExit::Publish { records } => {
+                let (ok, bad) = check_all(cx, &records);
+                cx.stats.search.refused += bad;
+                if ok.is_empty() {
+                    return;
+                }
+                let records: Vec<Vec<u8>> = ok.iter().map(SignedRecord::to_bytes).collect();
+                self.store(cx, &records);
+                let walk = Walk {
+                    id: walk_id(cx),
+                    flood_ttl: None,
+                    body: WalkBody::Publish { records },
+                };
+                self.launch(cx, v, &walk, 1);
+            }
+            ToExit::Search {
+                walk,
+                query,
+                reply_key,
+            } => {
+                if self.paths.contains_key(&walk) {
+                    return;
+                }
+                self.note_path(cx, walk, Back::Exit(k));
+                if let Some(sealed) = self.answer(cx, &query, &reply_key) {
+                    self.answer_client(cx, k, walk, sealed);
+                }
+                let p = &cx.config.search;
+                let w = Walk {
+                    id: walk,
+                    flood_ttl: p.flood_ttl,
+                    body: WalkBody::Query { query, reply_key },
+                };
+                match p.flood_ttl {
+                    // TTL t: t overlay hops from the exit.
+                    Some(ttl) => {
+                        if ttl > 0 {
+                            self.flood(cx, v, &w, None, ttl - 1);
+                        }
+                    }
+                    None => {
+                        let n = p.walkers;
+                        self.launch(cx, v, &w, n);
+                    }
+                }
+            }
+        }
+    }
+
+    /// As a client, a message from our circuit's exit.
+    pub(super) fn at_client(&mut self, cx: &mut Ctx<'_>, _circuit: CircuitId, bytes: &[u8]) {
+        let Ok(FromExit::Answer { walk, sealed }) = FromExit::decode(bytes) else {
+            return;
+        };
+        let Some(p) = self.pending.get(&walk) else {
+            return;
+        };
+        cx.stats.search.circuit_cells += p.hops as u64;
+        let Ok(encodings) = search::open(&p.secret, &sealed) else {
+            cx.stats.search.bad_results += 1;
+            return;
+        };
+        let (records, bad) = check_all(cx, &encodings);
+        cx.stats.search.bad_results += bad;
+        cx.stats.search.results += records.len() as u64;
+        if !records.is_empty() {
+            cx.event(Event::SearchResults {
+                search: p.id,
+                records,
+            });
+        }
+    }
+
+    /// Stores checked records from `encodings` (never our own).
+    fn store(&mut self, cx: &mut Ctx<'_>, encodings: &[Vec<u8>]) {
+        if !cx.config.relay {
+            return;
+        }
+        let (ok, bad) = check_all(cx, encodings);
+        cx.stats.search.refused += bad;
+        let p = &cx.config.search;
+        for r in ok {
+            if self.own_publishers.contains(&r.publisher().id()) {
+                cx.stats.search.refused += 1;
+                continue;
+            }
+            match self.index.offer(
+                now_s(cx),
+                r,
+                p.max_records_per_publisher,
+                p.max_index_records,
+            ) {
+                Ok(()) => cx.stats.search.stored += 1,
+                Err(index::Refused::Limit) => cx.stats.search.refused += 1,
+                Err(index::Refused::Duplicate) => {}
+            }
+        }
+    }
+
+    /// Our answer to `query`, sealed; None if nothing matches.
+    fn answer(&mut self, cx: &mut Ctx<'_>, query: &Query, reply_key: &[u8; 32]) -> Option<Vec<u8>> {
+        let p = &cx.config.search;
+        let chosen = search::select_answer(
+            query,
+            self.index.records(),
+            p.max_answer_records,
+            p.max_answer_per_publisher,
+            &self.own_content,
+        );
+        if chosen.is_empty() {
+            return None;
+        }
+        // As many as fit one sealed message.
+        let mut encodings = Vec::new();
+        let mut used = 32 + 16 + 1 + 64;
+        for r in &chosen {
+            let b = r.to_bytes();
+            if used + b.len() + 2 > MAX_SEARCH_BYTES - 32 {
+                break;
+            }
+            used += b.len() + 2;
+            encodings.push(b);
+        }
+        let content: Vec<ContentId> = chosen
+            .iter()
+            .take(encodings.len())
+            .map(|r| r.record().content_id)
+            .collect();
+        let sealed = search::seal(reply_key, &encodings, seed(cx))?;
+        cx.stats.search.answers += 1;
+        cx.event(Event::Answered { content });
+        Some(sealed)
+    }
+
+    fn note_path(&mut self, cx: &Ctx<'_>, id: WalkId, back: Back) {
+        let p = &cx.config.search;
+        if self.paths.len() >= p.max_paths {
+            let now = cx.now;
+            self.paths.retain(|_, (_, until)| *until > now);
+            if self.paths.len() >= p.max_paths {
+                // Full of live paths: the one expiring first goes.
+                if let Some(oldest) = self
+                    .paths
+                    .iter()
+                    .min_by_key(|(w, (_, until))| (*until, **w))
+                    .map(|(w, _)| *w)
+                {
+                    self.paths.remove(&oldest);
+                }
+            }
+        }
+        self.paths.insert(id, (back, cx.now + p.reverse_path_ms));
+    }
+
+    fn send_reply(&mut self, cx: &mut Ctx<'_>, link: LinkId, reply: &WalkReply) {
+        if let Some(cell) = reply
+            .encode()
+            .and_then(|b| LinkMsg::search(command::WALK_REPLY, &b))
+        {
+            cx.stats.search.reply_cells += 1;
+            cx.send(link, cell);
+        }
+    }
+
+    fn answer_client(&mut self, cx: &mut Ctx<'_>, k: u64, walk: WalkId, sealed: Vec<u8>) {
+        if let Some(b) = (FromExit::Answer { walk, sealed }).encode() {
+            cx.stats.search.reply_cells += 1;
+            cx.out.act(Action::ToClient(k, b));
+        }
+    }
+
+    fn send_walk(&mut self, cx: &mut Ctx<'_>, link: LinkId, walk: &Walk) {
+        if let Some(cell) = walk
+            .encode()
+            .and_then(|b| LinkMsg::search(command::WALK, &b))
+        {
+            match walk.body {
+                WalkBody::Publish { .. } => cx.stats.search.publish_cells += 1,
+                WalkBody::Query { .. } => cx.stats.search.walk_cells += 1,
+            }
+            cx.send(link, cell);
+        }
+    }
+
+    /// Starts `n` walkers from here, to distinct relay peers.
+    fn launch(&mut self, cx: &mut Ctx<'_>, v: &SearchView<'_>, walk: &Walk, n: usize) {
+        let mut peers = v.relay_peers();
+        for _ in 0..n {
+            if peers.is_empty() {
+                break;
+            }
+            let i = (cx.rng.next_u64() % peers.len() as u64) as usize;
+            let (_, link) = peers.swap_remove(i);
+            self.send_walk(cx, link, walk);
+        }
+    }
+
+    /// With probability `1 - 1/len`, one more step to a random relay peer
+    /// other than the one it came from.
+    fn continue_walk(
+        &mut self,
+        cx: &mut Ctx<'_>,
+        v: &SearchView<'_>,
+        walk: &Walk,
+        from: Option<NodeId>,
+        len: u32,
+    ) {
+        if cx.rng.next_u64().is_multiple_of(u64::from(len.max(1))) {
+            return;
+        }
+        let mut peers = v.relay_peers();
+        peers.retain(|(p, _)| Some(*p) != from);
+        if peers.is_empty() {
+            return;
+        }
+        let (_, link) = peers[(cx.rng.next_u64() % peers.len() as u64) as usize];
+        self.send_walk(cx, link, walk);
+    }
+
+    /// The flood baseline: every relay peer but the sender.
+    fn flood(
+        &mut self,
+        cx: &mut Ctx<'_>,
+        v: &SearchView<'_>,
+        walk: &Walk,
+        from: Option<NodeId>,
+        ttl: u8,
+    ) {
+        let next = Walk {
+            flood_ttl: Some(ttl),
+            ..walk.clone()
+        };
+        for (p, link) in v.relay_peers() {
+            if Some(p) != from {
+                self.send_walk(cx, link, &next);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

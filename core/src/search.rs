@@ -1,0 +1,647 @@
+//! Publication and search, the pure parts: what a query is, the one
+//! matcher, what an index holder answers, the sealed answer, the messages
+//! on circuits and on overlay links, and the searcher's ranking.
+//!
+//! The node's state for all this (the index holder's store, reverse paths,
+//! pending searches) is in `node/search/`; the daemon and the simulator use
+//! the same matcher and ranking from here.
+//!
+//! # Messages
+//!
+//! - On a circuit, client → last hop: [`ToExit`] (publish records, or start
+//!   a search with a walk id and a reply key), in a
+//!   [`crate::circuit::CircuitMsg::Search`]. Last hop → client: [`FromExit`]
+//!   (a sealed answer), in a [`crate::circuit::CircuitMsg::SearchReply`].
+//! - On overlay links: [`Walk`] (a query or publication taking one step of
+//!   a random walk; or, in the flood baseline only, a flood with a TTL) and
+//!   [`WalkReply`] (a sealed answer going back along the walk's reverse
+//!   path to the exit).
+//!
+//! A walk carries no hop count: each node continues it with a fixed
+//! probability, so a relay learns nothing of its distance from the exit
+//! from the message.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use chacha20poly1305::aead::{Aead, KeyInit};
+use chacha20poly1305::{ChaCha20Poly1305, Key, Nonce};
+use x25519_dalek::{PublicKey, StaticSecret};
+
+use crate::content::ContentId;
+use crate::identity::PublisherId;
+use crate::record::{ContentRecord, SignedRecord, keywords_from_name};
+use crate::wire::{DecodeError, Reader, Writer};
+
+/// Most bytes of one search message (fits a relay cell's data and a link
+/// cell's payload).
+pub const MAX_SEARCH_BYTES: usize = crate::circuit::MAX_DATA_BYTES;
+/// Most words in a query.
+pub const MAX_QUERY_WORDS: usize = 8;
+/// Most records in one publish message or one answer.
+pub const MAX_RECORDS_PER_MSG: usize = 16;
+
+/// The id of one walk (and the cookie of its reply point): random, so that
+/// only the exit that started it can match its replies.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct WalkId(pub [u8; 16]);
+
+/// What a search looks for.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Query {
+    /// Records whose keywords include every one of these (canonical
+    /// keywords, see [`keywords_from_name`]).
+    Words(Vec<String>),
+    /// Records of exactly this content.
+    Content(ContentId),
+}
+
+/// Why a query text is refused.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum QueryError {
+    /// No word of two or more letters or digits.
+    #[error("the query has no word of two or more letters or digits")]
+    Empty,
+    /// More than [`MAX_QUERY_WORDS`] words.
+    #[error("the query has more than {MAX_QUERY_WORDS} words")]
+    TooManyWords,
+}
+
+impl Query {
+    /// A query from what a user typed: 64 hex digits are a content id;
+    /// anything else is cut into canonical keywords, the same way record
+    /// keywords are made from file names.
+    pub fn parse(text: &str) -> Result<Query, QueryError> {
+        let t = text.trim();
+        if t.len() == 64
+            && let Ok(id) = t.to_ascii_lowercase().parse::<ContentId>()
+        {
+            return Ok(Query::Content(id));
+        }
+        let words = keywords_from_name(t);
+        if words.is_empty() {
+            return Err(QueryError::Empty);
+        }
+        if words.len() > MAX_QUERY_WORDS {
+            return Err(QueryError::TooManyWords);
+        }
+        Ok(Query::Words(words))
+    }
+
+    /// The one matcher: every query word is one of the record's keywords
+    /// (keywords are canonical: lowercased, alphanumeric, as
+    /// [`keywords_from_name`] makes them from the name), or the content id
+    /// is the record's.
+    pub fn matches(&self, record: &ContentRecord) -> bool {
+        match self {
+            Query::Words(words) => words
+                .iter()
+                .all(|w| record.keywords.binary_search(w).is_ok()),
+            Query::Content(id) => record.content_id == *id,
+        }
+    }
+
+    fn encode(&self, w: &mut Writer) {
+        match self {
+            Query::Words(words) => {
+                w.put_u8(0);
+                w.put_u8(words.len() as u8);
+                for word in words {
+                    // Canonical keywords are at most 32 bytes.
+                    let _ = w.put_bytes_u8len(word.as_bytes());
+                }
+            }
+            Query::Content(id) => {
+                w.put_u8(1);
+                w.put_bytes(id.as_bytes());
+            }
+        }
+    }
+
+    fn decode(r: &mut Reader<'_>) -> Result<Query, DecodeError> {
+        match r.get_u8()? {
+            0 => {
+                let n = usize::from(r.get_u8()?);
+                if n == 0 || n > MAX_QUERY_WORDS {
+                    return Err(DecodeError::BadValue {
+                        field: "query",
+                        reason: "word count",
+                    });
+                }
+                let mut words = Vec::with_capacity(n);
+                for _ in 0..n {
+                    let word = r.get_str_u8len(crate::record::MAX_KEYWORD_BYTES, "query word")?;
+                    if !crate::record::is_canonical_keyword(word) {
+                        return Err(DecodeError::BadValue {
+                            field: "query word",
+                            reason: "not a canonical keyword",
+                        });
+                    }
+                    words.push(word.to_owned());
+                }
+                words.sort();
+                words.dedup();
+                Ok(Query::Words(words))
+            }
+            1 => Ok(Query::Content(ContentId::from_bytes(r.get_array()?))),
+            other => Err(DecodeError::UnknownKind(other)),
+        }
+    }
+}
+
+/// Client → last hop, inside a circuit.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ToExit {
+    /// Replicate these signed records (encodings) on index holders.
+    Publish {
+        /// Record encodings, unchecked.
+        records: Vec<Vec<u8>>,
+    },
+    /// Start a search; answers come back sealed to `reply_key`.
+    Search {
+        /// The walk id (and reply cookie).
+        walk: WalkId,
+        /// What to look for.
+        query: Query,
+        /// An ephemeral x25519 public key of the searcher.
+        reply_key: [u8; 32],
+    },
+}
+
+/// Last hop → client, inside a circuit.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum FromExit {
+    /// One index holder's sealed answer to the search with this walk id.
+    Answer {
+        /// The walk id.
+        walk: WalkId,
+        /// See [`seal`].
+        sealed: Vec<u8>,
+    },
+}
+
+/// One step of a walk, on an overlay link.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Walk {
+    /// The walk id (index holders answer once per id; reverse paths are
+    /// keyed by it).
+    pub id: WalkId,
+    /// The flood baseline's remaining TTL (None for walks: a walk carries
+    /// no hop count).
+    pub flood_ttl: Option<u8>,
+    /// A query or a publication.
+    pub body: WalkBody,
+}
+
+/// What a walk carries.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum WalkBody {
+    /// A search.
+    Query {
+        /// What to look for.
+        query: Query,
+        /// Answers are sealed to this key.
+        reply_key: [u8; 32],
+    },
+    /// Records to store.
+    Publish {
+        /// Record encodings, unchecked.
+        records: Vec<Vec<u8>>,
+    },
+}
+
+/// A sealed answer going back to the exit, on an overlay link.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct WalkReply {
+    /// The walk id.
+    pub id: WalkId,
+    /// See [`seal`].
+    pub sealed: Vec<u8>,
+}
+
+fn put_records(w: &mut Writer, records: &[Vec<u8>]) {
+    w.put_u8(records.len() as u8);
+    for r in records {
+        w.put_u16(r.len() as u16);
+        w.put_bytes(r);
+    }
+}
+
+fn get_records(r: &mut Reader<'_>) -> Result<Vec<Vec<u8>>, DecodeError> {
+    let n = usize::from(r.get_u8()?);
+    if n > MAX_RECORDS_PER_MSG {
+        return Err(DecodeError::TooLong {
+            field: "records",
+            len: n,
+            max: MAX_RECORDS_PER_MSG,
+        });
+    }
+    let mut out = Vec::with_capacity(n);
+    for _ in 0..n {
+        out.push(
+            r.get_bytes_u16len(crate::record::MAX_RECORD_BYTES, "record")?
+                .to_vec(),
+        );
+    }
+    Ok(out)
+}
+
+fn finish(w: Writer) -> Option<Vec<u8>> {
+    (w.len() <= MAX_SEARCH_BYTES).then(|| w.into_vec())
+}
+
+impl ToExit {
+    /// The encoding, or None if it would not fit one message.
+    pub fn encode(&self) -> Option<Vec<u8>> {
+        let mut w = Writer::new();
+        match self {
+            ToExit::Publish { records } => {
+                w.put_u8(0);
+                if records.len() > MAX_RECORDS_PER_MSG {
+                    return None;
+                }
+                put_records(&mut w, records);
+            }
+            ToExit::Search {
+                walk,
+                query,
+                reply_key,
+            } => {
+                w.put_u8(1);
+                w.put_bytes(&walk.0);
+                query.encode(&mut w);
+                w.put_bytes(reply_key);
+            }
+        }
+        finish(w)
+    }
+
+    /// Decodes one message; trailing bytes are an error.
+    pub fn decode(bytes: &[u8]) -> Result<ToExit, DecodeError> {
+        let mut r = Reader::new(bytes);
+        let m = match r.get_u8()? {
+            0 => ToExit::Publish {
+                records: get_records(&mut r)?,
+            },
+            1 => ToExit::Search {
+                walk: WalkId(r.get_array()?),
+                query: Query::decode(&mut r)?,
+                reply_key: r.get_array()?,
+            },
+            other => return Err(DecodeError::UnknownKind(other)),
+        };
+        r.finish()?;
+        Ok(m)
+    }
+}
+
+impl FromExit {
+    /// The encoding, or None if it would not fit one message.
+    pub fn encode(&self) -> Option<Vec<u8>> {
+        let mut w = Writer::new();
+        let FromExit::Answer { walk, sealed } = self;
+        w.put_u8(0);
+        w.put_bytes(&walk.0);
+        w.put_bytes_u16len(sealed).ok()?;
+        finish(w)
+    }
+
+    /// Decodes one message.
+    pub fn decode(bytes: &[u8]) -> Result<FromExit, DecodeError> {
+        let mut r = Reader::new(bytes);
+        let m = match r.get_u8()? {
+            0 => FromExit::Answer {
+                walk: WalkId(r.get_array()?),
+                sealed: r
+                    .get_bytes_u16len(MAX_SEARCH_BYTES, "sealed answer")?
+                    .to_vec(),
+            },
+            other => return Err(DecodeError::UnknownKind(other)),
+        };
+        r.finish()?;
+        Ok(m)
+    }
+}
+
+impl Walk {
+    /// The encoding, or None if it would not fit one link cell.
+    pub fn encode(&self) -> Option<Vec<u8>> {
+        let mut w = Writer::new();
+        w.put_bytes(&self.id.0);
+        match self.flood_ttl {
+            None => w.put_u8(0),
+            Some(t) => {
+                w.put_u8(1);
+                w.put_u8(t);
+            }
+        }
+        match &self.body {
+            WalkBody::Query { query, reply_key } => {
+                w.put_u8(0);
+                query.encode(&mut w);
+                w.put_bytes(reply_key);
+            }
+            WalkBody::Publish { records } => {
+                w.put_u8(1);
+                if records.len() > MAX_RECORDS_PER_MSG {
+                    return None;
+                }
+                put_records(&mut w, records);
+            }
+        }
+        finish(w)
+    }
+
+    /// Decodes one walk step.
+    pub fn decode(bytes: &[u8]) -> Result<Walk, DecodeError> {
+        let mut r = Reader::new(bytes);
+        let id = WalkId(r.get_array()?);
+        let flood_ttl = match r.get_u8()? {
+            0 => None,
+            1 => Some(r.get_u8()?),
+            other => return Err(DecodeError::UnknownKind(other)),
+        };
+        let body = match r.get_u8()? {
+            0 => WalkBody::Query {
+                query: Query::decode(&mut r)?,
+                reply_key: r.get_array()?,
+            },
+            1 => WalkBody::Publish {
+                records: get_records(&mut r)?,
+            },
+            other => return Err(DecodeError::UnknownKind(other)),
+        };
+        r.finish()?;
+        Ok(Walk {
+            id,
+            flood_ttl,
+            body,
+        })
+    }
+}
+
+impl WalkReply {
+    /// The encoding, or None if it would not fit one link cell.
+    pub fn encode(&self) -> Option<Vec<u8>> {
+        let mut w = Writer::new();
+        w.put_bytes(&self.id.0);
+        w.put_bytes_u16len(&self.sealed).ok()?;
+        finish(w)
+    }
+
+    /// Decodes one reply.
+    pub fn decode(bytes: &[u8]) -> Result<WalkReply, DecodeError> {
+        let mut r = Reader::new(bytes);
+        let id = WalkId(r.get_array()?);
+        let sealed = r
+            .get_bytes_u16len(MAX_SEARCH_BYTES, "sealed answer")?
+            .to_vec();
+        r.finish()?;
+        Ok(WalkReply { id, sealed })
+    }
+}
+
+/// What one index holder answers to one query: matching records, at most
+/// `max_records` in all and `max_per_publisher` from one publisher, taken
+/// one content id at a time in turn (so that the content ids one coalition
+/// publishes many decoys for cannot crowd out the others), and nothing of
+/// the content ids in `skip` (the holder's own shares).
+pub fn select_answer<'a>(
+    query: &Query,
+    held: impl Iterator<Item = &'a SignedRecord>,
+    max_records: usize,
+    max_per_publisher: usize,
+    skip: &BTreeSet<ContentId>,
+) -> Vec<&'a SignedRecord> {
+    let mut by_content: BTreeMap<ContentId, Vec<&'a SignedRecord>> = BTreeMap::new();
+    for r in held {
+        let c = r.record().content_id;
+        if !skip.contains(&c) && query.matches(r.record()) {
+            by_content.entry(c).or_default().push(r);
+        }
+    }
+    let mut per_publisher: BTreeMap<PublisherId, usize> = BTreeMap::new();
+    let mut out = Vec::new();
+    let mut round = 0;
+    loop {
+        let mut took = false;
+        for list in by_content.values() {
+            if out.len() >= max_records {
+                return out;
+            }
+            if let Some(r) = list.get(round) {
+                let n = per_publisher.entry(r.publisher().id()).or_default();
+                if *n < max_per_publisher {
+                    *n += 1;
+                    out.push(*r);
+                    took = true;
+                }
+            }
+        }
+        round += 1;
+        if !took && by_content.values().all(|l| l.len() <= round) {
+            return out;
+        }
+    }
+}
+
+/// Key-derivation context for sealed answers.
+const SEAL_CONTEXT: &str = "veil 2026 search answer seal v1";
+
+/// Why a sealed answer did not open.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum OpenError {
+    /// Too short, or the tag did not verify.
+    #[error("the answer does not open with this key")]
+    Garbled,
+    /// It opened but does not decode.
+    #[error("the answer does not decode")]
+    Malformed,
+}
+
+fn seal_key(dh: &[u8; 32], eph: &[u8; 32], to: &[u8; 32]) -> Key {
+    let mut input = [0u8; 96];
+    input[..32].copy_from_slice(dh);
+    input[32..64].copy_from_slice(eph);
+    input[64..].copy_from_slice(to);
+    Key::from(blake3::derive_key(SEAL_CONTEXT, &input))
+}
+
+/// Seals record encodings to the searcher's `reply_key`: an ephemeral
+/// x25519 key (from `seed`), a key derived from the DH output and both
+/// public keys, ChaCha20-Poly1305 under it (one message per key, so a zero
+/// nonce). Only the searcher can open it; relays on the way see its length.
+pub fn seal(reply_key: &[u8; 32], records: &[Vec<u8>], seed: [u8; 32]) -> Option<Vec<u8>> {
+    let eph = StaticSecret::from(seed);
+    let eph_pub = PublicKey::from(&eph);
+    let dh = eph.diffie_hellman(&PublicKey::from(*reply_key));
+    if !dh.was_contributory() {
+        return None;
+    }
+    let key = seal_key(dh.as_bytes(), eph_pub.as_bytes(), reply_key);
+    let mut w = Writer::new();
+    if records.len() > MAX_RECORDS_PER_MSG {
+        return None;
+    }
+    put_records(&mut w, records);
+    let ct = ChaCha20Poly1305::new(&key)
+        .encrypt(&Nonce::default(), w.as_slice())
+        .ok()?;
+    let mut out = eph_pub.as_bytes().to_vec();
+    out.extend_from_slice(&ct);
+    Some(out)
+}
+
+/// Opens a sealed answer with the searcher's ephemeral secret.
+pub fn open(secret: &StaticSecret, sealed: &[u8]) -> Result<Vec<Vec<u8>>, OpenError> {
+    let (eph, ct) = sealed.split_at_checked(32).ok_or(OpenError::Garbled)?;
+    let eph: [u8; 32] = eph.try_into().map_err(|_| OpenError::Garbled)?;
+    let me = PublicKey::from(secret);
+    let dh = secret.diffie_hellman(&PublicKey::from(eph));
+    let key = seal_key(dh.as_bytes(), &eph, me.as_bytes());
+    let plain = ChaCha20Poly1305::new(&key)
+        .decrypt(&Nonce::default(), ct)
+        .map_err(|_| OpenError::Garbled)?;
+    let mut r = Reader::new(&plain);
+    let records = get_records(&mut r).map_err(|_| OpenError::Malformed)?;
+    r.finish().map_err(|_| OpenError::Malformed)?;
+    Ok(records)
+}
+
+/// What a searcher knows of publishers: when it first saw each pseudonym
+/// (its own clock, never the publisher's timestamps) and the standing
+/// each earned from what happened after downloads (fed by the transfer
+/// code; persisted by the daemon).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Standing {
+    first_seen_ms: BTreeMap<PublisherId, u64>,
+    score: BTreeMap<PublisherId, i32>,
+}
+
+/// How long a pseudonym must be known before it counts fully in ranking.
+pub const AGING_MS: u64 = 24 * 3600 * 1000;
+/// Most pseudonyms remembered (the oldest-seen are kept).
+pub const MAX_STANDING_ENTRIES: usize = 1 << 16;
+
+impl Standing {
+    /// Notes that we saw `id` at `now` (the first time counts).
+    pub fn seen(&mut self, id: PublisherId, now: u64) {
+        if self.first_seen_ms.len() >= MAX_STANDING_ENTRIES && !self.first_seen_ms.contains_key(&id)
+        {
+            return;
+        }
+        self.first_seen_ms.entry(id).or_insert(now);
+    }
+
+    /// Adds `delta` to `id`'s standing (a kept, verified download: +1; a
+    /// decoy the user rated fake: a large negative).
+    pub fn adjust(&mut self, id: PublisherId, delta: i32) {
+        let s = self.score.entry(id).or_default();
+        *s = s.saturating_add(delta).clamp(-1000, 1000);
+    }
+
+    /// When we first saw `id`.
+    pub fn first_seen(&self, id: &PublisherId) -> Option<u64> {
+        self.first_seen_ms.get(id).copied()
+    }
+
+    /// `id`'s standing (0 if unknown).
+    pub fn score(&self, id: &PublisherId) -> i32 {
+        self.score.get(id).copied().unwrap_or(0)
+    }
+
+    /// Restores one persisted entry.
+    pub fn restore(&mut self, id: PublisherId, first_seen_ms: u64, score: i32) {
+        self.first_seen_ms.insert(id, first_seen_ms);
+        if score != 0 {
+            self.score.insert(id, score);
+        }
+    }
+
+    /// Every entry: (pseudonym, first seen, standing).
+    pub fn entries(&self) -> Vec<(PublisherId, u64, i32)> {
+        self.first_seen_ms
+            .iter()
+            .map(|(id, t)| (*id, *t, self.score(id)))
+            .collect()
+    }
+
+    /// The weight of one pseudonym's vote: 0.1 when first seen, growing
+    /// linearly to 1 over [`AGING_MS`]; a negative standing takes it to 0,
+    /// a positive one adds up to 1 more.
+    pub fn weight(&self, id: &PublisherId, now: u64) -> f64 {
+        let age = self
+            .first_seen(id)
+            .map_or(0, |t| now.saturating_sub(t))
+            .min(AGING_MS);
+        let aged = 0.1 + 0.9 * (age as f64 / AGING_MS as f64);
+        let s = self.score(id);
+        if s < 0 {
+            0.0
+        } else {
+            aged + (f64::from(s.min(10)) / 10.0)
+        }
+    }
+}
+
+/// One content id in ranked results.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Ranked {
+    /// The content.
+    pub content_id: ContentId,
+    /// The name most publishers gave it (ties: the smallest).
+    pub name: String,
+    /// Its size (as most publishers gave it).
+    pub size: u64,
+    /// Distinct publisher pseudonyms that signed a record for it.
+    pub publishers: usize,
+    /// The sum of those pseudonyms' weights ([`Standing::weight`]).
+    pub score: f64,
+}
+
+/// Groups checked records by content id and ranks them by the summed
+/// weight of their distinct publishers (ties: more publishers, then the
+/// content id). Uses only what the searcher knows: no address, no
+/// timestamp a publisher chose.
+pub fn rank(records: &[SignedRecord], standing: &Standing, now: u64) -> Vec<Ranked> {
+    let mut groups: BTreeMap<ContentId, BTreeMap<PublisherId, &SignedRecord>> = BTreeMap::new();
+    for r in records {
+        groups
+            .entry(r.record().content_id)
+            .or_default()
+            .entry(r.publisher().id())
+            .or_insert(r);
+    }
+    let mut out: Vec<Ranked> = groups
+        .into_iter()
+        .map(|(content_id, pubs)| {
+            let mut names: BTreeMap<(&str, u64), usize> = BTreeMap::new();
+            for r in pubs.values() {
+                *names
+                    .entry((r.record().name.as_str(), r.record().size))
+                    .or_default() += 1;
+            }
+            let ((name, size), _) = names
+                .iter()
+                .max_by(|a, b| a.1.cmp(b.1).then(b.0.cmp(a.0)))
+                .map(|(k, v)| (*k, *v))
+                .unwrap_or((("", 0), 0));
+            Ranked {
+                content_id,
+                name: name.to_owned(),
+                size,
+                publishers: pubs.len(),
+                score: pubs.keys().map(|id| standing.weight(id, now)).sum(),
+            }
+        })
+        .collect();
+    out.sort_by(|a, b| {
+        b.score
+            .total_cmp(&a.score)
+            .then(b.publishers.cmp(&a.publishers))
+            .then(a.content_id.cmp(&b.content_id))
+    });
+    out
+}
+
+#[cfg(test)]
+mod tests;

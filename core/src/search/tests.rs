@@ -1,0 +1,157 @@
+use super::*;
+use crate::identity::Pseudonym;
+use crate::pow::PowParams;
+use ed25519_dalek::SigningKey;
+
+const NOW_S: u64 = 1_800_000_000;
+
+fn record(name: &str, id: u8, who: u8) -> SignedRecord {
+    let p = Pseudonym::from_key(SigningKey::from_bytes(&[who; 32]), PowParams::TESTNET);
+    ContentRecord {
+        content_id: ContentId::from_bytes([id; 32]),
+        size: 1000 + u64::from(id),
+        name: name.to_owned(),
+        keywords: keywords_from_name(name),
+        media_type: None,
+        created: NOW_S,
+        expires: NOW_S + 3600,
+    }
+    .sign(&p)
+    .unwrap()
+}
+
+#[test]
+fn the_matcher_takes_every_word_case_folded_and_content_ids() {
+    let r = record("Ubuntu-24.04 Desktop AMD64.iso", 1, 1);
+    let q = |t: &str| Query::parse(t).unwrap();
+    assert!(q("ubuntu desktop").matches(r.record()));
+    assert!(q("UBUNTU").matches(r.record()));
+    assert!(
+        !q("ubuntu server").matches(r.record()),
+        "every word must match"
+    );
+    assert!(!q("ubunt").matches(r.record()), "whole words only");
+    assert!(q(&r.record().content_id.to_hex()).matches(r.record()));
+    assert_eq!(Query::parse(" a . ! "), Err(QueryError::Empty));
+    assert_eq!(
+        Query::parse("a1 b2 c3 d4 e5 f6 g7 h8 i9"),
+        Err(QueryError::TooManyWords)
+    );
+}
+
+#[test]
+fn messages_round_trip_and_garbage_is_refused() {
+    let r = record("some file", 2, 1);
+    let walk = Walk {
+        id: WalkId([7; 16]),
+        flood_ttl: None,
+        body: WalkBody::Publish {
+            records: vec![r.to_bytes()],
+        },
+    };
+    assert_eq!(Walk::decode(&walk.encode().unwrap()).unwrap(), walk);
+    let q = ToExit::Search {
+        walk: WalkId([1; 16]),
+        query: Query::parse("some file").unwrap(),
+        reply_key: [9; 32],
+    };
+    assert_eq!(ToExit::decode(&q.encode().unwrap()).unwrap(), q);
+    let a = FromExit::Answer {
+        walk: WalkId([1; 16]),
+        sealed: vec![1, 2, 3],
+    };
+    assert_eq!(FromExit::decode(&a.encode().unwrap()).unwrap(), a);
+    let mut bytes = q.encode().unwrap();
+    bytes.push(0);
+    assert!(ToExit::decode(&bytes).is_err(), "trailing bytes");
+    assert!(Walk::decode(&[0xff; 40]).is_err());
+    // A query word that is not canonical is refused on the wire.
+    let mut w = Writer::new();
+    w.put_u8(1);
+    w.put_bytes(&[1; 16]);
+    w.put_u8(0);
+    w.put_u8(1);
+    w.put_bytes_u8len(b"UPPER").unwrap();
+    w.put_bytes(&[9; 32]);
+    assert!(ToExit::decode(w.as_slice()).is_err());
+}
+
+#[test]
+fn sealed_answers_open_only_with_the_searchers_key() {
+    let secret = StaticSecret::from([5; 32]);
+    let public = PublicKey::from(&secret).to_bytes();
+    let r = record("a b", 3, 1).to_bytes();
+    let sealed = seal(&public, std::slice::from_ref(&r), [6; 32]).unwrap();
+    assert_eq!(open(&secret, &sealed).unwrap(), vec![r.clone()]);
+    assert_eq!(
+        open(&StaticSecret::from([8; 32]), &sealed),
+        Err(OpenError::Garbled),
+        "another key"
+    );
+    let mut bad = sealed.clone();
+    bad[40] ^= 1;
+    assert_eq!(open(&secret, &bad), Err(OpenError::Garbled));
+    assert!(
+        !sealed.windows(8).any(|w| r.windows(8).any(|x| x == w)),
+        "the record is not in clear"
+    );
+    // A low-order reply key is refused rather than sealing to a known key.
+    assert!(seal(&[0; 32], &[r], [6; 32]).is_none());
+}
+
+#[test]
+fn answers_take_content_ids_in_turn_and_cap_publishers() {
+    // One coalition publisher has 10 decoy ids for the words; an honest
+    // record has one. The honest id is in the answer.
+    let mut held: Vec<SignedRecord> = (10..20).map(|i| record("popular song", i, 9)).collect();
+    held.push(record("popular song", 99, 1));
+    let q = Query::parse("popular song").unwrap();
+    let a = select_answer(&q, held.iter(), 4, 2, &BTreeSet::new());
+    assert_eq!(
+        a.len(),
+        3,
+        "4 records, at most 2 from the coalition pseudonym"
+    );
+    assert!(
+        a.iter()
+            .any(|r| r.record().content_id == ContentId::from_bytes([99; 32]))
+    );
+    // Our own shares are never in our answers.
+    let skip: BTreeSet<ContentId> = [ContentId::from_bytes([99; 32])].into();
+    let a = select_answer(&q, held.iter(), 4, 2, &skip);
+    assert!(
+        a.iter()
+            .all(|r| r.record().content_id != ContentId::from_bytes([99; 32]))
+    );
+}
+
+#[test]
+fn ranking_counts_distinct_aged_pseudonyms_and_standing() {
+    let now = 10 * AGING_MS;
+    let mut st = Standing::default();
+    // Content 1: three honest pseudonyms known for long.
+    let honest: Vec<SignedRecord> = (1..=3).map(|w| record("film x", 1, w)).collect();
+    for r in &honest {
+        st.seen(r.publisher().id(), 0);
+    }
+    // Content 2: five fresh pseudonyms (a coalition), and one repeats.
+    let mut fresh: Vec<SignedRecord> = (10..15).map(|w| record("film x", 2, w)).collect();
+    fresh.push(record("film x", 2, 10));
+    for r in &fresh {
+        st.seen(r.publisher().id(), now);
+    }
+    let all: Vec<SignedRecord> = honest.iter().chain(fresh.iter()).cloned().collect();
+    let ranked = rank(&all, &st, now);
+    assert_eq!(ranked[0].content_id, ContentId::from_bytes([1; 32]));
+    assert_eq!(ranked[0].publishers, 3);
+    assert_eq!(ranked[1].publishers, 5, "a repeated pseudonym counts once");
+    // A pseudonym the user marked as a decoy weighs nothing.
+    let mut st2 = st.clone();
+    for w in 1..=3 {
+        st2.adjust(record("x", 1, w).publisher().id(), -100);
+    }
+    assert_eq!(
+        rank(&all, &st2, now)[0].content_id,
+        ContentId::from_bytes([2; 32])
+    );
+}
