@@ -15,7 +15,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use serde::de::DeserializeOwned;
 use veil_daemon::api::{
     CircuitEntry, Command, Direction, FindHit, IdInfo, LibraryEntry, PeerEntry, Progress,
-    ShareReport, StatusInfo, UnshareReport,
+    SearchReport, ShareReport, StatusInfo, UnshareReport,
 };
 use veil_daemon::client;
 use veil_daemon::datadir::{DataDir, ENV_DATA_DIR};
@@ -56,6 +56,20 @@ enum Cmd {
         /// Words to look for.
         #[arg(required = true)]
         words: Vec<String>,
+        /// Most results to show.
+        #[arg(long)]
+        limit: Option<u32>,
+    },
+    /// Search the network anonymously (through this node's circuits):
+    /// results stream as they arrive, ranked by how many distinct
+    /// publishers signed each and how long this node has known them.
+    Search {
+        /// Words to look for (every word must match), or a content id.
+        #[arg(required = true)]
+        words: Vec<String>,
+        /// Stop after this many seconds (default 15, at most 120).
+        #[arg(long)]
+        timeout: Option<u32>,
         /// Most results to show.
         #[arg(long)]
         limit: Option<u32>,
@@ -168,6 +182,51 @@ fn run(cli: Cli, out: Output) -> anyhow::Result<ExitCode> {
                 for h in hits {
                     println!("{}  {:>10}  {}", h.id, human_size(h.size), h.path);
                 }
+            });
+            Ok(ExitCode::SUCCESS)
+        }
+        Cmd::Search {
+            words,
+            timeout,
+            limit,
+        } => {
+            let words = words.join(" ");
+            let mut on_progress = |p: Progress| match (&p, out) {
+                (_, Output::Jsonl) => emit_line(&serde_json::json!({ "progress": p })),
+                (Progress::Result { hit }, Output::Human) => {
+                    println!(
+                        "{:>3}. {}  {:>10}  {:>3} publisher(s)  {}",
+                        hit.rank,
+                        hit.id,
+                        human_size(hit.size),
+                        hit.publishers,
+                        hit.name
+                    );
+                }
+                _ => {}
+            };
+            let command = Command::Search {
+                words,
+                timeout_s: timeout,
+                limit,
+            };
+            let report: SearchReport = decode(client::call(&dir, command, &mut on_progress)?)?;
+            print_result(out, &report, |r| match r.reason.as_deref() {
+                Some("no_peers") => eprintln!(
+                    "nothing found: this node has no peers yet (check its bootstrap seeds)"
+                ),
+                Some("no_circuit") => {
+                    eprintln!("nothing found: no circuit is built yet (try again in a few seconds)")
+                }
+                Some(_) => {
+                    eprintln!("nothing found: nothing matched within the search's budget and time")
+                }
+                None => eprintln!(
+                    "{} result(s), {} record(s), in {:.1} s",
+                    r.results.len(),
+                    r.records,
+                    r.elapsed_ms as f64 / 1000.0
+                ),
             });
             Ok(ExitCode::SUCCESS)
         }
@@ -371,6 +430,7 @@ impl ShareBar {
                     .unwrap_or_default();
                 b.set_message(name);
             }
+            Progress::Result { .. } => {}
         }
     }
 

@@ -92,11 +92,15 @@ impl Query {
     /// [`keywords_from_name`] makes them from the name), or the content id
     /// is the record's.
     pub fn matches(&self, record: &ContentRecord) -> bool {
+        self.matches_parts(&record.keywords, &record.content_id)
+    }
+
+    /// [`Query::matches`] on a record's keywords and content id (for a
+    /// store that keeps them apart from the record).
+    pub fn matches_parts(&self, keywords: &[String], content_id: &ContentId) -> bool {
         match self {
-            Query::Words(words) => words
-                .iter()
-                .all(|w| record.keywords.binary_search(w).is_ok()),
-            Query::Content(id) => record.content_id == *id,
+            Query::Words(words) => words.iter().all(|w| keywords.iter().any(|k| k == w)),
+            Query::Content(id) => content_id == id,
         }
     }
 

@@ -48,6 +48,54 @@ pub enum Command {
     Peers,
     /// This node's own circuits, oldest first.
     Circuits,
+    /// Search the network anonymously: results stream as progress events
+    /// ([`Progress::Result`]) until `timeout_s` (default
+    /// [`DEFAULT_SEARCH_SECONDS`]) or the network's own search timeout.
+    Search {
+        words: String,
+        #[serde(default)]
+        timeout_s: Option<u32>,
+        #[serde(default)]
+        limit: Option<u32>,
+    },
+}
+
+/// How long a search runs unless asked otherwise.
+pub const DEFAULT_SEARCH_SECONDS: u32 = 15;
+/// The longest a search may be asked to run.
+pub const MAX_SEARCH_SECONDS: u32 = 120;
+
+/// One content id found by a search, as ranked so far.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct SearchHit {
+    /// Content id, 64 lowercase hex digits.
+    pub id: String,
+    /// The name most of its publishers gave it.
+    pub name: String,
+    /// Size in bytes, as most publishers gave it.
+    pub size: u64,
+    /// Distinct publisher pseudonyms that signed a record for it.
+    pub publishers: usize,
+    /// Its place in the ranking (1 = best) when this line was sent.
+    pub rank: usize,
+    /// Ranking score: the summed weight of its publishers (each pseudonym
+    /// weighs more the longer this node has known it, and by the standing
+    /// it earned).
+    pub score: f64,
+}
+
+/// The final answer to a search.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct SearchReport {
+    /// Every content id found, best first.
+    pub results: Vec<SearchHit>,
+    /// Checked records received (one content id may have many).
+    pub records: usize,
+    /// Why nothing was found, when nothing was: `no_peers`, `no_circuit`
+    /// or `nothing_matched` (within the search's budget and time).
+    pub reason: Option<String>,
+    /// How long the search ran.
+    pub elapsed_ms: u64,
 }
 
 /// One line of the daemon's answer.
@@ -107,13 +155,15 @@ impl std::fmt::Display for ApiError {
 impl std::error::Error for ApiError {}
 
 /// Progress of a long-running command.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(tag = "phase", rename_all = "snake_case")]
 pub enum Progress {
     /// The tree was scanned: this many files and bytes are candidates.
     Scanned { files: u64, bytes: u64 },
     /// Hashing a file; `done` bytes of all candidate bytes so far.
     Hashing { path: String, done: u64, total: u64 },
+    /// A search found a content id, or more publishers for one.
+    Result { hit: SearchHit },
 }
 
 /// Status of the node.
@@ -151,6 +201,9 @@ pub struct StatusInfo {
     /// Our guards' node ids, primary first.
     #[serde(default)]
     pub guards: Vec<String>,
+    /// Records this node holds for others as an index holder.
+    #[serde(default)]
+    pub index_records: usize,
 }
 
 /// One of this node's own circuits.

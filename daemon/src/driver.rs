@@ -51,11 +51,13 @@ use rand::RngCore;
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 use veil_core::cell::Cell;
-use veil_core::identity::{NodeId, NodeIdentity};
+use veil_core::identity::{NodeId, NodeIdentity, PublisherId};
 use veil_core::node::{
     CircuitId, CircuitInfo, Config, Direction, Event, GuardRecord, LinkId, Millis, Node, PeerInfo,
-    SendError, Stats,
+    SearchError, SearchId, SendError, Stats,
 };
+use veil_core::record::{SignedRecord, Unchecked};
+use veil_core::search::Query;
 
 use crate::admission::{self, Pending};
 use crate::net;
@@ -101,6 +103,8 @@ pub struct Snapshot {
     pub guards: Vec<NodeId>,
     /// Circuits we relay for others.
     pub relay_circuits: usize,
+    /// Records we hold for others as an index holder.
+    pub index_records: usize,
 }
 
 /// A read-only view of a running network, for the control API.
@@ -111,9 +115,33 @@ pub struct NetView {
     /// Whether the node relays for others ([`Config::relay`]).
     pub relay: bool,
     snapshot: Arc<Mutex<Snapshot>>,
+    inputs: mpsc::Sender<Input>,
 }
 
 impl NetView {
+    /// Publishes our records through our circuits (replacing the set
+    /// published before) and republishes them until they expire. Records
+    /// signed by `publisher` are never stored or served by this node.
+    pub fn publish(
+        &self,
+        publisher: PublisherId,
+        records: Vec<SignedRecord>,
+    ) -> anyhow::Result<()> {
+        self.inputs
+            .try_send(Input::Publish { publisher, records })
+            .map_err(|_| anyhow::anyhow!("the node is busy or stopped; try again"))
+    }
+
+    /// Starts a search; updates arrive on the returned channel until
+    /// [`SearchUpdate::Done`] or [`SearchUpdate::Failed`].
+    pub fn search(&self, query: Query) -> anyhow::Result<std::sync::mpsc::Receiver<SearchUpdate>> {
+        let (updates, rx) = std::sync::mpsc::channel();
+        self.inputs
+            .try_send(Input::Search { query, updates })
+            .map_err(|_| anyhow::anyhow!("the node is busy or stopped; try again"))?;
+        Ok(rx)
+    }
+
     /// The latest snapshot (updated by the node task after each input).
     pub fn snapshot(&self) -> Snapshot {
         self.snapshot
@@ -207,6 +235,29 @@ impl Network {
             }
             None => (None, None),
         };
+        let index_tx = match &options.guard_store {
+            Some(store) => {
+                let stored = store
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .index(now_ms() / 1000)
+                    .context("cannot load the records held for others")?;
+                let pow = node.config().pow;
+                let records: Vec<SignedRecord> = stored
+                    .iter()
+                    .filter_map(|b| Unchecked::<SignedRecord>::decode(b).ok())
+                    .filter_map(|u| u.check(now_ms() / 1000, pow).ok())
+                    .collect();
+                let kept = node.restore_index(now_ms(), records);
+                if kept > 0 {
+                    tracing::info!(kept, stored = stored.len(), "index records restored");
+                }
+                let (tx, rx) = watch::channel(node.index_records());
+                tokio::spawn(write_index(store.clone(), rx));
+                Some(tx)
+            }
+            None => None,
+        };
         let (inputs, rx) = mpsc::channel(INPUT_QUEUE);
         let pacer = options.upload_limit.map(|rate| Arc::new(Pacer::new(rate)));
         let shared = Arc::new(Shared {
@@ -225,6 +276,7 @@ impl Network {
             circuits: node.circuits(),
             guards: node.guards().iter().map(|g| g.id).collect(),
             relay_circuits: node.relay_circuit_count(),
+            index_records: node.index_len(),
         }));
         let tasks = vec![
             tokio::spawn(run_node(
@@ -233,6 +285,7 @@ impl Network {
                 shared.clone(),
                 snapshot.clone(),
                 guards_tx,
+                index_tx,
             )),
             tokio::spawn(accept_loop(shared)),
         ];
@@ -243,6 +296,7 @@ impl Network {
                 local_addr,
                 relay,
                 snapshot,
+                inputs: inputs.clone(),
             },
             tasks,
             guard_writer,
@@ -304,6 +358,32 @@ impl Drop for Network {
 /// Write each new guard list the node task publishes (only the newest one
 /// if several came while a write was under way), until the node task ends;
 /// then write the last list if it was not written yet.
+/// Saves the records held for others whenever the node task sends a new
+/// snapshot (at most every [`INDEX_SAVE_INTERVAL`]).
+async fn write_index(store: Arc<Mutex<Store>>, mut snapshots: watch::Receiver<Vec<SignedRecord>>) {
+    loop {
+        let closed = snapshots.changed().await.is_err();
+        let newest = snapshots.borrow_and_update().clone();
+        let store = store.clone();
+        let n = newest.len();
+        let result = tokio::task::spawn_blocking(move || {
+            store
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .save_index(&newest)
+        })
+        .await;
+        match result {
+            Ok(Ok(())) => tracing::debug!(records = n, "index records saved"),
+            Ok(Err(e)) => tracing::warn!("cannot save the index records: {e:#}"),
+            Err(e) => tracing::warn!("cannot save the index records: {e}"),
+        }
+        if closed {
+            return;
+        }
+    }
+}
+
 async fn write_guards(
     store: Arc<Mutex<Store>>,
     mut lists: watch::Receiver<Vec<GuardRecord>>,
@@ -384,7 +464,31 @@ enum Input {
     ConnectFailed {
         addr: SocketAddr,
     },
+    /// Publish our records (replacing the set published before).
+    Publish {
+        publisher: PublisherId,
+        records: Vec<SignedRecord>,
+    },
+    /// Start a search; what comes of it goes to `updates`.
+    Search {
+        query: Query,
+        updates: std::sync::mpsc::Sender<SearchUpdate>,
+    },
 }
+
+/// What becomes of a search started with [`NetView::search`].
+#[derive(Debug, Clone)]
+pub enum SearchUpdate {
+    /// It could not start.
+    Failed(SearchError),
+    /// Checked records arrived.
+    Results(Vec<SignedRecord>),
+    /// No more answers are taken.
+    Done,
+}
+
+/// How often the records held for others are saved (when they changed).
+const INDEX_SAVE_INTERVAL: Duration = Duration::from_secs(10);
 
 /// The node task's handle on one link.
 #[derive(Debug)]
@@ -399,13 +503,23 @@ async fn run_node(
     shared: Arc<Shared>,
     snapshot: Arc<Mutex<Snapshot>>,
     guards_tx: Option<watch::Sender<Vec<GuardRecord>>>,
+    index_tx: Option<watch::Sender<Vec<SignedRecord>>>,
 ) {
     let mut links: BTreeMap<LinkId, LinkIo> = BTreeMap::new();
+    let mut searches: BTreeMap<SearchId, std::sync::mpsc::Sender<SearchUpdate>> = BTreeMap::new();
+    let mut index_saved = (tokio::time::Instant::now(), node.stats().search.stored);
     // Bootstrap dials start at once.
     node.handle_timeout(now_ms());
     let mut peers_changed = true;
     loop {
-        let changes = drain(&mut node, &mut links, &shared);
+        let changes = drain(&mut node, &mut links, &shared, &mut searches);
+        if let Some(tx) = &index_tx {
+            let stored = node.stats().search.stored;
+            if stored != index_saved.1 && index_saved.0.elapsed() >= INDEX_SAVE_INTERVAL {
+                tx.send_replace(node.index_records());
+                index_saved = (tokio::time::Instant::now(), stored);
+            }
+        }
         peers_changed |= changes.peers;
         let guards = changes.guards.then(|| node.guards());
         if let (Some(tx), Some(list)) = (&guards_tx, &guards) {
@@ -422,6 +536,7 @@ async fn run_node(
             s.stats = node.stats().clone();
             s.circuits = node.circuits();
             s.relay_circuits = node.relay_circuit_count();
+            s.index_records = node.index_len();
         }
         peers_changed = false;
         let now = now_ms();
@@ -465,6 +580,19 @@ async fn run_node(
                 peers_changed = true;
             }
             Some(Input::ConnectFailed { addr }) => node.handle_connect_failed(now, addr),
+            Some(Input::Publish { publisher, records }) => {
+                node.set_own_publisher(publisher);
+                tracing::info!(records = records.len(), "publishing the library");
+                node.publish(now, records);
+            }
+            Some(Input::Search { query, updates }) => match node.search(now, query) {
+                Ok(id) => {
+                    searches.insert(id, updates);
+                }
+                Err(e) => {
+                    let _ = updates.send(SearchUpdate::Failed(e));
+                }
+            },
         }
         // Inputs arriving back to back must not starve the timer.
         if node.poll_timeout().is_some_and(|t| t <= now) {
@@ -490,7 +618,12 @@ struct Changes {
 }
 
 /// Drain the node's outputs into the links and tasks.
-fn drain(node: &mut Node, links: &mut BTreeMap<LinkId, LinkIo>, shared: &Arc<Shared>) -> Changes {
+fn drain(
+    node: &mut Node,
+    links: &mut BTreeMap<LinkId, LinkIo>,
+    shared: &Arc<Shared>,
+    searches: &mut BTreeMap<SearchId, std::sync::mpsc::Sender<SearchUpdate>>,
+) -> Changes {
     let mut changed = Changes::default();
     loop {
         let mut any = false;
@@ -597,9 +730,17 @@ fn drain(node: &mut Node, links: &mut BTreeMap<LinkId, LinkIo>, shared: &Arc<Sha
                 }
                 Event::SearchResults { search, records } => {
                     tracing::debug!(search = search.0, records = records.len(), "search results");
+                    if let Some(tx) = searches.get(&search)
+                        && tx.send(SearchUpdate::Results(records)).is_err()
+                    {
+                        searches.remove(&search);
+                    }
                 }
                 Event::SearchDone { search } => {
                     tracing::debug!(search = search.0, "search done");
+                    if let Some(tx) = searches.remove(&search) {
+                        let _ = tx.send(SearchUpdate::Done);
+                    }
                 }
                 Event::Answered { content } => {
                     tracing::trace!(

@@ -168,6 +168,9 @@ fn run(args: Args) -> anyhow::Result<()> {
         daemon.control_timeout = settings.control_timeout;
         daemon.control_max_connections = settings.control_max_connections;
         let daemon = Arc::new(daemon);
+        // The library goes out through our circuits as soon as one is
+        // built (the node holds it until then).
+        veil_daemon::server::publish_library(&daemon);
         tracing::info!(node_id = %daemon.node.node_id(), data_dir = %dir.path().display(), "veild ready");
         let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
         let result = tokio::select! {

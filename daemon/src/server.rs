@@ -22,13 +22,18 @@ use veil_core::pow::PowParams;
 
 use veil_core::node::CircuitState;
 
+use veil_core::node::SearchError;
+use veil_core::record::{SignedRecord, Unchecked};
+use veil_core::search::{Query, Ranked, rank};
+
 use crate::api::{
-    ApiError, CircuitEntry, Command, ErrorKind, FindHit, IdInfo, MAX_REQUEST_BYTES, PeerEntry,
-    Reply, Request, StatusInfo, UnshareReport,
+    ApiError, CircuitEntry, Command, DEFAULT_SEARCH_SECONDS, ErrorKind, FindHit, IdInfo,
+    MAX_REQUEST_BYTES, MAX_SEARCH_SECONDS, PeerEntry, Reply, Request, SearchHit, SearchReport,
+    StatusInfo, UnshareReport,
 };
 use crate::config::{DEFAULT_CONTROL_CONNECTIONS, DEFAULT_CONTROL_TIMEOUT};
 use crate::datadir::DataDir;
-use crate::driver::{NetView, now_ms};
+use crate::driver::{NetView, SearchUpdate, now_ms};
 use crate::library::{self, Library, internal, lock};
 use crate::store::Store;
 
@@ -289,6 +294,7 @@ fn execute(
                 circuits_building: count(CircuitState::Building),
                 relay_circuits: net.relay_circuits,
                 guards: net.guards.iter().map(|g| g.to_string()).collect(),
+                index_records: net.index_records,
             })
         }
         Command::Id => {
@@ -306,6 +312,7 @@ fn execute(
         Command::Share { path } => {
             let path = absolute(&path)?;
             let report = library::share(&d.library, &path, unix_now(), progress)?;
+            publish_library(d);
             to_json(&report)
         }
         Command::Unshare { path } => {
@@ -314,6 +321,7 @@ fn execute(
                 .to_str()
                 .ok_or_else(|| ApiError::new(ErrorKind::BadPath, "path is not valid UTF-8"))?;
             let removed = library::unshare(&d.library, path)?;
+            publish_library(d);
             to_json(&UnshareReport { removed })
         }
         Command::Library => {
@@ -321,6 +329,11 @@ fn execute(
             let entries: Vec<_> = rows.iter().map(|r| r.entry()).collect();
             to_json(&entries)
         }
+        Command::Search {
+            words,
+            timeout_s,
+            limit,
+        } => search(d, &words, timeout_s, limit, progress),
         Command::Find { words, limit } => {
             let limit = limit.unwrap_or(DEFAULT_FIND_LIMIT).min(DEFAULT_FIND_LIMIT);
             let hits: Vec<FindHit> = lock(&d.library.store)?
@@ -370,5 +383,128 @@ fn execute(
                 .collect();
             to_json(&circuits)
         }
+    }
+}
+
+/// Publishes the whole library (every stored record that still checks)
+/// through the node's circuits, replacing what was published before. A
+/// busy node task is logged, not fatal: the next share publishes again.
+pub fn publish_library(d: &Daemon) {
+    let rows = match lock(&d.library.store).and_then(|s| s.library().map_err(internal)) {
+        Ok(rows) => rows,
+        Err(e) => {
+            tracing::warn!("cannot read the library to publish it: {}", e.message);
+            return;
+        }
+    };
+    let now = unix_now();
+    let records: Vec<SignedRecord> = rows
+        .iter()
+        .filter_map(|r| Unchecked::<SignedRecord>::decode(&r.record).ok())
+        .filter_map(|u| u.check(now, d.pow).ok())
+        .collect();
+    if let Err(e) = d
+        .network
+        .publish(d.library.publisher.publisher().id(), records)
+    {
+        tracing::warn!("cannot publish the library now: {e:#}");
+    }
+}
+
+/// `veil search`: starts a network search and streams ranked results as
+/// they arrive, until the time bound or the network's search timeout.
+fn search(
+    d: &Daemon,
+    words: &str,
+    timeout_s: Option<u32>,
+    limit: Option<u32>,
+    progress: &mut dyn FnMut(crate::api::Progress),
+) -> Result<serde_json::Value, ApiError> {
+    let query =
+        Query::parse(words).map_err(|e| ApiError::new(ErrorKind::BadRequest, e.to_string()))?;
+    let limit = limit.unwrap_or(DEFAULT_FIND_LIMIT).min(DEFAULT_FIND_LIMIT) as usize;
+    let secs = timeout_s
+        .unwrap_or(DEFAULT_SEARCH_SECONDS)
+        .clamp(1, MAX_SEARCH_SECONDS);
+    let started = Instant::now();
+    let deadline = started + Duration::from_secs(u64::from(secs));
+    let mut standing = lock(&d.library.store)?.standing().map_err(internal)?;
+    let updates = d.network.search(query).map_err(internal)?;
+    let mut records: Vec<SignedRecord> = Vec::new();
+    let mut seen_bytes: std::collections::BTreeSet<Vec<u8>> = std::collections::BTreeSet::new();
+    let mut shown: std::collections::BTreeMap<String, usize> = std::collections::BTreeMap::new();
+    let mut reason = None;
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            break;
+        }
+        match updates.recv_timeout(left) {
+            Ok(SearchUpdate::Results(batch)) => {
+                let now = now_ms();
+                let mut new_publishers = Vec::new();
+                for r in batch {
+                    if seen_bytes.insert(r.to_bytes()) {
+                        let id = r.publisher().id();
+                        if standing.first_seen(&id).is_none() {
+                            new_publishers.push(id);
+                        }
+                        standing.seen(id, now);
+                        records.push(r);
+                    }
+                }
+                if !new_publishers.is_empty()
+                    && let Err(e) = lock(&d.library.store)?.note_seen(&new_publishers, now)
+                {
+                    tracing::warn!("cannot note publishers seen: {e:#}");
+                }
+                let ranked = rank(&records, &standing, now);
+                for (i, r) in ranked.iter().enumerate().take(limit) {
+                    let id = r.content_id.to_hex();
+                    if shown.get(&id) != Some(&r.publishers) {
+                        shown.insert(id.clone(), r.publishers);
+                        progress(crate::api::Progress::Result { hit: hit(i, r, id) });
+                    }
+                }
+            }
+            Ok(SearchUpdate::Done) => break,
+            Ok(SearchUpdate::Failed(e)) => {
+                reason = Some(
+                    match e {
+                        SearchError::NoPeers => "no_peers",
+                        SearchError::NoCircuit => "no_circuit",
+                    }
+                    .to_owned(),
+                );
+                break;
+            }
+            Err(_) => break,
+        }
+    }
+    let ranked = rank(&records, &standing, now_ms());
+    if ranked.is_empty() && reason.is_none() {
+        reason = Some("nothing_matched".into());
+    }
+    to_json(&SearchReport {
+        results: ranked
+            .iter()
+            .enumerate()
+            .take(limit)
+            .map(|(i, r)| hit(i, r, r.content_id.to_hex()))
+            .collect(),
+        records: records.len(),
+        reason,
+        elapsed_ms: started.elapsed().as_millis() as u64,
+    })
+}
+
+fn hit(i: usize, r: &Ranked, id: String) -> SearchHit {
+    SearchHit {
+        id,
+        name: r.name.clone(),
+        size: r.size,
+        publishers: r.publishers,
+        rank: i + 1,
+        score: (r.score * 1000.0).round() / 1000.0,
     }
 }

@@ -16,8 +16,11 @@ use std::path::Path;
 use anyhow::{Context, bail};
 use rusqlite::{Connection, OptionalExtension, params};
 
-use veil_core::identity::NodeId;
+use veil_core::content::ContentId;
+use veil_core::identity::{NodeId, PublisherId};
 use veil_core::node::GuardRecord;
+use veil_core::record::SignedRecord;
+use veil_core::search::{Query, Standing};
 
 use crate::api::{FindHit, LibraryEntry};
 
@@ -95,6 +98,24 @@ const MIGRATIONS: &[&str] = &[
         node_id     BLOB NOT NULL UNIQUE CHECK (length(node_id) = 32),
         descriptor  BLOB NOT NULL,
         added_ms    INTEGER NOT NULL
+    );
+    "#,
+    // 2 -> 3: records held for others as an index holder (bounded by the
+    // node's limits; only checked records are ever written), and what this
+    // node knows of publisher pseudonyms: when it first saw each (its own
+    // clock) and the standing each earned.
+    r#"
+    CREATE TABLE index_records (
+        publisher   BLOB NOT NULL CHECK (length(publisher) = 32),
+        content_id  BLOB NOT NULL CHECK (length(content_id) = 32),
+        record      BLOB NOT NULL,
+        expires     INTEGER NOT NULL,
+        PRIMARY KEY (publisher, content_id)
+    );
+    CREATE TABLE publishers (
+        id             BLOB PRIMARY KEY CHECK (length(id) = 32),
+        first_seen_ms  INTEGER NOT NULL,
+        standing       INTEGER NOT NULL DEFAULT 0
     );
     "#,
 ];
@@ -266,30 +287,163 @@ impl Store {
         )?)
     }
 
-    /// Search the library with the same matcher that answers remote queries.
-    /// Any text is safe: see [`fts_query`].
+    /// Search the library with the same matcher that answers remote
+    /// queries ([`Query::matches`]): FTS5 finds candidates (prefix terms,
+    /// a superset), core's matcher decides. Any text is safe: see
+    /// [`fts_query`].
     pub fn find(&self, words: &str, limit: u32) -> anyhow::Result<Vec<FindHit>> {
+        let Ok(matcher) = Query::parse(words) else {
+            return Ok(Vec::new());
+        };
+        if let Query::Content(id) = &matcher {
+            let mut stmt = self.conn.prepare(
+                "SELECT content_id, size, name, path FROM files WHERE content_id = ?1
+                    ORDER BY path LIMIT ?2",
+            )?;
+            let rows = stmt.query_map(params![id.as_bytes().as_slice(), limit], |r| {
+                Ok(FindHit {
+                    id: hex::encode(r.get::<_, Vec<u8>>(0)?),
+                    size: r.get::<_, i64>(1)? as u64,
+                    name: r.get(2)?,
+                    path: r.get(3)?,
+                })
+            })?;
+            return rows.collect::<Result<Vec<_>, _>>().map_err(Into::into);
+        }
         let Some(query) = fts_query(words) else {
             return Ok(Vec::new());
         };
         let mut stmt = self.conn.prepare(
-            "SELECT f.content_id, f.size, f.name, f.path FROM files_fts
+            "SELECT f.content_id, f.size, f.name, f.path, f.keywords FROM files_fts
                 JOIN files f ON f.id = files_fts.rowid
-                WHERE files_fts MATCH ?1 ORDER BY rank, f.path LIMIT ?2",
+                WHERE files_fts MATCH ?1 ORDER BY rank, f.path",
         )?;
-        let rows = stmt.query_map(params![query, limit], |r| {
-            Ok(FindHit {
-                id: hex::encode(r.get::<_, Vec<u8>>(0)?),
-                size: r.get::<_, i64>(1)? as u64,
-                name: r.get(2)?,
-                path: r.get(3)?,
-            })
+        let rows = stmt.query_map(params![query], |r| {
+            Ok((
+                r.get::<_, Vec<u8>>(0)?,
+                r.get::<_, i64>(1)? as u64,
+                r.get::<_, String>(2)?,
+                r.get::<_, String>(3)?,
+                r.get::<_, String>(4)?,
+            ))
         })?;
+        let mut out = Vec::new();
+        for r in rows {
+            let (id, size, name, path, keywords) = r?;
+            let Ok(id) = <[u8; 32]>::try_from(id) else {
+                continue;
+            };
+            let keywords: Vec<String> = keywords.split_whitespace().map(str::to_owned).collect();
+            if !matcher.matches_parts(&keywords, &ContentId::from_bytes(id)) {
+                continue;
+            }
+            out.push(FindHit {
+                id: hex::encode(id),
+                size,
+                name,
+                path,
+            });
+            if out.len() >= limit as usize {
+                break;
+            }
+        }
+        Ok(out)
+    }
+
+    /// Replace the records held for others with `records`, atomically.
+    pub fn save_index(&mut self, records: &[SignedRecord]) -> anyhow::Result<()> {
+        let tx = self.conn.transaction()?;
+        tx.execute("DELETE FROM index_records", [])?;
+        {
+            let mut stmt = tx.prepare(
+                "INSERT OR REPLACE INTO index_records (publisher, content_id, record, expires)
+                    VALUES (?1, ?2, ?3, ?4)",
+            )?;
+            for r in records {
+                let expires = i64::try_from(r.record().expires).unwrap_or(i64::MAX);
+                stmt.execute(params![
+                    r.publisher().id().as_bytes().as_slice(),
+                    r.record().content_id.as_bytes().as_slice(),
+                    r.as_bytes(),
+                    expires
+                ])?;
+            }
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// The records held for others, as stored (unchecked: the node checks
+    /// each again when it restores them), unexpired at `now_s`.
+    pub fn index(&self, now_s: u64) -> anyhow::Result<Vec<Vec<u8>>> {
+        let now = i64::try_from(now_s).unwrap_or(i64::MAX);
+        let mut stmt = self
+            .conn
+            .prepare("SELECT record FROM index_records WHERE expires > ?1")?;
+        let rows = stmt.query_map(params![now], |r| r.get::<_, Vec<u8>>(0))?;
         let mut out = Vec::new();
         for r in rows {
             out.push(r?);
         }
         Ok(out)
+    }
+
+    /// What we know of publisher pseudonyms.
+    pub fn standing(&self) -> anyhow::Result<Standing> {
+        let mut stmt = self
+            .conn
+            .prepare("SELECT id, first_seen_ms, standing FROM publishers")?;
+        let rows = stmt.query_map([], |r| {
+            Ok((
+                r.get::<_, Vec<u8>>(0)?,
+                r.get::<_, i64>(1)?,
+                r.get::<_, i64>(2)?,
+            ))
+        })?;
+        let mut st = Standing::default();
+        for r in rows {
+            let (id, first, score) = r?;
+            let (Ok(id), Ok(first)) = (<[u8; 32]>::try_from(id), u64::try_from(first)) else {
+                continue;
+            };
+            let score = i32::try_from(score).unwrap_or(0);
+            st.restore(PublisherId::from_bytes(id), first, score);
+        }
+        Ok(st)
+    }
+
+    /// Notes that we saw these pseudonyms at `now_ms` (the first sighting
+    /// is kept).
+    pub fn note_seen(&mut self, ids: &[PublisherId], now_ms: u64) -> anyhow::Result<()> {
+        let now = i64::try_from(now_ms).unwrap_or(i64::MAX);
+        let tx = self.conn.transaction()?;
+        {
+            let mut stmt = tx.prepare(
+                "INSERT OR IGNORE INTO publishers (id, first_seen_ms, standing) VALUES (?1, ?2, 0)",
+            )?;
+            for id in ids {
+                stmt.execute(params![id.as_bytes().as_slice(), now])?;
+            }
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// Adds `delta` to a pseudonym's standing (the transfer code reports a
+    /// verified, kept download or a decoy), within ±1000.
+    pub fn adjust_standing(
+        &mut self,
+        id: &PublisherId,
+        delta: i32,
+        now_ms: u64,
+    ) -> anyhow::Result<()> {
+        let now = i64::try_from(now_ms).unwrap_or(i64::MAX);
+        self.conn.execute(
+            "INSERT INTO publishers (id, first_seen_ms, standing) VALUES (?1, ?2, max(-1000, min(1000, ?3)))
+                ON CONFLICT(id) DO UPDATE SET standing = max(-1000, min(1000, standing + ?3))",
+            params![id.as_bytes().as_slice(), now, i64::from(delta)],
+        )?;
+        Ok(())
     }
 
     /// Replace the stored guard list with `guards`, in order, durably and
@@ -401,7 +555,7 @@ mod tests {
             size: 10,
             mtime_ns: 1,
             name: name.into(),
-            keywords: vec!["kw".into()],
+            keywords: veil_core::record::keywords_from_name(name),
             outboard: vec![],
             record: vec![1, 2, 3],
             expires: 100,
@@ -438,10 +592,130 @@ mod tests {
                 .unwrap_or_else(|e| panic!("query {q:?} failed: {e:#}"));
         }
         assert_eq!(s.find("zebra", 50).unwrap().len(), 1);
-        assert_eq!(s.find("ZEB", 50).unwrap().len(), 1);
+        assert_eq!(s.find("ZEBRA song", 50).unwrap().len(), 1);
+        assert!(
+            s.find("ZEB", 50).unwrap().is_empty(),
+            "whole words, as remote queries"
+        );
         assert_eq!(s.find("NEAR(", 50).unwrap().len(), 1);
         assert_eq!(s.find("OR", 50).unwrap()[0].name, "or near.txt");
         assert!(s.find("\"", 50).unwrap().is_empty());
+    }
+
+    #[test]
+    fn local_find_and_the_remote_matcher_agree() {
+        use veil_core::identity::Pseudonym;
+        use veil_core::pow::PowParams;
+        use veil_core::record::{ContentRecord, keywords_from_name};
+        let p = Pseudonym::from_key(
+            ed25519_dalek::SigningKey::from_bytes(&[3; 32]),
+            PowParams::TESTNET,
+        );
+        let names = [
+            "Café del Mar – Volume 2.flac",
+            "cafe_racer.mp4",
+            "ÜBER alles (live).ogg",
+            "über-live-2024.ogg",
+            "Song of the Sea.mkv",
+            "song.txt",
+            "日本語 テキスト.txt",
+            "a.b.c.2024.x264.mkv",
+            "Volume 10 of 12.pdf",
+        ];
+        let tmp = tempfile::tempdir().unwrap();
+        let mut s = Store::open(&tmp.path().join("db")).unwrap();
+        let mut records = Vec::new();
+        for (i, name) in names.iter().enumerate() {
+            let r = ContentRecord {
+                content_id: ContentId::from_bytes([i as u8 + 1; 32]),
+                size: 10,
+                name: (*name).into(),
+                keywords: keywords_from_name(name),
+                media_type: None,
+                created: 1_800_000_000,
+                expires: 1_800_003_600,
+            }
+            .sign(&p)
+            .unwrap();
+            let mut f = row(&format!("/lib/{i}"), name, i as u8 + 1);
+            f.keywords = r.record().keywords.clone();
+            f.record = r.to_bytes();
+            s.upsert_file(&f).unwrap();
+            records.push(r);
+        }
+        for q in [
+            "café",
+            "cafe",
+            "CAFÉ del",
+            "über live",
+            "UBER",
+            "song",
+            "song sea",
+            "日本語",
+            "2024",
+            "volume",
+            "volume 10",
+            "x264 mkv",
+            "of",
+            "nothing here",
+            &ContentId::from_bytes([5; 32]).to_hex(),
+        ] {
+            let mut local: Vec<String> =
+                s.find(q, 100).unwrap().into_iter().map(|h| h.id).collect();
+            local.sort();
+            let query = Query::parse(q).unwrap();
+            let mut remote: Vec<String> = records
+                .iter()
+                .filter(|r| query.matches(r.record()))
+                .map(|r| r.record().content_id.to_hex())
+                .collect();
+            remote.sort();
+            assert_eq!(local, remote, "query {q:?}");
+        }
+    }
+
+    #[test]
+    fn index_records_and_standing_persist() {
+        use veil_core::identity::Pseudonym;
+        use veil_core::pow::PowParams;
+        use veil_core::record::{ContentRecord, keywords_from_name};
+        let p = Pseudonym::from_key(
+            ed25519_dalek::SigningKey::from_bytes(&[4; 32]),
+            PowParams::TESTNET,
+        );
+        let rec = |i: u8, expires: u64| {
+            ContentRecord {
+                content_id: ContentId::from_bytes([i; 32]),
+                size: 1,
+                name: format!("file {i}"),
+                keywords: keywords_from_name(&format!("file {i}")),
+                media_type: None,
+                created: 1_800_000_000,
+                expires,
+            }
+            .sign(&p)
+            .unwrap()
+        };
+        let tmp = tempfile::tempdir().unwrap();
+        let path = tmp.path().join("db");
+        {
+            let mut s = Store::open(&path).unwrap();
+            s.save_index(&[rec(1, 1_800_003_600), rec(2, 1_800_000_100)])
+                .unwrap();
+            let id = p.publisher().id();
+            s.note_seen(&[id], 5).unwrap();
+            s.note_seen(&[id], 9).unwrap();
+            s.adjust_standing(&id, -3, 9).unwrap();
+        }
+        let s = Store::open(&path).unwrap();
+        assert_eq!(
+            s.index(1_800_000_200).unwrap(),
+            vec![rec(1, 1_800_003_600).to_bytes()]
+        );
+        let st = s.standing().unwrap();
+        let id = p.publisher().id();
+        assert_eq!(st.first_seen(&id), Some(5), "the first sighting is kept");
+        assert_eq!(st.score(&id), -3);
     }
 
     #[test]
@@ -458,7 +732,7 @@ mod tests {
         let lib = s.library().unwrap();
         assert_eq!(lib.len(), 1);
         assert_eq!(lib[0].content_id, [2; 32]);
-        assert_eq!(s.find("a", 10).unwrap().len(), 1);
+        assert_eq!(s.find("txt", 10).unwrap().len(), 1);
         s.upsert_file(&row("/x/sub/b.txt", "b.txt", 3)).unwrap();
         s.upsert_file(&row("/xy/c.txt", "c.txt", 4)).unwrap();
         assert_eq!(s.remove_path("/x").unwrap(), 2);

@@ -148,7 +148,10 @@ pub fn link_msg(data: &[u8]) -> bool {
         LinkMsg::WalkReply(bytes) => {
             if let Ok(w) = veil_core::search::WalkReply::decode(bytes) {
                 let again = w.encode().expect("a decoded reply fits");
-                assert_eq!(veil_core::search::WalkReply::decode(&again).as_ref(), Ok(&w));
+                assert_eq!(
+                    veil_core::search::WalkReply::decode(&again).as_ref(),
+                    Ok(&w)
+                );
             }
         }
     }
