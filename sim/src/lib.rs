@@ -7,9 +7,12 @@
 //! - `adversary`: flooders, forgers, tamperers, colluders, crashes.
 //! - `metrics`: what the harness records and the [`sim::Outcome`].
 //! - [`position`]: how well relays guess their position on a circuit.
+//! - [`search`]: the search workload (files, sharers, searches,
+//!   poisoners) and its figures.
 
 mod adversary;
 mod metrics;
 pub mod position;
 pub mod scenario;
+pub mod search;
 pub mod sim;

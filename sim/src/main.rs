@@ -10,6 +10,8 @@ use std::time::Instant;
 use clap::{Parser, Subcommand};
 use veil_core::node::Config;
 use veil_sim::position::PositionGuess;
+use veil_sim::scenario::{SearchMode, SearchScenario};
+use veil_sim::search::SearchOutcome;
 use veil_sim::sim::{PickShares, Scenario, Sim, Tamper};
 
 /// veil-sim: run many veil nodes in virtual time.
@@ -67,7 +69,76 @@ enum Cmd {
         /// Print exactly one JSON object on stdout.
         #[arg(long)]
         json: bool,
+        #[command(flatten)]
+        search: SearchArgs,
     },
+}
+
+/// The search workload (off unless one of these is given).
+#[derive(Debug, clap::Args)]
+struct SearchArgs {
+    /// Files shared, each by 5 to 7 honest relays, Zipf popularity.
+    #[arg(long, default_value_t = 0)]
+    files: usize,
+    /// Searches from random honest nodes over a 15 s window after
+    /// publication (the run is extended for their timeouts).
+    #[arg(long, default_value_t = 0)]
+    searches: usize,
+    /// How exits look: random walks, or the flood baseline.
+    #[arg(long, default_value = "walk", value_parser = ["walk", "flood"])]
+    search: String,
+    /// The flood baseline's TTL (with --search flood).
+    #[arg(long, default_value_t = 2)]
+    flood_ttl: u8,
+    /// Fraction of nodes (0..1) publishing decoys for the top files.
+    #[arg(long, default_value_t = 0.0)]
+    poisoners: f64,
+    /// Fraction of nodes per virtual minute (0..1) that leave and are
+    /// replaced by new nodes.
+    #[arg(long, default_value_t = 0.0)]
+    churn: f64,
+    /// Experiment: walks an exit starts per search (core default 3).
+    #[arg(long)]
+    walkers: Option<usize>,
+    /// Experiment: mean query walk length (core default 24).
+    #[arg(long)]
+    walk_len: Option<u32>,
+    /// Experiment: mean publish walk length (core default 24).
+    #[arg(long)]
+    publish_len: Option<u32>,
+}
+
+impl SearchArgs {
+    fn scenario(&self) -> anyhow::Result<SearchScenario> {
+        anyhow::ensure!(
+            (0.0..1.0).contains(&self.poisoners) && (0.0..1.0).contains(&self.churn),
+            "--poisoners and --churn must be in [0, 1)"
+        );
+        anyhow::ensure!(self.files <= 5_000, "--files must be at most 5000");
+        anyhow::ensure!(
+            self.searches == 0 || self.files > 0,
+            "--searches needs --files"
+        );
+        anyhow::ensure!(
+            self.walkers != Some(0) && self.walk_len != Some(0) && self.publish_len != Some(0),
+            "--walkers, --walk-len and --publish-len must be positive"
+        );
+        Ok(SearchScenario {
+            files: self.files,
+            searches: self.searches,
+            mode: if self.search == "flood" {
+                SearchMode::Flood(self.flood_ttl)
+            } else {
+                SearchMode::Walk
+            },
+            poisoners: self.poisoners,
+            churn: self.churn,
+            walkers: self.walkers,
+            walk_len: self.walk_len,
+            publish_len: self.publish_len,
+            ..SearchScenario::default()
+        })
+    }
 }
 
 fn main() -> anyhow::Result<()> {
@@ -92,6 +163,7 @@ fn main() -> anyhow::Result<()> {
             crash,
             forgers,
             json,
+            search,
         } => {
             anyhow::ensure!((1..=4).contains(&hops), "--hops must be 1 to 4");
             anyhow::ensure!(
@@ -121,6 +193,7 @@ fn main() -> anyhow::Result<()> {
             scenario.tamperers = tamperers;
             scenario.crash_fraction = crash;
             scenario.forgers = forgers;
+            scenario.search = search.scenario()?;
             scenario.tamper = match tamper.as_str() {
                 "drop" => Tamper::Drop,
                 "replay" => Tamper::Replay,
@@ -139,6 +212,8 @@ fn main() -> anyhow::Result<()> {
             let mut sim = Sim::new(scenario, &Config::testnet());
             sim.run();
             let o = sim.outcome();
+            let so = sim.search_outcome();
+            let duration_s = sim.scenario().duration_ms / 1000;
             let wall_ms = started.elapsed().as_millis() as u64;
             // Flooders' place in honest nodes' picks (they are relays too).
             let flooder_picks = sim.pick_shares(&sim.flooders(), &Default::default());
@@ -150,7 +225,7 @@ fn main() -> anyhow::Result<()> {
                 base.pick_shares(sim.forge_targeted(), &sim.adversaries())
             });
             let attempted = o.links_up + o.handshakes_failed;
-            let doc = serde_json::json!({
+            let mut doc = serde_json::json!({
                 "nodes": nodes,
                 "seed": seed,
                 "flooders": flooders,
@@ -213,6 +288,10 @@ fn main() -> anyhow::Result<()> {
                 "events": o.events,
                 "wall_ms": wall_ms,
             });
+            if let (Some(s), serde_json::Value::Object(map)) = (&so, &mut doc) {
+                let sc = &sim.scenario().search;
+                map.extend(search_json(s, sc));
+            }
             if json {
                 println!("{doc}");
             } else if let serde_json::Value::Object(map) = &doc {
@@ -225,9 +304,15 @@ fn main() -> anyhow::Result<()> {
                             println!("{k:<28} {}", forgery_line(&o, baseline.as_ref()))
                         }
                         "forgery" => {}
+                        k if so.is_some() && SEARCH_KEYS.contains(&k) => {}
                         _ if v.is_null() => {}
                         _ => println!("{k:<28} {v}"),
                     }
+                }
+            }
+            if let (false, Some(s)) = (json, &so) {
+                for line in search_lines(s, &sim.scenario().search) {
+                    println!("{line}");
                 }
             }
             eprintln!(
@@ -341,4 +426,98 @@ fn forgery_line(o: &veil_sim::sim::Outcome, baseline: Option<&PickShares>) -> St
 
 fn round6(x: f64) -> f64 {
     (x * 1e6).round() / 1e6
+}
+
+/// The search figures' keys in the JSON (shown as lines in the table).
+const SEARCH_KEYS: &[&str] = &["files", "poisoners", "churn", "search_mode", "search"];
+
+/// The search figures, as JSON fields.
+fn search_json(
+    s: &SearchOutcome,
+    sc: &SearchScenario,
+) -> serde_json::Map<String, serde_json::Value> {
+    let v = serde_json::json!({
+        "files": s.files,
+        "poisoners": sc.poisoners,
+        "churn": sc.churn,
+        "search_mode": sc.mode_name(),
+        "searches": s.searches,
+        "searches_succeeded": s.searches_succeeded,
+        "search_success": s.search_success,
+        "search_latency_ms_p50": s.search_latency_ms_p50,
+        "messages_per_search": s.messages_per_search,
+        "publish_messages_per_record": s.publish_messages_per_record,
+        "decoy_top_results": s.decoy_top_results,
+        "self_answers": s.self_answers,
+        "index_records_mean": s.index_records_mean,
+        "search": {
+            "records": s.records,
+            "poisoner_nodes": s.poisoner_nodes,
+            "decoy_records": s.decoy_records,
+            "poisoned_searches": s.poisoned_searches,
+            "searches_refused": s.searches_refused,
+            "searches_lost": s.searches_lost,
+            "search_latency_ms_p95": s.search_latency_ms_p95,
+            "walk_cells": s.walk_cells,
+            "reply_cells": s.reply_cells,
+            "search_circuit_cells": s.search_circuit_cells,
+            "publish_cells": s.publish_cells,
+            "publish_circuit_cells": s.publish_circuit_cells,
+            "records_published": s.records_published,
+            "answers": s.answers,
+            "rate_limited": s.rate_limited,
+            "nodes_left": s.nodes_left,
+            "nodes_joined": s.nodes_joined,
+            "walkers": sc.walkers,
+            "walk_len": sc.walk_len,
+            "publish_len": sc.publish_len,
+        },
+    });
+    match v {
+        serde_json::Value::Object(m) => m,
+        _ => serde_json::Map::new(),
+    }
+}
+
+/// The human table's lines for the search workload.
+fn search_lines(s: &SearchOutcome, sc: &SearchScenario) -> Vec<String> {
+    vec![
+        format!(
+            "search ({}): {} files, {} records; {} of {} searches found their file ({:.3}; {} refused, {} searchers left), latency p50 {} ms, p95 {} ms",
+            sc.mode_name(),
+            s.files,
+            s.records,
+            s.searches_succeeded,
+            s.searches,
+            s.search_success,
+            s.searches_refused,
+            s.searches_lost,
+            s.search_latency_ms_p50,
+            s.search_latency_ms_p95
+        ),
+        format!(
+            "search cost: {:.1} cells per search ({} walk, {} reply, {} circuit); publication {:.1} cells per record ({} walk, {} circuit, {} records published); index {:.1} records per relay",
+            s.messages_per_search,
+            s.walk_cells,
+            s.reply_cells,
+            s.search_circuit_cells,
+            s.publish_messages_per_record,
+            s.publish_cells,
+            s.publish_circuit_cells,
+            s.records_published,
+            s.index_records_mean
+        ),
+        format!(
+            "search abuse: {} poisoners ({} decoys), decoy on top in {} of {} searches for poisoned files; {} self-answers of {} answers; churn {} ({} left, {} joined)",
+            s.poisoner_nodes,
+            s.decoy_records,
+            s.decoy_top_results,
+            s.poisoned_searches,
+            s.self_answers,
+            s.answers,
+            sc.churn,
+            s.nodes_left,
+            s.nodes_joined
+        ),
+    ]
 }

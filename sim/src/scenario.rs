@@ -68,6 +68,103 @@ pub struct Scenario {
     /// Every relay records what it sees, and the harness measures how well
     /// relays guess their position on the circuits they relay.
     pub position_guess: bool,
+    /// The search workload: files, searches, poisoners, churn (off by
+    /// default: nothing of it is drawn or scheduled then).
+    pub search: SearchScenario,
+}
+
+/// How exits look for records.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SearchMode {
+    /// Random walks (the protocol).
+    Walk,
+    /// The flood baseline with this TTL.
+    Flood(u8),
+}
+
+/// The search workload of a run; see `crate::search`.
+#[derive(Debug, Clone)]
+pub struct SearchScenario {
+    /// Files shared, each by several honest relays.
+    pub files: usize,
+    /// Searches, spread over the search window.
+    pub searches: usize,
+    /// Walks or the flood baseline.
+    pub mode: SearchMode,
+    /// Fraction of nodes (never seeds or adversaries) that publish decoys
+    /// for the most popular files' words; they relay honestly.
+    pub poisoners: f64,
+    /// Fraction of nodes per virtual minute that leave and are replaced by
+    /// as many new nodes (from `circuits_start_ms` on; seeds never leave).
+    pub churn: f64,
+    /// Sharers per file, drawn in this range (inclusive).
+    pub sharers: (usize, usize),
+    /// The most popular files poisoners publish decoys for.
+    pub poisoned_files: usize,
+    /// Publication happens this long after `circuits_start_ms`.
+    pub publish_after_ms: Millis,
+    /// Searches start this long after publication...
+    pub search_delay_ms: Millis,
+    /// ...and are spread over this window.
+    pub search_window_ms: Millis,
+    /// Experiments only: overrides of the node config's search walkers,
+    /// walk length and publish walk length.
+    pub walkers: Option<usize>,
+    /// See `walkers`.
+    pub walk_len: Option<u32>,
+    /// See `walkers`.
+    pub publish_len: Option<u32>,
+}
+
+impl Default for SearchScenario {
+    fn default() -> Self {
+        SearchScenario {
+            files: 0,
+            searches: 0,
+            mode: SearchMode::Walk,
+            poisoners: 0.0,
+            churn: 0.0,
+            sharers: (5, 7),
+            poisoned_files: 10,
+            publish_after_ms: 6_000,
+            search_delay_ms: 3_000,
+            search_window_ms: 15_000,
+            walkers: None,
+            walk_len: None,
+            publish_len: None,
+        }
+    }
+}
+
+impl SearchScenario {
+    /// Whether any of the workload is asked for.
+    pub fn active(&self) -> bool {
+        self.files > 0 || self.searches > 0 || self.poisoners > 0.0 || self.churn > 0.0
+    }
+
+    /// The node config's search parameters as this workload sets them.
+    pub fn apply(&self, p: &mut veil_core::node::SearchParams) {
+        if let SearchMode::Flood(ttl) = self.mode {
+            p.flood_ttl = Some(ttl);
+        }
+        if let Some(w) = self.walkers {
+            p.walkers = w;
+        }
+        if let Some(l) = self.walk_len {
+            p.walk_len = l;
+        }
+        if let Some(l) = self.publish_len {
+            p.publish_len = l;
+        }
+    }
+
+    /// The mode's name in the output.
+    pub fn mode_name(&self) -> String {
+        match self.mode {
+            SearchMode::Walk => "walk".into(),
+            SearchMode::Flood(t) => format!("flood-ttl{t}"),
+        }
+    }
 }
 
 /// What a tampering relay does to the relay cells it sends.
@@ -109,6 +206,29 @@ impl Scenario {
             forgers: 0.0,
             forge_target_share: 0.25,
             position_guess: true,
+            search: SearchScenario::default(),
+        }
+    }
+}
+
+impl Scenario {
+    /// Virtual offset of publication.
+    pub fn publish_at_ms(&self) -> Millis {
+        self.circuits_start_ms + self.search.publish_after_ms
+    }
+
+    /// Virtual offset of the search window's start.
+    pub fn searches_from_ms(&self) -> Millis {
+        self.publish_at_ms() + self.search.search_delay_ms
+    }
+
+    /// The run lasts long enough for every search to have its timeout
+    /// (`search_timeout_ms`) and a second more.
+    pub fn extend_for_searches(&mut self, search_timeout_ms: Millis) {
+        if self.search.searches > 0 {
+            let end =
+                self.searches_from_ms() + self.search.search_window_ms + search_timeout_ms + 1_000;
+            self.duration_ms = self.duration_ms.max(end);
         }
     }
 }

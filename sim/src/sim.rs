@@ -22,12 +22,13 @@ use rand_chacha::ChaCha20Rng;
 use rand_chacha::rand_core::{RngCore, SeedableRng};
 use veil_core::cell::{CELL_SIZE, Cell, command};
 use veil_core::identity::{NodeId, NodeIdentity};
-use veil_core::node::{CircuitId, Config, Event, LinkId, Millis, Node, Observation};
+use veil_core::node::{CircuitId, CircuitState, Config, Event, LinkId, Millis, Node, Observation};
 use veil_core::testing::{Control, Delivery, Hooks, Model, Network, Verdict, WireId, WireInfo};
 
 use crate::adversary::{self, Flooders, Forgers, Role};
 use crate::metrics::{Metrics, View};
 use crate::position::Observed;
+use crate::search::{SearchOutcome, Workload};
 
 pub use crate::metrics::{BuiltCircuit, Outcome, PickShares};
 pub use crate::scenario::{EPOCH_MS, Scenario, Tamper, node_addr};
@@ -85,6 +86,12 @@ enum Kind {
     Tamper,
     /// Some nodes crash.
     Crash,
+    /// Sharers and poisoners publish (search workload).
+    Publish,
+    /// One search starts (search workload).
+    Search,
+    /// One node leaves and a new one joins (churn).
+    Churn,
 }
 
 /// Everything but the network: the scenario, roles, the harness's RNG,
@@ -99,6 +106,12 @@ struct Harness {
     forgers: Forgers,
     tampering: bool,
     metrics: Metrics,
+    /// The search workload, if the scenario asks for one.
+    work: Option<Workload>,
+    /// Circuits each node is asked to keep now.
+    circuits_wanted: usize,
+    /// The node config, for nodes joining later (churn).
+    config: Config,
 }
 
 impl Hooks for Harness {
@@ -158,6 +171,9 @@ impl Hooks for Harness {
     }
 
     fn on_event(&mut self, now: Millis, node: usize, event: Event) {
+        if let Some(w) = &mut self.work {
+            w.on_event(now, node, &event);
+        }
         if let Event::LinkUp { peer, .. } = &event
             && self.roles[node].forger
         {
@@ -193,10 +209,12 @@ pub struct Sim {
 impl Sim {
     /// Build the network: identities, nodes, the seed list, join times.
     pub fn new(scenario: Scenario, config: &Config) -> Sim {
+        let mut scenario = scenario;
+        scenario.extend_for_searches(config.search.search_timeout_ms);
+        let mut work = scenario.search.active().then(|| Workload::new(&scenario));
         let mut rng = ChaCha20Rng::seed_from_u64(scenario.seed);
         let n = scenario.nodes;
         let roles = adversary::draw_roles(&mut rng, &scenario);
-        let seeds: Vec<SocketAddr> = (0..scenario.seed_nodes.min(n)).map(node_addr).collect();
         let mut nodes = Vec::with_capacity(n);
         let mut ring = Vec::with_capacity(n);
         let mut serialise_ms = Vec::with_capacity(n);
@@ -205,25 +223,9 @@ impl Sim {
             rng.fill_bytes(&mut id_seed);
             let mut id_rng = ChaCha20Rng::from_seed(id_seed);
             let identity = NodeIdentity::generate(&mut id_rng, config.pow);
-            let mut cfg = config.clone();
-            cfg.advertised_addr = Some(node_addr(i));
-            cfg.bootstrap = seeds.clone();
-            cfg.circuits.hops = scenario.hops;
-            cfg.circuits.guard_min_age_ms = scenario.guard_min_age_ms;
-            cfg.circuits.build_timeout_ms = scenario.build_timeout_ms;
-            // Builds start with the harness's Circuits event.
-            cfg.circuits.circuits_wanted = 0;
-            if role.client_only {
-                cfg.relay = false;
-                cfg.advertised_addr = None;
-            }
             let mut node_seed = [0u8; 32];
             rng.fill_bytes(&mut node_seed);
-            let cfg = cfg
-                .validate()
-                .expect("the scenario gives a valid node config");
-            let mut node = Node::new(identity, cfg, node_seed, EPOCH_MS);
-            node.set_observing(scenario.observe || scenario.position_guess);
+            let node = make_node(&scenario, config, i, role, identity, node_seed, EPOCH_MS);
             let (lo, hi) = scenario.uplink_bytes_per_ms;
             let bw = lo + rng.next_u64() % (hi - lo + 1).max(1);
             serialise_ms.push((CELL_SIZE as u64).div_ceil(bw.max(1)));
@@ -236,6 +238,21 @@ impl Sim {
             .enumerate()
             .map(|(i, node)| (node.node_id(), i))
             .collect();
+        if let Some(w) = &mut work {
+            // Places and uplinks of the nodes churn will add, from the
+            // workload's RNG.
+            let (lo, hi) = scenario.uplink_bytes_per_ms;
+            for _ in 0..churn_joins(&scenario) {
+                let bw = lo + w.rng.next_u64() % (hi - lo + 1).max(1);
+                serialise_ms.push((CELL_SIZE as u64).div_ceil(bw.max(1)));
+                ring.push(w.rng.next_u64());
+            }
+            let candidates: Vec<usize> = (scenario.seed_nodes.min(n)..n)
+                .filter(|&i| !roles[i].adversary())
+                .collect();
+            let count = ((n as f64) * scenario.search.poisoners).round() as usize;
+            w.choose_poisoners(&candidates, count);
+        }
         let model = RingModel {
             latency_ms: scenario.latency_ms,
             ring,
@@ -257,6 +274,9 @@ impl Sim {
                 forgers,
                 tampering: false,
                 metrics: Metrics::default(),
+                work,
+                circuits_wanted: 0,
+                config: config.clone(),
             },
         };
         let s = &sim.h.scenario;
@@ -286,6 +306,9 @@ impl Sim {
                 EPOCH_MS + sim.h.rng.next_u64() % sim.h.scenario.join_window_ms.max(1)
             };
             sim.net.schedule(at, Kind::Join { node: i });
+        }
+        if sim.h.work.is_some() {
+            sim.schedule_workload();
         }
         if sim.h.roles.iter().any(|r| r.forger) {
             let share = sim.h.scenario.forge_target_share;
@@ -366,6 +389,7 @@ impl Sim {
                 } else {
                     0
                 };
+                h.circuits_wanted = wanted;
                 for i in 0..net.nodes().len() {
                     if h.roles[i].flooder {
                         continue;
@@ -377,7 +401,135 @@ impl Sim {
                     }
                 }
             }
+            Kind::Publish => self.publish(),
+            Kind::Search => self.search(),
+            Kind::Churn => self.churn(),
         }
+    }
+
+    /// Schedules publication, the searches and churn.
+    fn schedule_workload(&mut self) {
+        let s = &self.h.scenario;
+        let w = &s.search;
+        let publish = EPOCH_MS + s.publish_at_ms();
+        let from = EPOCH_MS + s.searches_from_ms();
+        let (q, window) = (w.searches as u64, w.search_window_ms);
+        let churn_every = churn_every_ms(s);
+        let churn_from = EPOCH_MS + s.circuits_start_ms;
+        let end = EPOCH_MS + s.duration_ms;
+        self.net.schedule(publish, Kind::Publish);
+        let slot = window / q.max(1);
+        for k in 0..q {
+            let jitter = match &mut self.h.work {
+                Some(work) if slot > 0 => work.rng.next_u64() % slot,
+                _ => 0,
+            };
+            self.net.schedule(from + k * slot + jitter, Kind::Search);
+        }
+        if let Some(every) = churn_every
+            && churn_from + every < end
+        {
+            self.net.schedule(churn_from + every, Kind::Churn);
+        }
+    }
+
+    /// Honest online nodes with a built circuit, by `keep`.
+    fn ready(&self, keep: impl Fn(usize) -> bool) -> Vec<usize> {
+        (0..self.net.nodes().len())
+            .filter(|&i| {
+                self.net.is_online(i)
+                    && !self.h.roles[i].adversary()
+                    && keep(i)
+                    && self.net.nodes()[i]
+                        .circuits()
+                        .iter()
+                        .any(|c| c.state == CircuitState::Built)
+            })
+            .collect()
+    }
+
+    /// Sharers (honest relays with a circuit) and poisoners publish.
+    fn publish(&mut self) {
+        let Some(w) = &self.h.work else { return };
+        let eligible = self.ready(|i| !w.is_poisoner(i) && !self.h.roles[i].client_only);
+        let now = self.net.now();
+        let pow = self.h.config.pow;
+        let Some(w) = &mut self.h.work else { return };
+        let out = w.publications(&self.h.scenario, now, &eligible, pow);
+        for (i, records) in out {
+            self.net.nodes_mut()[i].publish(now, records);
+            self.net.drain(i, &mut self.h);
+        }
+    }
+
+    /// One search from a random honest node with a circuit.
+    fn search(&mut self) {
+        let Some(w) = &self.h.work else { return };
+        let eligible = self.ready(|i| !w.is_poisoner(i));
+        let now = self.net.now();
+        let Some(w) = &mut self.h.work else { return };
+        let Some((i, file, query)) = w.next_search(&eligible) else {
+            return;
+        };
+        let id = self.net.nodes_mut()[i].search(now, query).ok();
+        w.started(i, file, now, id);
+        self.net.drain(i, &mut self.h);
+    }
+
+    /// A random online node (never a seed or an adversary) leaves; a new
+    /// node with a new identity joins from the seed list.
+    fn churn(&mut self) {
+        let now = self.net.now();
+        let s = self.h.scenario.clone();
+        let timeout = self.h.config.search.search_timeout_ms;
+        let leaving: Vec<usize> = (s.seed_nodes..self.net.nodes().len())
+            .filter(|&i| self.net.is_online(i) && !self.h.roles[i].adversary())
+            .collect();
+        let i = self.net.nodes().len();
+        let Some(w) = &mut self.h.work else { return };
+        if i >= self.net.model().ring.len() {
+            return;
+        }
+        if !leaving.is_empty() {
+            let v = leaving[(w.rng.next_u64() % leaving.len() as u64) as usize];
+            w.left(v, now, timeout);
+            self.net.kill(v, &mut self.h);
+        }
+        let Some(w) = &mut self.h.work else { return };
+        w.nodes_joined += 1;
+        let mut id_seed = [0u8; 32];
+        w.rng.fill_bytes(&mut id_seed);
+        let mut node_seed = [0u8; 32];
+        w.rng.fill_bytes(&mut node_seed);
+        let identity =
+            NodeIdentity::generate(&mut ChaCha20Rng::from_seed(id_seed), self.h.config.pow);
+        let role = Role::default();
+        let mut node = make_node(&s, &self.h.config, i, &role, identity, node_seed, now);
+        node.set_circuits_wanted(self.h.circuits_wanted);
+        self.h.by_id.insert(node.node_id(), i);
+        self.h.roles.push(role);
+        self.net.add_node(node_addr(i), node);
+        self.net.start(i, &mut self.h);
+        if let Some(every) = churn_every_ms(&s)
+            && now + every < EPOCH_MS + s.duration_ms
+        {
+            self.net.schedule(now + every, Kind::Churn);
+        }
+    }
+
+    /// The search figures, if the scenario had a search workload.
+    pub fn search_outcome(&self) -> Option<SearchOutcome> {
+        let online = self.online();
+        let timeout = self.h.config.search.search_timeout_ms;
+        self.h
+            .work
+            .as_ref()
+            .map(|w| w.outcome(&self.h.scenario, self.net.nodes(), &online, timeout))
+    }
+
+    /// The scenario as run (its duration extended for searches).
+    pub fn scenario(&self) -> &Scenario {
+        &self.h.scenario
     }
 
     /// Whether each node is online.
@@ -536,4 +688,50 @@ impl Sim {
     pub fn kill_node(&mut self, i: usize) {
         self.net.kill(i, &mut self.h);
     }
+}
+
+/// Node `i` as the scenario configures it (`now`: its creation time).
+fn make_node(
+    s: &Scenario,
+    config: &Config,
+    i: usize,
+    role: &Role,
+    identity: NodeIdentity,
+    node_seed: [u8; 32],
+    now: Millis,
+) -> Node {
+    let mut cfg = config.clone();
+    cfg.advertised_addr = Some(node_addr(i));
+    cfg.bootstrap = (0..s.seed_nodes.min(s.nodes)).map(node_addr).collect();
+    cfg.circuits.hops = s.hops;
+    cfg.circuits.guard_min_age_ms = s.guard_min_age_ms;
+    cfg.circuits.build_timeout_ms = s.build_timeout_ms;
+    // Builds start with the harness's Circuits event.
+    cfg.circuits.circuits_wanted = 0;
+    if role.client_only {
+        cfg.relay = false;
+        cfg.advertised_addr = None;
+    }
+    s.search.apply(&mut cfg.search);
+    let cfg = cfg
+        .validate()
+        .expect("the scenario gives a valid node config");
+    let mut node = Node::new(identity, cfg, node_seed, now);
+    node.set_observing(s.observe || s.position_guess);
+    node
+}
+
+/// Time between two churn events (one leaves, one joins), if any churn.
+fn churn_every_ms(s: &Scenario) -> Option<Millis> {
+    let per_min = s.search.churn * s.nodes as f64;
+    (per_min > 0.0).then(|| ((60_000.0 / per_min).round() as Millis).max(1))
+}
+
+/// How many nodes churn adds over the run.
+fn churn_joins(s: &Scenario) -> usize {
+    let Some(every) = churn_every_ms(s) else {
+        return 0;
+    };
+    let span = s.duration_ms.saturating_sub(s.circuits_start_ms);
+    (span / every) as usize + 1
 }
