@@ -179,9 +179,6 @@ fn main() -> anyhow::Result<()> {
                 (0.0..1.0).contains(&flooders),
                 "--flooders must be in [0, 1)"
             );
-            eprintln!(
-                "veil-sim: seed {seed}, {nodes} nodes, flooders {flooders}, {duration_s} virtual s"
-            );
             let started = Instant::now();
             let mut scenario = Scenario::new(nodes, seed);
             scenario.flooders = flooders;
@@ -194,6 +191,11 @@ fn main() -> anyhow::Result<()> {
             scenario.crash_fraction = crash;
             scenario.forgers = forgers;
             scenario.search = search.scenario()?;
+            scenario.extend_for_searches(Config::testnet().search.search_timeout_ms);
+            eprintln!(
+                "veil-sim: seed {seed}, {nodes} nodes, flooders {flooders}, {} virtual s",
+                scenario.duration_ms / 1000
+            );
             scenario.tamper = match tamper.as_str() {
                 "drop" => Tamper::Drop,
                 "replay" => Tamper::Replay,
