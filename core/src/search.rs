@@ -21,7 +21,7 @@
 //! probability, so a relay learns nothing of its distance from the exit
 //! from the message.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 
 use chacha20poly1305::aead::{Aead, KeyInit};
 use chacha20poly1305::{ChaCha20Poly1305, Key, Nonce};
@@ -405,47 +405,58 @@ impl WalkReply {
 }
 
 /// What one index holder answers to one query: matching records, at most
-/// `max_records` in all and `max_per_publisher` from one publisher, taken
-/// one content id at a time in turn (so that the content ids one coalition
-/// publishes many decoys for cannot crowd out the others), and nothing of
-/// the content ids in `skip` (the holder's own shares).
+/// `max_records` in all, at most `max_bytes` of encodings, and at most
+/// `max_per_publisher` from one publisher. Content ids are taken one at a
+/// time in turn, in an order drawn from the walk id (`order`), so that
+/// neither many decoy ids nor ids chosen to sort first can keep the others
+/// out; a record that does not fit the byte budget is skipped, not the
+/// rest.
 pub fn select_answer<'a>(
     query: &Query,
     held: impl Iterator<Item = &'a SignedRecord>,
+    order: &WalkId,
     max_records: usize,
+    max_bytes: usize,
     max_per_publisher: usize,
-    skip: &BTreeSet<ContentId>,
 ) -> Vec<&'a SignedRecord> {
     let mut by_content: BTreeMap<ContentId, Vec<&'a SignedRecord>> = BTreeMap::new();
     for r in held {
-        let c = r.record().content_id;
-        if !skip.contains(&c) && query.matches(r.record()) {
-            by_content.entry(c).or_default().push(r);
+        if query.matches(r.record()) {
+            by_content.entry(r.record().content_id).or_default().push(r);
         }
     }
+    let mut lists: Vec<([u8; 32], Vec<&'a SignedRecord>)> = by_content
+        .into_iter()
+        .map(|(c, list)| {
+            let mut key = [0u8; 48];
+            key[..16].copy_from_slice(&order.0);
+            key[16..].copy_from_slice(c.as_bytes());
+            (*blake3::hash(&key).as_bytes(), list)
+        })
+        .collect();
+    lists.sort_by_key(|(k, _)| *k);
     let mut per_publisher: BTreeMap<PublisherId, usize> = BTreeMap::new();
     let mut out = Vec::new();
-    let mut round = 0;
-    loop {
-        let mut took = false;
-        for list in by_content.values() {
+    let mut bytes = 0;
+    let longest = lists.iter().map(|(_, l)| l.len()).max().unwrap_or(0);
+    for round in 0..longest {
+        for (_, list) in &lists {
             if out.len() >= max_records {
                 return out;
             }
-            if let Some(r) = list.get(round) {
-                let n = per_publisher.entry(r.publisher().id()).or_default();
-                if *n < max_per_publisher {
-                    *n += 1;
-                    out.push(*r);
-                    took = true;
-                }
+            let Some(r) = list.get(round) else {
+                continue;
+            };
+            let n = per_publisher.entry(r.publisher().id()).or_default();
+            let size = r.as_bytes().len() + 2;
+            if *n < max_per_publisher && bytes + size <= max_bytes {
+                *n += 1;
+                bytes += size;
+                out.push(*r);
             }
         }
-        round += 1;
-        if !took && by_content.values().all(|l| l.len() <= round) {
-            return out;
-        }
     }
+    out
 }
 
 /// Key-derivation context for sealed answers.

@@ -742,9 +742,9 @@ fn drain(
                         let _ = tx.send(SearchUpdate::Done);
                     }
                 }
-                Event::Answered { content } => {
+                Event::Answered { records } => {
                     tracing::trace!(
-                        records = content.len(),
+                        records = records.len(),
                         "answered a query as an index holder"
                     );
                 }

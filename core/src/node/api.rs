@@ -124,11 +124,11 @@ pub enum Event {
         /// Which search.
         search: SearchId,
     },
-    /// As an index holder we answered a query with records for these
-    /// contents (never our own shares).
+    /// As an index holder we answered a query with these records (never
+    /// our own: records of our own pseudonyms are never held).
     Answered {
-        /// The content ids in the answer.
-        content: Vec<crate::content::ContentId>,
+        /// Publisher and content id of each record in the answer.
+        records: Vec<(crate::identity::PublisherId, crate::content::ContentId)>,
     },
     /// As the last hop of a circuit, data arrived from its client.
     RelayData {

@@ -106,7 +106,7 @@ fn answers_take_content_ids_in_turn_and_cap_publishers() {
     let mut held: Vec<SignedRecord> = (10..20).map(|i| record("popular song", i, 9)).collect();
     held.push(record("popular song", 99, 1));
     let q = Query::parse("popular song").unwrap();
-    let a = select_answer(&q, held.iter(), 4, 2, &BTreeSet::new());
+    let a = select_answer(&q, held.iter(), &WalkId([1; 16]), 4, 4000, 2);
     assert_eq!(
         a.len(),
         3,
@@ -116,13 +116,39 @@ fn answers_take_content_ids_in_turn_and_cap_publishers() {
         a.iter()
             .any(|r| r.record().content_id == ContentId::from_bytes([99; 32]))
     );
-    // Our own shares are never in our answers.
-    let skip: BTreeSet<ContentId> = [ContentId::from_bytes([99; 32])].into();
-    let a = select_answer(&q, held.iter(), 4, 2, &skip);
+}
+
+#[test]
+fn ids_chosen_to_sort_first_or_big_records_cannot_own_an_answer() {
+    // Two pseudonyms, two decoys each at the smallest ids; five honest
+    // publishers of one file. Over many walks the honest id is answered as
+    // often as chance gives, and a record over the byte budget is skipped
+    // without cutting the rest.
+    let mut held: Vec<SignedRecord> = Vec::new();
+    for (who, id) in [(50, 0u8), (50, 1), (51, 2), (51, 3)] {
+        held.push(record("free software song", id, who));
+    }
+    for who in 1..=5 {
+        held.push(record("free software song", 0x80, who));
+    }
+    let q = Query::parse("free software").unwrap();
+    let honest = ContentId::from_bytes([0x80; 32]);
+    let with_honest = (0..64u8)
+        .filter(|w| {
+            select_answer(&q, held.iter(), &WalkId([*w; 16]), 2, 4000, 2)
+                .iter()
+                .any(|r| r.record().content_id == honest)
+        })
+        .count();
+    // Two of five ids per answer: about 40 % of answers by chance.
     assert!(
-        a.iter()
-            .all(|r| r.record().content_id != ContentId::from_bytes([99; 32]))
+        with_honest >= 12,
+        "the honest id was in {with_honest} of 64 answers"
     );
+    // A byte budget that fits one record: the first that fits is taken.
+    let one = held[0].as_bytes().len() + 2;
+    let a = select_answer(&q, held.iter(), &WalkId([7; 16]), 12, one, 2);
+    assert_eq!(a.len(), 1);
 }
 
 #[test]

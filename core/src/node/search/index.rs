@@ -22,7 +22,9 @@ struct Held {
     seq: u64,
 }
 
-/// Records held for others, first in first out within the bounds.
+/// Records held for others. When full, the publisher holding the most
+/// records loses its oldest (so that a coalition filling the store evicts
+/// itself, not honest publishers with a few records each).
 #[derive(Debug, Default)]
 pub(super) struct Index {
     held: BTreeMap<(PublisherId, ContentId), Held>,
@@ -59,6 +61,15 @@ impl Index {
         let key = (record.publisher().id(), record.record().content_id);
         if let Some(h) = self.held.get(&key) {
             if h.record.record().created >= record.record().created {
+                // A republication: the record moves to the back of the
+                // eviction order.
+                let old = h.seq;
+                self.seq += 1;
+                self.order.remove(&old);
+                self.order.insert(self.seq, key);
+                if let Some(h) = self.held.get_mut(&key) {
+                    h.seq = self.seq;
+                }
                 return Err(Refused::Duplicate);
             }
             self.remove(&key);
@@ -67,10 +78,17 @@ impl Index {
             return Err(Refused::Limit);
         }
         while self.held.len() >= total.max(1) {
-            let Some((_, oldest)) = self.order.first_key_value().map(|(s, k)| (*s, *k)) else {
+            // The publisher holding the most records loses its oldest: a
+            // flood of pseudonyms evicts its own records before anyone
+            // else's.
+            let Some((&biggest, _)) = self.per_publisher.iter().max_by_key(|(id, n)| (**n, **id))
+            else {
                 break;
             };
-            self.remove(&oldest);
+            let Some(victim) = self.order.values().find(|(p, _)| *p == biggest).copied() else {
+                break;
+            };
+            self.remove(&victim);
         }
         self.seq += 1;
         self.order.insert(self.seq, key);
@@ -108,5 +126,58 @@ impl Index {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::identity::Pseudonym;
+    use crate::pow::PowParams;
+    use crate::record::{ContentRecord, keywords_from_name};
+    use ed25519_dalek::SigningKey;
+
+    fn rec(id: u16, who: u8) -> SignedRecord {
+        let p = Pseudonym::from_key(SigningKey::from_bytes(&[who; 32]), PowParams::TESTNET);
+        let mut cid = [0u8; 32];
+        cid[..2].copy_from_slice(&id.to_be_bytes());
+        ContentRecord {
+            content_id: ContentId::from_bytes(cid),
+            size: 1,
+            name: format!("file {id}"),
+            keywords: keywords_from_name(&format!("file {id}")),
+            media_type: None,
+            created: 1_000,
+            expires: 10_000,
+        }
+        .sign(&p)
+        .unwrap()
+    }
+
+    #[test]
+    fn a_flood_of_pseudonyms_evicts_itself_not_honest_records() {
+        let mut idx = Index::default();
+        // Ten honest publishers with two records each.
+        for who in 1..=10u8 {
+            for i in 0..2 {
+                idx.offer(100, rec(u16::from(who) * 10 + i, who), 50, 60)
+                    .unwrap();
+            }
+        }
+        // Two flooding pseudonyms send 50 records each into a store of 60.
+        for who in [200u8, 201] {
+            for i in 0..50 {
+                let _ = idx.offer(100, rec(1000 + i, who), 50, 60);
+            }
+        }
+        let honest = idx
+            .records()
+            .filter(|r| !matches!(r.publisher().id(), id if id == rec(0, 200).publisher().id() || id == rec(0, 201).publisher().id()))
+            .count();
+        assert_eq!(honest, 20, "every honest record stayed");
+        assert_eq!(idx.len(), 60);
+        // Expired records go.
+        idx.expire(10_000);
+        assert_eq!(idx.len(), 0);
     }
 }

@@ -43,6 +43,7 @@ use crate::search::{
 };
 
 mod index;
+mod paths;
 
 /// Rate-limit buckets kept before idle (full) ones are dropped: a full
 /// bucket is the same as a new one.
@@ -90,6 +91,11 @@ pub struct SearchParams {
     /// Searches and publications accepted per second per circuit, as its
     /// exit.
     pub requests_per_sec_per_circuit: u32,
+    /// Most answers a relay passes back per walk id (the exit: this many
+    /// per walker).
+    pub max_replies_per_walk: u32,
+    /// Most records taken for one of our searches.
+    pub max_results_per_search: usize,
     /// How long a walk's reverse path is kept.
     pub reverse_path_ms: Millis,
     /// Most reverse paths kept.
@@ -113,6 +119,8 @@ impl SearchParams {
         max_index_records: 50_000,
         walks_per_sec_per_link: 64,
         requests_per_sec_per_circuit: 4,
+        max_replies_per_walk: 16,
+        max_results_per_search: 1024,
         reverse_path_ms: 30_000,
         max_paths: 50_000,
         search_timeout_ms: 20_000,
@@ -138,6 +146,8 @@ impl SearchParams {
             || self.walks_per_sec_per_link == 0
             || self.requests_per_sec_per_circuit == 0
             || self.max_paths == 0
+            || self.max_replies_per_walk == 0
+            || self.max_results_per_search == 0
             || self.search_timeout_ms == 0
             || self.republish_ms == 0
         {
@@ -193,6 +203,8 @@ struct Pending {
     secret: StaticSecret,
     until_ms: Millis,
     hops: usize,
+    /// Records taken so far.
+    records: usize,
 }
 
 impl std::fmt::Debug for Pending {
@@ -226,10 +238,12 @@ impl SearchView<'_> {
 pub(super) struct Search {
     index: index::Index,
     own_publishers: BTreeSet<PublisherId>,
-    own_content: BTreeSet<ContentId>,
+    /// A secret of this node: which other pseudonyms it refuses to store
+    /// (see [`Search::refuses`]). Drawn from the node's RNG on first use.
+    refusal_key: Option<[u8; 32]>,
     published: Vec<SignedRecord>,
     publish_due_ms: Option<Millis>,
-    paths: BTreeMap<WalkId, (Back, Millis)>,
+    paths: paths::Paths,
     pending: BTreeMap<WalkId, Pending>,
     next_search: u64,
     link_walks: BTreeMap<LinkId, TokenBucket>,
@@ -310,7 +324,7 @@ impl Search {
         let p = &cx.config.search;
         let mut n = 0;
         for r in records {
-            if !self.own_publishers.contains(&r.publisher().id())
+            if !self.refuses(cx, &r.publisher().id())
                 && self
                     .index
                     .offer(
@@ -327,6 +341,21 @@ impl Search {
         n
     }
 
+    /// Whether this node refuses to hold records of `publisher`: always for
+    /// its own pseudonyms (it never serves its own records), and, so that
+    /// refusing is no tell, for half of all other pseudonyms, chosen by a
+    /// keyed hash only this node knows. Someone who plants one of a
+    /// pseudonym's records on a node and asks for it back learns only that
+    /// the node is among the half of the network that refuses that
+    /// pseudonym.
+    fn refuses(&mut self, cx: &mut Ctx<'_>, publisher: &PublisherId) -> bool {
+        if self.own_publishers.contains(publisher) {
+            return true;
+        }
+        let key = *self.refusal_key.get_or_insert_with(|| seed(cx));
+        blake3::keyed_hash(&key, publisher.as_bytes()).as_bytes()[0] & 1 == 1
+    }
+
     /// Our own pseudonyms: their records are never stored or served here.
     pub(super) fn own_publisher(&mut self, id: PublisherId) {
         self.own_publishers.insert(id);
@@ -337,7 +366,6 @@ impl Search {
     pub(super) fn publish(&mut self, cx: &mut Ctx<'_>, records: Vec<SignedRecord>) {
         for r in &records {
             self.own_publishers.insert(r.publisher().id());
-            self.own_content.insert(r.record().content_id);
         }
         self.published = records;
         self.publish_due_ms = Some(cx.now);
@@ -363,6 +391,7 @@ impl Search {
                 secret,
                 until_ms: cx.now + cx.config.search.search_timeout_ms,
                 hops,
+                records: 0,
             },
         );
         cx.stats.search.started += 1;
@@ -381,7 +410,7 @@ impl Search {
     pub(super) fn tick(&mut self, cx: &mut Ctx<'_>, have_circuit: bool) -> Vec<Vec<u8>> {
         let now = cx.now;
         self.index.expire(now_s(cx));
-        self.paths.retain(|_, (_, until)| *until > now);
+        self.paths.expire(now);
         let done: Vec<WalkId> = self
             .pending
             .iter()
@@ -461,16 +490,22 @@ impl Search {
             cx.cut(link, super::Fault::Misbehaved(super::Offence::Malformed));
             return;
         };
+        // A TTL is obeyed only by a network configured for the flood
+        // baseline; elsewhere one such cell would flood the overlay.
+        if walk.flood_ttl.is_some() != cx.config.search.flood_ttl.is_some() {
+            cx.stats.search.refused += 1;
+            return;
+        }
         match walk.body.clone() {
             WalkBody::Publish { records } => {
                 self.store(cx, &records);
                 self.continue_walk(cx, v, &walk, Some(peer), cx.config.search.publish_len);
             }
             WalkBody::Query { query, reply_key } => {
-                let first = !self.paths.contains_key(&walk.id);
+                let first = !self.paths.contains(&walk.id);
                 if first {
                     self.note_path(cx, walk.id, Back::Link(link));
-                    if let Some(sealed) = self.answer(cx, &query, &reply_key) {
+                    if let Some(sealed) = self.answer(cx, &walk.id, &query, &reply_key) {
                         let reply = WalkReply {
                             id: walk.id,
                             sealed,
@@ -496,10 +531,22 @@ impl Search {
             cx.cut(link, super::Fault::Misbehaved(super::Offence::Malformed));
             return;
         };
-        match self.paths.get(&reply.id).map(|(b, _)| *b) {
+        let p = &cx.config.search;
+        // A relay passes back at most a few answers per walk, the exit a
+        // few per walker: one walk relay cannot flood the searcher.
+        let cap = match self.paths.back(&reply.id) {
+            None => {
+                cx.stats.search.unknown_replies += 1;
+                return;
+            }
+            Some(Back::Exit(_)) => p.max_replies_per_walk * p.walkers as u32,
+            Some(Back::Link(_)) => p.max_replies_per_walk,
+        };
+        match self.paths.route_reply(&reply.id, cap) {
             Some(Back::Link(l)) if l != link => self.send_reply(cx, l, &reply),
             Some(Back::Exit(k)) => self.answer_client(cx, k, reply.id, reply.sealed),
-            _ => cx.stats.search.unknown_replies += 1,
+            Some(Back::Link(_)) => cx.stats.search.unknown_replies += 1,
+            None => cx.stats.search.rate_limited += 1,
         }
     }
 
@@ -543,11 +590,11 @@ impl Search {
                 query,
                 reply_key,
             } => {
-                if self.paths.contains_key(&walk) {
+                if self.paths.contains(&walk) {
                     return;
                 }
                 self.note_path(cx, walk, Back::Exit(k));
-                if let Some(sealed) = self.answer(cx, &query, &reply_key) {
+                if let Some(sealed) = self.answer(cx, &walk, &query, &reply_key) {
                     self.answer_client(cx, k, walk, sealed);
                 }
                 let p = &cx.config.search;
@@ -577,15 +624,22 @@ impl Search {
         let Ok(FromExit::Answer { walk, sealed }) = FromExit::decode(bytes) else {
             return;
         };
-        let Some(p) = self.pending.get(&walk) else {
+        let max = cx.config.search.max_results_per_search;
+        let Some(p) = self.pending.get_mut(&walk) else {
             return;
         };
         cx.stats.search.circuit_cells += p.hops as u64;
+        if p.records >= max {
+            cx.stats.search.rate_limited += 1;
+            return;
+        }
         let Ok(encodings) = search::open(&p.secret, &sealed) else {
             cx.stats.search.bad_results += 1;
             return;
         };
-        let (records, bad) = check_all(cx, &encodings);
+        let (mut records, bad) = check_all(cx, &encodings);
+        records.truncate(max - p.records);
+        p.records += records.len();
         cx.stats.search.bad_results += bad;
         cx.stats.search.results += records.len() as u64;
         if !records.is_empty() {
@@ -605,7 +659,7 @@ impl Search {
         cx.stats.search.refused += bad;
         let p = &cx.config.search;
         for r in ok {
-            if self.own_publishers.contains(&r.publisher().id()) {
+            if self.refuses(cx, &r.publisher().id()) {
                 cx.stats.search.refused += 1;
                 continue;
             }
@@ -622,59 +676,46 @@ impl Search {
         }
     }
 
-    /// Our answer to `query`, sealed; None if nothing matches.
-    fn answer(&mut self, cx: &mut Ctx<'_>, query: &Query, reply_key: &[u8; 32]) -> Option<Vec<u8>> {
+    /// Our answer to `query` on walk `walk`, sealed; None if nothing
+    /// matches. The same rule on every node, whoever shares what: the
+    /// library is never looked at.
+    fn answer(
+        &mut self,
+        cx: &mut Ctx<'_>,
+        walk: &WalkId,
+        query: &Query,
+        reply_key: &[u8; 32],
+    ) -> Option<Vec<u8>> {
         let p = &cx.config.search;
+        // What fits one sealed message: the walk id, the tag, the
+        // ephemeral key and the record count around the encodings.
+        let budget = MAX_SEARCH_BYTES - 128;
         let chosen = search::select_answer(
             query,
             self.index.records(),
+            walk,
             p.max_answer_records,
+            budget,
             p.max_answer_per_publisher,
-            &self.own_content,
         );
         if chosen.is_empty() {
             return None;
         }
-        // As many as fit one sealed message.
-        let mut encodings = Vec::new();
-        let mut used = 32 + 16 + 1 + 64;
-        for r in &chosen {
-            let b = r.to_bytes();
-            if used + b.len() + 2 > MAX_SEARCH_BYTES - 32 {
-                break;
-            }
-            used += b.len() + 2;
-            encodings.push(b);
-        }
-        let content: Vec<ContentId> = chosen
+        let encodings: Vec<Vec<u8>> = chosen.iter().map(|r| r.to_bytes()).collect();
+        let answered: Vec<(PublisherId, ContentId)> = chosen
             .iter()
-            .take(encodings.len())
-            .map(|r| r.record().content_id)
+            .map(|r| (r.publisher().id(), r.record().content_id))
             .collect();
         let sealed = search::seal(reply_key, &encodings, seed(cx))?;
         cx.stats.search.answers += 1;
-        cx.event(Event::Answered { content });
+        cx.event(Event::Answered { records: answered });
         Some(sealed)
     }
 
     fn note_path(&mut self, cx: &Ctx<'_>, id: WalkId, back: Back) {
         let p = &cx.config.search;
-        if self.paths.len() >= p.max_paths {
-            let now = cx.now;
-            self.paths.retain(|_, (_, until)| *until > now);
-            if self.paths.len() >= p.max_paths {
-                // Full of live paths: the one expiring first goes.
-                if let Some(oldest) = self
-                    .paths
-                    .iter()
-                    .min_by_key(|(w, (_, until))| (*until, **w))
-                    .map(|(w, _)| *w)
-                {
-                    self.paths.remove(&oldest);
-                }
-            }
-        }
-        self.paths.insert(id, (back, cx.now + p.reverse_path_ms));
+        self.paths
+            .insert(id, back, cx.now + p.reverse_path_ms, p.max_paths);
     }
 
     fn send_reply(&mut self, cx: &mut Ctx<'_>, link: LinkId, reply: &WalkReply) {

@@ -6,7 +6,7 @@ use ed25519_dalek::SigningKey;
 use super::*;
 use crate::identity::Pseudonym;
 use crate::node::tests::{T0, net};
-use crate::node::{Event, Node};
+use crate::node::{Event, Millis, Node};
 use crate::pow::PowParams;
 use crate::record::{ContentRecord, keywords_from_name};
 use crate::testing::TestNet;
@@ -62,7 +62,8 @@ fn a_search_finds_a_record_published_from_another_node() {
     net.nodes_mut()[3].publish(now, vec![r.clone()]);
     net.run_from(now, now + 3_000);
     let holders = net.nodes().iter().filter(|n| n.index_len() > 0).count();
-    assert!(holders >= 3, "replicated on {holders} index holders");
+    // Half the nodes refuse any one pseudonym (see `Search::refuses`).
+    assert!(holders >= 2, "replicated on {holders} index holders");
     assert_eq!(
         net.nodes()[3].index_len(),
         0,
@@ -79,12 +80,13 @@ fn a_search_finds_a_record_published_from_another_node() {
             .iter()
             .any(|(n, e)| *n == 9 && matches!(e, Event::SearchDone { search } if *search == id))
     );
-    // Nobody answered about its own share.
+    // Nobody answered with its own records.
+    let own = r.publisher().id();
     for (n, e) in net.events() {
-        if let Event::Answered { content } = e {
+        if let Event::Answered { records } = e {
             assert!(
-                !(*n == 3 && content.contains(&r.record().content_id)),
-                "the sharer answered about its own share"
+                !(*n == 3 && records.iter().any(|(p, _)| *p == own)),
+                "the sharer answered with its own record"
             );
         }
     }
@@ -103,7 +105,7 @@ fn probe(net: &mut TestNet, from: usize, to: usize, words: &str, seed: u8) -> bo
     let secret = StaticSecret::from([seed; 32]);
     let walk = Walk {
         id: WalkId([seed; 16]),
-        flood_ttl: Some(0),
+        flood_ttl: None,
         body: WalkBody::Query {
             query: Query::parse(words).unwrap(),
             reply_key: PublicKey::from(&secret).to_bytes(),
@@ -118,6 +120,40 @@ fn probe(net: &mut TestNet, from: usize, to: usize, words: &str, seed: u8) -> bo
     net.nodes()[to].stats().search.answers > before
 }
 
+fn inject(net: &mut TestNet, from: usize, to: usize, cmd: u8, payload: &[u8], now: Millis) {
+    let link = net.link_to(from, to).expect("linked");
+    let cell = LinkMsg::search(cmd, payload).unwrap();
+    let (_, far) = net.peer_of(from, link).unwrap();
+    net.nodes_mut()[to].handle_link_data(now, far, cell.as_bytes());
+}
+
+/// A neighbour plants `records` on `to` (one publish walk step over their
+/// link).
+fn plant(
+    net: &mut TestNet,
+    from: usize,
+    to: usize,
+    records: &[SignedRecord],
+    seed: u8,
+    now: Millis,
+) {
+    let walk = Walk {
+        id: WalkId([seed; 16]),
+        flood_ttl: None,
+        body: WalkBody::Publish {
+            records: records.iter().map(SignedRecord::to_bytes).collect(),
+        },
+    };
+    inject(net, from, to, command::WALK, &walk.encode().unwrap(), now);
+    net.pump(now);
+}
+
+fn neighbour(net: &TestNet, of: usize) -> usize {
+    (0..net.nodes().len())
+        .find(|&j| j != of && net.link_to(j, of).is_some())
+        .expect("a neighbour")
+}
+
 #[test]
 fn neighbours_cannot_tell_a_sharer_from_its_answers() {
     let mut net = ready(12);
@@ -125,27 +161,150 @@ fn neighbours_cannot_tell_a_sharer_from_its_answers() {
     let now = T0 + 12_000;
     net.nodes_mut()[4].publish(now, vec![r.clone()]);
     net.run_from(now, now + 3_000);
-    // The sharer does not answer a neighbour's probe for its own share.
-    let from = (0..12)
-        .find(|&j| j != 4 && net.link_to(j, 4).is_some())
-        .unwrap();
+    let now = now + 3_000;
+    // The sharer never holds its own record, and a query for its share
+    // gets nothing from it.
+    assert!(!net.nodes()[4].index_records().contains(&r));
+    let from = neighbour(&net, 4);
     assert!(!probe(&mut net, from, 4, "holiday photos", 1));
-    // An index holder that got the record by a walk does answer: answers
-    // come from where records were replicated, not from sharers.
-    let holder = (0..12)
-        .find(|&j| j != 4 && net.nodes()[j].index_len() > 0)
-        .expect("an index holder");
-    let from = (0..12)
-        .find(|&j| j != holder && net.link_to(j, holder).is_some())
-        .unwrap();
-    assert!(probe(&mut net, from, holder, "holiday photos", 2));
-    // And a node holding nothing answers nothing, exactly as the sharer.
-    if let Some(empty) = (0..12).find(|&j| j != 4 && net.nodes()[j].index_len() == 0) {
-        let from = (0..12)
-            .find(|&j| j != empty && net.link_to(j, empty).is_some())
-            .unwrap();
-        assert!(!probe(&mut net, from, empty, "holiday photos", 3));
+    // The OneSwarm attack by silence: replay the sharer's own record to
+    // every node, then ask each for it. The sharer stays silent, and so
+    // does every node that refuses that pseudonym (half of them, by a key
+    // each keeps to itself): the sharer hides among them.
+    let mut silent = Vec::new();
+    for target in 0..12 {
+        let from = neighbour(&net, target);
+        plant(
+            &mut net,
+            from,
+            target,
+            std::slice::from_ref(&r),
+            50 + target as u8,
+            now,
+        );
+        if !probe(&mut net, from, target, "holiday photos", 100 + target as u8) {
+            silent.push(target);
+        }
     }
+    assert!(silent.contains(&4));
+    assert!(
+        silent.len() >= 4,
+        "the sharer is one of only {} silent nodes: {silent:?}",
+        silent.len()
+    );
+    // A record for the same content signed by the prober: the sharer
+    // treats it by the same rule as every node (no library lookup), so
+    // its answer says nothing about what it shares.
+    let bait = record("holiday photos", 5, 99);
+    let mut answered_bait = Vec::new();
+    for target in 0..12 {
+        let from = neighbour(&net, target);
+        plant(
+            &mut net,
+            from,
+            target,
+            std::slice::from_ref(&bait),
+            150 + target as u8,
+            now,
+        );
+        answered_bait.push(probe(
+            &mut net,
+            from,
+            target,
+            "holiday photos",
+            200 + target as u8,
+        ));
+    }
+    let refusing_bait: Vec<usize> = (0..12)
+        .filter(|&t| !answered_bait[t] && !silent.contains(&t))
+        .collect();
+    let _ = refusing_bait;
+    assert!(
+        answered_bait.iter().filter(|a| **a).count() >= 4,
+        "nodes holding a planted record answer: {answered_bait:?}"
+    );
+}
+
+#[test]
+fn a_flood_ttl_is_refused_by_a_walk_network() {
+    let mut net = ready(16);
+    let now = T0 + 20_000;
+    let before: u64 = net
+        .nodes()
+        .iter()
+        .map(|n| n.stats().search.walk_cells)
+        .sum();
+    let walk = Walk {
+        id: WalkId([0x77; 16]),
+        flood_ttl: Some(255),
+        body: WalkBody::Query {
+            query: Query::parse("anything").unwrap(),
+            reply_key: PublicKey::from(&StaticSecret::from([7; 32])).to_bytes(),
+        },
+    };
+    let from = neighbour(&net, 1);
+    inject(
+        &mut net,
+        from,
+        1,
+        command::WALK,
+        &walk.encode().unwrap(),
+        now,
+    );
+    net.pump(now);
+    let after: u64 = net
+        .nodes()
+        .iter()
+        .map(|n| n.stats().search.walk_cells)
+        .sum();
+    assert_eq!(
+        after,
+        before,
+        "one cell with a TTL made the network send {}",
+        after - before
+    );
+}
+
+#[test]
+fn a_walk_relay_cannot_flood_the_searcher_with_replies() {
+    let mut net = ready(12);
+    let now = T0 + 12_000;
+    net.nodes_mut()[9]
+        .search(now, Query::parse("nothing at all").unwrap())
+        .unwrap();
+    net.run_from(now, now + 500);
+    let walk = *net.nodes()[9].search.pending.keys().next().unwrap();
+    // A relay the walk visited (not the exit), and its way back.
+    let (relay, back) = (0..12)
+        .find_map(|i| match net.nodes()[i].search.paths.back(&walk) {
+            Some(Back::Link(l)) => Some((i, l)),
+            _ => None,
+        })
+        .expect("a walk relay");
+    let (prev, _) = net.peer_of(relay, back).unwrap();
+    let before = net.nodes()[9].stats().search.bad_results;
+    let now = now + 500;
+    for i in 0..1000u32 {
+        let mut sealed = vec![0u8; 200];
+        sealed[..4].copy_from_slice(&i.to_be_bytes());
+        let reply = WalkReply { id: walk, sealed };
+        inject(
+            &mut net,
+            relay,
+            prev,
+            command::WALK_REPLY,
+            &reply.encode().unwrap(),
+            now,
+        );
+        net.pump(now);
+    }
+    let got = net.nodes()[9].stats().search.bad_results - before;
+    let p = crate::node::Config::testnet().search;
+    let cap = p.max_replies_per_walk * p.walkers as u32;
+    assert!(
+        got <= u64::from(cap),
+        "the searcher had to open {got} forged replies for one walk"
+    );
 }
 
 #[test]
@@ -182,7 +341,7 @@ fn a_walk_flood_on_one_link_is_limited_and_other_links_keep_working() {
     for i in 0..(3 * rate) {
         let walk = Walk {
             id: WalkId([(i % 250) as u8; 16]),
-            flood_ttl: Some(0),
+            flood_ttl: None,
             body: WalkBody::Query {
                 query: Query::parse("nothing here").unwrap(),
                 reply_key: [9; 32],
