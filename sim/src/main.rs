@@ -467,6 +467,7 @@ fn search_json(
             "publish_circuit_cells": s.publish_circuit_cells,
             "records_published": s.records_published,
             "answers": s.answers,
+            "own_content_answers": s.own_content_answers,
             "rate_limited": s.rate_limited,
             "nodes_left": s.nodes_left,
             "nodes_joined": s.nodes_joined,
@@ -510,12 +511,13 @@ fn search_lines(s: &SearchOutcome, sc: &SearchScenario) -> Vec<String> {
             s.index_records_mean
         ),
         format!(
-            "search abuse: {} poisoners ({} decoys), decoy on top in {} of {} searches for poisoned files; {} self-answers of {} answers; churn {} ({} left, {} joined)",
+            "search abuse: {} poisoners ({} decoys), decoy on top in {} of {} searches for poisoned files; {} self-answers ({} about own content) of {} answers; churn {} ({} left, {} joined)",
             s.poisoner_nodes,
             s.decoy_records,
             s.decoy_top_results,
             s.poisoned_searches,
             s.self_answers,
+            s.own_content_answers,
             s.answers,
             sc.churn,
             s.nodes_left,

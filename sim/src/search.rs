@@ -11,6 +11,13 @@
 //! of at least two that still identifies it), so the harness knows the
 //! true content id.
 //!
+//! Cost: query walk and reply cells are search-only counters of the
+//! nodes. Circuit cells are shared with publication, so a search's are
+//! counted here as the searcher's node counts them (its hops for the
+//! request, and again for each answer it takes before its timeout), and
+//! publication's are all the rest: republications inside the search window
+//! are not charged to searches.
+//!
 //! Everything here draws from the workload's own RNG (seeded from the
 //! scenario seed), never from the harness's: a run without the workload
 //! is the run it always was.
@@ -20,7 +27,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use rand_chacha::ChaCha20Rng;
 use rand_chacha::rand_core::{RngCore, SeedableRng};
 use veil_core::content::ContentId;
-use veil_core::identity::Pseudonym;
+use veil_core::identity::{Pseudonym, PublisherId};
 use veil_core::node::{Event, Millis, Node, SearchId};
 use veil_core::pow::PowParams;
 use veil_core::record::{ContentRecord, SignedRecord, keywords_from_name};
@@ -90,7 +97,10 @@ pub(crate) struct Workload {
     by_search: BTreeMap<(usize, SearchId), usize>,
     /// Each searcher's view of publishers: first seen at result arrival.
     standing: BTreeMap<usize, Standing>,
+    /// Each sharer's and poisoner's pseudonym.
+    pseudonyms: BTreeMap<usize, PublisherId>,
     self_answers: u64,
+    own_content_answers: u64,
     answered: u64,
     pub(crate) nodes_left: u64,
     pub(crate) nodes_joined: u64,
@@ -144,8 +154,13 @@ pub struct SearchOutcome {
     pub poisoned_searches: u64,
     /// Answers an index holder gave (Answered events).
     pub answers: u64,
-    /// Answers by a node about content it shares itself (must be 0).
+    /// Answers by a node carrying a record its own pseudonym signed (must
+    /// be 0).
     pub self_answers: u64,
+    /// Answers by a node about content it shares, from other publishers'
+    /// records (allowed: what a node answers does not depend on what it
+    /// shares).
+    pub own_content_answers: u64,
     /// Index records held, mean over online relays.
     pub index_records_mean: f64,
     /// Walk steps or exit requests dropped over a rate limit.
@@ -177,7 +192,9 @@ impl Workload {
             searches: Vec::new(),
             by_search: BTreeMap::new(),
             standing: BTreeMap::new(),
+            pseudonyms: BTreeMap::new(),
             self_answers: 0,
+            own_content_answers: 0,
             answered: 0,
             nodes_left: 0,
             nodes_joined: 0,
@@ -223,6 +240,7 @@ impl Workload {
         let mut out = Vec::new();
         for (node, files) in by_node {
             let who = Pseudonym::generate(&mut self.rng, pow);
+            self.pseudonyms.insert(node, who.publisher().id());
             let records = files
                 .iter()
                 .map(|&f| {
@@ -242,6 +260,7 @@ impl Workload {
         }
         for node in self.poisoners.clone() {
             let who = Pseudonym::generate(&mut self.rng, pow);
+            self.pseudonyms.insert(node, who.publisher().id());
             let records = decoys
                 .iter()
                 .map(|&(id, f)| {
@@ -355,12 +374,17 @@ impl Workload {
                 }
                 s.records.extend(records.iter().cloned());
             }
-            Event::Answered { content } => {
+            Event::Answered { records } => {
                 self.answered += 1;
-                if let Some(own) = self.shares.get(&node)
-                    && content.iter().any(|c| own.contains(c))
+                if let Some(me) = self.pseudonyms.get(&node)
+                    && records.iter().any(|(p, _)| p == me)
                 {
                     self.self_answers += 1;
+                }
+                if let Some(own) = self.shares.get(&node)
+                    && records.iter().any(|(_, c)| own.contains(c))
+                {
+                    self.own_content_answers += 1;
                 }
             }
             _ => {}
@@ -389,6 +413,7 @@ impl Workload {
             searches: self.searches.len() as u64,
             answers: self.answered,
             self_answers: self.self_answers,
+            own_content_answers: self.own_content_answers,
             nodes_left: self.nodes_left,
             nodes_joined: self.nodes_joined,
             ..SearchOutcome::default()

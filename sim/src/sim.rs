@@ -11,7 +11,8 @@
 //! number), and all maps are ordered, so a run replays identically.
 //!
 //! The harness's own events (joins, flooder rounds, circuit phases,
-//! tampering, a crash) run in the network's queue; adversaries
+//! tampering, a crash; with a search workload ([`crate::search`]) also
+//! publication, searches and churn) run in the network's queue; adversaries
 //! ([`crate::adversary`]) and metrics ([`crate::metrics`]) see cells and
 //! node events through the network's [`Hooks`].
 
