@@ -492,7 +492,7 @@ impl Search {
         };
         // A TTL is obeyed only by a network configured for the flood
         // baseline; elsewhere one such cell would flood the overlay.
-        if walk.flood_ttl.is_some() != cx.config.search.flood_ttl.is_some() {
+        if walk.flood_ttl.is_some() && cx.config.search.flood_ttl.is_none() {
             cx.stats.search.refused += 1;
             return;
         }

@@ -363,3 +363,24 @@ fn a_walk_flood_on_one_link_is_limited_and_other_links_keep_working() {
     let held: usize = net.nodes().iter().map(Node::index_len).sum();
     assert!(held > 0, "publication still replicated");
 }
+
+#[test]
+fn the_flood_baseline_publishes_by_walks_and_floods_queries() {
+    let mut net = TestNet::with_config(14, false, |_, c| c.search.flood_ttl = Some(2)).unwrap();
+    net.run(T0 + 12_000);
+    let r = record("baseline flood test", 8, 4);
+    let now = T0 + 12_000;
+    net.nodes_mut()[2].publish(now, vec![r.clone()]);
+    net.run_from(now, now + 3_000);
+    let holders = net.nodes().iter().filter(|n| n.index_len() > 0).count();
+    assert!(
+        holders >= 2,
+        "publish walks run in flood mode too: {holders} holders"
+    );
+    let now = now + 3_000;
+    let id = net.nodes_mut()[7]
+        .search(now, Query::parse("baseline flood").unwrap())
+        .unwrap();
+    net.run_from(now, now + 9_000);
+    assert!(results(&net, 7, id).contains(&r));
+}
