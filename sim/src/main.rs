@@ -97,10 +97,10 @@ struct SearchArgs {
     /// replaced by new nodes.
     #[arg(long, default_value_t = 0.0)]
     churn: f64,
-    /// Experiment: walks an exit starts per search (core default 3).
+    /// Experiment: walks an exit starts per search (core default 4).
     #[arg(long)]
     walkers: Option<usize>,
-    /// Experiment: mean query walk length (core default 24).
+    /// Experiment: mean query walk length (core default 32).
     #[arg(long)]
     walk_len: Option<u32>,
     /// Experiment: mean publish walk length (core default 24).

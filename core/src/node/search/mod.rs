@@ -109,8 +109,8 @@ pub struct SearchParams {
 impl SearchParams {
     /// The real network.
     pub const MAINNET: SearchParams = SearchParams {
-        walkers: 3,
-        walk_len: 24,
+        walkers: 4,
+        walk_len: 32,
         publish_len: 24,
         flood_ttl: None,
         max_answer_records: 12,
