@@ -45,6 +45,10 @@ use crate::search::{
 mod index;
 mod paths;
 
+/// Key-derivation context of the secret that picks the pseudonyms a node
+/// refuses to hold (see [`Search::refuses`]).
+const REFUSAL_CONTEXT: &str = "veil 2026 index refusal key v1";
+
 /// Rate-limit buckets kept before idle (full) ones are dropped: a full
 /// bucket is the same as a new one.
 const MAX_BUCKETS: usize = 1024;
@@ -239,7 +243,8 @@ pub(super) struct Search {
     index: index::Index,
     own_publishers: BTreeSet<PublisherId>,
     /// A secret of this node: which other pseudonyms it refuses to store
-    /// (see [`Search::refuses`]). Drawn from the node's RNG on first use.
+    /// (see [`Search::refuses`]). Derived from the node's signing key on
+    /// first use.
     refusal_key: Option<[u8; 32]>,
     published: Vec<SignedRecord>,
     publish_due_ms: Option<Millis>,
@@ -352,7 +357,12 @@ impl Search {
         if self.own_publishers.contains(publisher) {
             return true;
         }
-        let key = *self.refusal_key.get_or_insert_with(|| seed(cx));
+        // From the node's long-term secret, so the choice survives
+        // restarts: a choice drawn afresh each run would let a prober who
+        // waits for restarts find the one node that always refuses.
+        let key = *self.refusal_key.get_or_insert_with(|| {
+            blake3::derive_key(REFUSAL_CONTEXT, cx.identity.signing_key().as_bytes())
+        });
         blake3::keyed_hash(&key, publisher.as_bytes()).as_bytes()[0] & 1 == 1
     }
 

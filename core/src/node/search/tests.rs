@@ -384,3 +384,28 @@ fn the_flood_baseline_publishes_by_walks_and_floods_queries() {
     net.run_from(now, now + 9_000);
     assert!(results(&net, 7, id).contains(&r));
 }
+
+#[test]
+fn the_refusal_choice_survives_a_restart() {
+    // The same node (same identity, a different RNG seed: a restart) makes
+    // the same choice for every pseudonym, so a prober gains nothing by
+    // waiting for restarts; another node chooses differently.
+    let choices = |k: u8, seed: u8| {
+        let mut n = crate::node::tests::node(k, vec![]);
+        n.rng = <rand_chacha::ChaCha20Rng as rand_core::SeedableRng>::from_seed([seed; 32]);
+        (1..=40u8)
+            .map(|who| {
+                let id = record("x y", 1, who).publisher().id();
+                let (mut cx, p) = n.split();
+                p.search.refuses(&mut cx, &id)
+            })
+            .collect::<Vec<bool>>()
+    };
+    assert_eq!(choices(3, 1), choices(3, 2));
+    assert_ne!(choices(3, 1), choices(4, 1));
+    let refused = choices(3, 1).iter().filter(|r| **r).count();
+    assert!(
+        (10..=30).contains(&refused),
+        "about half refused: {refused} of 40"
+    );
+}
