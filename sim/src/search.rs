@@ -121,11 +121,12 @@ pub struct SearchOutcome {
     pub searches: u64,
     /// Searches a node refused to start (no circuit).
     pub searches_refused: u64,
-    /// Searches whose searcher left before its timeout.
+    /// Searches whose searcher left before anything true came back (not
+    /// counted either way).
     pub searches_lost: u64,
     /// Searches whose results held the true content id.
     pub searches_succeeded: u64,
-    /// Succeeded over searches whose searcher stayed.
+    /// Succeeded over searches not lost.
     pub search_success: f64,
     /// From `search()` to the first result holding the true content id.
     pub search_latency_ms_p50: u64,
@@ -422,7 +423,9 @@ impl Workload {
         let top = s.search.poisoned_files;
         for q in &self.searches {
             o.searches_refused += u64::from(!q.ok);
-            o.searches_lost += u64::from(q.searcher_left);
+            // A searcher that left before anything came back cannot be
+            // counted either way; one that found it first counts as found.
+            o.searches_lost += u64::from(q.searcher_left && q.found.is_none());
             if q.ok {
                 o.search_circuit_cells += hops * (1 + q.answers);
             }
