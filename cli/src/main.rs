@@ -15,7 +15,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use serde::de::DeserializeOwned;
 use veil_daemon::api::{
     CircuitEntry, Command, Direction, FindHit, IdInfo, LibraryEntry, PeerEntry, Progress,
-    SearchReport, ShareReport, StatusInfo, UnshareReport,
+    RateReport, SearchReport, ShareReport, StatusInfo, UnshareReport, Verdict,
 };
 use veil_daemon::client;
 use veil_daemon::datadir::{DataDir, ENV_DATA_DIR};
@@ -73,6 +73,16 @@ enum Cmd {
         /// Most results to show.
         #[arg(long)]
         limit: Option<u32>,
+    },
+    /// Rate a file a search found: `good`, or `fake` (a decoy). This node
+    /// then ranks that file's publishers accordingly: the publishers of a
+    /// fake weigh nothing in its later searches.
+    Rate {
+        /// The content id (64 hex digits).
+        id: String,
+        /// good or fake.
+        #[arg(value_parser = ["good", "fake"])]
+        verdict: String,
     },
     /// Show this node's public identities.
     Id,
@@ -227,6 +237,27 @@ fn run(cli: Cli, out: Output) -> anyhow::Result<ExitCode> {
                     r.records,
                     r.elapsed_ms as f64 / 1000.0
                 ),
+            });
+            Ok(ExitCode::SUCCESS)
+        }
+        Cmd::Rate { id, verdict } => {
+            let verdict = if verdict == "good" {
+                Verdict::Good
+            } else {
+                Verdict::Fake
+            };
+            let r: RateReport = simple(&dir, Command::Rate { id, verdict })?;
+            print_result(out, &r, |r| {
+                println!(
+                    "rated {} {}: {} publisher(s) adjusted",
+                    r.id,
+                    if r.verdict == Verdict::Good {
+                        "good"
+                    } else {
+                        "fake"
+                    },
+                    r.publishers.len()
+                );
             });
             Ok(ExitCode::SUCCESS)
         }

@@ -48,6 +48,10 @@ pub enum Command {
     Peers,
     /// This node's own circuits, oldest first.
     Circuits,
+    /// Rate a content id found by a search: `good` raises the standing of
+    /// every pseudonym that published it, `fake` (a decoy) makes them
+    /// weigh nothing in this node's rankings.
+    Rate { id: String, verdict: Verdict },
     /// Search the network anonymously: results stream as progress events
     /// ([`Progress::Result`]) until `timeout_s` (default
     /// [`DEFAULT_SEARCH_SECONDS`]) or the network's own search timeout.
@@ -58,6 +62,27 @@ pub enum Command {
         #[serde(default)]
         limit: Option<u32>,
     },
+}
+
+/// A user's judgment of a content id.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum Verdict {
+    /// The file is what its records say.
+    Good,
+    /// A decoy.
+    Fake,
+}
+
+/// The answer to a rating.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct RateReport {
+    /// The content id rated.
+    pub id: String,
+    /// The verdict.
+    pub verdict: Verdict,
+    /// Pseudonyms whose standing changed, 64 lowercase hex digits each.
+    pub publishers: Vec<String>,
 }
 
 /// How long a search runs unless asked otherwise.

@@ -22,14 +22,15 @@ use veil_core::pow::PowParams;
 
 use veil_core::node::CircuitState;
 
+use veil_core::content::ContentId;
 use veil_core::node::SearchError;
 use veil_core::record::{SignedRecord, Unchecked};
 use veil_core::search::{Query, Ranked, rank};
 
 use crate::api::{
     ApiError, CircuitEntry, Command, DEFAULT_SEARCH_SECONDS, ErrorKind, FindHit, IdInfo,
-    MAX_REQUEST_BYTES, MAX_SEARCH_SECONDS, PeerEntry, Reply, Request, SearchHit, SearchReport,
-    StatusInfo, UnshareReport,
+    MAX_REQUEST_BYTES, MAX_SEARCH_SECONDS, PeerEntry, RateReport, Reply, Request, SearchHit,
+    SearchReport, StatusInfo, UnshareReport, Verdict,
 };
 use crate::config::{DEFAULT_CONTROL_CONNECTIONS, DEFAULT_CONTROL_TIMEOUT};
 use crate::datadir::DataDir;
@@ -334,6 +335,33 @@ fn execute(
             timeout_s,
             limit,
         } => search(d, &words, timeout_s, limit, progress),
+        Command::Rate { id, verdict } => {
+            let content: ContentId = id.trim().to_ascii_lowercase().parse().map_err(|_| {
+                ApiError::new(ErrorKind::BadRequest, "not a content id (64 hex digits)")
+            })?;
+            let mut store = lock(&d.library.store)?;
+            let publishers = store.publishers_of(&content).map_err(internal)?;
+            if publishers.is_empty() {
+                return Err(ApiError::new(
+                    ErrorKind::BadRequest,
+                    "no search result of this node had that id: search for it first",
+                ));
+            }
+            let delta = match verdict {
+                Verdict::Good => GOOD_STANDING,
+                Verdict::Fake => FAKE_STANDING,
+            };
+            for p in &publishers {
+                store
+                    .adjust_standing(p, delta, now_ms())
+                    .map_err(internal)?;
+            }
+            to_json(&RateReport {
+                id: content.to_hex(),
+                verdict,
+                publishers: publishers.iter().map(|p| p.to_string()).collect(),
+            })
+        }
         Command::Find { words, limit } => {
             let limit = limit.unwrap_or(DEFAULT_FIND_LIMIT).min(DEFAULT_FIND_LIMIT);
             let hits: Vec<FindHit> = lock(&d.library.store)?
@@ -385,6 +413,12 @@ fn execute(
         }
     }
 }
+
+/// Standing added for each publisher of a content id rated good.
+const GOOD_STANDING: i32 = 1;
+/// Standing added for each publisher of a content id rated fake: far below
+/// zero, where a pseudonym weighs nothing.
+const FAKE_STANDING: i32 = -100;
 
 /// Publishes the whole library (every stored record that still checks)
 /// through the node's circuits, replacing what was published before. A
@@ -443,6 +477,10 @@ fn search(
             Ok(SearchUpdate::Results(batch)) => {
                 let now = now_ms();
                 let mut new_publishers = Vec::new();
+                let pairs: Vec<_> = batch
+                    .iter()
+                    .map(|r| (r.record().content_id, r.publisher().id()))
+                    .collect();
                 for r in batch {
                     if seen_bytes.insert(r.to_bytes()) {
                         let id = r.publisher().id();
@@ -457,6 +495,9 @@ fn search(
                     && let Err(e) = lock(&d.library.store)?.note_seen(&new_publishers, now)
                 {
                     tracing::warn!("cannot note publishers seen: {e:#}");
+                }
+                if let Err(e) = lock(&d.library.store)?.note_results(&pairs, now) {
+                    tracing::warn!("cannot note search results: {e:#}");
                 }
                 let ranked = rank(&records, &standing, now);
                 for (i, r) in ranked.iter().enumerate().take(limit) {

@@ -118,7 +118,22 @@ const MIGRATIONS: &[&str] = &[
         standing       INTEGER NOT NULL DEFAULT 0
     );
     "#,
+    // 3 -> 4: which pseudonyms signed records for which content in this
+    // node's search results, so that `veil rate` can reach them.
+    r#"
+    CREATE TABLE result_publishers (
+        content_id  BLOB NOT NULL CHECK (length(content_id) = 32),
+        publisher   BLOB NOT NULL CHECK (length(publisher) = 32),
+        seen_ms     INTEGER NOT NULL,
+        PRIMARY KEY (content_id, publisher)
+    );
+    CREATE INDEX result_publishers_by_time ON result_publishers(seen_ms);
+    "#,
 ];
+
+/// Most (content, publisher) pairs remembered from search results; the
+/// oldest go first.
+pub const MAX_RESULT_PUBLISHERS: i64 = 200_000;
 
 /// Most tokens a query may have.
 pub const MAX_QUERY_TOKENS: usize = 16;
@@ -429,6 +444,55 @@ impl Store {
         Ok(())
     }
 
+    /// Remembers which pseudonyms signed records for which content in a
+    /// search result (bounded: the oldest pairs go first).
+    pub fn note_results(
+        &mut self,
+        pairs: &[(ContentId, PublisherId)],
+        now_ms: u64,
+    ) -> anyhow::Result<()> {
+        let now = i64::try_from(now_ms).unwrap_or(i64::MAX);
+        let tx = self.conn.transaction()?;
+        {
+            let mut stmt = tx.prepare(
+                "INSERT INTO result_publishers (content_id, publisher, seen_ms) VALUES (?1, ?2, ?3)
+                    ON CONFLICT(content_id, publisher) DO UPDATE SET seen_ms = ?3",
+            )?;
+            for (c, p) in pairs {
+                stmt.execute(params![
+                    c.as_bytes().as_slice(),
+                    p.as_bytes().as_slice(),
+                    now
+                ])?;
+            }
+        }
+        tx.execute(
+            "DELETE FROM result_publishers WHERE rowid IN (SELECT rowid FROM result_publishers
+                ORDER BY seen_ms DESC LIMIT -1 OFFSET ?1)",
+            params![MAX_RESULT_PUBLISHERS],
+        )?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// The pseudonyms that signed records for `content` in our search
+    /// results.
+    pub fn publishers_of(&self, content: &ContentId) -> anyhow::Result<Vec<PublisherId>> {
+        let mut stmt = self.conn.prepare(
+            "SELECT publisher FROM result_publishers WHERE content_id = ?1 ORDER BY publisher",
+        )?;
+        let rows = stmt.query_map(params![content.as_bytes().as_slice()], |r| {
+            r.get::<_, Vec<u8>>(0)
+        })?;
+        let mut out = Vec::new();
+        for r in rows {
+            if let Ok(id) = <[u8; 32]>::try_from(r?) {
+                out.push(PublisherId::from_bytes(id));
+            }
+        }
+        Ok(out)
+    }
+
     /// Adds `delta` to a pseudonym's standing (the transfer code reports a
     /// verified, kept download or a decoy), within ±1000.
     pub fn adjust_standing(
@@ -716,6 +780,15 @@ mod tests {
         let id = p.publisher().id();
         assert_eq!(st.first_seen(&id), Some(5), "the first sighting is kept");
         assert_eq!(st.score(&id), -3);
+        let mut s = s;
+        let c = ContentId::from_bytes([9; 32]);
+        s.note_results(&[(c, id), (c, id)], 10).unwrap();
+        assert_eq!(s.publishers_of(&c).unwrap(), vec![id]);
+        assert!(
+            s.publishers_of(&ContentId::from_bytes([8; 32]))
+                .unwrap()
+                .is_empty()
+        );
     }
 
     #[test]

@@ -83,6 +83,35 @@ fn a_file_shared_on_one_daemon_is_found_from_another() {
             .is_some_and(|l| l["result"]["results"].is_array())
     );
 
+    // Rated fake, its publisher weighs nothing in this node's rankings.
+    let rated = daemons[3].veil_json(&["rate", &want, "fake"]);
+    assert_eq!(rated["publishers"].as_array().unwrap().len(), 1, "{rated}");
+    let hit = loop {
+        assert!(
+            Instant::now() < deadline,
+            "not found again\n{}",
+            logs(&daemons)
+        );
+        let v = daemons[3].veil_json(&["search", "--timeout", "8", "aurora", "timelapse"]);
+        if let Some(h) = v["results"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|h| h["id"] == want.as_str())
+        {
+            break h.clone();
+        }
+    };
+    assert_eq!(hit["score"], 0.0, "{hit}");
+    // An id no search returned cannot be rated.
+    let out = daemons[3].veil(&["rate", &"ab".repeat(32), "good"]);
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("search for it first"),
+        "{}",
+        stderr(&out)
+    );
+
     // Nothing matched: it says so.
     let v = daemons[3].veil_json(&["search", "--timeout", "3", "zzqx", "nonexistent"]);
     assert_eq!(v["results"].as_array().unwrap().len(), 0);
