@@ -82,7 +82,7 @@ impl Node {
     ) {
         self.clamp(now);
         circuit_parts!(self, cx, w, circ);
-        circ.extend(&mut cx, &mut w, k, prev, descriptor, msg1);
+        circ.on_extend(&mut cx, &mut w, k, prev, descriptor, msg1);
         self.settle();
     }
 
@@ -98,7 +98,7 @@ impl Node {
         cmd: u8,
     ) {
         circuit_parts!(self, cx, w, circ);
-        circ.send_own_cell(&mut cx, &mut w, k, hop, msg, cmd);
+        circ.send_own_as(&mut cx, &mut w, k, hop, msg, cmd);
         self.settle();
     }
 

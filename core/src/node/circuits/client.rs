@@ -352,7 +352,7 @@ impl Circuits {
     }
 
     /// As [`Circuits::send_own`], as a `RELAY` or `RELAY_EARLY` cell.
-    pub(super) fn send_own_as(
+    pub(in crate::node) fn send_own_as(
         &mut self,
         cx: &mut Ctx<'_>,
         w: &mut World<'_>,

@@ -461,30 +461,6 @@ impl Circuits {
     pub(in crate::node) fn maintain_guards(&mut self, cx: &mut Ctx<'_>, w: &mut World<'_>) {
         self.guards.maintain(cx, w);
     }
-
-    pub(in crate::node) fn extend(
-        &mut self,
-        cx: &mut Ctx<'_>,
-        w: &mut World<'_>,
-        k: u64,
-        prev: LinkId,
-        descriptor: &[u8],
-        msg1: Vec<u8>,
-    ) {
-        self.on_extend(cx, w, k, prev, descriptor, msg1);
-    }
-
-    pub(in crate::node) fn send_own_cell(
-        &mut self,
-        cx: &mut Ctx<'_>,
-        w: &mut World<'_>,
-        k: u64,
-        hop: usize,
-        msg: &CircuitMsg,
-        cmd: u8,
-    ) {
-        self.send_own_as(cx, w, k, hop, msg, cmd);
-    }
 }
 
 #[cfg(test)]

@@ -298,7 +298,7 @@ impl Circuits {
     /// relay `descriptor` describes. The address dialled is the one that
     /// relay signed (or a link to it is reused), under the normal dial
     /// policy; nothing in the EXTEND is used unchecked.
-    pub(super) fn on_extend(
+    pub(in crate::node) fn on_extend(
         &mut self,
         cx: &mut Ctx<'_>,
         w: &mut World<'_>,
