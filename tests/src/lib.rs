@@ -251,3 +251,13 @@ pub fn start_network(n: u8) -> (Vec<Daemon>, Vec<SocketAddr>, Vec<String>) {
         .collect();
     (daemons, addrs, ids)
 }
+
+/// Every daemon's log, each under a header, for failure messages.
+pub fn logs(daemons: &[Daemon]) -> String {
+    daemons
+        .iter()
+        .enumerate()
+        .map(|(i, d)| format!("---- daemon {i}\n{}", d.log_text()))
+        .collect::<Vec<_>>()
+        .join("\n")
+}

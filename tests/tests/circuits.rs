@@ -5,7 +5,7 @@
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
-use veil_tests::{Daemon, bin, free_udp_addr, start_network, stderr};
+use veil_tests::{Daemon, bin, free_udp_addr, logs, start_network, stderr};
 
 /// Polling bound for circuits to be built (not a timed assertion).
 const BUILD_DEADLINE: Duration = Duration::from_secs(90);
@@ -65,15 +65,6 @@ fn guards(d: &Daemon) -> Vec<String> {
         .iter()
         .map(|g| g.as_str().expect("guard id").to_string())
         .collect()
-}
-
-fn logs(daemons: &[Daemon]) -> String {
-    daemons
-        .iter()
-        .enumerate()
-        .map(|(i, d)| format!("---- daemon {i}\n{}", d.log_text()))
-        .collect::<Vec<_>>()
-        .join("\n")
 }
 
 /// Checks a built 3-hop circuit of daemon `i`: distinct hops, never

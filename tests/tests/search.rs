@@ -6,7 +6,7 @@
 
 use std::time::{Duration, Instant};
 
-use veil_tests::{Daemon, start_network, stderr, stdout};
+use veil_tests::{Daemon, logs, start_network, stderr, stdout};
 
 /// Polling bound for circuits, publication and search (not a timed
 /// assertion: each step is retried until it happens or this passes).
@@ -16,15 +16,6 @@ fn built(d: &Daemon) -> bool {
     d.veil_json(&["circuits"])
         .as_array()
         .is_some_and(|a| a.iter().any(|c| c["state"] == "built"))
-}
-
-fn logs(daemons: &[Daemon]) -> String {
-    daemons
-        .iter()
-        .enumerate()
-        .map(|(i, d)| format!("---- daemon {i}\n{}", d.log_text()))
-        .collect::<Vec<_>>()
-        .join("\n")
 }
 
 #[test]
