@@ -164,21 +164,7 @@ impl Circuits {
         let Ok((keys, msg2)) = RelayHopHandshake::respond(cx.identity, &msg1, seed) else {
             return Circuits::send_destroy(cx, link, cid, Fault::Misbehaved(Offence::Malformed));
         };
-        let k = self.next_key;
-        self.next_key += 1;
-        self.relays.insert(
-            k,
-            RelayCircuit {
-                prev: (link, cid),
-                next: None,
-                crypto: RelayCrypto::new(keys, true),
-                extending: None,
-                last_used_ms: now,
-                window: Window::new(&p),
-                early: 0,
-            },
-        );
-        self.table(cx, link).ids.insert(cid, CircRef::Prev(k));
+        let k = self.open_relayed(cx, link, cid, RelayCrypto::new(keys, true));
         if let Some(handshake) = handshake_seen {
             self.observations.push(Observation::Create {
                 circuit: RelayCircuitId(k),
@@ -461,6 +447,17 @@ impl Circuits {
     /// CREATE and one EXTEND had passed. Returns its key.
     #[cfg(test)]
     pub(in crate::node) fn plant_last_hop(&mut self, cx: &Ctx<'_>, link: LinkId, cid: u32) -> u64 {
+        let crypto = RelayCrypto::new(crate::onion::HopKeys::derive(&[4; 32]), true);
+        let k = self.open_relayed(cx, link, cid, crypto);
+        if let Some(r) = self.relays.get_mut(&k) {
+            r.early = 1;
+        }
+        k
+    }
+
+    /// Opens a relayed circuit whose client side is `(link, cid)`: no next
+    /// hop yet, a full window. Returns its key.
+    fn open_relayed(&mut self, cx: &Ctx<'_>, link: LinkId, cid: u32, crypto: RelayCrypto) -> u64 {
         let k = self.next_key;
         self.next_key += 1;
         self.relays.insert(
@@ -468,11 +465,11 @@ impl Circuits {
             RelayCircuit {
                 prev: (link, cid),
                 next: None,
-                crypto: RelayCrypto::new(crate::onion::HopKeys::derive(&[4; 32]), true),
+                crypto,
                 extending: None,
                 last_used_ms: cx.now,
                 window: Window::new(&cx.config.circuits),
-                early: 1,
+                early: 0,
             },
         );
         self.table(cx, link).ids.insert(cid, CircRef::Prev(k));
