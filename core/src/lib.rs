@@ -21,4 +21,5 @@ pub mod sampling;
 pub mod search;
 #[cfg(any(test, feature = "testing"))]
 pub mod testing;
+pub mod transfer;
 pub mod wire;
