@@ -17,6 +17,7 @@ pub mod onion;
 pub mod path;
 pub mod pow;
 pub mod record;
+pub mod rendezvous;
 pub mod sampling;
 pub mod search;
 #[cfg(any(test, feature = "testing"))]

@@ -1,0 +1,628 @@
+//! Rendezvous: how a downloader and a sharer meet without either learning
+//! the other's address, and the end-to-end channel they then share.
+//!
+//! # Parties and keys
+//!
+//! A sharer runs a *service*: a [`ServiceKey`], made of a PoW-admitted
+//! ed25519 pseudonym (it signs the service's registrations and, later, its
+//! provider records) and an x25519 key (the static key of the end-to-end
+//! handshake). Both are drawn fresh and at random: nothing links them to the
+//! node's keys or to the pseudonym that signs the sharer's content records.
+//! [`ServicePublic`] is what a downloader needs: the pseudonym's public key
+//! and proof, and the x25519 public key.
+//!
+//! # Messages
+//!
+//! Every message here travels inside one relay cell between a circuit's
+//! client and the circuit's last hop ([`ToHop`] forward, [`FromHop`]
+//! backward), so each is sealed by the circuit's onion layers on the way:
+//!
+//! 1. The sharer builds circuits and asks each last hop to be an
+//!    *introduction point*: [`ToHop::EstablishIntro`], signed by the
+//!    service pseudonym over the introduction point's node id (so a hostile
+//!    introduction point cannot replay it at another node).
+//! 2. The downloader picks a *rendezvous point* (the last hop of a circuit of
+//!    its own), and leaves a random cookie there:
+//!    [`ToHop::EstablishRendezvous`].
+//! 3. Through another circuit, ending at an introduction point, it sends
+//!    [`ToHop::Introduce`]: the service id and msg1 of a Noise NK handshake
+//!    to the service's x25519 key. The msg1 payload, encrypted under the
+//!    `es` DH, carries the rendezvous point's descriptor and the cookie: the
+//!    introduction point learns neither ([`Introduction`]).
+//! 4. The introduction point passes msg1 down the service's circuit
+//!    ([`FromHop::Introduction`]). The sharer opens it with the service
+//!    key, builds a circuit to the rendezvous point and sends
+//!    [`ToHop::Join`]: the cookie and msg2.
+//! 5. The rendezvous point splices the two circuits and passes msg2 to the
+//!    downloader ([`FromHop::Joined`]). From then on it forwards relay data
+//!    and flow-control messages between the two circuits, unread.
+//!
+//! # The end-to-end channel
+//!
+//! [`Session`] is the Noise transport state after NK: ChaCha20-Poly1305
+//! with keys from the Noise split, i.e. from the `es` and `ee` DH outputs.
+//! Only the two ends hold them; `ee` gives forward secrecy (once both
+//! ephemerals are gone, not even the service key opens recorded traffic).
+//! The handshake hash is never used as key material. Messages are in
+//! order (circuits are), so Noise's implicit counter nonce is sound; a
+//! message that does not open ends the session.
+//!
+//! Tests taking each party's view: `introduction_point_cannot_open_the_introduction`,
+//! `rendezvous_point_cannot_open_the_channel`,
+//! `session_keys_do_not_come_from_the_transcript`.
+
+use ed25519_dalek::{Signature, Signer, VerifyingKey};
+use rand_core::CryptoRngCore;
+use thiserror::Error;
+use zeroize::Zeroizing;
+
+use crate::descriptor::MAX_DESCRIPTOR_BYTES;
+use crate::identity::{NodeId, Pseudonym, PublisherId, PublisherKey};
+use crate::link::noise_builder_state;
+use crate::pow::{Pow, PowParams};
+use crate::wire::{DecodeError, EncodeError, Reader, Writer};
+
+/// Noise protocol of the end-to-end handshake.
+pub const SESSION_NOISE_PARAMS: &str = "Noise_NK_25519_ChaChaPoly_BLAKE2s";
+/// Prologue of the end-to-end handshake.
+pub const SESSION_PROLOGUE: &[u8] = b"veil rendezvous session v1\0";
+/// Domain of the introduction point registration signature.
+pub const ESTABLISH_INTRO_CONTEXT: &[u8] = b"veil 2026 establish intro v1\0";
+/// Bytes in a rendezvous cookie.
+pub const COOKIE_BYTES: usize = 32;
+/// Noise AEAD tag bytes added to every transport message.
+pub const TAG_BYTES: usize = 16;
+/// Largest end-to-end message: one circuit data message minus the tag.
+pub const MAX_SESSION_PLAINTEXT: usize = crate::circuit::MAX_DATA_BYTES - TAG_BYTES;
+/// Largest msg1 (ephemeral key, the encrypted introduction and its tag).
+pub const MAX_INTRODUCE_BYTES: usize = 32 + 2 + MAX_DESCRIPTOR_BYTES + COOKIE_BYTES + TAG_BYTES;
+/// Length of msg2: the sharer's ephemeral key and an empty payload's tag.
+pub const JOIN_HANDSHAKE_BYTES: usize = 32 + TAG_BYTES;
+/// Largest encoded [`ToHop`].
+pub const MAX_RENDEZVOUS_MSG_BYTES: usize = 1 + 32 + 2 + MAX_INTRODUCE_BYTES;
+
+const _: () = assert!(MAX_RENDEZVOUS_MSG_BYTES <= crate::circuit::MAX_DATA_BYTES);
+
+/// A service's keys (the sharer's side). Holds secrets; never logged.
+pub struct ServiceKey {
+    pseudonym: Pseudonym,
+    x25519: x25519_dalek::StaticSecret,
+}
+
+impl std::fmt::Debug for ServiceKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ServiceKey")
+            .field("id", &self.id())
+            .finish_non_exhaustive()
+    }
+}
+
+impl ServiceKey {
+    /// Fresh random keys, with a proof of work at `params` for the
+    /// pseudonym.
+    pub fn generate(rng: &mut impl CryptoRngCore, params: PowParams) -> ServiceKey {
+        let pseudonym = Pseudonym::generate(rng, params);
+        let mut seed = Zeroizing::new([0u8; 32]);
+        rng.fill_bytes(&mut *seed);
+        ServiceKey {
+            pseudonym,
+            x25519: x25519_dalek::StaticSecret::from(*seed),
+        }
+    }
+
+    /// What downloaders need to reach this service.
+    pub fn public(&self) -> ServicePublic {
+        ServicePublic {
+            key: self.pseudonym.publisher(),
+            x25519: x25519_dalek::PublicKey::from(&self.x25519).to_bytes(),
+        }
+    }
+
+    /// The service id (the pseudonym's publisher id).
+    pub fn id(&self) -> PublisherId {
+        self.pseudonym.publisher().id()
+    }
+
+    /// The registration for introduction point `intro`.
+    pub fn establish_intro(&self, intro: NodeId) -> ToHop {
+        let key = self.pseudonym.publisher();
+        let signature = self
+            .pseudonym
+            .signing_key()
+            .sign(&intro_message(intro, &key));
+        ToHop::EstablishIntro { key, signature }
+    }
+
+    /// The key file: the pseudonym's, then the x25519 secret. Holds
+    /// secrets: zeroized on drop.
+    pub fn to_bytes(&self) -> Zeroizing<Vec<u8>> {
+        let mut out = self.pseudonym.to_bytes();
+        out.extend_from_slice(self.x25519.as_bytes());
+        out
+    }
+
+    /// Loads a key file made by [`ServiceKey::to_bytes`].
+    pub fn from_bytes(b: &[u8]) -> Result<ServiceKey, crate::identity::KeyFileError> {
+        let split = b.len().checked_sub(32).ok_or(DecodeError::Truncated {
+            needed: 32,
+            remaining: b.len(),
+        })?;
+        let pseudonym = Pseudonym::from_bytes(&b[..split])?;
+        let mut x = Zeroizing::new([0u8; 32]);
+        x.copy_from_slice(&b[split..]);
+        Ok(ServiceKey {
+            pseudonym,
+            x25519: x25519_dalek::StaticSecret::from(*x),
+        })
+    }
+}
+
+/// A service as downloaders know it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ServicePublic {
+    /// The service pseudonym (signs registrations and provider records).
+    pub key: PublisherKey,
+    /// The static key of the end-to-end handshake.
+    pub x25519: [u8; 32],
+}
+
+impl ServicePublic {
+    /// The service id.
+    pub fn id(&self) -> PublisherId {
+        self.key.id()
+    }
+}
+
+fn intro_message(intro: NodeId, key: &PublisherKey) -> Vec<u8> {
+    let mut m = Vec::with_capacity(ESTABLISH_INTRO_CONTEXT.len() + 64);
+    m.extend_from_slice(ESTABLISH_INTRO_CONTEXT);
+    m.extend_from_slice(intro.as_bytes());
+    m.extend_from_slice(key.key.as_bytes());
+    m
+}
+
+/// Checks a registration at introduction point `me`: the signature (strict)
+/// and the pseudonym's proof of work.
+pub fn check_establish_intro(
+    me: NodeId,
+    key: &PublisherKey,
+    signature: &Signature,
+    pow: PowParams,
+) -> Result<PublisherId, RendezvousError> {
+    key.check_pow(pow).map_err(|_| RendezvousError::BadProof)?;
+    key.key
+        .verify_strict(&intro_message(me, key), signature)
+        .map_err(|_| RendezvousError::BadSignature)?;
+    Ok(key.id())
+}
+
+/// Errors of the rendezvous protocol. All are the sender's fault except
+/// [`RendezvousError::Local`].
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+pub enum RendezvousError {
+    /// A registration's signature does not verify.
+    #[error("introduction point registration: bad signature")]
+    BadSignature,
+    /// A pseudonym's proof of work does not admit it.
+    #[error("service key: proof of work does not admit it")]
+    BadProof,
+    /// A handshake message did not authenticate or is malformed.
+    #[error("end-to-end handshake failed: {0}")]
+    Handshake(String),
+    /// The decrypted introduction is malformed.
+    #[error("malformed introduction: {0}")]
+    Malformed(#[from] DecodeError),
+    /// A transport message did not open (altered, reordered or replayed).
+    #[error("end-to-end message did not authenticate")]
+    Open,
+    /// A message is too long to seal.
+    #[error("message of {0} bytes is too long for the channel")]
+    TooLong(usize),
+    /// A local failure setting up Noise.
+    #[error("local rendezvous failure: {0}")]
+    Local(String),
+}
+
+/// Client → last hop.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ToHop {
+    /// Be an introduction point for this service.
+    EstablishIntro {
+        /// The service pseudonym.
+        key: PublisherKey,
+        /// Over [`ESTABLISH_INTRO_CONTEXT`], the introduction point's node
+        /// id and the key.
+        signature: Signature,
+    },
+    /// Pass this introduction to the service.
+    Introduce {
+        /// The service id.
+        service: PublisherId,
+        /// Noise NK msg1 (carries the sealed [`Introduction`]).
+        handshake: Vec<u8>,
+    },
+    /// Be a rendezvous point for this cookie.
+    EstablishRendezvous {
+        /// Random, from the downloader.
+        cookie: [u8; COOKIE_BYTES],
+    },
+    /// Join the circuit that left this cookie.
+    Join {
+        /// The downloader's cookie.
+        cookie: [u8; COOKIE_BYTES],
+        /// Noise NK msg2.
+        handshake: Vec<u8>,
+    },
+}
+
+/// Last hop → client.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum FromHop {
+    /// The introduction point registration is in place.
+    IntroEstablished,
+    /// What became of an introduction.
+    IntroduceAck {
+        /// The outcome.
+        status: IntroStatus,
+    },
+    /// An introduction for our service.
+    Introduction {
+        /// Noise NK msg1.
+        handshake: Vec<u8>,
+    },
+    /// The rendezvous cookie is in place.
+    RendezvousEstablished,
+    /// The service joined: its msg2. The circuits are spliced.
+    Joined {
+        /// Noise NK msg2.
+        handshake: Vec<u8>,
+    },
+}
+
+/// The introduction point's answer to an introduction.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum IntroStatus {
+    /// Passed to the service.
+    Delivered = 0,
+    /// No such service registered here.
+    UnknownService = 1,
+    /// The service's introduction rate is spent; try later.
+    RateLimited = 2,
+}
+
+mod tag {
+    pub const ESTABLISH_INTRO: u8 = 1;
+    pub const INTRODUCE: u8 = 2;
+    pub const ESTABLISH_RENDEZVOUS: u8 = 3;
+    pub const JOIN: u8 = 4;
+    pub const INTRO_ESTABLISHED: u8 = 65;
+    pub const INTRODUCE_ACK: u8 = 66;
+    pub const INTRODUCTION: u8 = 67;
+    pub const RENDEZVOUS_ESTABLISHED: u8 = 68;
+    pub const JOINED: u8 = 69;
+}
+
+fn put_key(w: &mut Writer, key: &PublisherKey) {
+    w.put_bytes(key.key.as_bytes());
+    w.put_u64(key.pow.nonce);
+}
+
+fn get_key(r: &mut Reader<'_>) -> Result<PublisherKey, DecodeError> {
+    let key = VerifyingKey::from_bytes(&r.get_array()?).map_err(|_| DecodeError::BadValue {
+        field: "service key",
+        reason: "not an ed25519 point",
+    })?;
+    Ok(PublisherKey {
+        key,
+        pow: Pow {
+            nonce: r.get_u64()?,
+        },
+    })
+}
+
+fn get_handshake(r: &mut Reader<'_>, max: usize) -> Result<Vec<u8>, DecodeError> {
+    Ok(r.get_bytes_u16len(max, "rendezvous handshake")?.to_vec())
+}
+
+impl ToHop {
+    /// Encodes the message (at most [`MAX_RENDEZVOUS_MSG_BYTES`]).
+    pub fn encode(&self) -> Result<Vec<u8>, EncodeError> {
+        let mut w = Writer::with_capacity(MAX_RENDEZVOUS_MSG_BYTES);
+        match self {
+            ToHop::EstablishIntro { key, signature } => {
+                w.put_u8(tag::ESTABLISH_INTRO);
+                put_key(&mut w, key);
+                w.put_bytes(&signature.to_bytes());
+            }
+            ToHop::Introduce { service, handshake } => {
+                bounded(handshake, MAX_INTRODUCE_BYTES)?;
+                w.put_u8(tag::INTRODUCE);
+                w.put_bytes(service.as_bytes());
+                w.put_bytes_u16len(handshake)?;
+            }
+            ToHop::EstablishRendezvous { cookie } => {
+                w.put_u8(tag::ESTABLISH_RENDEZVOUS);
+                w.put_bytes(cookie);
+            }
+            ToHop::Join { cookie, handshake } => {
+                bounded(handshake, JOIN_HANDSHAKE_BYTES)?;
+                w.put_u8(tag::JOIN);
+                w.put_bytes(cookie);
+                w.put_bytes_u16len(handshake)?;
+            }
+        }
+        Ok(w.into_vec())
+    }
+
+    /// Decodes one message; unknown tags, over-long fields and trailing
+    /// bytes are refused.
+    pub fn decode(bytes: &[u8]) -> Result<ToHop, DecodeError> {
+        let mut r = Reader::new(bytes);
+        let msg = match r.get_u8()? {
+            tag::ESTABLISH_INTRO => ToHop::EstablishIntro {
+                key: get_key(&mut r)?,
+                signature: Signature::from_bytes(&r.get_array()?),
+            },
+            tag::INTRODUCE => ToHop::Introduce {
+                service: PublisherId::from_bytes(r.get_array()?),
+                handshake: get_handshake(&mut r, MAX_INTRODUCE_BYTES)?,
+            },
+            tag::ESTABLISH_RENDEZVOUS => ToHop::EstablishRendezvous {
+                cookie: r.get_array()?,
+            },
+            tag::JOIN => ToHop::Join {
+                cookie: r.get_array()?,
+                handshake: get_handshake(&mut r, JOIN_HANDSHAKE_BYTES)?,
+            },
+            other => return Err(DecodeError::UnknownKind(other)),
+        };
+        r.finish()?;
+        Ok(msg)
+    }
+}
+
+impl FromHop {
+    /// Encodes the message.
+    pub fn encode(&self) -> Result<Vec<u8>, EncodeError> {
+        let mut w = Writer::with_capacity(MAX_RENDEZVOUS_MSG_BYTES);
+        match self {
+            FromHop::IntroEstablished => w.put_u8(tag::INTRO_ESTABLISHED),
+            FromHop::IntroduceAck { status } => {
+                w.put_u8(tag::INTRODUCE_ACK);
+                w.put_u8(*status as u8);
+            }
+            FromHop::Introduction { handshake } => {
+                bounded(handshake, MAX_INTRODUCE_BYTES)?;
+                w.put_u8(tag::INTRODUCTION);
+                w.put_bytes_u16len(handshake)?;
+            }
+            FromHop::RendezvousEstablished => w.put_u8(tag::RENDEZVOUS_ESTABLISHED),
+            FromHop::Joined { handshake } => {
+                bounded(handshake, JOIN_HANDSHAKE_BYTES)?;
+                w.put_u8(tag::JOINED);
+                w.put_bytes_u16len(handshake)?;
+            }
+        }
+        Ok(w.into_vec())
+    }
+
+    /// Decodes one message.
+    pub fn decode(bytes: &[u8]) -> Result<FromHop, DecodeError> {
+        let mut r = Reader::new(bytes);
+        let msg = match r.get_u8()? {
+            tag::INTRO_ESTABLISHED => FromHop::IntroEstablished,
+            tag::INTRODUCE_ACK => FromHop::IntroduceAck {
+                status: match r.get_u8()? {
+                    0 => IntroStatus::Delivered,
+                    1 => IntroStatus::UnknownService,
+                    2 => IntroStatus::RateLimited,
+                    _ => {
+                        return Err(DecodeError::BadValue {
+                            field: "introduce ack",
+                            reason: "unknown status",
+                        });
+                    }
+                },
+            },
+            tag::INTRODUCTION => FromHop::Introduction {
+                handshake: get_handshake(&mut r, MAX_INTRODUCE_BYTES)?,
+            },
+            tag::RENDEZVOUS_ESTABLISHED => FromHop::RendezvousEstablished,
+            tag::JOINED => FromHop::Joined {
+                handshake: get_handshake(&mut r, JOIN_HANDSHAKE_BYTES)?,
+            },
+            other => return Err(DecodeError::UnknownKind(other)),
+        };
+        r.finish()?;
+        Ok(msg)
+    }
+}
+
+fn bounded(v: &[u8], max: usize) -> Result<(), EncodeError> {
+    if v.len() > max {
+        return Err(EncodeError { len: v.len(), max });
+    }
+    Ok(())
+}
+
+/// What the downloader tells the service inside msg1, unreadable to the
+/// introduction point.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Introduction {
+    /// The rendezvous point's signed descriptor (the service checks it
+    /// before extending there).
+    pub rendezvous: Vec<u8>,
+    /// The cookie the downloader left there.
+    pub cookie: [u8; COOKIE_BYTES],
+}
+
+impl Introduction {
+    fn encode(&self) -> Result<Vec<u8>, EncodeError> {
+        bounded(&self.rendezvous, MAX_DESCRIPTOR_BYTES)?;
+        let mut w = Writer::with_capacity(2 + self.rendezvous.len() + COOKIE_BYTES);
+        w.put_bytes_u16len(&self.rendezvous)?;
+        w.put_bytes(&self.cookie);
+        Ok(w.into_vec())
+    }
+
+    fn decode(bytes: &[u8]) -> Result<Introduction, DecodeError> {
+        let mut r = Reader::new(bytes);
+        let rendezvous = r
+            .get_bytes_u16len(MAX_DESCRIPTOR_BYTES, "rendezvous descriptor")?
+            .to_vec();
+        let cookie = r.get_array()?;
+        r.finish()?;
+        Ok(Introduction { rendezvous, cookie })
+    }
+}
+
+fn local(e: impl std::fmt::Display) -> RendezvousError {
+    RendezvousError::Local(e.to_string())
+}
+
+fn peer(e: snow::Error) -> RendezvousError {
+    RendezvousError::Handshake(e.to_string())
+}
+
+/// The downloader's half-open session: msg1 is out, msg2 will come from
+/// the rendezvous point.
+pub struct Introducing {
+    noise: snow::HandshakeState,
+}
+
+impl std::fmt::Debug for Introducing {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Introducing { <redacted> }")
+    }
+}
+
+impl Introducing {
+    /// Starts the handshake with `service`; returns the state and msg1,
+    /// which carries `intro` sealed to the service's key.
+    pub fn start(
+        service: &ServicePublic,
+        intro: &Introduction,
+        seed: [u8; 32],
+    ) -> Result<(Introducing, Vec<u8>), RendezvousError> {
+        let mut noise = noise_builder_state(
+            SESSION_NOISE_PARAMS,
+            seed,
+            None,
+            Some(&service.x25519),
+            SESSION_PROLOGUE,
+            true,
+        )
+        .map_err(local)?;
+        let payload = intro.encode().map_err(local)?;
+        let mut msg1 = vec![0u8; MAX_INTRODUCE_BYTES];
+        let n = noise.write_message(&payload, &mut msg1).map_err(local)?;
+        msg1.truncate(n);
+        Ok((Introducing { noise }, msg1))
+    }
+
+    /// Reads the service's msg2 (from [`FromHop::Joined`]).
+    pub fn finish(mut self, msg2: &[u8]) -> Result<Session, RendezvousError> {
+        if msg2.len() != JOIN_HANDSHAKE_BYTES {
+            return Err(RendezvousError::Handshake(format!(
+                "msg2 is {} bytes, expected {JOIN_HANDSHAKE_BYTES}",
+                msg2.len()
+            )));
+        }
+        let mut payload = [0u8; JOIN_HANDSHAKE_BYTES];
+        let n = self.noise.read_message(msg2, &mut payload).map_err(peer)?;
+        if n != 0 {
+            return Err(RendezvousError::Handshake("msg2 carries a payload".into()));
+        }
+        Session::from_handshake(self.noise)
+    }
+}
+
+/// The service's side: opens an introduction (msg1) with the service key,
+/// and returns what it says, msg2 for [`ToHop::Join`], and the session.
+pub fn accept(
+    service: &ServiceKey,
+    msg1: &[u8],
+    seed: [u8; 32],
+) -> Result<(Introduction, Vec<u8>, Session), RendezvousError> {
+    if msg1.len() > MAX_INTRODUCE_BYTES {
+        return Err(RendezvousError::Handshake("msg1 too long".into()));
+    }
+    let secret = Zeroizing::new(service.x25519.to_bytes());
+    let mut noise = noise_builder_state(
+        SESSION_NOISE_PARAMS,
+        seed,
+        Some(&secret[..]),
+        None,
+        SESSION_PROLOGUE,
+        false,
+    )
+    .map_err(local)?;
+    let mut payload = Zeroizing::new(vec![0u8; MAX_INTRODUCE_BYTES]);
+    let n = noise.read_message(msg1, &mut payload).map_err(peer)?;
+    let intro = Introduction::decode(&payload[..n])?;
+    let mut msg2 = vec![0u8; JOIN_HANDSHAKE_BYTES];
+    let n = noise.write_message(&[], &mut msg2).map_err(local)?;
+    msg2.truncate(n);
+    Ok((intro, msg2, Session::from_handshake(noise)?))
+}
+
+/// The end-to-end channel: Noise transport keys from the split.
+pub struct Session {
+    transport: snow::TransportState,
+}
+
+impl std::fmt::Debug for Session {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Session { <redacted> }")
+    }
+}
+
+impl Session {
+    fn from_handshake(noise: snow::HandshakeState) -> Result<Session, RendezvousError> {
+        if !noise.is_handshake_finished() {
+            return Err(RendezvousError::Local("handshake not finished".into()));
+        }
+        Ok(Session {
+            transport: noise.into_transport_mode().map_err(local)?,
+        })
+    }
+
+    /// Seals one message (at most [`MAX_SESSION_PLAINTEXT`] bytes).
+    pub fn seal(&mut self, plaintext: &[u8]) -> Result<Vec<u8>, RendezvousError> {
+        if plaintext.len() > MAX_SESSION_PLAINTEXT {
+            return Err(RendezvousError::TooLong(plaintext.len()));
+        }
+        let mut out = vec![0u8; plaintext.len() + TAG_BYTES];
+        let n = self
+            .transport
+            .write_message(plaintext, &mut out)
+            .map_err(local)?;
+        out.truncate(n);
+        Ok(out)
+    }
+
+    /// Opens the next message from the other end. A failure means the
+    /// channel was tampered with: end the session.
+    pub fn open(&mut self, ciphertext: &[u8]) -> Result<Vec<u8>, RendezvousError> {
+        if ciphertext.len() < TAG_BYTES || ciphertext.len() > MAX_SESSION_PLAINTEXT + TAG_BYTES {
+            return Err(RendezvousError::Open);
+        }
+        let mut out = vec![0u8; ciphertext.len()];
+        let n = self
+            .transport
+            .read_message(ciphertext, &mut out)
+            .map_err(|_| RendezvousError::Open)?;
+        out.truncate(n);
+        Ok(out)
+    }
+}
+
+/// A fresh random cookie.
+pub fn cookie(rng: &mut impl CryptoRngCore) -> [u8; COOKIE_BYTES] {
+    let mut c = [0u8; COOKIE_BYTES];
+    rng.fill_bytes(&mut c);
+    c
+}
+
+#[cfg(test)]
+mod tests;
