@@ -130,7 +130,7 @@ impl ServiceKey {
             .pseudonym
             .signing_key()
             .sign(&intro_message(intro, &key));
-        ToHop::EstablishIntro { key, signature }
+        ToHop::EstablishIntro(Box::new(Registration { key, signature }))
     }
 
     /// The key file: the pseudonym's, then the x25519 secret. Holds
@@ -185,13 +185,13 @@ fn intro_message(intro: NodeId, key: &PublisherKey) -> Vec<u8> {
 /// and the pseudonym's proof of work.
 pub fn check_establish_intro(
     me: NodeId,
-    key: &PublisherKey,
-    signature: &Signature,
+    reg: &Registration,
     pow: PowParams,
 ) -> Result<PublisherId, RendezvousError> {
+    let key = &reg.key;
     key.check_pow(pow).map_err(|_| RendezvousError::BadProof)?;
     key.key
-        .verify_strict(&intro_message(me, key), signature)
+        .verify_strict(&intro_message(me, key), &reg.signature)
         .map_err(|_| RendezvousError::BadSignature)?;
     Ok(key.id())
 }
@@ -223,17 +223,21 @@ pub enum RendezvousError {
     Local(String),
 }
 
+/// A service's request to an introduction point.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Registration {
+    /// The service pseudonym.
+    pub key: PublisherKey,
+    /// Over [`ESTABLISH_INTRO_CONTEXT`], the introduction point's node id
+    /// and the key.
+    pub signature: Signature,
+}
+
 /// Client → last hop.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum ToHop {
     /// Be an introduction point for this service.
-    EstablishIntro {
-        /// The service pseudonym.
-        key: PublisherKey,
-        /// Over [`ESTABLISH_INTRO_CONTEXT`], the introduction point's node
-        /// id and the key.
-        signature: Signature,
-    },
+    EstablishIntro(Box<Registration>),
     /// Pass this introduction to the service.
     Introduce {
         /// The service id.
@@ -329,10 +333,10 @@ impl ToHop {
     pub fn encode(&self) -> Result<Vec<u8>, EncodeError> {
         let mut w = Writer::with_capacity(MAX_RENDEZVOUS_MSG_BYTES);
         match self {
-            ToHop::EstablishIntro { key, signature } => {
+            ToHop::EstablishIntro(reg) => {
                 w.put_u8(tag::ESTABLISH_INTRO);
-                put_key(&mut w, key);
-                w.put_bytes(&signature.to_bytes());
+                put_key(&mut w, &reg.key);
+                w.put_bytes(&reg.signature.to_bytes());
             }
             ToHop::Introduce { service, handshake } => {
                 bounded(handshake, MAX_INTRODUCE_BYTES)?;
@@ -359,10 +363,10 @@ impl ToHop {
     pub fn decode(bytes: &[u8]) -> Result<ToHop, DecodeError> {
         let mut r = Reader::new(bytes);
         let msg = match r.get_u8()? {
-            tag::ESTABLISH_INTRO => ToHop::EstablishIntro {
+            tag::ESTABLISH_INTRO => ToHop::EstablishIntro(Box::new(Registration {
                 key: get_key(&mut r)?,
                 signature: Signature::from_bytes(&r.get_array()?),
-            },
+            })),
             tag::INTRODUCE => ToHop::Introduce {
                 service: PublisherId::from_bytes(r.get_array()?),
                 handshake: get_handshake(&mut r, MAX_INTRODUCE_BYTES)?,

@@ -123,22 +123,25 @@ fn a_registration_holds_only_at_the_introduction_point_it_names() {
     let s = service(3);
     let here = NodeId::from_bytes([1; 32]);
     let elsewhere = NodeId::from_bytes([2; 32]);
-    let ToHop::EstablishIntro { key, signature } = s.establish_intro(here) else {
+    let ToHop::EstablishIntro(reg) = s.establish_intro(here) else {
         panic!("not a registration");
     };
     assert_eq!(
-        check_establish_intro(here, &key, &signature, PowParams::TESTNET),
+        check_establish_intro(here, &reg, PowParams::TESTNET),
         Ok(s.id())
     );
     // A hostile introduction point replays it at another node.
     assert_eq!(
-        check_establish_intro(elsewhere, &key, &signature, PowParams::TESTNET),
+        check_establish_intro(elsewhere, &reg, PowParams::TESTNET),
         Err(RendezvousError::BadSignature)
     );
     // Someone else's key with this signature.
-    let other = service(4).public().key;
+    let other = Registration {
+        key: service(4).public().key,
+        signature: reg.signature,
+    };
     assert_eq!(
-        check_establish_intro(here, &other, &signature, PowParams::TESTNET),
+        check_establish_intro(here, &other, PowParams::TESTNET),
         Err(RendezvousError::BadSignature)
     );
     // A proof made for the test network does not pass a harder one.
@@ -146,7 +149,7 @@ fn a_registration_holds_only_at_the_introduction_point_it_names() {
         difficulty_bits: 30,
     };
     assert_eq!(
-        check_establish_intro(here, &key, &signature, hard),
+        check_establish_intro(here, &reg, hard),
         Err(RendezvousError::BadProof)
     );
 }
