@@ -103,7 +103,7 @@ struct SearchArgs {
     /// Experiment: mean query walk length (core default 32).
     #[arg(long)]
     walk_len: Option<u32>,
-    /// Experiment: mean publish walk length (core default 24).
+    /// Experiment: mean publish walk length (core default 10).
     #[arg(long)]
     publish_len: Option<u32>,
 }

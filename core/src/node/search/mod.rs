@@ -115,7 +115,7 @@ impl SearchParams {
     pub const MAINNET: SearchParams = SearchParams {
         walkers: 4,
         walk_len: 32,
-        publish_len: 24,
+        publish_len: 10,
         flood_ttl: None,
         max_answer_records: 12,
         max_answer_per_publisher: 2,
