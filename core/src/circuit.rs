@@ -259,6 +259,10 @@ pub mod tag {
     pub const SEARCH: u8 = 10;
     /// [`super::CircuitMsg::SearchReply`].
     pub const SEARCH_REPLY: u8 = 11;
+    /// [`super::CircuitMsg::Rendezvous`].
+    pub const RENDEZVOUS: u8 = 12;
+    /// [`super::CircuitMsg::RendezvousReply`].
+    pub const RENDEZVOUS_REPLY: u8 = 13;
 }
 
 /// Largest [`CircuitMsg::Data`] payload: one relay cell minus the tag and
@@ -330,6 +334,18 @@ pub enum CircuitMsg {
         /// At most [`MAX_DATA_BYTES`].
         bytes: Vec<u8>,
     },
+    /// Client → last hop: an introduction or rendezvous request
+    /// ([`crate::rendezvous::ToHop`], undecoded).
+    Rendezvous {
+        /// At most [`MAX_DATA_BYTES`].
+        bytes: Vec<u8>,
+    },
+    /// Last hop → client: an introduction or rendezvous answer
+    /// ([`crate::rendezvous::FromHop`], undecoded).
+    RendezvousReply {
+        /// At most [`MAX_DATA_BYTES`].
+        bytes: Vec<u8>,
+    },
 }
 
 fn put_handshake(w: &mut Writer, handshake: &[u8]) -> Result<(), EncodeError> {
@@ -395,7 +411,9 @@ impl CircuitMsg {
             }
             CircuitMsg::Data { bytes }
             | CircuitMsg::Search { bytes }
-            | CircuitMsg::SearchReply { bytes } => {
+            | CircuitMsg::SearchReply { bytes }
+            | CircuitMsg::Rendezvous { bytes }
+            | CircuitMsg::RendezvousReply { bytes } => {
                 if bytes.len() > MAX_DATA_BYTES {
                     return Err(EncodeError {
                         len: bytes.len(),
@@ -405,6 +423,8 @@ impl CircuitMsg {
                 w.put_u8(match self {
                     CircuitMsg::Search { .. } => tag::SEARCH,
                     CircuitMsg::SearchReply { .. } => tag::SEARCH_REPLY,
+                    CircuitMsg::Rendezvous { .. } => tag::RENDEZVOUS,
+                    CircuitMsg::RendezvousReply { .. } => tag::RENDEZVOUS_REPLY,
                     _ => tag::DATA,
                 });
                 w.put_u16(bytes.len() as u16);
@@ -444,7 +464,11 @@ impl CircuitMsg {
             tag::PROBE_REPLY => CircuitMsg::ProbeReply {
                 nonce: r.get_u64()?,
             },
-            t @ (tag::DATA | tag::SEARCH | tag::SEARCH_REPLY) => {
+            t @ (tag::DATA
+            | tag::SEARCH
+            | tag::SEARCH_REPLY
+            | tag::RENDEZVOUS
+            | tag::RENDEZVOUS_REPLY) => {
                 let len = usize::from(r.get_u16()?);
                 if len > MAX_DATA_BYTES {
                     return Err(DecodeError::TooLong {
@@ -457,6 +481,8 @@ impl CircuitMsg {
                 match t {
                     tag::SEARCH => CircuitMsg::Search { bytes },
                     tag::SEARCH_REPLY => CircuitMsg::SearchReply { bytes },
+                    tag::RENDEZVOUS => CircuitMsg::Rendezvous { bytes },
+                    tag::RENDEZVOUS_REPLY => CircuitMsg::RendezvousReply { bytes },
                     _ => CircuitMsg::Data { bytes },
                 }
             }

@@ -714,6 +714,15 @@ fn drain(
                 Event::ProbeAnswered { nonce: _ } => {
                     tracing::trace!("answered a circuit probe");
                 }
+                // The daemon runs no service and opens no session yet
+                // (`veil get` will); a node still serves as introduction
+                // and rendezvous point for others without these events.
+                Event::IntroPoints { .. }
+                | Event::SessionOpened { .. }
+                | Event::SessionData { .. }
+                | Event::SessionClosed { .. } => {
+                    tracing::debug!("rendezvous event without a consumer");
+                }
                 Event::CircuitData { id, data } => {
                     tracing::debug!(
                         circuit = id.0,

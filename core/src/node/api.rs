@@ -5,6 +5,7 @@
 use std::net::SocketAddr;
 
 use super::circuits::{CircuitId, CircuitStats, CloseReason, RelayCircuitId};
+use super::rendezvous::{RendezvousStats, SessionEnd, SessionId};
 use super::search::{SearchId, SearchStats};
 use crate::cell::Cell;
 use crate::identity::NodeId;
@@ -130,6 +131,38 @@ pub enum Event {
         /// Publisher and content id of each record in the answer.
         records: Vec<(crate::identity::PublisherId, crate::content::ContentId)>,
     },
+    /// One of our services has these introduction points in place (signed
+    /// descriptors): publish them in its provider records.
+    IntroPoints {
+        /// The service.
+        service: crate::identity::PublisherId,
+        /// Descriptors of the introduction points.
+        descriptors: Vec<Vec<u8>>,
+    },
+    /// A session opened: as a downloader (`inbound` false) the service
+    /// joined our rendezvous point; as a service, we joined a downloader's.
+    SessionOpened {
+        /// Which.
+        session: SessionId,
+        /// The service's id.
+        service: crate::identity::PublisherId,
+        /// We are the service.
+        inbound: bool,
+    },
+    /// End-to-end bytes on a session (authenticated, in order).
+    SessionData {
+        /// Which.
+        session: SessionId,
+        /// The bytes.
+        bytes: Vec<u8>,
+    },
+    /// A session ended, or failed to open.
+    SessionClosed {
+        /// Which.
+        session: SessionId,
+        /// Why.
+        reason: SessionEnd,
+    },
     /// As the last hop of a circuit, data arrived from its client.
     RelayData {
         /// Which.
@@ -185,4 +218,6 @@ pub struct Stats {
     pub circuits: CircuitStats,
     /// Publication and search.
     pub search: SearchStats,
+    /// Introduction and rendezvous.
+    pub rendezvous: RendezvousStats,
 }

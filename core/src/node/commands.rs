@@ -4,12 +4,15 @@
 use rand_core::RngCore;
 
 use super::circuits::World;
+use super::timers::Timer;
 use super::{
-    CircuitId, GuardRecord, Millis, Node, Observation, RelayCircuitId, SearchError, SearchId,
-    SendError,
+    CircuitId, ConnectError, GuardRecord, Millis, Node, Observation, Purpose, RelayCircuitId,
+    SearchError, SearchId, SendError, SessionId,
 };
 use crate::circuit::CircuitMsg;
+use crate::identity::PublisherId;
 use crate::record::SignedRecord;
+use crate::rendezvous::{ServiceKey, ServicePublic};
 use crate::search::Query;
 
 impl Node {
@@ -53,6 +56,10 @@ impl Node {
 
     /// Sends data to the last hop of a built circuit (flow controlled).
     pub fn send_data(&mut self, id: CircuitId, data: &[u8]) -> Result<(), SendError> {
+        // Session circuits carry only sealed session data.
+        if self.circ.purpose(id) != Some(Purpose::General) {
+            return Err(SendError::NoCircuit);
+        }
         circuit_parts!(self, cx, w, circ);
         let r = circ.send_data(&mut cx, &mut w, id, data);
         self.settle();
@@ -66,6 +73,93 @@ impl Node {
         let r = p.circ.relay_send_data(&mut cx, id, data);
         self.settle();
         r
+    }
+
+    // ---- rendezvous ---------------------------------------------------
+
+    /// Runs a service under `key`: introduction points are set up over
+    /// the next ticks and announced with [`Event::IntroPoints`];
+    /// introductions then open sessions ([`Event::SessionOpened`] with
+    /// `inbound`).
+    pub fn add_service(&mut self, now: Millis, key: ServiceKey) -> PublisherId {
+        self.clamp(now);
+        let (mut cx, p) = self.split();
+        let id = p.rend.add_service(&mut cx, key);
+        self.arm_rendezvous();
+        self.settle();
+        id
+    }
+
+    /// Stops a service; its introduction circuits close.
+    pub fn remove_service(&mut self, now: Millis, id: &PublisherId) {
+        self.clamp(now);
+        let (mut cx, p) = self.split();
+        p.rend.remove_service(&mut cx, id);
+        self.settle();
+    }
+
+    /// The introduction points of one of our services that are in place.
+    pub fn intro_points(&self, id: &PublisherId) -> Vec<Vec<u8>> {
+        self.rend.intro_points(id)
+    }
+
+    /// Opens an end-to-end session with `service` through one of
+    /// `intro_points` (its introduction points' signed descriptors, from
+    /// its provider record), meeting at a rendezvous point of our choice.
+    /// [`Event::SessionOpened`] or [`Event::SessionClosed`] follows.
+    pub fn connect(
+        &mut self,
+        now: Millis,
+        service: ServicePublic,
+        intro_points: Vec<Vec<u8>>,
+    ) -> Result<SessionId, ConnectError> {
+        self.clamp(now);
+        let (mut cx, p) = self.split();
+        let r = p.rend.connect(&mut cx, service, intro_points);
+        self.arm_rendezvous();
+        self.settle();
+        r
+    }
+
+    /// Sends `bytes` (at most [`crate::rendezvous::MAX_SESSION_PLAINTEXT`])
+    /// on an open session, sealed end to end (flow controlled: on
+    /// [`SendError::NoCredit`], wait for [`Node::session_window`] to grow).
+    pub fn session_send(&mut self, id: SessionId, bytes: &[u8]) -> Result<(), SendError> {
+        if bytes.len() > crate::rendezvous::MAX_SESSION_PLAINTEXT {
+            return Err(SendError::TooLarge);
+        }
+        let k = self.rend.session_circuit(id).ok_or(SendError::NoCircuit)?;
+        // Check the window first: a sealed message must go out, or the
+        // two ends' nonces part.
+        if self.circ.window(CircuitId(k)).unwrap_or(0) == 0 {
+            return Err(SendError::NoCredit);
+        }
+        let sealed = self.rend.seal(id, bytes).ok_or(SendError::NoCircuit)?;
+        circuit_parts!(self, cx, w, circ);
+        let r = circ.send_data(&mut cx, &mut w, CircuitId(k), &sealed);
+        self.settle();
+        r
+    }
+
+    /// Data cells session `id` may send now.
+    pub fn session_window(&self, id: SessionId) -> Option<u32> {
+        let k = self.rend.session_circuit(id)?;
+        self.circ.window(CircuitId(k))
+    }
+
+    /// Ends a session; [`Event::SessionClosed`] follows.
+    pub fn close_session(&mut self, now: Millis, id: SessionId) {
+        self.clamp(now);
+        let (mut cx, p) = self.split();
+        p.rend.close(&mut cx, id);
+        self.settle();
+    }
+
+    /// Starts the rendezvous timer if it is not running.
+    fn arm_rendezvous(&mut self) {
+        if self.timers.get(Timer::Rendezvous).is_none() {
+            self.timers.set(Timer::Rendezvous, self.now_ms);
+        }
     }
 
     // ---- search -------------------------------------------------------

@@ -4,6 +4,7 @@
 use std::net::SocketAddr;
 
 use super::Millis;
+use super::rendezvous::RendezvousParams;
 use super::search::SearchParams;
 use crate::path::CircuitParams;
 use crate::pow::PowParams;
@@ -70,6 +71,8 @@ pub struct Config {
     pub circuits: CircuitParams,
     /// Publication and search.
     pub search: SearchParams,
+    /// Introduction and rendezvous.
+    pub rendezvous: RendezvousParams,
 }
 
 impl Config {
@@ -99,6 +102,7 @@ impl Config {
             descriptor_refresh_ms: 3600 * 1000,
             circuits: CircuitParams::MAINNET,
             search: SearchParams::MAINNET,
+            rendezvous: RendezvousParams::MAINNET,
         }
     }
 
@@ -112,6 +116,7 @@ impl Config {
             dial_backoff_ms: 5_000,
             circuits: CircuitParams::TESTNET,
             search: SearchParams::TESTNET,
+            rendezvous: RendezvousParams::TESTNET,
             ..Config::mainnet()
         }
     }
@@ -135,6 +140,7 @@ impl Config {
     pub fn validate(self) -> Result<ValidConfig, String> {
         self.circuits.validate()?;
         self.search.validate()?;
+        self.rendezvous.validate()?;
         let positive = [
             ("round_ms", self.round_ms),
             ("handshake_timeout_ms", self.handshake_timeout_ms),

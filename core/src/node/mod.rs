@@ -56,6 +56,7 @@ mod inspect;
 mod links;
 mod outbox;
 mod output;
+mod rendezvous;
 mod search;
 mod timers;
 
@@ -63,10 +64,11 @@ pub use addr::{network_of, source_of};
 pub use api::{Direction, Event, LinkId, Millis, PeerInfo, Stats, Transmit};
 pub use circuits::{
     CircuitId, CircuitInfo, CircuitState, CircuitStats, CloseReason, GuardRecord, Observation,
-    RelayCircuitId, SendError,
+    Purpose, RelayCircuitId, SendError,
 };
 pub use config::{Config, ValidConfig};
 pub use fault::{Cause, Fault, Offence};
+pub use rendezvous::{ConnectError, RendezvousParams, RendezvousStats, SessionEnd, SessionId};
 pub use search::{SearchError, SearchId, SearchParams, SearchStats};
 
 use crate::cell::Cell;
@@ -98,6 +100,7 @@ pub struct Node {
     gossip: Gossip,
     circ: Circuits,
     search: search::Search,
+    rend: rendezvous::Rendezvous,
     out: Out,
     stats: Stats,
     timers: TimerTable,
@@ -113,6 +116,7 @@ struct Parts<'a> {
     gossip: &'a mut Gossip,
     circ: &'a mut Circuits,
     search: &'a mut search::Search,
+    rend: &'a mut rendezvous::Rendezvous,
     descriptor: &'a Descriptor,
 }
 
@@ -170,6 +174,7 @@ impl Node {
             gossip: Gossip::new(brahms),
             circ: Circuits::default(),
             search: search::Search::default(),
+            rend: rendezvous::Rendezvous::default(),
             stats: Stats::default(),
             timers,
             now_ms: now,
@@ -307,6 +312,11 @@ impl Node {
             circuit_parts!(self, cx, w, circ);
             circ.tick(&mut cx, &mut w);
         }
+        if self.timers.due(Timer::Rendezvous, now) {
+            self.timers.clear(Timer::Rendezvous);
+            let (mut cx, p) = self.split();
+            p.rend.tick(&mut cx);
+        }
         if self.timers.due(Timer::Search, now) {
             let have = !self.circ.built().is_empty();
             let (mut cx, p) = self.split();
@@ -364,6 +374,7 @@ impl Node {
             gossip,
             circ,
             search,
+            rend,
             out,
             stats,
             timers,
@@ -387,6 +398,7 @@ impl Node {
                 gossip,
                 circ,
                 search,
+                rend,
                 descriptor,
             },
         )
@@ -601,6 +613,46 @@ impl Node {
             Action::AtClient(id, bytes) => {
                 let (mut cx, p) = self.split();
                 p.search.at_client(&mut cx, id, &bytes);
+            }
+            Action::Rend(input) => {
+                let (mut cx, p) = self.split();
+                p.rend.on(&mut cx, input);
+            }
+            Action::BuildFor {
+                token,
+                purpose,
+                target,
+            } => {
+                let k = {
+                    circuit_parts!(self, cx, w, circ);
+                    circ.build_for(&mut cx, &mut w, purpose, target.as_deref())
+                };
+                let (mut cx, p) = self.split();
+                p.rend.build_started(&mut cx, token, k);
+            }
+            Action::RendToHop(k, bytes) => {
+                circuit_parts!(self, cx, w, circ);
+                circ.send_msg(
+                    &mut cx,
+                    &mut w,
+                    CircuitId(k),
+                    &CircuitMsg::Rendezvous { bytes },
+                );
+            }
+            Action::RendToClient(k, bytes) => {
+                let (mut cx, p) = self.split();
+                p.circ.relay_send_rendezvous(&mut cx, k, bytes);
+            }
+            Action::Splice(a, b) => {
+                self.circ.splice(a, b);
+            }
+            Action::CloseOwn(k) => {
+                circuit_parts!(self, cx, w, circ);
+                circ.close_purpose(&mut cx, &mut w, k);
+            }
+            Action::ProbeOwn(k) => {
+                circuit_parts!(self, cx, w, circ);
+                circ.probe(&mut cx, &mut w, CircuitId(k));
             }
             Action::ToClient(k, bytes) => {
                 let (mut cx, p) = self.split();

@@ -33,6 +33,48 @@ pub(super) enum Action {
     AtClient(super::CircuitId, Vec<u8>),
     /// Send a search message down relayed circuit `k` to its client.
     ToClient(u64, Vec<u8>),
+    /// News for the rendezvous part.
+    Rend(RendIn),
+    /// Build one of our circuits for `purpose` (ending at `target`, a
+    /// signed descriptor, if given); the rendezvous part hears which
+    /// circuit it became under `token`.
+    BuildFor {
+        token: u64,
+        purpose: super::circuits::Purpose,
+        target: Option<Vec<u8>>,
+    },
+    /// Send a rendezvous request to the last hop of our circuit `k`.
+    RendToHop(u64, Vec<u8>),
+    /// As the last hop of relayed circuit `k`, send a rendezvous answer to
+    /// its client.
+    RendToClient(u64, Vec<u8>),
+    /// As a rendezvous point, splice relayed circuits `a` and `b`.
+    Splice(u64, u64),
+    /// Close our circuit `k`.
+    CloseOwn(u64),
+    /// Probe our circuit `k` end to end (it closes if no answer comes).
+    ProbeOwn(u64),
+}
+
+/// What the circuit part tells the rendezvous part.
+#[derive(Debug)]
+pub(super) enum RendIn {
+    /// One of our circuits with a purpose is built; its last hop.
+    Built {
+        circuit: u64,
+        last_hop: crate::identity::NodeId,
+        descriptor: Vec<u8>,
+    },
+    /// One of our circuits with a purpose closed.
+    Closed { circuit: u64 },
+    /// A rendezvous answer from the last hop of our circuit.
+    FromHop { circuit: u64, bytes: Vec<u8> },
+    /// Data on one of our meet or join circuits.
+    Data { circuit: u64, bytes: Vec<u8> },
+    /// As the last hop of relayed circuit `circuit`, a rendezvous request.
+    AtHop { circuit: u64, bytes: Vec<u8> },
+    /// A relayed circuit is gone.
+    RelayGone { circuit: u64 },
 }
 
 /// The node's outputs: cells (through the outbox), events for the driver,

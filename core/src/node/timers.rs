@@ -24,6 +24,8 @@ pub(super) enum Timer {
     CircuitTick,
     /// Search: republication, search timeouts, index expiry.
     Search,
+    /// Rendezvous: session timeouts, keepalives, introduction points.
+    Rendezvous,
 }
 
 /// Deadlines by timer.

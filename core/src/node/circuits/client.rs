@@ -6,16 +6,17 @@ use rand_core::RngCore;
 use super::flow::Window;
 use super::roles::AtClient;
 use super::{
-    CircRef, CircuitId, CircuitInfo, CircuitState, Circuits, CloseReason, SendError, Waiter, World,
+    CircRef, CircuitId, CircuitInfo, CircuitState, Circuits, CloseReason, Purpose, SendError,
+    Waiter, World,
 };
 use crate::cell::{Cell, command};
-use crate::circuit::{CircuitMsg, ClientHopHandshake, MAX_DATA_BYTES};
+use crate::circuit::{CircuitMsg, ClientHopHandshake, MAX_DATA_BYTES, MAX_EXTENDS};
 use crate::descriptor::Descriptor;
 use crate::identity::NodeId;
-use crate::node::output::Ctx;
+use crate::node::output::{Action, Ctx, RendIn};
 use crate::node::{Event, LinkId};
 use crate::onion::OnionClient;
-use crate::path::Candidate;
+use crate::path::{self, Candidate};
 
 /// Builds in a row that may fail to reach a vanguard before it is replaced.
 const VANGUARD_MAX_FAILURES: u32 = 3;
@@ -52,11 +53,16 @@ pub(super) struct OwnCircuit {
     window: Window,
     /// The CREATE was re-sent once after its link closed.
     retried: bool,
+    purpose: Purpose,
 }
 
 impl OwnCircuit {
     pub(super) fn state(&self) -> CircuitState {
         self.state
+    }
+
+    pub(super) fn purpose(&self) -> Purpose {
+        self.purpose
     }
 
     fn info(&self, k: u64) -> CircuitInfo {
@@ -66,6 +72,7 @@ impl OwnCircuit {
             state: self.state,
             created_ms: self.created_ms,
             built_ms: self.built_ms,
+            purpose: self.purpose,
         }
     }
 }
@@ -76,9 +83,26 @@ impl Circuits {
         self.own.iter().map(|(k, c)| c.info(*k)).collect()
     }
 
+    /// What one of our circuits is for.
+    pub(in crate::node) fn purpose(&self, id: CircuitId) -> Option<Purpose> {
+        self.own.get(&id.0).map(|c| c.purpose)
+    }
+
     /// Remaining flow-control credit of one of our circuits.
     pub(in crate::node) fn window(&self, id: CircuitId) -> Option<u32> {
         self.own.get(&id.0).map(|c| c.window.credit())
+    }
+
+    /// Closes one of our circuits with a purpose (never a general one:
+    /// the rendezvous part asks only for its own).
+    pub(in crate::node) fn close_purpose(&mut self, cx: &mut Ctx<'_>, w: &mut World<'_>, k: u64) {
+        if self
+            .own
+            .get(&k)
+            .is_some_and(|c| c.purpose != Purpose::General)
+        {
+            self.close_own(cx, w, k, CloseReason::Done, true);
+        }
     }
 
     /// Sends a probe over a built circuit.
@@ -102,12 +126,12 @@ impl Circuits {
         true
     }
 
-    /// Our built circuits (not closing), with their hop counts, oldest
-    /// first.
+    /// Our built general circuits (not closing), with their hop counts,
+    /// oldest first.
     pub(in crate::node) fn built(&self) -> Vec<(CircuitId, usize)> {
         self.own
             .iter()
-            .filter(|(_, c)| c.state == CircuitState::Built)
+            .filter(|(_, c)| c.state == CircuitState::Built && c.purpose == Purpose::General)
             .map(|(k, c)| (CircuitId(*k), c.path.len()))
             .collect()
     }
@@ -198,11 +222,46 @@ impl Circuits {
         }
     }
 
-    /// Starts one build. False if no path can be made now.
+    /// Starts one general build. False if no path can be made now.
     pub(super) fn build(&mut self, cx: &mut Ctx<'_>, w: &mut World<'_>) -> bool {
-        let Some((path, descriptors)) = self.guards.path(cx, w) else {
-            return false;
-        };
+        self.build_for(cx, w, Purpose::General, None).is_some()
+    }
+
+    /// Starts one build for `purpose`; with a `target` (a signed
+    /// descriptor, checked here like an EXTEND's), the circuit ends there,
+    /// after a full-length path of our own choosing (one hop shorter if
+    /// that would pass [`MAX_EXTENDS`]). Returns the circuit's key, or None
+    /// if no path can be made now or the target does not check.
+    pub(in crate::node) fn build_for(
+        &mut self,
+        cx: &mut Ctx<'_>,
+        w: &mut World<'_>,
+        purpose: Purpose,
+        target: Option<&[u8]>,
+    ) -> Option<u64> {
+        let (mut path, mut descriptors) = self.guards.path(cx, w)?;
+        if let Some(bytes) = target {
+            let d = Descriptor::decode(bytes)
+                .ok()
+                .and_then(|u| w.dir.check(cx, u, w.descriptor).ok())?;
+            if !d.is_relay() || d.node_id() == cx.identity.node_id() {
+                return None;
+            }
+            let hop = Candidate {
+                id: d.node_id(),
+                addr: d.address()?,
+                first_seen_ms: cx.now,
+            };
+            if path.len() > usize::from(MAX_EXTENDS) {
+                path.pop();
+                descriptors.pop();
+            }
+            if !path::compatible(&cx.config.circuits, &path, &hop) {
+                return None;
+            }
+            path.push(hop);
+            descriptors.push(d);
+        }
         let config = cx.config;
         let p = &config.circuits;
         let guard = path[0];
@@ -225,12 +284,14 @@ impl Circuits {
                 probe: None,
                 window: Window::new(p),
                 retried: false,
+                purpose,
             },
         );
         if !self.wait_for(cx, w, guard.id, guard.addr, Waiter::Own(k)) {
             self.close_own(cx, w, k, CloseReason::GuardUnreachable, true);
+            return None;
         }
-        true
+        Some(k)
     }
 
     /// The link a CREATE went out on closed before CREATED came back (the
@@ -415,7 +476,20 @@ impl Circuits {
                     c.state = CircuitState::Built;
                     c.build = Build::Done;
                     c.built_ms = Some(now);
-                    c.deadline_ms = now + p.lifetime_ms;
+                    // Only general circuits rotate on a clock; the
+                    // rendezvous part closes the others.
+                    c.deadline_ms = match c.purpose {
+                        Purpose::General => now + p.lifetime_ms,
+                        _ => u64::MAX,
+                    };
+                    if c.purpose != Purpose::General {
+                        let last = c.descriptors.len() - 1;
+                        cx.out.act(Action::Rend(RendIn::Built {
+                            circuit: k,
+                            last_hop: c.descriptors[last].node_id(),
+                            descriptor: c.descriptors[last].to_bytes(),
+                        }));
+                    }
                     cx.stats.circuits.built += 1;
                     if let Some(v) = c.path.get(1) {
                         self.guards.vanguard_reached(v.id);
@@ -433,18 +507,34 @@ impl Circuits {
             }
             AtClient::Data { bytes } if hop == last && c.state != CircuitState::Building => {
                 let ack = c.window.delivered(p);
-                cx.event(Event::CircuitData {
-                    id: CircuitId(k),
-                    data: bytes,
-                });
+                match c.purpose {
+                    Purpose::Meet | Purpose::Join => {
+                        cx.out.act(Action::Rend(RendIn::Data { circuit: k, bytes }));
+                    }
+                    _ => cx.event(Event::CircuitData {
+                        id: CircuitId(k),
+                        data: bytes,
+                    }),
+                }
                 if ack {
                     self.send_own(cx, w, k, last, &CircuitMsg::Sendme);
                 }
             }
             AtClient::Sendme if hop == last => c.window.sendme(p),
-            AtClient::SearchReply { bytes } if hop == last && c.state != CircuitState::Building => {
+            AtClient::SearchReply { bytes }
+                if hop == last
+                    && c.state != CircuitState::Building
+                    && c.purpose == Purpose::General =>
+            {
+                cx.out.act(Action::AtClient(CircuitId(k), bytes));
+            }
+            AtClient::RendezvousReply { bytes }
+                if hop == last
+                    && c.state != CircuitState::Building
+                    && c.purpose != Purpose::General =>
+            {
                 cx.out
-                    .act(crate::node::output::Action::AtClient(CircuitId(k), bytes));
+                    .act(Action::Rend(RendIn::FromHop { circuit: k, bytes }));
             }
             _ => self.close_own(cx, w, k, CloseReason::Protocol, true),
         }
@@ -491,6 +581,9 @@ impl Circuits {
         }
         if !built {
             cx.stats.circuits.failed += 1;
+        }
+        if c.purpose != Purpose::General {
+            cx.out.act(Action::Rend(RendIn::Closed { circuit: k }));
         }
         cx.event(Event::CircuitClosed {
             id: CircuitId(k),

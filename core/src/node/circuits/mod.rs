@@ -50,7 +50,7 @@ mod types;
 
 pub use types::{
     CircuitId, CircuitInfo, CircuitState, CircuitStats, CloseReason, GuardRecord, Observation,
-    RelayCircuitId, SendError,
+    Purpose, RelayCircuitId, SendError,
 };
 
 use client::OwnCircuit;
@@ -380,11 +380,11 @@ impl Circuits {
         }
         self.guards.maintain(cx, w);
         self.guards.client_links(cx, w);
-        // Keep the wanted number of circuits built or building.
+        // Keep the wanted number of general circuits built or building.
         let live = self
             .own
             .values()
-            .filter(|c| c.state() != CircuitState::Closing)
+            .filter(|c| c.state() != CircuitState::Closing && c.purpose() == Purpose::General)
             .count();
         for _ in live..p.circuits_wanted {
             if !self.build(cx, w) {

@@ -41,6 +41,8 @@ pub(super) struct RelayCircuit {
     /// RELAY_EARLY cells seen on this circuit (at most
     /// [`crate::circuit::MAX_EXTENDS`]).
     early: u8,
+    /// As a rendezvous point: the circuit this one is spliced to.
+    spliced: Option<u64>,
 }
 
 impl RelayCircuit {
@@ -253,6 +255,20 @@ impl Circuits {
         };
         let config = cx.config;
         let p = &config.circuits;
+        // A spliced circuit: data and flow control go to the other circuit
+        // unread (they are sealed end to end), and the two ends run flow
+        // control between themselves.
+        let msg = match (msg, r.spliced) {
+            (AtLastHop::Data { bytes }, Some(other)) => {
+                cx.stats.circuits.spliced_cells += 1;
+                self.touch(cx, other);
+                return self.send_backward(cx, other, &CircuitMsg::Data { bytes });
+            }
+            (AtLastHop::Sendme, Some(other)) => {
+                return self.send_backward(cx, other, &CircuitMsg::Sendme);
+            }
+            (msg, _) => msg,
+        };
         match msg {
             AtLastHop::Extend {
                 descriptor,
@@ -262,6 +278,11 @@ impl Circuits {
                 self.on_extend(cx, w, k, prev, &descriptor, handshake);
             }
             AtLastHop::Probe { nonce } => self.answer_probe(cx, k, nonce),
+            AtLastHop::Rendezvous { bytes } => {
+                cx.out.act(crate::node::output::Action::Rend(
+                    crate::node::output::RendIn::AtHop { circuit: k, bytes },
+                ));
+            }
             AtLastHop::Data { bytes } => {
                 cx.stats.circuits.relay_data_received += 1;
                 let ack = r.window.delivered(p);
@@ -470,6 +491,7 @@ impl Circuits {
                 last_used_ms: cx.now,
                 window: Window::new(&cx.config.circuits),
                 early: 0,
+                spliced: None,
             },
         );
         self.table(cx, link).ids.insert(cid, CircRef::Prev(k));
@@ -482,12 +504,54 @@ impl Circuits {
         self.relays.contains_key(&k)
     }
 
+    /// As a rendezvous point, splices relayed circuits `a` and `b`: both
+    /// must end here and be spliced to nothing yet. From now on each one's
+    /// data and flow-control messages go down the other.
+    pub(in crate::node) fn splice(&mut self, a: u64, b: u64) -> bool {
+        let free = |r: Option<&RelayCircuit>| r.is_some_and(|r| r.is_last() && r.spliced.is_none());
+        if a == b || !free(self.relays.get(&a)) || !free(self.relays.get(&b)) {
+            return false;
+        }
+        for (x, y) in [(a, b), (b, a)] {
+            if let Some(r) = self.relays.get_mut(&x) {
+                r.spliced = Some(y);
+            }
+        }
+        true
+    }
+
+    /// As the last hop of relayed circuit `k`, sends a rendezvous message
+    /// to its client.
+    pub(in crate::node) fn relay_send_rendezvous(
+        &mut self,
+        cx: &mut Ctx<'_>,
+        k: u64,
+        bytes: Vec<u8>,
+    ) {
+        self.relay_send_msg(cx, k, &CircuitMsg::RendezvousReply { bytes });
+    }
+
+    fn touch(&mut self, cx: &Ctx<'_>, k: u64) {
+        if let Some(r) = self.relays.get_mut(&k) {
+            r.last_used_ms = cx.now;
+        }
+    }
+
     /// Forgets a relayed circuit and sends DESTROY both ways (to whichever
-    /// sides still know it).
+    /// sides still know it). A circuit spliced to it goes too.
     pub(super) fn drop_relay(&mut self, cx: &mut Ctx<'_>, k: u64, fault: Fault) {
         let Some(r) = self.relays.remove(&k) else {
             return;
         };
+        cx.out.act(crate::node::output::Action::Rend(
+            crate::node::output::RendIn::RelayGone { circuit: k },
+        ));
+        if let Some(other) = r.spliced {
+            if let Some(o) = self.relays.get_mut(&other) {
+                o.spliced = None;
+            }
+            self.drop_relay(cx, other, Fault::Local(Cause::Gone));
+        }
         tracing::debug!(relayed = k, %fault, "relayed circuit dropped");
         if r.extending.is_some() {
             self.unwait(Waiter::Relay(k));

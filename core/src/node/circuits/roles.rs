@@ -23,6 +23,8 @@ pub(super) enum AtClient {
     Sendme,
     /// A search answer from the exit.
     SearchReply { bytes: Vec<u8> },
+    /// An introduction or rendezvous answer from the last hop.
+    RendezvousReply { bytes: Vec<u8> },
 }
 
 impl AtClient {
@@ -33,6 +35,7 @@ impl AtClient {
             CircuitMsg::Data { bytes } => AtClient::Data { bytes },
             CircuitMsg::Sendme => AtClient::Sendme,
             CircuitMsg::SearchReply { bytes } => AtClient::SearchReply { bytes },
+            CircuitMsg::RendezvousReply { bytes } => AtClient::RendezvousReply { bytes },
             _ => return None,
         })
     }
@@ -71,6 +74,8 @@ pub(super) enum AtLastHop {
     Sendme,
     /// A publication or a search to start from here (the exit).
     Search { bytes: Vec<u8> },
+    /// Be an introduction or rendezvous point, introduce, or join.
+    Rendezvous { bytes: Vec<u8> },
 }
 
 impl AtLastHop {
@@ -88,6 +93,7 @@ impl AtLastHop {
             CircuitMsg::Data { bytes } => AtLastHop::Data { bytes },
             CircuitMsg::Sendme => AtLastHop::Sendme,
             CircuitMsg::Search { bytes } => AtLastHop::Search { bytes },
+            CircuitMsg::Rendezvous { bytes } => AtLastHop::Rendezvous { bytes },
             _ => return None,
         })
     }

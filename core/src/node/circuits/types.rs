@@ -39,6 +39,38 @@ impl CircuitState {
     }
 }
 
+/// What one of our circuits is for (serialised as `general`, `intro`,
+/// `meet`, `introduce`, `join`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+#[cfg_attr(feature = "serde", serde(rename_all = "snake_case"))]
+pub enum Purpose {
+    /// Searches and publications: the pool kept at `circuits_wanted`,
+    /// rotated after `lifetime_ms`.
+    General,
+    /// Ends at an introduction point of one of our services.
+    Intro,
+    /// Ends at a rendezvous point we chose, to meet a service.
+    Meet,
+    /// Ends at someone else's introduction point, to introduce ourselves.
+    Introduce,
+    /// Ends at the rendezvous point a downloader chose, to join it.
+    Join,
+}
+
+impl Purpose {
+    /// As serialised.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Purpose::General => "general",
+            Purpose::Intro => "intro",
+            Purpose::Meet => "meet",
+            Purpose::Introduce => "introduce",
+            Purpose::Join => "join",
+        }
+    }
+}
+
 /// One of our circuits, for `veil circuits`.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct CircuitInfo {
@@ -52,6 +84,8 @@ pub struct CircuitInfo {
     pub created_ms: Millis,
     /// When the probe came back.
     pub built_ms: Option<Millis>,
+    /// What it is for.
+    pub purpose: Purpose,
 }
 
 /// A guard as the driver persists it: order matters (first = primary).
@@ -85,6 +119,8 @@ pub enum CloseReason {
     /// Its cells piled up beyond [`crate::node::Config::max_circuit_queue_cells`]
     /// on a link (flow control broken, or the node's queues were full).
     Overloaded,
+    /// Its job was done (a rendezvous circuit no longer needed).
+    Done,
 }
 
 impl CloseReason {
@@ -97,6 +133,7 @@ impl CloseReason {
             CloseReason::Protocol => Fault::Misbehaved(Offence::BadCell),
             CloseReason::GuardUnreachable => Fault::Local(Cause::ExtendFailed),
             CloseReason::Overloaded => Fault::Local(Cause::Resources),
+            CloseReason::Done => Fault::Local(Cause::Gone),
         }
     }
 }
@@ -204,4 +241,7 @@ pub struct CircuitStats {
     /// Relayed circuits destroyed for passing more than
     /// [`crate::circuit::MAX_EXTENDS`] RELAY_EARLY cells.
     pub over_extend_budget: u64,
+    /// Data cells passed between two spliced circuits, as a rendezvous
+    /// point.
+    pub spliced_cells: u64,
 }

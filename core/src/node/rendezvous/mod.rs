@@ -1,0 +1,1102 @@
+//! The rendezvous part: our services and their introduction points, our
+//! sessions (as a downloader or as a service), and, as a relay, the
+//! introduction and rendezvous points we serve for others. The protocol and
+//! its cryptography are in [`crate::rendezvous`]; this part runs it over
+//! circuits.
+//!
+//! It never touches a circuit itself: it asks the node for builds, messages
+//! and splices with [`Action`]s, and hears back through [`RendIn`]s. The
+//! circuits it asks for carry a [`Purpose`] other than `General`, so they
+//! are never used for searches, never rotated on a clock, and closed by
+//! this part when their job is done.
+//!
+//! # Bounds (each has an attacker test in `tests.rs`)
+//!
+//! - As an introduction point: at most `max_intro_registrations`
+//!   registrations, one per circuit; `intros_per_sec` introductions per
+//!   service (burst 2 s), beyond which the introducer is told
+//!   `RateLimited`.
+//! - As a rendezvous point: at most `max_cookies` cookies, each for
+//!   `cookie_ttl_ms`; a cookie joins once.
+//! - As a service: `accepts_per_sec` introductions acted on (each costs a
+//!   circuit build), all services together, so nobody can make us build
+//!   circuits at will; introductions seen before are refused (replay cache
+//!   of `replay_cache` entries).
+//! - Sessions: at most `max_sessions`, each opened within
+//!   `connect_timeout_ms`.
+
+use std::collections::BTreeMap;
+
+use rand_core::RngCore;
+
+use super::circuits::Purpose;
+use super::links::TokenBucket;
+use super::output::{Action, Ctx, RendIn};
+use super::{Event, Millis};
+use crate::identity::{NodeId, PublisherId};
+use crate::rendezvous::{
+    self, FromHop, IntroStatus, Introducing, Introduction, ServiceKey, ServicePublic, Session,
+    ToHop,
+};
+
+#[cfg(test)]
+mod tests;
+
+/// Rendezvous parameters.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RendezvousParams {
+    /// Introduction points each service keeps.
+    pub intro_points: usize,
+    /// As an introduction point: introductions passed per second for one
+    /// service (burst 2 s).
+    pub intros_per_sec: u32,
+    /// As a service: introductions acted on per second, all services
+    /// together (burst 2 s). Each costs a circuit build.
+    pub accepts_per_sec: u32,
+    /// As a relay: introduction point registrations held.
+    pub max_intro_registrations: usize,
+    /// As a relay: rendezvous cookies held.
+    pub max_cookies: usize,
+    /// A cookie not joined within this is dropped.
+    pub cookie_ttl_ms: Millis,
+    /// Sessions at most, open or opening.
+    pub max_sessions: usize,
+    /// A session must open within this.
+    pub connect_timeout_ms: Millis,
+    /// Introductions remembered, against replay.
+    pub replay_cache: usize,
+    /// Our introduction circuits are probed this often, so relays keep
+    /// them while idle.
+    pub keepalive_ms: Millis,
+    /// Housekeeping period.
+    pub tick_ms: Millis,
+}
+
+impl RendezvousParams {
+    /// The real network.
+    pub const MAINNET: RendezvousParams = RendezvousParams {
+        intro_points: 3,
+        intros_per_sec: 25,
+        accepts_per_sec: 4,
+        max_intro_registrations: 4096,
+        max_cookies: 4096,
+        cookie_ttl_ms: 60_000,
+        max_sessions: 256,
+        connect_timeout_ms: 60_000,
+        replay_cache: 16_384,
+        keepalive_ms: 5 * 60_000,
+        tick_ms: 1_000,
+    };
+
+    /// Local test networks: shorter timers.
+    pub const TESTNET: RendezvousParams = RendezvousParams {
+        connect_timeout_ms: 30_000,
+        keepalive_ms: 60_000,
+        tick_ms: 500,
+        ..RendezvousParams::MAINNET
+    };
+
+    pub(super) fn validate(&self) -> Result<(), String> {
+        let positive = [
+            ("intro_points", self.intro_points as u64),
+            ("intros_per_sec", u64::from(self.intros_per_sec)),
+            ("accepts_per_sec", u64::from(self.accepts_per_sec)),
+            (
+                "max_intro_registrations",
+                self.max_intro_registrations as u64,
+            ),
+            ("max_cookies", self.max_cookies as u64),
+            ("cookie_ttl_ms", self.cookie_ttl_ms),
+            ("max_sessions", self.max_sessions as u64),
+            ("connect_timeout_ms", self.connect_timeout_ms),
+            ("replay_cache", self.replay_cache as u64),
+            ("keepalive_ms", self.keepalive_ms),
+            ("tick_ms", self.tick_ms),
+        ];
+        match positive.iter().find(|(_, v)| *v == 0) {
+            Some((name, _)) => Err(format!("rendezvous.{name} must be positive")),
+            None => Ok(()),
+        }
+    }
+}
+
+/// Our handle for one end-to-end session. Unique for the node's life.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct SessionId(pub u64);
+
+/// Why a session ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SessionEnd {
+    /// We closed it.
+    Closed,
+    /// Its circuit closed (the other end left, or a relay dropped it).
+    CircuitClosed,
+    /// It did not open within `connect_timeout_ms`.
+    Timeout,
+    /// Every introduction point refused or failed.
+    Unreachable,
+    /// A message did not authenticate: someone tampered with the channel.
+    Tampered,
+}
+
+/// Why a session could not be started.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum ConnectError {
+    /// `max_sessions` are open or opening.
+    #[error("too many sessions")]
+    TooMany,
+    /// The service named no introduction point.
+    #[error("no introduction point")]
+    NoIntroPoints,
+}
+
+/// Rendezvous counters (part of [`crate::node::Stats`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RendezvousStats {
+    /// As an introduction point: registrations accepted.
+    pub intro_registered: u64,
+    /// As an introduction point: introductions passed to a service.
+    pub introductions_passed: u64,
+    /// As an introduction point: introductions refused (rate, unknown
+    /// service).
+    pub introductions_refused: u64,
+    /// As a rendezvous point: circuits spliced.
+    pub splices: u64,
+    /// Requests refused as malformed, badly signed, over a cap, or not
+    /// allowed on that circuit.
+    pub refused: u64,
+    /// As a service: introductions not acted on (rate, replay, sessions
+    /// cap, not opening).
+    pub accepts_refused: u64,
+    /// Sessions opened (both sides).
+    pub sessions_opened: u64,
+    /// Sessions that failed before opening.
+    pub sessions_failed: u64,
+    /// Messages that did not open on an open session.
+    pub tampered: u64,
+}
+
+/// What we asked a circuit for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Job {
+    /// An introduction point of our service.
+    Intro(PublisherId),
+    /// Our rendezvous point for a session.
+    Meet(SessionId),
+    /// To an introduction point, for a session.
+    Introduce(SessionId),
+    /// To a downloader's rendezvous point, for a session.
+    Join(SessionId),
+}
+
+impl Job {
+    fn purpose(self) -> Purpose {
+        match self {
+            Job::Intro(_) => Purpose::Intro,
+            Job::Meet(_) => Purpose::Meet,
+            Job::Introduce(_) => Purpose::Introduce,
+            Job::Join(_) => Purpose::Join,
+        }
+    }
+}
+
+#[derive(Debug)]
+struct IntroPoint {
+    node: NodeId,
+    descriptor: Vec<u8>,
+    established: bool,
+    probed_ms: Millis,
+}
+
+#[derive(Debug)]
+struct Service {
+    key: ServiceKey,
+    /// By circuit (built ones only).
+    points: BTreeMap<u64, IntroPoint>,
+    /// Intro circuits asked for and not built yet.
+    building: usize,
+    /// The descriptors last announced.
+    announced: Vec<Vec<u8>>,
+}
+
+/// A session from its start to its end.
+#[derive(Debug)]
+enum State {
+    /// Ours, as a downloader: meeting at our rendezvous point, introducing
+    /// ourselves through one of the service's introduction points.
+    Connecting {
+        service: ServicePublic,
+        /// Introduction points not tried yet.
+        intros: Vec<Vec<u8>>,
+        cookie: [u8; rendezvous::COOKIE_BYTES],
+        meet: Option<u64>,
+        /// The rendezvous point's descriptor, once the cookie is there.
+        rendezvous: Option<Vec<u8>>,
+        rp_descriptor: Option<Vec<u8>>,
+        introduce: Option<u64>,
+        introduce_built: bool,
+        handshake: Option<Box<Introducing>>,
+    },
+    /// As a service: the session's keys are made; joining the downloader's
+    /// rendezvous point.
+    Joining {
+        cookie: [u8; rendezvous::COOKIE_BYTES],
+        msg2: Vec<u8>,
+        session: Session,
+    },
+    /// Open on `circuit`.
+    Open { circuit: u64, session: Session },
+}
+
+#[derive(Debug)]
+struct Sess {
+    state: State,
+    service: PublisherId,
+    inbound: bool,
+    deadline_ms: Millis,
+}
+
+#[derive(Debug)]
+struct Registration {
+    circuit: u64,
+    bucket: TokenBucket,
+}
+
+/// The rendezvous part of the node.
+#[derive(Debug, Default)]
+pub(super) struct Rendezvous {
+    // As a relay.
+    registrations: BTreeMap<PublisherId, Registration>,
+    registered_on: BTreeMap<u64, PublisherId>,
+    cookies: BTreeMap<[u8; rendezvous::COOKIE_BYTES], (u64, Millis)>,
+    cookie_on: BTreeMap<u64, [u8; rendezvous::COOKIE_BYTES]>,
+    // As a service.
+    services: BTreeMap<PublisherId, Service>,
+    accepts: Option<TokenBucket>,
+    replay: BTreeMap<[u8; 32], Millis>,
+    // Ours.
+    builds: BTreeMap<u64, Job>,
+    circuits: BTreeMap<u64, Job>,
+    next_token: u64,
+    sessions: BTreeMap<SessionId, Sess>,
+    next_session: u64,
+}
+
+impl Rendezvous {
+    // ---- commands ------------------------------------------------------
+
+    /// Runs `key` as a service: introduction points are set up over the
+    /// next ticks, and announced with [`Event::IntroPoints`].
+    pub(super) fn add_service(&mut self, cx: &mut Ctx<'_>, key: ServiceKey) -> PublisherId {
+        let id = key.id();
+        self.services.entry(id).or_insert(Service {
+            key,
+            points: BTreeMap::new(),
+            building: 0,
+            announced: Vec::new(),
+        });
+        self.maintain(cx);
+        id
+    }
+
+    /// Stops a service: its introduction circuits close.
+    pub(super) fn remove_service(&mut self, cx: &mut Ctx<'_>, id: &PublisherId) {
+        if let Some(s) = self.services.remove(id) {
+            for k in s.points.keys() {
+                cx.out.act(Action::CloseOwn(*k));
+            }
+        }
+    }
+
+    /// Starts a session with `service` through one of `intros` (signed
+    /// descriptors of its introduction points, tried in turn).
+    pub(super) fn connect(
+        &mut self,
+        cx: &mut Ctx<'_>,
+        service: ServicePublic,
+        intros: Vec<Vec<u8>>,
+    ) -> Result<SessionId, ConnectError> {
+        if intros.is_empty() {
+            return Err(ConnectError::NoIntroPoints);
+        }
+        if self.sessions.len() >= cx.config.rendezvous.max_sessions {
+            return Err(ConnectError::TooMany);
+        }
+        let id = self.new_session();
+        let cookie = rendezvous::cookie(cx.rng);
+        self.sessions.insert(
+            id,
+            Sess {
+                state: State::Connecting {
+                    service,
+                    intros,
+                    cookie,
+                    meet: None,
+                    rendezvous: None,
+                    rp_descriptor: None,
+                    introduce: None,
+                    introduce_built: false,
+                    handshake: None,
+                },
+                service: service.id(),
+                inbound: false,
+                deadline_ms: cx.now + cx.config.rendezvous.connect_timeout_ms,
+            },
+        );
+        self.build(cx, Job::Meet(id), None);
+        self.next_intro(cx, id);
+        Ok(id)
+    }
+
+    /// Ends a session and closes its circuits.
+    pub(super) fn close(&mut self, cx: &mut Ctx<'_>, id: SessionId) {
+        self.end(cx, id, SessionEnd::Closed);
+    }
+
+    /// The circuit an open session runs on.
+    pub(super) fn session_circuit(&self, id: SessionId) -> Option<u64> {
+        match self.sessions.get(&id)?.state {
+            State::Open { circuit, .. } => Some(circuit),
+            _ => None,
+        }
+    }
+
+    /// Seals `bytes` for session `id` (the caller checked that the
+    /// circuit can take a data cell, so the nonce is not wasted).
+    pub(super) fn seal(&mut self, id: SessionId, bytes: &[u8]) -> Option<Vec<u8>> {
+        match &mut self.sessions.get_mut(&id)?.state {
+            State::Open { session, .. } => session.seal(bytes).ok(),
+            _ => None,
+        }
+    }
+
+    /// The introduction points of service `id` that are in place.
+    pub(super) fn intro_points(&self, id: &PublisherId) -> Vec<Vec<u8>> {
+        self.services.get(id).map(established).unwrap_or_default()
+    }
+
+    // ---- the circuit part's news ----------------------------------------
+
+    pub(super) fn on(&mut self, cx: &mut Ctx<'_>, input: RendIn) {
+        match input {
+            RendIn::Built {
+                circuit,
+                last_hop,
+                descriptor,
+            } => self.built(cx, circuit, last_hop, descriptor),
+            RendIn::Closed { circuit } => self.closed(cx, circuit),
+            RendIn::FromHop { circuit, bytes } => self.on_answer(cx, circuit, &bytes),
+            RendIn::Data { circuit, bytes } => self.data(cx, circuit, &bytes),
+            RendIn::AtHop { circuit, bytes } => self.at_hop(cx, circuit, &bytes),
+            RendIn::RelayGone { circuit } => self.relay_gone(circuit),
+        }
+    }
+
+    /// A build we asked for under `token` started as circuit `k` (or could
+    /// not start).
+    pub(super) fn build_started(&mut self, cx: &mut Ctx<'_>, token: u64, k: Option<u64>) {
+        let Some(job) = self.builds.remove(&token) else {
+            if let Some(k) = k {
+                cx.out.act(Action::CloseOwn(k));
+            }
+            return;
+        };
+        match k {
+            Some(k) => {
+                self.circuits.insert(k, job);
+            }
+            None => self.build_failed(cx, job),
+        }
+    }
+
+    fn build(&mut self, cx: &mut Ctx<'_>, job: Job, target: Option<Vec<u8>>) {
+        let token = self.next_token;
+        self.next_token += 1;
+        self.builds.insert(token, job);
+        cx.out.act(Action::BuildFor {
+            token,
+            purpose: job.purpose(),
+            target,
+        });
+    }
+
+    fn build_failed(&mut self, cx: &mut Ctx<'_>, job: Job) {
+        match job {
+            Job::Intro(s) => {
+                if let Some(s) = self.services.get_mut(&s) {
+                    s.building = s.building.saturating_sub(1);
+                }
+            }
+            Job::Introduce(id) => self.next_intro(cx, id),
+            Job::Meet(id) | Job::Join(id) => self.fail(cx, id, SessionEnd::Unreachable),
+        }
+    }
+
+    fn built(&mut self, cx: &mut Ctx<'_>, k: u64, last_hop: NodeId, descriptor: Vec<u8>) {
+        let Some(job) = self.circuits.get(&k).copied() else {
+            // Not ours (any more).
+            cx.out.act(Action::CloseOwn(k));
+            return;
+        };
+        match job {
+            Job::Intro(sid) => {
+                let Some(s) = self.services.get_mut(&sid) else {
+                    cx.out.act(Action::CloseOwn(k));
+                    return;
+                };
+                s.building = s.building.saturating_sub(1);
+                // One registration per introduction point.
+                if s.points.values().any(|p| p.node == last_hop) {
+                    self.circuits.remove(&k);
+                    cx.out.act(Action::CloseOwn(k));
+                    return;
+                }
+                s.points.insert(
+                    k,
+                    IntroPoint {
+                        node: last_hop,
+                        descriptor,
+                        established: false,
+                        probed_ms: cx.now,
+                    },
+                );
+                let msg = s.key.establish_intro(last_hop);
+                send(cx, k, &msg);
+            }
+            Job::Meet(id) => {
+                let Some(Sess {
+                    state:
+                        State::Connecting {
+                            cookie,
+                            meet,
+                            rp_descriptor,
+                            ..
+                        },
+                    ..
+                }) = self.sessions.get_mut(&id)
+                else {
+                    return self.orphan(cx, k);
+                };
+                *meet = Some(k);
+                *rp_descriptor = Some(descriptor);
+                let msg = ToHop::EstablishRendezvous { cookie: *cookie };
+                send(cx, k, &msg);
+            }
+            Job::Introduce(id) => {
+                let Some(Sess {
+                    state:
+                        State::Connecting {
+                            introduce_built, ..
+                        },
+                    ..
+                }) = self.sessions.get_mut(&id)
+                else {
+                    return self.orphan(cx, k);
+                };
+                *introduce_built = true;
+                self.try_introduce(cx, id);
+            }
+            Job::Join(id) => {
+                let Some(Sess {
+                    state,
+                    service,
+                    inbound,
+                    deadline_ms,
+                }) = self.sessions.remove(&id)
+                else {
+                    return self.orphan(cx, k);
+                };
+                let State::Joining {
+                    cookie,
+                    msg2,
+                    session,
+                } = state
+                else {
+                    self.sessions.insert(
+                        id,
+                        Sess {
+                            state,
+                            service,
+                            inbound,
+                            deadline_ms,
+                        },
+                    );
+                    return self.orphan(cx, k);
+                };
+                send(
+                    cx,
+                    k,
+                    &ToHop::Join {
+                        cookie,
+                        handshake: msg2,
+                    },
+                );
+                // The downloader speaks first; the session is open for us
+                // as soon as the join is on its way.
+                self.sessions.insert(
+                    id,
+                    Sess {
+                        state: State::Open {
+                            circuit: k,
+                            session,
+                        },
+                        service,
+                        inbound,
+                        deadline_ms,
+                    },
+                );
+                cx.stats.rendezvous.sessions_opened += 1;
+                cx.event(Event::SessionOpened {
+                    session: id,
+                    service,
+                    inbound: true,
+                });
+            }
+        }
+    }
+
+    fn orphan(&mut self, cx: &mut Ctx<'_>, k: u64) {
+        self.circuits.remove(&k);
+        cx.out.act(Action::CloseOwn(k));
+    }
+
+    fn closed(&mut self, cx: &mut Ctx<'_>, k: u64) {
+        let Some(job) = self.circuits.remove(&k) else {
+            return;
+        };
+        match job {
+            Job::Intro(sid) => {
+                if let Some(s) = self.services.get_mut(&sid) {
+                    let was = s.points.remove(&k);
+                    if was.is_none() {
+                        s.building = s.building.saturating_sub(1);
+                    }
+                    self.announce(cx, sid);
+                }
+            }
+            Job::Introduce(id) => {
+                // Closed before an answer: try the next point.
+                let waiting = matches!(
+                    self.sessions.get(&id),
+                    Some(Sess { state: State::Connecting { introduce: Some(i), .. }, .. }) if *i == k
+                );
+                let unbuilt = matches!(
+                    self.sessions.get(&id),
+                    Some(Sess {
+                        state: State::Connecting {
+                            introduce: None,
+                            ..
+                        },
+                        ..
+                    })
+                );
+                if waiting || unbuilt {
+                    self.next_intro(cx, id);
+                }
+            }
+            Job::Meet(id) | Job::Join(id) => {
+                let end = match self.sessions.get(&id).map(|s| &s.state) {
+                    Some(State::Open { .. }) => SessionEnd::CircuitClosed,
+                    _ => SessionEnd::Unreachable,
+                };
+                self.end(cx, id, end);
+            }
+        }
+    }
+
+    /// Asks for a circuit to the next untried introduction point of session
+    /// `id`, or fails it when none is left.
+    fn next_intro(&mut self, cx: &mut Ctx<'_>, id: SessionId) {
+        let Some(Sess {
+            state:
+                State::Connecting {
+                    intros,
+                    introduce,
+                    introduce_built,
+                    handshake,
+                    ..
+                },
+            ..
+        }) = self.sessions.get_mut(&id)
+        else {
+            return;
+        };
+        *introduce = None;
+        *introduce_built = false;
+        *handshake = None;
+        if intros.is_empty() {
+            return self.fail(cx, id, SessionEnd::Unreachable);
+        }
+        let target = intros.remove(0);
+        self.build(cx, Job::Introduce(id), Some(target));
+    }
+
+    /// Sends the introduction once both the rendezvous point holds our
+    /// cookie and the circuit to the introduction point is built.
+    fn try_introduce(&mut self, cx: &mut Ctx<'_>, id: SessionId) {
+        let Some(Sess {
+            state:
+                State::Connecting {
+                    service,
+                    cookie,
+                    rendezvous: Some(rp),
+                    introduce_built: true,
+                    introduce,
+                    handshake: handshake @ None,
+                    ..
+                },
+            ..
+        }) = self.sessions.get_mut(&id)
+        else {
+            return;
+        };
+        let Some(k) = self
+            .circuits
+            .iter()
+            .find(|(_, j)| **j == Job::Introduce(id))
+            .map(|(k, _)| *k)
+        else {
+            return;
+        };
+        let intro = Introduction {
+            rendezvous: rp.clone(),
+            cookie: *cookie,
+        };
+        let Ok((pending, msg1)) = Introducing::start(service, &intro, seed(cx)) else {
+            return self.fail(cx, id, SessionEnd::Unreachable);
+        };
+        *handshake = Some(Box::new(pending));
+        *introduce = Some(k);
+        let msg = ToHop::Introduce {
+            service: service.id(),
+            handshake: msg1,
+        };
+        send(cx, k, &msg);
+    }
+
+    fn on_answer(&mut self, cx: &mut Ctx<'_>, k: u64, bytes: &[u8]) {
+        let Some(job) = self.circuits.get(&k).copied() else {
+            return;
+        };
+        let Ok(msg) = FromHop::decode(bytes) else {
+            cx.stats.rendezvous.refused += 1;
+            return self.orphan_or_fail(cx, k, job);
+        };
+        match (job, msg) {
+            (Job::Intro(sid), FromHop::IntroEstablished) => {
+                if let Some(p) = self
+                    .services
+                    .get_mut(&sid)
+                    .and_then(|s| s.points.get_mut(&k))
+                {
+                    p.established = true;
+                }
+                self.announce(cx, sid);
+            }
+            (Job::Intro(sid), FromHop::Introduction { handshake }) => {
+                self.introduced(cx, sid, &handshake);
+            }
+            (Job::Meet(id), FromHop::RendezvousEstablished) => {
+                if let Some(Sess {
+                    state:
+                        State::Connecting {
+                            rendezvous,
+                            rp_descriptor,
+                            ..
+                        },
+                    ..
+                }) = self.sessions.get_mut(&id)
+                {
+                    *rendezvous = rp_descriptor.take();
+                }
+                self.try_introduce(cx, id);
+            }
+            (Job::Meet(id), FromHop::Joined { handshake }) => self.joined(cx, id, k, &handshake),
+            (Job::Introduce(id), FromHop::IntroduceAck { status }) => {
+                self.circuits.remove(&k);
+                cx.out.act(Action::CloseOwn(k));
+                if status != IntroStatus::Delivered {
+                    self.next_intro(cx, id);
+                }
+            }
+            (job, _) => {
+                cx.stats.rendezvous.refused += 1;
+                self.orphan_or_fail(cx, k, job);
+            }
+        }
+    }
+
+    /// A hop sent what it should not have on circuit `k`: close it, and
+    /// end the session it served.
+    fn orphan_or_fail(&mut self, cx: &mut Ctx<'_>, k: u64, job: Job) {
+        self.circuits.remove(&k);
+        cx.out.act(Action::CloseOwn(k));
+        match job {
+            Job::Meet(id) | Job::Join(id) => self.end(cx, id, SessionEnd::Unreachable),
+            Job::Introduce(id) => self.next_intro(cx, id),
+            Job::Intro(sid) => {
+                if let Some(s) = self.services.get_mut(&sid) {
+                    s.points.remove(&k);
+                }
+                self.announce(cx, sid);
+            }
+        }
+    }
+
+    /// As a service, an introduction arrived through one of our
+    /// introduction points.
+    fn introduced(&mut self, cx: &mut Ctx<'_>, sid: PublisherId, msg1: &[u8]) {
+        let p = &cx.config.rendezvous;
+        let now = cx.now;
+        let digest = *blake3::hash(msg1).as_bytes();
+        self.replay.retain(|_, until| *until > now);
+        if self.replay.contains_key(&digest) {
+            cx.stats.rendezvous.accepts_refused += 1;
+            return;
+        }
+        let rate = p.accepts_per_sec;
+        let bucket = self
+            .accepts
+            .get_or_insert_with(|| TokenBucket::full(now, rate));
+        if !bucket.take(now, rate) || self.sessions.len() >= p.max_sessions {
+            cx.stats.rendezvous.accepts_refused += 1;
+            return;
+        }
+        let Some(service) = self.services.get(&sid) else {
+            return;
+        };
+        let Ok((intro, msg2, session)) = rendezvous::accept(&service.key, msg1, seed(cx)) else {
+            cx.stats.rendezvous.accepts_refused += 1;
+            return;
+        };
+        if self.replay.len() >= p.replay_cache {
+            // Full of live entries: refuse rather than forget one.
+            cx.stats.rendezvous.accepts_refused += 1;
+            return;
+        }
+        self.replay.insert(digest, now + p.connect_timeout_ms);
+        let id = self.new_session();
+        self.sessions.insert(
+            id,
+            Sess {
+                state: State::Joining {
+                    cookie: intro.cookie,
+                    msg2,
+                    session,
+                },
+                service: sid,
+                inbound: true,
+                deadline_ms: now + p.connect_timeout_ms,
+            },
+        );
+        self.build(cx, Job::Join(id), Some(intro.rendezvous));
+    }
+
+    /// As a downloader, the service joined our rendezvous point.
+    fn joined(&mut self, cx: &mut Ctx<'_>, id: SessionId, k: u64, msg2: &[u8]) {
+        let Some(s) = self.sessions.get_mut(&id) else {
+            return;
+        };
+        let State::Connecting { handshake, .. } = &mut s.state else {
+            cx.stats.rendezvous.refused += 1;
+            return self.end(cx, id, SessionEnd::Tampered);
+        };
+        let Some(pending) = handshake.take() else {
+            cx.stats.rendezvous.refused += 1;
+            return self.end(cx, id, SessionEnd::Tampered);
+        };
+        let Ok(session) = pending.finish(msg2) else {
+            return self.end(cx, id, SessionEnd::Tampered);
+        };
+        // The introduction circuit, if still open, has done its job.
+        if let Some(i) = self
+            .circuits
+            .iter()
+            .find(|(_, j)| **j == Job::Introduce(id))
+            .map(|(k, _)| *k)
+        {
+            self.circuits.remove(&i);
+            cx.out.act(Action::CloseOwn(i));
+        }
+        s.state = State::Open {
+            circuit: k,
+            session,
+        };
+        cx.stats.rendezvous.sessions_opened += 1;
+        cx.event(Event::SessionOpened {
+            session: id,
+            service: s.service,
+            inbound: false,
+        });
+    }
+
+    /// Data on a session circuit: open it, or end the session.
+    fn data(&mut self, cx: &mut Ctx<'_>, k: u64, bytes: &[u8]) {
+        let Some(Job::Meet(id) | Job::Join(id)) = self.circuits.get(&k).copied() else {
+            return;
+        };
+        let opened = match self.sessions.get_mut(&id).map(|s| &mut s.state) {
+            Some(State::Open { session, circuit }) if *circuit == k => session.open(bytes),
+            _ => return,
+        };
+        match opened {
+            Ok(plain) => cx.event(Event::SessionData {
+                session: id,
+                bytes: plain,
+            }),
+            Err(_) => {
+                cx.stats.rendezvous.tampered += 1;
+                self.end(cx, id, SessionEnd::Tampered);
+            }
+        }
+    }
+
+    // ---- as a relay ----------------------------------------------------
+
+    /// As the last hop of relayed circuit `k`, a rendezvous request.
+    fn at_hop(&mut self, cx: &mut Ctx<'_>, k: u64, bytes: &[u8]) {
+        let Ok(msg) = ToHop::decode(bytes) else {
+            cx.stats.rendezvous.refused += 1;
+            return;
+        };
+        if !cx.config.relay {
+            return;
+        }
+        let p = &cx.config.rendezvous;
+        let now = cx.now;
+        // A circuit plays one role: a registered or waiting circuit takes
+        // nothing else.
+        let busy = self.registered_on.contains_key(&k) || self.cookie_on.contains_key(&k);
+        match msg {
+            ToHop::EstablishIntro(reg) => {
+                let me = cx.identity.node_id();
+                let ok = rendezvous::check_establish_intro(me, &reg, cx.config.pow);
+                let Ok(sid) = ok else {
+                    cx.stats.rendezvous.refused += 1;
+                    return;
+                };
+                if self.cookie_on.contains_key(&k)
+                    || (self.registrations.len() >= p.max_intro_registrations
+                        && !self.registrations.contains_key(&sid))
+                {
+                    cx.stats.rendezvous.refused += 1;
+                    return;
+                }
+                // The newest registration of a service wins (it lost its
+                // old circuit); a circuit serves one service.
+                if let Some(old) = self.registered_on.remove(&k) {
+                    self.registrations.remove(&old);
+                }
+                if let Some(old) = self.registrations.insert(
+                    sid,
+                    Registration {
+                        circuit: k,
+                        bucket: TokenBucket::full(now, p.intros_per_sec),
+                    },
+                ) {
+                    self.registered_on.remove(&old.circuit);
+                }
+                self.registered_on.insert(k, sid);
+                cx.stats.rendezvous.intro_registered += 1;
+                reply(cx, k, &FromHop::IntroEstablished);
+            }
+            ToHop::Introduce { service, handshake } => {
+                if busy {
+                    cx.stats.rendezvous.refused += 1;
+                    return;
+                }
+                let rate = p.intros_per_sec;
+                let status = match self.registrations.get_mut(&service) {
+                    None => IntroStatus::UnknownService,
+                    Some(r) => {
+                        if r.bucket.take(now, rate) {
+                            reply(cx, r.circuit, &FromHop::Introduction { handshake });
+                            IntroStatus::Delivered
+                        } else {
+                            IntroStatus::RateLimited
+                        }
+                    }
+                };
+                if status == IntroStatus::Delivered {
+                    cx.stats.rendezvous.introductions_passed += 1;
+                } else {
+                    cx.stats.rendezvous.introductions_refused += 1;
+                }
+                reply(cx, k, &FromHop::IntroduceAck { status });
+            }
+            ToHop::EstablishRendezvous { cookie } => {
+                self.cookies.retain(|_, (_, until)| *until > now);
+                let live: std::collections::BTreeSet<u64> =
+                    self.cookies.values().map(|(c, _)| *c).collect();
+                self.cookie_on.retain(|c, _| live.contains(c));
+                if busy || self.cookies.len() >= p.max_cookies || self.cookies.contains_key(&cookie)
+                {
+                    cx.stats.rendezvous.refused += 1;
+                    return;
+                }
+                self.cookies.insert(cookie, (k, now + p.cookie_ttl_ms));
+                self.cookie_on.insert(k, cookie);
+                reply(cx, k, &FromHop::RendezvousEstablished);
+            }
+            ToHop::Join { cookie, handshake } => {
+                let waiting = self
+                    .cookies
+                    .get(&cookie)
+                    .filter(|(c, until)| *until > now && *c != k)
+                    .map(|(c, _)| *c);
+                let Some(a) = waiting.filter(|_| !busy) else {
+                    cx.stats.rendezvous.refused += 1;
+                    return;
+                };
+                self.cookies.remove(&cookie);
+                self.cookie_on.remove(&a);
+                cx.stats.rendezvous.splices += 1;
+                cx.out.act(Action::Splice(a, k));
+                reply(cx, a, &FromHop::Joined { handshake });
+            }
+        }
+    }
+
+    fn relay_gone(&mut self, k: u64) {
+        if let Some(sid) = self.registered_on.remove(&k) {
+            self.registrations.remove(&sid);
+        }
+        if let Some(c) = self.cookie_on.remove(&k) {
+            self.cookies.remove(&c);
+        }
+    }
+
+    // ---- housekeeping --------------------------------------------------
+
+    /// Timeouts, keepalives, and introduction points to replace.
+    pub(super) fn tick(&mut self, cx: &mut Ctx<'_>) {
+        let p = cx.config.rendezvous.clone();
+        cx.timers
+            .set(super::timers::Timer::Rendezvous, cx.now + p.tick_ms);
+        let now = cx.now;
+        let late: Vec<SessionId> = self
+            .sessions
+            .iter()
+            .filter(|(_, s)| !matches!(s.state, State::Open { .. }) && now >= s.deadline_ms)
+            .map(|(id, _)| *id)
+            .collect();
+        for id in late {
+            self.fail(cx, id, SessionEnd::Timeout);
+        }
+        self.cookies.retain(|_, (_, until)| *until > now);
+        for s in self.services.values_mut() {
+            for (k, point) in &mut s.points {
+                if now >= point.probed_ms + p.keepalive_ms {
+                    point.probed_ms = now;
+                    cx.out.act(Action::ProbeOwn(*k));
+                }
+            }
+        }
+        self.maintain(cx);
+    }
+
+    /// Asks for introduction circuits where a service has fewer than it
+    /// wants.
+    fn maintain(&mut self, cx: &mut Ctx<'_>) {
+        let want = cx.config.rendezvous.intro_points;
+        let short: Vec<(PublisherId, usize)> = self
+            .services
+            .iter()
+            .map(|(id, s)| (*id, want.saturating_sub(s.points.len() + s.building)))
+            .filter(|(_, n)| *n > 0)
+            .collect();
+        for (sid, n) in short {
+            for _ in 0..n {
+                if let Some(s) = self.services.get_mut(&sid) {
+                    s.building += 1;
+                }
+                self.build(cx, Job::Intro(sid), None);
+            }
+        }
+    }
+
+    /// Announces a service's introduction points when the set changed.
+    fn announce(&mut self, cx: &mut Ctx<'_>, sid: PublisherId) {
+        let Some(s) = self.services.get_mut(&sid) else {
+            return;
+        };
+        let now = established(s);
+        if now != s.announced {
+            s.announced = now.clone();
+            cx.event(Event::IntroPoints {
+                service: sid,
+                descriptors: now,
+            });
+        }
+    }
+
+    fn new_session(&mut self) -> SessionId {
+        let id = SessionId(self.next_session);
+        self.next_session += 1;
+        id
+    }
+
+    /// A session that never opened: counted as failed.
+    fn fail(&mut self, cx: &mut Ctx<'_>, id: SessionId, why: SessionEnd) {
+        if self
+            .sessions
+            .get(&id)
+            .is_some_and(|s| !matches!(s.state, State::Open { .. }))
+        {
+            cx.stats.rendezvous.sessions_failed += 1;
+        }
+        self.end(cx, id, why);
+    }
+
+    /// Ends session `id`: its circuits close and the driver hears why.
+    fn end(&mut self, cx: &mut Ctx<'_>, id: SessionId, why: SessionEnd) {
+        if self.sessions.remove(&id).is_none() {
+            return;
+        }
+        let mine: Vec<u64> = self
+            .circuits
+            .iter()
+            .filter(
+                |(_, j)| matches!(j, Job::Meet(s) | Job::Introduce(s) | Job::Join(s) if *s == id),
+            )
+            .map(|(k, _)| *k)
+            .collect();
+        for k in mine {
+            self.circuits.remove(&k);
+            cx.out.act(Action::CloseOwn(k));
+        }
+        self.builds.retain(
+            |_, j| !matches!(j, Job::Meet(s) | Job::Introduce(s) | Job::Join(s) if *s == id),
+        );
+        cx.event(Event::SessionClosed {
+            session: id,
+            reason: why,
+        });
+    }
+}
+
+fn established(s: &Service) -> Vec<Vec<u8>> {
+    s.points
+        .values()
+        .filter(|p| p.established)
+        .map(|p| p.descriptor.clone())
+        .collect()
+}
+
+fn send(cx: &mut Ctx<'_>, k: u64, msg: &ToHop) {
+    if let Ok(bytes) = msg.encode() {
+        cx.out.act(Action::RendToHop(k, bytes));
+    }
+}
+
+fn reply(cx: &mut Ctx<'_>, k: u64, msg: &FromHop) {
+    if let Ok(bytes) = msg.encode() {
+        cx.out.act(Action::RendToClient(k, bytes));
+    }
+}
+
+fn seed(cx: &mut Ctx<'_>) -> [u8; 32] {
+    let mut s = [0u8; 32];
+    cx.rng.fill_bytes(&mut s);
+    s
+}

@@ -1,0 +1,446 @@
+//! Introductions, rendezvous and sessions over the in-memory test network,
+//! and each limit and each party's view from the attacker's chair.
+
+use rand_chacha::ChaCha20Rng;
+use rand_core::SeedableRng;
+
+use super::*;
+use crate::circuit::CircuitMsg;
+use crate::node::tests::T0;
+use crate::node::{Config, Event, Node, Observation};
+use crate::pow::PowParams;
+use crate::rendezvous::ServiceKey;
+use crate::testing::TestNet;
+
+fn service(seed: u64) -> ServiceKey {
+    ServiceKey::generate(&mut ChaCha20Rng::seed_from_u64(seed), PowParams::TESTNET)
+}
+
+/// A network where every node has built circuits.
+fn ready(n: u8, tweak: impl FnMut(usize, &mut Config)) -> TestNet {
+    let mut net = TestNet::with_config(n, false, tweak).expect("config");
+    net.run(T0 + 12_000);
+    net
+}
+
+fn intro_points(net: &TestNet, i: usize, sid: PublisherId) -> Vec<Vec<u8>> {
+    net.events()
+        .iter()
+        .filter_map(|(n, e)| match e {
+            Event::IntroPoints {
+                service,
+                descriptors,
+            } if *n == i && *service == sid => Some(descriptors.clone()),
+            _ => None,
+        })
+        .next_back()
+        .unwrap_or_default()
+}
+
+fn opened(net: &TestNet, i: usize) -> Vec<(SessionId, bool)> {
+    net.events()
+        .iter()
+        .filter_map(|(n, e)| match e {
+            Event::SessionOpened {
+                session, inbound, ..
+            } if *n == i => Some((*session, *inbound)),
+            _ => None,
+        })
+        .collect()
+}
+
+fn received(net: &TestNet, i: usize, s: SessionId) -> Vec<Vec<u8>> {
+    net.events()
+        .iter()
+        .filter_map(|(n, e)| match e {
+            Event::SessionData { session, bytes } if *n == i && *session == s => {
+                Some(bytes.clone())
+            }
+            _ => None,
+        })
+        .collect()
+}
+
+fn closed(net: &TestNet, i: usize) -> Vec<(SessionId, SessionEnd)> {
+    net.events()
+        .iter()
+        .filter_map(|(n, e)| match e {
+            Event::SessionClosed { session, reason } if *n == i => Some((*session, *reason)),
+            _ => None,
+        })
+        .collect()
+}
+
+/// Sharer 3 runs a service with its introduction points in place;
+/// returns the service's public half and the descriptors.
+fn with_service(net: &mut TestNet, now: Millis) -> (ServicePublic, Vec<Vec<u8>>, Millis) {
+    let key = service(1);
+    let public = key.public();
+    let sid = net.nodes_mut()[3].add_service(now, key);
+    net.run_from(now, now + 4_000);
+    let intros = intro_points(net, 3, sid);
+    assert!(!intros.is_empty(), "no introduction point came up");
+    (public, intros, now + 4_000)
+}
+
+/// Downloader 9 opens a session to the service; returns both ends' ids.
+fn meet(
+    net: &mut TestNet,
+    public: ServicePublic,
+    intros: Vec<Vec<u8>>,
+    now: Millis,
+) -> (SessionId, SessionId, Millis) {
+    let d = net.nodes_mut()[9]
+        .connect(now, public, intros)
+        .expect("connect");
+    net.run_from(now, now + 5_000);
+    assert_eq!(opened(net, 9), vec![(d, false)], "the downloader's session");
+    let inbound = opened(net, 3);
+    assert_eq!(inbound.len(), 1, "the service's session");
+    (d, inbound[0].0, now + 5_000)
+}
+
+fn rp_of(node: &Node) -> Option<crate::identity::NodeId> {
+    node.circuits()
+        .iter()
+        .find(|c| c.purpose == Purpose::Meet)
+        .and_then(|c| c.hops.last().copied())
+}
+
+#[test]
+fn a_downloader_and_a_service_meet_and_talk_both_ways() {
+    let mut net = ready(16, |_, _| {});
+    let (public, intros, now) = with_service(&mut net, T0 + 12_000);
+    assert_eq!(intros.len(), 3, "three introduction points");
+    let (d, s, now) = meet(&mut net, public, intros, now);
+    net.nodes_mut()[9]
+        .session_send(d, b"want piece 0")
+        .expect("send");
+    net.run_from(now, now + 1_000);
+    assert_eq!(received(&net, 3, s), vec![b"want piece 0".to_vec()]);
+    let big = vec![0x5a; crate::rendezvous::MAX_SESSION_PLAINTEXT];
+    for _ in 0..20 {
+        net.nodes_mut()[3].session_send(s, &big).expect("send");
+    }
+    net.run_from(now + 1_000, now + 2_000);
+    assert_eq!(received(&net, 9, d), vec![big; 20]);
+    // The meeting: the downloader's rendezvous point spliced once, and
+    // the service reached it through a four-hop circuit of its own.
+    let rp = rp_of(&net.nodes()[9]).expect("a meet circuit");
+    let spliced: Vec<usize> = (0..16)
+        .filter(|&i| net.nodes()[i].stats().rendezvous.splices > 0)
+        .collect();
+    assert_eq!(spliced.len(), 1);
+    assert_eq!(net.nodes()[spliced[0]].node_id(), rp);
+    let join = net.nodes()[3]
+        .circuits()
+        .into_iter()
+        .find(|c| c.purpose == Purpose::Join)
+        .expect("a join circuit");
+    assert_eq!(join.hops.len(), 4);
+    assert_eq!(join.hops.last(), Some(&rp));
+    // No introduction circuit is left once the session is open.
+    assert!(
+        !net.nodes()[9]
+            .circuits()
+            .iter()
+            .any(|c| c.purpose == Purpose::Introduce)
+    );
+    // Closing one end closes the other.
+    net.nodes_mut()[9].close_session(now + 2_000, d);
+    net.run_from(now + 2_000, now + 4_000);
+    assert_eq!(closed(&net, 9), vec![(d, SessionEnd::Closed)]);
+    assert_eq!(closed(&net, 3), vec![(s, SessionEnd::CircuitClosed)]);
+}
+
+/// Every relay's view (each cell addressed to it, in clear after its
+/// onion layer): none holds the session's plaintext; the introduction
+/// point holds neither the cookie nor the rendezvous point's id; the
+/// rendezvous point never sees the service's node id.
+#[test]
+fn no_relay_sees_the_session_and_the_introduction_point_cannot_find_the_meeting() {
+    let mut net = ready(16, |_, _| {});
+    for n in net.nodes_mut() {
+        n.set_observing(true);
+    }
+    let (public, intros, now) = with_service(&mut net, T0 + 12_000);
+    let (d, s, now) = meet(&mut net, public, intros, now);
+    let secret = b"VEIL-PLAINTEXT-MARKER-0123456789".to_vec();
+    net.nodes_mut()[9].session_send(d, &secret).expect("send");
+    net.nodes_mut()[3].session_send(s, &secret).expect("send");
+    net.run_from(now, now + 1_000);
+    assert_eq!(received(&net, 3, s), vec![secret.clone()]);
+    let rp = rp_of(&net.nodes()[9]).expect("rp");
+    let rp_index = (0..16).find(|&i| net.nodes()[i].node_id() == rp).unwrap();
+    // The cookie, as the rendezvous point got it.
+    let mut cookie = None;
+    for o in net.take_observations(rp_index) {
+        if let Observation::Recognised { payload, .. } = &o
+            && let Ok(CircuitMsg::Rendezvous { bytes }) = CircuitMsg::decode(payload)
+            && let Ok(ToHop::EstablishRendezvous { cookie: c }) = ToHop::decode(&bytes)
+        {
+            cookie = Some(c);
+        }
+        assert!(
+            !contains(o.bytes(), net.nodes()[3].node_id().as_bytes()),
+            "the rendezvous point saw the service's node id"
+        );
+    }
+    let cookie = cookie.expect("the rendezvous point got a cookie");
+    let mut introduced = 0;
+    for i in (0..16).filter(|&i| i != 3 && i != 9) {
+        for o in net.take_observations(i) {
+            assert!(!contains(o.bytes(), &secret), "node {i} saw plaintext");
+            if let Observation::Recognised { payload, .. } = &o
+                && let Ok(CircuitMsg::Rendezvous { bytes }) = CircuitMsg::decode(payload)
+                && let Ok(ToHop::Introduce { handshake, .. }) = ToHop::decode(&bytes)
+            {
+                // This node is the introduction point.
+                introduced += 1;
+                assert!(!contains(&handshake, &cookie), "cookie in the introduction");
+                assert!(
+                    !contains(&handshake, rp.as_bytes()),
+                    "rendezvous point in clear"
+                );
+                assert!(!contains(o.bytes(), &cookie));
+            }
+        }
+    }
+    assert_eq!(introduced, 1, "one introduction, seen by one node");
+}
+
+fn contains(hay: &[u8], needle: &[u8]) -> bool {
+    hay.windows(needle.len()).any(|w| w == needle)
+}
+
+/// An introducer who floods one service: the introduction points pass at
+/// most `intros_per_sec` for it, the service builds at most
+/// `accepts_per_sec` circuits for them, and a later honest downloader
+/// still gets in.
+#[test]
+fn an_introduction_flood_is_limited_and_the_service_keeps_serving() {
+    let mut net = ready(16, |_, c| {
+        c.rendezvous.intros_per_sec = 1;
+        c.rendezvous.accepts_per_sec = 1;
+    });
+    let (public, intros, now) = with_service(&mut net, T0 + 12_000);
+    for _ in 0..12 {
+        net.nodes_mut()[9]
+            .connect(now, public, intros.clone())
+            .expect("connect");
+    }
+    net.run_from(now, now + 600);
+    let refused: u64 = net
+        .nodes()
+        .iter()
+        .map(|n| n.stats().rendezvous.introductions_refused)
+        .sum();
+    let passed: u64 = net
+        .nodes()
+        .iter()
+        .map(|n| n.stats().rendezvous.introductions_passed)
+        .sum();
+    assert!(refused > 0, "no introduction point refused");
+    // Three points, two seconds' burst each.
+    assert!(passed <= 6 + 3, "{passed} introductions passed");
+    let joins = net.nodes()[3]
+        .circuits()
+        .iter()
+        .filter(|c| c.purpose == Purpose::Join)
+        .count();
+    // The service's own bucket: two seconds' burst plus one per second.
+    assert!(joins <= 3, "the service built {joins} join circuits");
+    assert!(net.nodes()[3].stats().rendezvous.accepts_refused > 0);
+    // Later, an honest downloader gets a session.
+    let later = now + 40_000;
+    net.run_from(now + 600, later);
+    let before = opened(&net, 10).len();
+    net.nodes_mut()[10]
+        .connect(later, public, intros)
+        .expect("connect");
+    net.run_from(later, later + 5_000);
+    assert_eq!(opened(&net, 10).len(), before + 1, "the honest one got in");
+}
+
+/// A hostile introduction point replays an introduction it passed: the
+/// service acts on it once.
+#[test]
+fn a_replayed_introduction_is_refused() {
+    let mut net = ready(16, |_, _| {});
+    let key = service(1);
+    let public = key.public();
+    let (_, intros, now) = with_service(&mut net, T0 + 12_000);
+    let node = &mut net.nodes_mut()[3];
+    let intro_k = node
+        .circuits()
+        .iter()
+        .find(|c| c.purpose == Purpose::Intro)
+        .map(|c| c.id.0)
+        .expect("an intro circuit");
+    let (_, msg1) = Introducing::start(
+        &public,
+        &Introduction {
+            rendezvous: intros[0].clone(),
+            cookie: [7; 32],
+        },
+        [1; 32],
+    )
+    .expect("start");
+    let bytes = FromHop::Introduction { handshake: msg1 }
+        .encode()
+        .expect("encode");
+    node.clamp(now);
+    for _ in 0..3 {
+        let (mut cx, p) = node.split();
+        p.rend.on(
+            &mut cx,
+            RendIn::FromHop {
+                circuit: intro_k,
+                bytes: bytes.clone(),
+            },
+        );
+        node.settle();
+    }
+    assert_eq!(node.stats().rendezvous.accepts_refused, 2, "two replays");
+    let joining = node
+        .rend
+        .sessions
+        .values()
+        .filter(|s| matches!(s.state, State::Joining { .. }))
+        .count();
+    assert_eq!(joining, 1);
+}
+
+/// Registrations and cookies a relay holds are capped; a forged
+/// registration is refused; a join with an unknown cookie splices
+/// nothing; an honest cookie after the flood still works.
+#[test]
+fn a_relay_bounds_registrations_and_cookies_and_refuses_forgeries() {
+    let mut net = ready(4, |_, c| {
+        c.rendezvous.max_cookies = 8;
+        c.rendezvous.max_intro_registrations = 2;
+    });
+    let now = T0 + 12_000;
+    let node = &mut net.nodes_mut()[1];
+    node.clamp(now);
+    let me = node.node_id();
+    let at = |node: &mut Node, k: u64, msg: ToHop| {
+        let (mut cx, p) = node.split();
+        p.rend.on(
+            &mut cx,
+            RendIn::AtHop {
+                circuit: k,
+                bytes: msg.encode().expect("encode"),
+            },
+        );
+        node.settle();
+    };
+    // A registration signed for another introduction point.
+    let other = crate::identity::NodeId::from_bytes([9; 32]);
+    at(node, 1, service(2).establish_intro(other));
+    assert_eq!(node.rend.registrations.len(), 0);
+    assert_eq!(node.stats().rendezvous.refused, 1);
+    for (k, seed) in [(2, 3), (3, 4), (4, 5)] {
+        at(node, k, service(seed).establish_intro(me));
+    }
+    assert_eq!(node.rend.registrations.len(), 2, "capped at two");
+    // Cookies: eight held, the rest refused.
+    for k in 10..30u64 {
+        at(
+            node,
+            k,
+            ToHop::EstablishRendezvous {
+                cookie: [k as u8; 32],
+            },
+        );
+    }
+    assert_eq!(node.rend.cookies.len(), 8);
+    // A join with a cookie nobody left.
+    at(
+        node,
+        40,
+        ToHop::Join {
+            cookie: [0xee; 32],
+            handshake: vec![0; crate::rendezvous::JOIN_HANDSHAKE_BYTES],
+        },
+    );
+    assert_eq!(node.stats().rendezvous.splices, 0);
+    // A circuit holding a cookie cannot also introduce or register.
+    at(node, 10, service(6).establish_intro(me));
+    assert!(!node.rend.registered_on.contains_key(&10));
+    // Once the cookies expire, a new one is taken.
+    let later = now + node.config.rendezvous.cookie_ttl_ms + 1;
+    node.clamp(later);
+    at(node, 50, ToHop::EstablishRendezvous { cookie: [0xab; 32] });
+    assert!(node.rend.cookies.contains_key(&[0xab; 32]));
+    // Garbage is refused without a panic.
+    let (mut cx, p) = node.split();
+    p.rend.on(
+        &mut cx,
+        RendIn::AtHop {
+            circuit: 60,
+            bytes: vec![0xff; 40],
+        },
+    );
+}
+
+/// A rendezvous point that alters session data (it re-seals every cell,
+/// so it can): the receiving end detects it and ends the session.
+#[test]
+fn a_rendezvous_point_that_alters_data_is_caught() {
+    let mut net = ready(16, |_, _| {});
+    let (public, intros, now) = with_service(&mut net, T0 + 12_000);
+    let (d, _s, now) = meet(&mut net, public, intros, now);
+    let node = &mut net.nodes_mut()[9];
+    let k = node.rend.session_circuit(d).expect("open");
+    node.clamp(now);
+    let (mut cx, p) = node.split();
+    p.rend.on(
+        &mut cx,
+        RendIn::Data {
+            circuit: k,
+            bytes: vec![0x42; 64],
+        },
+    );
+    node.settle();
+    assert_eq!(node.stats().rendezvous.tampered, 1);
+    net.run_from(now, now + 2_000);
+    assert_eq!(closed(&net, 9), vec![(d, SessionEnd::Tampered)]);
+    assert!(
+        closed(&net, 3)
+            .iter()
+            .any(|(_, r)| *r == SessionEnd::CircuitClosed)
+    );
+}
+
+/// A downloader given only dead or bogus introduction points is told so,
+/// and keeps nothing.
+#[test]
+fn a_session_with_no_usable_introduction_point_fails_cleanly() {
+    let mut net = ready(16, |_, _| {});
+    let now = T0 + 12_000;
+    let public = service(1).public();
+    let d = net.nodes_mut()[9]
+        .connect(now, public, vec![vec![1, 2, 3]])
+        .expect("connect");
+    net.run_from(now, now + 2_000);
+    assert_eq!(closed(&net, 9), vec![(d, SessionEnd::Unreachable)]);
+    // A real relay that is no introduction point for this service.
+    let stranger = net.nodes()[5].descriptor().to_bytes();
+    let d2 = net.nodes_mut()[9]
+        .connect(now + 2_000, public, vec![stranger])
+        .expect("connect");
+    net.run_from(now + 2_000, now + 6_000);
+    assert!(closed(&net, 9).contains(&(d2, SessionEnd::Unreachable)));
+    let left = net.nodes()[9]
+        .circuits()
+        .iter()
+        .filter(|c| c.purpose != Purpose::General)
+        .count();
+    assert_eq!(left, 0, "no rendezvous circuit left behind");
+    assert!(net.nodes()[9].rend.sessions.is_empty());
+    assert_eq!(
+        net.nodes_mut()[9].connect(now, public, vec![]),
+        Err(ConnectError::NoIntroPoints)
+    );
+}
