@@ -1,5 +1,5 @@
-//! The data dir: where keys, the database, the control socket, its token and
-//! the instance lock live.
+//! The data dir: where keys, the database, the control socket, its token,
+//! the instance lock and partial downloads live.
 //!
 //! **Invariant:** only `veild` creates the data dir. It is made (or tightened
 //! to) mode 0700, and the daemon runs with umask 077, so every file in it is
@@ -22,6 +22,8 @@ pub const DB_FILE: &str = "veil.db";
 pub const SOCKET_FILE: &str = "control.sock";
 pub const TOKEN_FILE: &str = "control.token";
 pub const LOCK_FILE: &str = "veild.lock";
+/// Directory of partial downloads (`crate::download`).
+pub const DOWNLOADS_DIR: &str = "downloads";
 
 /// Longest Unix socket path the kernel accepts (sun_path minus the NUL).
 const MAX_SOCKET_PATH: usize = 107;
@@ -61,6 +63,12 @@ impl DataDir {
     /// A file inside the directory.
     pub fn file(&self, name: &str) -> PathBuf {
         self.root.join(name)
+    }
+
+    /// Where partial downloads are kept until they are complete and
+    /// verified (`crate::download`).
+    pub fn downloads_dir(&self) -> PathBuf {
+        self.file(DOWNLOADS_DIR)
     }
 
     /// The control socket path.

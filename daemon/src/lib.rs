@@ -10,6 +10,7 @@ pub mod api;
 pub mod client;
 pub mod config;
 pub mod datadir;
+pub mod download;
 pub mod driver;
 pub mod keys;
 pub mod library;

@@ -1,5 +1,6 @@
 //! The SQLite store: the library of shared files, its FTS5 index, the
-//! node's guard list, and the tables later layers fill (peers, downloads,
+//! node's guard list, the downloads in progress (their meaning is
+//! `crate::download`'s), and the tables later layers fill (peers,
 //! reputation).
 //!
 //! **Invariant:** only the daemon touches SQLite, and only through this
@@ -21,6 +22,7 @@ use veil_core::identity::{NodeId, PublisherId};
 use veil_core::node::GuardRecord;
 use veil_core::record::SignedRecord;
 use veil_core::search::{Query, Standing};
+use veil_core::transfer::Bitfield;
 
 use crate::api::{FindHit, LibraryEntry};
 
@@ -159,6 +161,25 @@ pub struct FileRow {
     pub record: Vec<u8>,
     pub expires: u64,
     pub shared_at: u64,
+}
+
+/// One download as stored. `crate::download` alone gives the fields their
+/// meaning (the state names, the bitfield, the paths); the store only keeps
+/// them, and adds bits to `pieces` without ever clearing one
+/// ([`Store::mark_piece`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DownloadRow {
+    pub content_id: ContentId,
+    pub size: u64,
+    pub name: String,
+    pub dest_path: String,
+    /// The bitfield of pieces held, in `Bitfield::as_bytes` form.
+    pub pieces: Vec<u8>,
+    pub state: String,
+    /// Unix seconds.
+    pub created: u64,
+    /// Unix seconds.
+    pub updated: u64,
 }
 
 impl FileRow {
@@ -562,6 +583,163 @@ impl Store {
         }
         Ok(out)
     }
+
+    /// Register a download. False (and nothing written) if a download of
+    /// that content is already registered.
+    pub fn insert_download(&mut self, row: &DownloadRow) -> anyhow::Result<bool> {
+        let n = self.conn.execute(
+            "INSERT INTO downloads (content_id, size, name, dest_path, pieces, state, created,
+                updated) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
+                ON CONFLICT(content_id) DO NOTHING",
+            params![
+                row.content_id.as_bytes().as_slice(),
+                sql_int(row.size, "download size")?,
+                row.name,
+                row.dest_path,
+                row.pieces,
+                row.state,
+                sql_int(row.created, "download created")?,
+                sql_int(row.updated, "download updated")?
+            ],
+        )?;
+        Ok(n == 1)
+    }
+
+    /// The download of `id`, if registered.
+    pub fn download(&self, id: &ContentId) -> anyhow::Result<Option<DownloadRow>> {
+        let raw = self
+            .conn
+            .query_row(
+                "SELECT content_id, size, name, dest_path, pieces, state, created, updated
+                    FROM downloads WHERE content_id = ?1",
+                params![id.as_bytes().as_slice()],
+                raw_download,
+            )
+            .optional()?;
+        raw.map(download_from_raw).transpose()
+    }
+
+    /// Every registered download, oldest first.
+    pub fn downloads(&self) -> anyhow::Result<Vec<DownloadRow>> {
+        let mut stmt = self.conn.prepare(
+            "SELECT content_id, size, name, dest_path, pieces, state, created, updated
+                FROM downloads ORDER BY created, content_id",
+        )?;
+        let rows = stmt.query_map([], raw_download)?;
+        let mut out = Vec::new();
+        for r in rows {
+            out.push(download_from_raw(r?)?);
+        }
+        Ok(out)
+    }
+
+    /// Add piece `index` to the stored bitfield of `id`, durably, in one
+    /// transaction that reads the stored bitfield, sets the bit and writes
+    /// it back: bits are only ever added, whoever else records pieces.
+    /// Returns the new stored form, or None if `id` is not registered. A
+    /// stored bitfield that does not fit the size, or an index past the
+    /// last piece, is an error and changes nothing.
+    pub fn mark_piece(
+        &mut self,
+        id: &ContentId,
+        index: u64,
+        now: u64,
+    ) -> anyhow::Result<Option<Vec<u8>>> {
+        let tx = self.conn.transaction()?;
+        let stored = tx
+            .query_row(
+                "SELECT size, pieces FROM downloads WHERE content_id = ?1",
+                params![id.as_bytes().as_slice()],
+                |r| Ok((r.get::<_, i64>(0)?, r.get::<_, Vec<u8>>(1)?)),
+            )
+            .optional()?;
+        let Some((size, pieces)) = stored else {
+            return Ok(None);
+        };
+        let size = u64::try_from(size).context("stored download size is negative")?;
+        let mut bits = Bitfield::from_bytes(size, &pieces).context("stored bitfield")?;
+        if !bits.set(index) {
+            bail!("piece {index} is past the last piece ({})", bits.pieces());
+        }
+        tx.execute(
+            "UPDATE downloads SET pieces = ?2, updated = ?3 WHERE content_id = ?1",
+            params![
+                id.as_bytes().as_slice(),
+                bits.as_bytes(),
+                sql_int(now, "download updated")?
+            ],
+        )?;
+        tx.commit()?;
+        Ok(Some(bits.as_bytes().to_vec()))
+    }
+
+    /// Set the state of `id`, and replace its bitfield if `pieces` is given
+    /// (the only way bits are ever cleared), in one statement. False if
+    /// `id` is not registered.
+    pub fn set_download_state(
+        &mut self,
+        id: &ContentId,
+        state: &str,
+        pieces: Option<&[u8]>,
+        now: u64,
+    ) -> anyhow::Result<bool> {
+        let n = self.conn.execute(
+            "UPDATE downloads SET state = ?2, pieces = coalesce(?3, pieces), updated = ?4
+                WHERE content_id = ?1",
+            params![
+                id.as_bytes().as_slice(),
+                state,
+                pieces,
+                sql_int(now, "download updated")?
+            ],
+        )?;
+        Ok(n == 1)
+    }
+
+    /// Forget the download of `id`. False if it was not registered.
+    pub fn remove_download(&mut self, id: &ContentId) -> anyhow::Result<bool> {
+        let n = self.conn.execute(
+            "DELETE FROM downloads WHERE content_id = ?1",
+            params![id.as_bytes().as_slice()],
+        )?;
+        Ok(n == 1)
+    }
+}
+
+/// A u64 as an SQLite integer, or an error rather than a wrap.
+fn sql_int(v: u64, what: &str) -> anyhow::Result<i64> {
+    i64::try_from(v).with_context(|| format!("{what} {v} does not fit in SQLite"))
+}
+
+type RawDownload = (Vec<u8>, i64, String, String, Vec<u8>, String, i64, i64);
+
+fn raw_download(r: &rusqlite::Row<'_>) -> rusqlite::Result<RawDownload> {
+    Ok((
+        r.get(0)?,
+        r.get(1)?,
+        r.get(2)?,
+        r.get(3)?,
+        r.get(4)?,
+        r.get(5)?,
+        r.get(6)?,
+        r.get(7)?,
+    ))
+}
+
+fn download_from_raw(raw: RawDownload) -> anyhow::Result<DownloadRow> {
+    let (id, size, name, dest_path, pieces, state, created, updated) = raw;
+    let id = <[u8; 32]>::try_from(id)
+        .map_err(|id| anyhow::anyhow!("stored content id of {} bytes", id.len()))?;
+    Ok(DownloadRow {
+        content_id: ContentId::from_bytes(id),
+        size: u64::try_from(size).context("stored download size is negative")?,
+        name,
+        dest_path,
+        pieces,
+        state,
+        created: u64::try_from(created).unwrap_or(0),
+        updated: u64::try_from(updated).unwrap_or(0),
+    })
 }
 
 fn row_from_sql(r: &rusqlite::Row<'_>) -> rusqlite::Result<FileRow> {
@@ -848,6 +1026,74 @@ mod tests {
         // Values u64 cannot carry into SQLite are an error, not a wrap.
         assert!(s.save_guards(&[guard(1, u64::MAX)]).is_err());
         assert_eq!(s.guards().unwrap(), second);
+    }
+
+    fn download_row(id: u8, size: u64) -> DownloadRow {
+        DownloadRow {
+            content_id: ContentId::from_bytes([id; 32]),
+            size,
+            name: format!("file{id}"),
+            dest_path: format!("/dl/file{id}"),
+            pieces: Bitfield::new(size).as_bytes().to_vec(),
+            state: "active".into(),
+            created: u64::from(id),
+            updated: u64::from(id),
+        }
+    }
+
+    #[test]
+    fn downloads_persist_and_pieces_only_accumulate() {
+        use veil_core::transfer::PIECE_BYTES;
+        let tmp = tempfile::tempdir().unwrap();
+        let db = tmp.path().join("db");
+        let a = download_row(1, 10 * PIECE_BYTES);
+        let b = download_row(2, 3);
+        {
+            let mut s = Store::open(&db).unwrap();
+            assert!(s.insert_download(&a).unwrap());
+            assert!(s.insert_download(&b).unwrap());
+            let mut again = a.clone();
+            again.name = "other".into();
+            assert!(!s.insert_download(&again).unwrap(), "one row per content");
+            assert_eq!(s.download(&a.content_id).unwrap(), Some(a.clone()));
+            s.mark_piece(&a.content_id, 9, 50).unwrap().unwrap();
+            let bits = s.mark_piece(&a.content_id, 0, 51).unwrap().unwrap();
+            assert_eq!(bits, vec![0b0000_0001, 0b0000_0010]);
+            // Recording a held piece again changes nothing.
+            assert_eq!(s.mark_piece(&a.content_id, 0, 52).unwrap(), Some(bits));
+            // Past the last piece: an error, and the row is unchanged.
+            assert!(s.mark_piece(&a.content_id, 10, 53).is_err());
+            let unknown = ContentId::from_bytes([7; 32]);
+            assert_eq!(s.mark_piece(&unknown, 0, 53).unwrap(), None);
+            assert!(!s.set_download_state(&unknown, "paused", None, 53).unwrap());
+        }
+        // Survives a reopen.
+        let mut s = Store::open(&db).unwrap();
+        let got = s.download(&a.content_id).unwrap().unwrap();
+        assert_eq!(got.pieces, vec![0b0000_0001, 0b0000_0010]);
+        assert_eq!(got.updated, 52);
+        // A state change keeps the bits unless told otherwise.
+        assert!(
+            s.set_download_state(&a.content_id, "paused", None, 60)
+                .unwrap()
+        );
+        let got = s.download(&a.content_id).unwrap().unwrap();
+        assert_eq!((got.state.as_str(), got.pieces.len()), ("paused", 2));
+        assert!(
+            s.set_download_state(&a.content_id, "failed", Some(&[0, 0]), 61)
+                .unwrap()
+        );
+        assert_eq!(s.download(&a.content_id).unwrap().unwrap().pieces, [0, 0]);
+        let all = s.downloads().unwrap();
+        assert_eq!(
+            all.iter().map(|d| d.content_id).collect::<Vec<_>>(),
+            vec![a.content_id, b.content_id],
+            "oldest first"
+        );
+        assert!(s.remove_download(&a.content_id).unwrap());
+        assert!(!s.remove_download(&a.content_id).unwrap());
+        assert_eq!(s.download(&a.content_id).unwrap(), None);
+        assert_eq!(s.downloads().unwrap().len(), 1);
     }
 
     #[test]
