@@ -16,7 +16,7 @@ use crate::identity::NodeId;
 use crate::node::output::{Action, Ctx, RendIn};
 use crate::node::{Event, LinkId};
 use crate::onion::OnionClient;
-use crate::path::{self, Candidate};
+use crate::path::Candidate;
 
 /// Builds in a row that may fail to reach a vanguard before it is replaced.
 const VANGUARD_MAX_FAILURES: u32 = 3;
@@ -239,29 +239,31 @@ impl Circuits {
         purpose: Purpose,
         target: Option<&[u8]>,
     ) -> Option<u64> {
-        let (mut path, mut descriptors) = self.guards.path(cx, w)?;
-        if let Some(bytes) = target {
-            let d = Descriptor::decode(bytes)
-                .ok()
-                .and_then(|u| w.dir.check(cx, u, w.descriptor).ok())?;
-            if !d.is_relay() || d.node_id() == cx.identity.node_id() {
-                return None;
+        let (path, descriptors) = match target {
+            None => self.guards.path(cx, w, None)?,
+            Some(bytes) => {
+                let d = Descriptor::decode(bytes)
+                    .ok()
+                    .and_then(|u| w.dir.check(cx, u, w.descriptor).ok())
+                    .filter(Descriptor::is_relay)?;
+                let end = Candidate {
+                    id: d.node_id(),
+                    addr: d.address()?,
+                    first_seen_ms: cx.now,
+                };
+                // The target may be this node itself (a loop through three
+                // other relays): it is then both the relay at the end and
+                // the client, two separate sides.
+                let (mut path, mut descriptors) = self.guards.path(cx, w, Some(&end))?;
+                if path.len() > usize::from(MAX_EXTENDS) {
+                    path.pop();
+                    descriptors.pop();
+                }
+                path.push(end);
+                descriptors.push(d);
+                (path, descriptors)
             }
-            let hop = Candidate {
-                id: d.node_id(),
-                addr: d.address()?,
-                first_seen_ms: cx.now,
-            };
-            if path.len() > usize::from(MAX_EXTENDS) {
-                path.pop();
-                descriptors.pop();
-            }
-            if !path::compatible(&cx.config.circuits, &path, &hop) {
-                return None;
-            }
-            path.push(hop);
-            descriptors.push(d);
-        }
+        };
         let config = cx.config;
         let p = &config.circuits;
         let guard = path[0];

@@ -270,15 +270,22 @@ impl Guards {
     }
 
     /// A path for a new circuit and its hops' checked descriptors: the
-    /// primary guard, a vanguard, then relays from the directory.
+    /// primary guard, a vanguard, then relays from the directory. With
+    /// `end`, every hop is also compatible with it (another node, another
+    /// prefix), so that `end` can be appended; None if the guard is not.
     pub(super) fn path(
         &mut self,
         cx: &mut Ctx<'_>,
         w: &mut World<'_>,
+        end: Option<&Candidate>,
     ) -> Option<(Vec<Candidate>, Vec<Descriptor>)> {
         let now = cx.now;
         let p = cx.config.circuits.clone();
         let guard = self.primary(now)?;
+        let fits = |c: &Candidate| end.is_none_or(|e| path::compatible(&p, &[*e], c));
+        if !fits(&guard) {
+            return None;
+        }
         // Relays that just failed a build are avoided after the guard (a
         // second hop only if another vanguard is left: the set stays
         // fixed). Guards are never avoided this way.
@@ -293,8 +300,9 @@ impl Guards {
         if vanguards.iter().all(|v| v.id == guard.id) {
             vanguards = all_vanguards;
         }
+        vanguards.retain(|c| fits(c));
         let mut pool = w.dir.candidates(now, cx.config.descriptor_max_age_ms);
-        pool.retain(|c| !suspects.contains_key(&c.id));
+        pool.retain(|c| !suspects.contains_key(&c.id) && fits(c));
         let path = path::pick_rest(cx.rng, &p, guard, &vanguards, &pool)?;
         let mut descriptors = Vec::with_capacity(path.len());
         for (i, hop) in path.iter().enumerate() {

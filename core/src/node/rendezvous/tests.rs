@@ -444,3 +444,59 @@ fn a_session_with_no_usable_introduction_point_fails_cleanly() {
         Err(ConnectError::NoIntroPoints)
     );
 }
+
+/// A service that never joins (here: it froze after its introduction
+/// points came up): the downloader gives up after `connect_timeout_ms`
+/// and keeps no circuit or state.
+#[test]
+fn a_service_that_never_joins_times_out_cleanly() {
+    let mut net = ready(16, |_, _| {});
+    let (public, intros, now) = with_service(&mut net, T0 + 12_000);
+    net.kill_silently(3);
+    let d = net.nodes_mut()[9]
+        .connect(now, public, intros)
+        .expect("connect");
+    let timeout = net.nodes()[9].config.rendezvous.connect_timeout_ms;
+    net.run_from(now, now + timeout + 2_000);
+    assert_eq!(closed(&net, 9), vec![(d, SessionEnd::Timeout)]);
+    assert_eq!(net.nodes()[9].stats().rendezvous.sessions_failed, 1);
+    assert!(net.nodes()[9].rend.sessions.is_empty());
+    assert!(net.nodes()[9].rend.circuits.is_empty());
+    assert!(
+        !net.nodes()[9]
+            .circuits()
+            .iter()
+            .any(|c| c.purpose != Purpose::General)
+    );
+}
+
+/// Downloaders that open sessions and keep them: the service holds at
+/// most `max_sessions`, drops further introductions, and takes new ones
+/// once a session ends.
+#[test]
+fn a_service_holds_at_most_max_sessions() {
+    let mut net = ready(16, |_, c| {
+        c.rendezvous.max_sessions = 2;
+        c.rendezvous.accepts_per_sec = 100;
+    });
+    let (public, intros, now) = with_service(&mut net, T0 + 12_000);
+    for i in [8, 9, 10, 11] {
+        net.nodes_mut()[i]
+            .connect(now, public, intros.clone())
+            .expect("connect");
+    }
+    net.run_from(now, now + 5_000);
+    let inbound = opened(&net, 3);
+    assert_eq!(inbound.len(), 2, "two sessions at the service");
+    assert!(net.nodes()[3].stats().rendezvous.accepts_refused >= 2);
+    // One ends; a new downloader gets in.
+    let now = now + 5_000;
+    let first = inbound[0].0;
+    net.nodes_mut()[3].close_session(now, first);
+    net.run_from(now, now + 1_000);
+    net.nodes_mut()[12]
+        .connect(now + 1_000, public, intros)
+        .expect("connect");
+    net.run_from(now + 1_000, now + 6_000);
+    assert_eq!(opened(&net, 12).len(), 1, "room again");
+}
