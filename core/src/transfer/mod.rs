@@ -8,8 +8,10 @@
 //! the unit a downloader requests, verifies, writes and records as held.
 
 mod bitfield;
+mod msg;
 
 pub use bitfield::{Bitfield, BitfieldError};
+pub use msg::{MAX_PIECE_ENCODED, MAX_PIECE_MESSAGE, Request, Served, TransferMsg, serve};
 
 use std::ops::Range;
 
