@@ -8,9 +8,11 @@
 //! the unit a downloader requests, verifies, writes and records as held.
 
 mod bitfield;
+mod frame;
 mod msg;
 
 pub use bitfield::{Bitfield, BitfieldError};
+pub use frame::{FRAME_HEADER_BYTES, FrameError, Framer, Reassembler};
 pub use msg::{MAX_PIECE_ENCODED, MAX_PIECE_MESSAGE, Request, Served, TransferMsg, serve};
 
 use std::ops::Range;
