@@ -53,7 +53,10 @@ pub enum FrameError {
     },
 }
 
-/// Frames outgoing messages and cuts them into chunks.
+/// Frames outgoing messages and cuts them into chunks: each message goes
+/// out as a big-endian `u32` length then its bytes, and that stream is cut
+/// into chunks of at most `max_chunk` bytes (small messages share one, a
+/// long one spans many).
 ///
 /// # Call order
 /// [`Framer::push`] each encoded message, then take chunks with

@@ -58,7 +58,7 @@ const GROUP_LEVELS: u64 = (CHUNK_GROUP_BYTES / BLAKE3_CHUNK_BYTES).ilog2() as u6
 /// nodes above both. The paths from the root share at least the root: at
 /// most `depth + 1` nodes for the piece (its path to the subtree of its
 /// four chunk groups, plus the three inside it), and `depth - 1` more down
-/// to the last chunk group plus [`GROUP_LEVELS`] inside it down to the last
+/// to the last chunk group plus `GROUP_LEVELS` (4) inside it down to the last
 /// chunk, so `2 * depth + 4` parents in all. The test
 /// `piece_streams_fit_the_bound` checks this against
 /// [`crate::content::encoded_len`] for sizes up to [`MAX_CONTENT_SIZE`], and
@@ -92,7 +92,16 @@ pub struct Request {
     pub piece: u64,
 }
 
-/// One message of the transfer protocol (see the module docs).
+/// One message of the transfer protocol: a downloader's request, or a
+/// sharer's reply naming the request it answers.
+///
+/// Encoded as a kind byte then big-endian fields ([`crate::wire`]): `0`
+/// Request (`req: u32`, `id: [u8; 32]`, `piece: u64`, 45 bytes), `1` Piece
+/// (`req: u32`, `len: u32`, then `len` bytes of stream, `len` at most
+/// [`MAX_PIECE_ENCODED`]), `2` Missing (`req: u32`). Each value has exactly
+/// one encoding; [`TransferMsg::decode`] refuses unknown kinds and trailing
+/// bytes, never panics, and allocates only a piece's stream, after its
+/// length was checked.
 ///
 /// `Debug` shows a piece's length, never its bytes.
 #[derive(Clone, PartialEq, Eq)]
