@@ -1,15 +1,53 @@
-//! Transfer: how a file is cut into pieces for download, which pieces a
-//! downloader holds, and (in later parts of this module) the messages and
-//! the scheduler that fetch them from several sources.
+//! Transfer: how a file is cut into pieces, the messages that carry them
+//! between a downloader and a sharer, their framing on the channel, and the
+//! scheduler that fetches them from several sources.
 //!
 //! A *piece* is [`PIECE_BYTES`] of content (the last one may be shorter),
 //! aligned to BLAKE3 chunk groups so that each piece verifies on its own
 //! against the content id ([`crate::content::verify_range`]). A piece is
-//! the unit a downloader requests, verifies, writes and records as held.
+//! the unit a downloader requests, verifies, writes and records as held
+//! ([`Bitfield`]).
+//!
+//! # The parts, from the wire up
+//! - `msg.rs`: [`TransferMsg`] (`Request`, `Piece`, `Missing`), one bounded
+//!   codec over [`crate::wire`], at most [`MAX_PIECE_MESSAGE`] bytes; and
+//!   [`serve`], the sharer's whole side of a request.
+//! - `frame.rs`: [`Framer`] and [`Reassembler`], which carry those messages
+//!   over an ordered, reliable channel of small chunks (circuit data
+//!   cells), with a hard bound on what a peer can make us buffer.
+//! - `schedule.rs`: [`Download`], the downloader's sans-IO scheduler over
+//!   opaque [`SourceId`]s: windows per source, stalls, backoff, the
+//!   endgame, and verification of every reply before anything is held.
+//!
+//! # One exchange
+//! ```text
+//! downloader                                              sharer
+//! Download::next_request ─ Request ─▶ Framer ┄┄chunks┄┄▶ Reassembler ─▶ serve
+//! Download::on_piece ◀─ Piece | Missing ─ Reassembler ◀┄┄chunks┄┄ Framer ◀─┘
+//! ```
+//!
+//! **Invariant: nothing unverified leaves this module as content.**
+//! [`Download::on_piece`] returns piece data only as a
+//! [`crate::content::VerifiedPiece`], which only `verify_range` makes, for
+//! exactly the range that was asked of that source; [`serve`] checks every
+//! chunk it reads against the root, so a damaged local copy is never sent.
+//!
+//! **Boundary:** no IO, clock or randomness here. The caller owns the
+//! channels (rendezvous sessions), passes `now_ms`, reads the local file
+//! for [`serve`] and writes the verified pieces.
 
 mod bitfield;
+mod frame;
+mod msg;
+mod schedule;
 
 pub use bitfield::{Bitfield, BitfieldError};
+pub use frame::{FRAME_HEADER_BYTES, FrameError, Framer, Reassembler};
+pub use msg::{MAX_PIECE_ENCODED, MAX_PIECE_MESSAGE, Request, Served, TransferMsg, serve};
+pub use schedule::{
+    Download, DownloadError, DownloadEvent, DropReason, MAX_ENDGAME_COPIES, MAX_WINDOW_PER_SOURCE,
+    PieceFault, Progress, ScheduleParams, SourceId, SourceInfo,
+};
 
 use std::ops::Range;
 
