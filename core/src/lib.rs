@@ -16,6 +16,7 @@ pub mod node;
 pub mod onion;
 pub mod path;
 pub mod pow;
+pub mod provider;
 pub mod record;
 pub mod rendezvous;
 pub mod sampling;

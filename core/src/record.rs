@@ -39,10 +39,9 @@
 //! [64] ed25519 signature over SIGNATURE_CONTEXT || all bytes above
 //! ```
 //!
-//! Everything after the kind byte is kind-specific, so kind 2 (provider
-//! records: introduction points, service key, expiry) can be added with its
-//! own layout without changing kind 1; until then it is refused with
-//! [`DecodeError::UnknownKind`].
+//! Everything after the kind byte is kind-specific: kind 2 (provider
+//! records, [`crate::provider`]) has its own layout and decoder, and this
+//! module's decoder refuses it with [`DecodeError::UnknownKind`].
 
 use std::collections::BTreeSet;
 
@@ -75,7 +74,7 @@ pub const MAX_LIFETIME_SECS: u64 = 7 * 24 * 60 * 60;
 /// How far in the future `created` may be, to allow for clock skew.
 pub const MAX_CLOCK_SKEW_SECS: u64 = 600;
 
-const SIGNATURE_BYTES: usize = 64;
+pub(crate) const SIGNATURE_BYTES: usize = 64;
 const HEADER_BYTES: usize = 1 + 1 + 32 + 8;
 /// Longest encoded record (all fields at their bounds). Decoding refuses
 /// anything longer before reading it.
@@ -96,8 +95,9 @@ pub const MAX_RECORD_BYTES: usize = HEADER_BYTES
 pub enum RecordKind {
     /// A file: its content id, size, name and keywords.
     Content = 1,
-    // 2 is reserved for provider records (introduction points, service key,
-    // expiry); until defined, decoding refuses it as an unknown kind.
+    /// Who serves a content id: a service key and its introduction points
+    /// ([`crate::provider`]).
+    Provider = 2,
 }
 
 impl RecordKind {
@@ -105,6 +105,7 @@ impl RecordKind {
     pub const fn from_u8(v: u8) -> Option<Self> {
         match v {
             1 => Some(RecordKind::Content),
+            2 => Some(RecordKind::Provider),
             _ => None,
         }
     }
@@ -431,7 +432,16 @@ impl ContentRecord {
     }
 }
 
-fn signed_message(unsigned: &[u8]) -> Vec<u8> {
+/// The kind of a record encoding (its second byte), for dispatch before
+/// decoding; None if it is too short or of an unknown version or kind.
+pub fn kind_of(bytes: &[u8]) -> Option<RecordKind> {
+    match bytes {
+        [RECORD_VERSION, kind, ..] => RecordKind::from_u8(*kind),
+        _ => None,
+    }
+}
+
+pub(crate) fn signed_message(unsigned: &[u8]) -> Vec<u8> {
     let mut msg = Vec::with_capacity(SIGNATURE_CONTEXT.len() + unsigned.len());
     msg.extend_from_slice(SIGNATURE_CONTEXT);
     msg.extend_from_slice(unsigned);
@@ -522,7 +532,7 @@ impl Unchecked<SignedRecord> {
         let kind = r.get_u8()?;
         match RecordKind::from_u8(kind) {
             Some(RecordKind::Content) => {}
-            None => return Err(DecodeError::UnknownKind(kind)),
+            Some(RecordKind::Provider) | None => return Err(DecodeError::UnknownKind(kind)),
         }
         let key = VerifyingKey::from_bytes(&r.get_array()?).map_err(|_| DecodeError::BadValue {
             field: "publisher key",
@@ -628,7 +638,7 @@ mod tests {
     const VECTOR_NOW: u64 = CREATED + 3_600;
 
     fn check(bytes: &[u8], now: u64) -> Result<SignedRecord, RecordError> {
-        Unchecked::decode(bytes)?.check(now, PowParams::TESTNET)
+        Unchecked::<SignedRecord>::decode(bytes)?.check(now, PowParams::TESTNET)
     }
 
     #[test]
@@ -790,14 +800,14 @@ mod tests {
         let mut b = good.clone();
         b[0] = 2;
         assert_eq!(
-            Unchecked::decode(&b).unwrap_err(),
+            Unchecked::<SignedRecord>::decode(&b).unwrap_err(),
             DecodeError::UnknownVersion(2)
         );
         for kind in [0, 2, 3, 255] {
             let mut b = good.clone();
             b[1] = kind;
             assert_eq!(
-                Unchecked::decode(&b).unwrap_err(),
+                Unchecked::<SignedRecord>::decode(&b).unwrap_err(),
                 DecodeError::UnknownKind(kind)
             );
         }
@@ -805,14 +815,17 @@ mod tests {
         let mut b = good.clone();
         b.push(0);
         assert_eq!(
-            Unchecked::decode(&b).unwrap_err(),
+            Unchecked::<SignedRecord>::decode(&b).unwrap_err(),
             DecodeError::TrailingBytes { count: 1 }
         );
         for len in 0..good.len() {
-            assert!(Unchecked::decode(&good[..len]).is_err(), "prefix {len}");
+            assert!(
+                Unchecked::<SignedRecord>::decode(&good[..len]).is_err(),
+                "prefix {len}"
+            );
         }
         assert!(matches!(
-            Unchecked::decode(&vec![1; MAX_RECORD_BYTES + 1]),
+            Unchecked::<SignedRecord>::decode(&vec![1; MAX_RECORD_BYTES + 1]),
             Err(DecodeError::TooLong {
                 field: "record",
                 ..
@@ -822,14 +835,14 @@ mod tests {
         // Bad UTF-8 in the name, even with a valid signature.
         let b = forge(|u| u[NAME_AT + 1] = 0xff);
         assert_eq!(
-            Unchecked::decode(&b).unwrap_err(),
+            Unchecked::<SignedRecord>::decode(&b).unwrap_err(),
             DecodeError::BadUtf8 { field: "name" }
         );
         // A keyword count over the bound.
         let name_len = usize::from(good[NAME_AT]);
         let b = forge(|u| u[NAME_AT + 1 + name_len] = 17);
         assert!(matches!(
-            Unchecked::decode(&b),
+            Unchecked::<SignedRecord>::decode(&b),
             Err(DecodeError::TooLong {
                 field: "keywords",
                 len: 17,
@@ -839,7 +852,7 @@ mod tests {
         // An oversize keyword length.
         let b = forge(|u| u[NAME_AT + 2 + name_len] = 33);
         assert!(matches!(
-            Unchecked::decode(&b),
+            Unchecked::<SignedRecord>::decode(&b),
             Err(DecodeError::TooLong {
                 field: "keyword",
                 len: 33,
@@ -893,7 +906,9 @@ mod tests {
             difficulty_bits: u8::try_from(achieved + 1).unwrap(),
         };
         assert!(matches!(
-            Unchecked::decode(&b).unwrap().check(CREATED, harder),
+            Unchecked::<SignedRecord>::decode(&b)
+                .unwrap()
+                .check(CREATED, harder),
             Err(RecordError::BadPow(_))
         ));
         // A pseudonym made with no work at all is refused at TESTNET.
@@ -995,7 +1010,7 @@ mod tests {
 
         #[test]
         fn prop_decode_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..1100)) {
-            if let Ok(u) = Unchecked::decode(&bytes) {
+            if let Ok(u) = Unchecked::<SignedRecord>::decode(&bytes) {
                 let _ = u.check(CREATED, PowParams::TESTNET);
             }
         }

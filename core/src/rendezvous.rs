@@ -133,6 +133,11 @@ impl ServiceKey {
         ToHop::EstablishIntro(Box::new(Registration { key, signature }))
     }
 
+    /// Signs `message` with the service pseudonym (provider records).
+    pub(crate) fn sign(&self, message: &[u8]) -> Signature {
+        self.pseudonym.signing_key().sign(message)
+    }
+
     /// The key file: the pseudonym's, then the x25519 secret. Holds
     /// secrets: zeroized on drop.
     pub fn to_bytes(&self) -> Zeroizing<Vec<u8>> {

@@ -29,6 +29,7 @@ use x25519_dalek::{PublicKey, StaticSecret};
 
 use crate::content::ContentId;
 use crate::identity::PublisherId;
+use crate::provider::SignedProvider;
 use crate::record::{ContentRecord, SignedRecord, keywords_from_name};
 use crate::wire::{DecodeError, Reader, Writer};
 
@@ -454,6 +455,38 @@ pub fn select_answer<'a>(
                 bytes += size;
                 out.push(*r);
             }
+        }
+    }
+    out
+}
+
+/// The provider records for content `id` to put in one answer: at most
+/// `max`, within `max_bytes`, one per service, in an order drawn from the
+/// walk id (so no service is always first, and none can choose to be).
+pub fn select_providers<'a>(
+    held: impl Iterator<Item = &'a SignedProvider>,
+    id: ContentId,
+    order: &WalkId,
+    max: usize,
+    max_bytes: usize,
+) -> Vec<&'a SignedProvider> {
+    let mut list: Vec<([u8; 32], &'a SignedProvider)> = held
+        .filter(|p| p.record().content_id == id)
+        .map(|p| {
+            let mut key = [0u8; 48];
+            key[..16].copy_from_slice(&order.0);
+            key[16..].copy_from_slice(p.publisher().id().as_bytes());
+            (*blake3::hash(&key).as_bytes(), p)
+        })
+        .collect();
+    list.sort_by_key(|(k, _)| *k);
+    let mut out = Vec::new();
+    let mut bytes = 0;
+    for (_, p) in list {
+        let size = p.as_bytes().len() + 2;
+        if out.len() < max && bytes + size <= max_bytes {
+            bytes += size;
+            out.push(p);
         }
     }
     out

@@ -718,6 +718,7 @@ fn drain(
                 // (`veil get` will); a node still serves as introduction
                 // and rendezvous point for others without these events.
                 Event::IntroPoints { .. }
+                | Event::ProvidersFound { .. }
                 | Event::SessionOpened { .. }
                 | Event::SessionData { .. }
                 | Event::SessionClosed { .. } => {

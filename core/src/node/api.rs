@@ -120,6 +120,15 @@ pub enum Event {
         /// checked; rank them with [`crate::search::rank`]).
         records: Vec<crate::record::SignedRecord>,
     },
+    /// Checked provider records arrived for one of our searches (an exact
+    /// content-id search): services that serve the content, and their
+    /// introduction points, for [`crate::node::Node::connect`].
+    ProvidersFound {
+        /// Which search.
+        search: SearchId,
+        /// The records (signature, proof of work, bounds, validity checked).
+        providers: Vec<crate::provider::SignedProvider>,
+    },
     /// One of our searches timed out: no more answers are taken.
     SearchDone {
         /// Which search.

@@ -10,6 +10,7 @@ use super::{
     SearchError, SearchId, SendError, SessionId,
 };
 use crate::circuit::CircuitMsg;
+use crate::content::ContentId;
 use crate::identity::PublisherId;
 use crate::record::SignedRecord;
 use crate::rendezvous::{ServiceKey, ServicePublic};
@@ -88,6 +89,18 @@ impl Node {
         self.arm_rendezvous();
         self.settle();
         id
+    }
+
+    /// Sets the content one of our services serves: provider records
+    /// (content id → service key and introduction points) are signed and
+    /// published through our circuits, again whenever the introduction
+    /// points change and before they expire. Downloaders find them with
+    /// an exact content-id search ([`Event::ProvidersFound`]).
+    pub fn provide(&mut self, now: Millis, service: &PublisherId, content: Vec<ContentId>) {
+        self.clamp(now);
+        let (mut cx, p) = self.split();
+        p.rend.provide(&mut cx, service, content);
+        self.settle();
     }
 
     /// Stops a service; its introduction circuits close.
@@ -199,6 +212,11 @@ impl Node {
     /// Marks a pseudonym as ours before anything is published with it.
     pub fn set_own_publisher(&mut self, id: crate::identity::PublisherId) {
         self.search.own_publisher(id);
+    }
+
+    /// How many provider records we hold as an index holder.
+    pub fn providers_held(&self) -> usize {
+        self.search.providers_len()
     }
 
     /// How many records we hold as an index holder.

@@ -650,6 +650,10 @@ impl Node {
                 circuit_parts!(self, cx, w, circ);
                 circ.close_purpose(&mut cx, &mut w, k);
             }
+            Action::Provide(service, records) => {
+                let (mut cx, p) = self.split();
+                p.search.provide(&mut cx, service, records);
+            }
             Action::ProbeOwn(k) => {
                 circuit_parts!(self, cx, w, circ);
                 circ.probe(&mut cx, &mut w, CircuitId(k));

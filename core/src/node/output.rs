@@ -54,6 +54,13 @@ pub(super) enum Action {
     CloseOwn(u64),
     /// Probe our circuit `k` end to end (it closes if no answer comes).
     ProbeOwn(u64),
+    /// Our service's provider records, for the search part to publish
+    /// (replacing the last set; none withdraws them). The service is ours:
+    /// never held or answered by us.
+    Provide(
+        crate::identity::PublisherId,
+        Vec<crate::provider::SignedProvider>,
+    ),
 }
 
 /// What the circuit part tells the rendezvous part.

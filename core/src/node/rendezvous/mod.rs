@@ -33,7 +33,9 @@ use super::circuits::Purpose;
 use super::links::TokenBucket;
 use super::output::{Action, Ctx, RendIn};
 use super::{Event, Millis};
+use crate::content::ContentId;
 use crate::identity::{NodeId, PublisherId};
+use crate::provider::ProviderRecord;
 use crate::rendezvous::{
     self, FromHop, IntroStatus, Introducing, Introduction, ServiceKey, ServicePublic, Session,
     ToHop,
@@ -70,6 +72,10 @@ pub struct RendezvousParams {
     pub keepalive_ms: Millis,
     /// Housekeeping period.
     pub tick_ms: Millis,
+    /// Validity of the provider records we sign (re-signed at half of it,
+    /// and whenever the introduction points change). At most
+    /// [`crate::provider::MAX_PROVIDER_LIFETIME_SECS`].
+    pub provider_lifetime_s: u64,
 }
 
 impl RendezvousParams {
@@ -86,6 +92,7 @@ impl RendezvousParams {
         replay_cache: 16_384,
         keepalive_ms: 5 * 60_000,
         tick_ms: 1_000,
+        provider_lifetime_s: 3600,
     };
 
     /// Local test networks: shorter timers.
@@ -112,7 +119,13 @@ impl RendezvousParams {
             ("replay_cache", self.replay_cache as u64),
             ("keepalive_ms", self.keepalive_ms),
             ("tick_ms", self.tick_ms),
+            ("provider_lifetime_s", self.provider_lifetime_s),
         ];
+        if self.provider_lifetime_s > crate::provider::MAX_PROVIDER_LIFETIME_SECS {
+            return Err(
+                "rendezvous.provider_lifetime_s is over the provider record maximum".into(),
+            );
+        }
         match positive.iter().find(|(_, v)| *v == 0) {
             Some((name, _)) => Err(format!("rendezvous.{name} must be positive")),
             None => Ok(()),
@@ -217,6 +230,10 @@ struct Service {
     building: usize,
     /// The descriptors last announced.
     announced: Vec<Vec<u8>>,
+    /// The content it serves (provider records are signed for each).
+    provides: Vec<ContentId>,
+    /// When its provider records were last signed.
+    signed_ms: Option<Millis>,
 }
 
 /// A session from its start to its end.
@@ -294,9 +311,56 @@ impl Rendezvous {
             points: BTreeMap::new(),
             building: 0,
             announced: Vec::new(),
+            provides: Vec::new(),
+            signed_ms: None,
         });
+        // Never held or answered by this node as an index holder.
+        cx.out.act(Action::Provide(id, Vec::new()));
         self.maintain(cx);
         id
+    }
+
+    /// Sets the content service `id` serves: provider records for each
+    /// are signed with its introduction points and published, again
+    /// whenever they change and before they expire.
+    pub(super) fn provide(&mut self, cx: &mut Ctx<'_>, id: &PublisherId, content: Vec<ContentId>) {
+        if let Some(s) = self.services.get_mut(id) {
+            s.provides = content;
+            self.sign_providers(cx, *id);
+        }
+    }
+
+    /// Signs and hands to the search part the provider records of service
+    /// `sid` (none while it has no introduction point in place).
+    fn sign_providers(&mut self, cx: &mut Ctx<'_>, sid: PublisherId) {
+        let Some(s) = self.services.get_mut(&sid) else {
+            return;
+        };
+        let intro_points: Vec<Vec<u8>> = established(s)
+            .into_iter()
+            .take(crate::provider::MAX_INTRO_POINTS)
+            .collect();
+        s.signed_ms = Some(cx.now);
+        let created = cx.now / 1000;
+        let records = if intro_points.is_empty() {
+            Vec::new()
+        } else {
+            s.provides
+                .iter()
+                .filter_map(|id| {
+                    ProviderRecord {
+                        content_id: *id,
+                        x25519: s.key.public().x25519,
+                        intro_points: intro_points.clone(),
+                        created,
+                        expires: created + cx.config.rendezvous.provider_lifetime_s,
+                    }
+                    .sign(&s.key)
+                    .ok()
+                })
+                .collect()
+        };
+        cx.out.act(Action::Provide(sid, records));
     }
 
     /// Stops a service: its introduction circuits close.
@@ -305,6 +369,7 @@ impl Rendezvous {
             for k in s.points.keys() {
                 cx.out.act(Action::CloseOwn(*k));
             }
+            cx.out.act(Action::Provide(*id, Vec::new()));
         }
     }
 
@@ -984,6 +1049,18 @@ impl Rendezvous {
             self.fail(cx, id, SessionEnd::Timeout);
         }
         self.cookies.retain(|_, (_, until)| *until > now);
+        let half_life = p.provider_lifetime_s * 1000 / 2;
+        let stale: Vec<PublisherId> = self
+            .services
+            .iter()
+            .filter(|(_, s)| {
+                !s.provides.is_empty() && s.signed_ms.is_some_and(|t| now >= t + half_life)
+            })
+            .map(|(id, _)| *id)
+            .collect();
+        for sid in stale {
+            self.sign_providers(cx, sid);
+        }
         for s in self.services.values_mut() {
             for (k, point) in &mut s.points {
                 if now >= point.probed_ms + p.keepalive_ms {
@@ -1027,6 +1104,7 @@ impl Rendezvous {
                 service: sid,
                 descriptors: now,
             });
+            self.sign_providers(cx, sid);
         }
     }
 

@@ -500,3 +500,57 @@ fn a_service_holds_at_most_max_sessions() {
     net.run_from(now + 1_000, now + 6_000);
     assert_eq!(opened(&net, 12).len(), 1, "room again");
 }
+
+/// The whole way in: a service provides a content id; a downloader
+/// searches for the exact id, gets the signed provider record (service key
+/// and introduction points) back through index holders, and opens a
+/// session with it. The sharer holds none of its own provider records.
+#[test]
+fn a_downloader_finds_a_provider_by_content_id_and_meets_it() {
+    let mut net = ready(16, |_, _| {});
+    let now = T0 + 12_000;
+    let key = service(1);
+    let public = key.public();
+    let sid = net.nodes_mut()[3].add_service(now, key);
+    let id = crate::content::ContentId::from_bytes([0x77; 32]);
+    net.nodes_mut()[3].provide(now, &sid, vec![id]);
+    net.run_from(now, now + 8_000);
+    let now = now + 8_000;
+    assert_eq!(
+        net.nodes()[3].providers_held(),
+        0,
+        "the sharer holds its own"
+    );
+    let holders = net
+        .nodes()
+        .iter()
+        .filter(|n| n.providers_held() > 0)
+        .count();
+    assert!(holders >= 2, "provider record on {holders} index holders");
+    let q = crate::search::Query::Content(id);
+    let search = net.nodes_mut()[9].search(now, q).expect("search");
+    net.run_from(now, now + 6_000);
+    let now = now + 6_000;
+    let found: Vec<crate::provider::SignedProvider> = net
+        .events()
+        .iter()
+        .filter_map(|(n, e)| match e {
+            Event::ProvidersFound {
+                search: s,
+                providers,
+            } if *n == 9 && *s == search => Some(providers.clone()),
+            _ => None,
+        })
+        .flatten()
+        .collect();
+    let p = found.first().expect("a provider record came back");
+    assert_eq!(p.service(), public);
+    assert_eq!(p.record().content_id, id);
+    assert!(!p.record().intro_points.is_empty());
+    let d = net.nodes_mut()[9]
+        .connect(now, p.service(), p.record().intro_points.clone())
+        .expect("connect");
+    net.run_from(now, now + 5_000);
+    assert_eq!(opened(&net, 9), vec![(d, false)]);
+    assert_eq!(opened(&net, 3).len(), 1);
+}

@@ -5,7 +5,46 @@ use std::collections::BTreeMap;
 
 use crate::content::ContentId;
 use crate::identity::PublisherId;
+use crate::provider::SignedProvider;
 use crate::record::SignedRecord;
+
+/// What an index holds: a checked record of some kind.
+pub(super) trait Stored: Clone {
+    fn publisher_id(&self) -> PublisherId;
+    fn content_id(&self) -> ContentId;
+    fn created(&self) -> u64;
+    fn expires(&self) -> u64;
+}
+
+impl Stored for SignedRecord {
+    fn publisher_id(&self) -> PublisherId {
+        self.publisher().id()
+    }
+    fn content_id(&self) -> ContentId {
+        self.record().content_id
+    }
+    fn created(&self) -> u64 {
+        self.record().created
+    }
+    fn expires(&self) -> u64 {
+        self.record().expires
+    }
+}
+
+impl Stored for SignedProvider {
+    fn publisher_id(&self) -> PublisherId {
+        self.publisher().id()
+    }
+    fn content_id(&self) -> ContentId {
+        self.record().content_id
+    }
+    fn created(&self) -> u64 {
+        self.record().created
+    }
+    fn expires(&self) -> u64 {
+        self.record().expires
+    }
+}
 
 /// Why a record was not stored.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -17,31 +56,42 @@ pub(super) enum Refused {
 }
 
 #[derive(Debug, Clone)]
-struct Held {
-    record: SignedRecord,
+struct Held<R> {
+    record: R,
     seq: u64,
 }
 
 /// Records held for others. When full, the publisher holding the most
 /// records loses its oldest (so that a coalition filling the store evicts
 /// itself, not honest publishers with a few records each).
-#[derive(Debug, Default)]
-pub(super) struct Index {
-    held: BTreeMap<(PublisherId, ContentId), Held>,
+#[derive(Debug)]
+pub(super) struct Index<R> {
+    held: BTreeMap<(PublisherId, ContentId), Held<R>>,
     per_publisher: BTreeMap<PublisherId, usize>,
     /// Arrival order, for eviction when full.
     order: BTreeMap<u64, (PublisherId, ContentId)>,
     seq: u64,
 }
 
-impl Index {
+impl<R> Default for Index<R> {
+    fn default() -> Self {
+        Index {
+            held: BTreeMap::new(),
+            per_publisher: BTreeMap::new(),
+            order: BTreeMap::new(),
+            seq: 0,
+        }
+    }
+}
+
+impl<R: Stored> Index<R> {
     /// Records held.
     pub(super) fn len(&self) -> usize {
         self.held.len()
     }
 
     /// Every record held.
-    pub(super) fn records(&self) -> impl Iterator<Item = &SignedRecord> {
+    pub(super) fn records(&self) -> impl Iterator<Item = &R> {
         self.held.values().map(|h| &h.record)
     }
 
@@ -51,16 +101,16 @@ impl Index {
     pub(super) fn offer(
         &mut self,
         now_s: u64,
-        record: SignedRecord,
+        record: R,
         per_publisher: usize,
         total: usize,
     ) -> Result<(), Refused> {
-        if record.record().expires <= now_s {
+        if record.expires() <= now_s {
             return Err(Refused::Limit);
         }
-        let key = (record.publisher().id(), record.record().content_id);
+        let key = (record.publisher_id(), record.content_id());
         if let Some(h) = self.held.get(&key) {
-            if h.record.record().created >= record.record().created {
+            if h.record.created() >= record.created() {
                 // A republication: the record moves to the back of the
                 // eviction order.
                 let old = h.seq;
@@ -108,7 +158,7 @@ impl Index {
         let gone: Vec<_> = self
             .held
             .iter()
-            .filter(|(_, h)| h.record.record().expires <= now_s)
+            .filter(|(_, h)| h.record.expires() <= now_s)
             .map(|(k, _)| *k)
             .collect();
         for k in gone {

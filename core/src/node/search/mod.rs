@@ -36,7 +36,8 @@ use crate::cell::command;
 use crate::content::ContentId;
 use crate::identity::{NodeId, PublisherId};
 use crate::link::LinkMsg;
-use crate::record::{SignedRecord, Unchecked};
+use crate::provider::SignedProvider;
+use crate::record::{RecordKind, SignedRecord, Unchecked};
 use crate::search::{
     self, FromExit, MAX_RECORDS_PER_MSG, MAX_SEARCH_BYTES, Query, ToExit, Walk, WalkBody, WalkId,
     WalkReply,
@@ -240,13 +241,18 @@ impl SearchView<'_> {
 /// The search part's state.
 #[derive(Debug, Default)]
 pub(super) struct Search {
-    index: index::Index,
+    index: index::Index<SignedRecord>,
+    /// Provider records held as an index holder (bounded like content
+    /// records, separately).
+    providers: index::Index<SignedProvider>,
     own_publishers: BTreeSet<PublisherId>,
     /// A secret of this node: which other pseudonyms it refuses to store
     /// (see [`Search::refuses`]). Derived from the node's signing key on
     /// first use.
     refusal_key: Option<[u8; 32]>,
     published: Vec<SignedRecord>,
+    /// Our services' provider records, by service.
+    provided: BTreeMap<PublisherId, Vec<SignedProvider>>,
     publish_due_ms: Option<Millis>,
     paths: paths::Paths,
     pending: BTreeMap<WalkId, Pending>,
@@ -271,42 +277,79 @@ fn seed(cx: &mut Ctx<'_>) -> [u8; 32] {
     s
 }
 
-/// Checks record encodings; the checked ones, and how many failed.
-fn check_all(cx: &Ctx<'_>, records: &[Vec<u8>]) -> (Vec<SignedRecord>, u64) {
-    let mut ok = Vec::new();
-    let mut bad = 0;
+/// Most provider records in one answer (to an exact content-id query).
+const MAX_ANSWER_PROVIDERS: usize = 4;
+
+fn count(cx: &mut Ctx<'_>, offered: Result<(), index::Refused>) {
+    match offered {
+        Ok(()) => cx.stats.search.stored += 1,
+        Err(index::Refused::Limit) => cx.stats.search.refused += 1,
+        Err(index::Refused::Duplicate) => {}
+    }
+}
+
+/// Records of both kinds, checked.
+#[derive(Debug, Default)]
+struct Checked {
+    content: Vec<SignedRecord>,
+    providers: Vec<SignedProvider>,
+    bad: u64,
+}
+
+impl Checked {
+    fn is_empty(&self) -> bool {
+        self.content.is_empty() && self.providers.is_empty()
+    }
+
+    fn encodings(&self) -> Vec<Vec<u8>> {
+        let content = self.content.iter().map(SignedRecord::to_bytes);
+        content
+            .chain(self.providers.iter().map(SignedProvider::to_bytes))
+            .collect()
+    }
+}
+
+/// Checks record encodings of either kind; the checked ones, and how many
+/// failed.
+fn check_all(cx: &Ctx<'_>, records: &[Vec<u8>]) -> Checked {
+    let mut out = Checked::default();
+    let now = now_s(cx);
+    let pow = cx.config.pow;
     for bytes in records {
-        match Unchecked::<SignedRecord>::decode(bytes).and_then(|u| {
-            u.check(now_s(cx), cx.config.pow)
-                .map_err(|_| crate::wire::DecodeError::BadValue {
-                    field: "record",
-                    reason: "failed its check",
-                })
-        }) {
-            Ok(r) => ok.push(r),
-            Err(_) => bad += 1,
+        let ok = match crate::record::kind_of(bytes) {
+            Some(RecordKind::Content) => Unchecked::<SignedRecord>::decode(bytes)
+                .ok()
+                .and_then(|u| u.check(now, pow).ok())
+                .map(|r| out.content.push(r)),
+            Some(RecordKind::Provider) => Unchecked::<SignedProvider>::decode(bytes)
+                .ok()
+                .and_then(|u| u.check(now, pow).ok())
+                .map(|r| out.providers.push(r)),
+            None => None,
+        };
+        if ok.is_none() {
+            out.bad += 1;
         }
     }
-    (ok, bad)
+    out
 }
 
 /// Record encodings packed into messages of at most [`MAX_SEARCH_BYTES`].
-fn batches(records: &[SignedRecord]) -> Vec<Vec<Vec<u8>>> {
+fn batches<'a>(records: impl Iterator<Item = &'a [u8]>) -> Vec<Vec<Vec<u8>>> {
     let mut out: Vec<Vec<Vec<u8>>> = Vec::new();
     let mut used = 0;
-    for r in records {
-        let b = r.to_bytes();
+    for b in records {
         let cost = b.len() + 2;
         match out.last_mut() {
             Some(batch)
                 if used + cost <= MAX_SEARCH_BYTES - 64 && batch.len() < MAX_RECORDS_PER_MSG =>
             {
                 used += cost;
-                batch.push(b);
+                batch.push(b.to_vec());
             }
             _ => {
                 used = cost;
-                out.push(vec![b]);
+                out.push(vec![b.to_vec()]);
             }
         }
     }
@@ -317,6 +360,11 @@ impl Search {
     /// How many records we hold as an index holder.
     pub(super) fn index_len(&self) -> usize {
         self.index.len()
+    }
+
+    /// How many provider records we hold as an index holder.
+    pub(super) fn providers_len(&self) -> usize {
+        self.providers.len()
     }
 
     /// Records we hold as an index holder.
@@ -374,6 +422,24 @@ impl Search {
         self.own_publishers.insert(id);
     }
 
+    /// Sets service `service`'s provider records (replacing its last set)
+    /// and publishes them at the next tick, then at every republication.
+    pub(super) fn provide(
+        &mut self,
+        cx: &mut Ctx<'_>,
+        service: PublisherId,
+        records: Vec<SignedProvider>,
+    ) {
+        self.own_publishers.insert(service);
+        if records.is_empty() {
+            self.provided.remove(&service);
+        } else {
+            self.provided.insert(service, records);
+        }
+        self.publish_due_ms = Some(cx.now);
+        self.arm(cx);
+    }
+
     /// Sets our published records (replacing the last set) and publishes
     /// them at the next tick.
     pub(super) fn publish(&mut self, cx: &mut Ctx<'_>, records: Vec<SignedRecord>) {
@@ -423,6 +489,7 @@ impl Search {
     pub(super) fn tick(&mut self, cx: &mut Ctx<'_>, have_circuit: bool) -> Vec<Vec<u8>> {
         let now = cx.now;
         self.index.expire(now_s(cx));
+        self.providers.expire(now_s(cx));
         self.paths.expire(now);
         let done: Vec<WalkId> = self
             .pending
@@ -436,10 +503,19 @@ impl Search {
             }
         }
         let mut out = Vec::new();
-        if self.publish_due_ms.is_some_and(|t| t <= now) && !self.published.is_empty() {
+        if self.publish_due_ms.is_some_and(|t| t <= now) && self.publishes() {
             if have_circuit {
                 self.published.retain(|r| r.record().expires > now / 1000);
-                for batch in batches(&self.published) {
+                for list in self.provided.values_mut() {
+                    list.retain(|r| r.record().expires > now / 1000);
+                }
+                let content = self.published.iter().map(SignedRecord::as_bytes);
+                let providers = self
+                    .provided
+                    .values()
+                    .flatten()
+                    .map(SignedProvider::as_bytes);
+                for batch in batches(content.chain(providers)) {
                     if let Some(b) = (ToExit::Publish { records: batch }).encode() {
                         out.push(b);
                     }
@@ -455,13 +531,18 @@ impl Search {
         out
     }
 
+    /// Whether we have anything to publish.
+    fn publishes(&self) -> bool {
+        !self.published.is_empty() || !self.provided.is_empty()
+    }
+
     /// Arms the search timer for the next thing due.
     fn arm(&self, cx: &mut Ctx<'_>) {
         let next = self
             .pending
             .values()
             .map(|p| p.until_ms)
-            .chain(self.publish_due_ms.filter(|_| !self.published.is_empty()))
+            .chain(self.publish_due_ms.filter(|_| self.publishes()))
             .min();
         match next {
             Some(t) => cx.timers.set(Timer::Search, t),
@@ -584,12 +665,12 @@ impl Search {
         };
         match msg {
             ToExit::Publish { records } => {
-                let (ok, bad) = check_all(cx, &records);
-                cx.stats.search.refused += bad;
+                let ok = check_all(cx, &records);
+                cx.stats.search.refused += ok.bad;
                 if ok.is_empty() {
                     return;
                 }
-                let records: Vec<Vec<u8>> = ok.iter().map(SignedRecord::to_bytes).collect();
+                let records = ok.encodings();
                 self.store(cx, &records);
                 let walk = Walk {
                     id: walk_id(cx),
@@ -650,15 +731,27 @@ impl Search {
             cx.stats.search.bad_results += 1;
             return;
         };
-        let (mut records, bad) = check_all(cx, &encodings);
+        let Checked {
+            content: mut records,
+            mut providers,
+            bad,
+        } = check_all(cx, &encodings);
         records.truncate(max - p.records);
         p.records += records.len();
+        providers.truncate(max.saturating_sub(p.records));
+        p.records += providers.len();
         cx.stats.search.bad_results += bad;
-        cx.stats.search.results += records.len() as u64;
+        cx.stats.search.results += (records.len() + providers.len()) as u64;
         if !records.is_empty() {
             cx.event(Event::SearchResults {
                 search: p.id,
                 records,
+            });
+        }
+        if !providers.is_empty() {
+            cx.event(Event::ProvidersFound {
+                search: p.id,
+                providers,
             });
         }
     }
@@ -668,24 +761,29 @@ impl Search {
         if !cx.config.relay {
             return;
         }
-        let (ok, bad) = check_all(cx, encodings);
-        cx.stats.search.refused += bad;
-        let p = &cx.config.search;
-        for r in ok {
+        let ok = check_all(cx, encodings);
+        cx.stats.search.refused += ok.bad;
+        let p = cx.config.search.clone();
+        let now = now_s(cx);
+        for r in ok.content {
             if self.refuses(cx, &r.publisher().id()) {
                 cx.stats.search.refused += 1;
                 continue;
             }
-            match self.index.offer(
-                now_s(cx),
-                r,
-                p.max_records_per_publisher,
-                p.max_index_records,
-            ) {
-                Ok(()) => cx.stats.search.stored += 1,
-                Err(index::Refused::Limit) => cx.stats.search.refused += 1,
-                Err(index::Refused::Duplicate) => {}
+            let offered =
+                self.index
+                    .offer(now, r, p.max_records_per_publisher, p.max_index_records);
+            count(cx, offered);
+        }
+        for r in ok.providers {
+            if self.refuses(cx, &r.publisher().id()) {
+                cx.stats.search.refused += 1;
+                continue;
             }
+            let offered =
+                self.providers
+                    .offer(now, r, p.max_records_per_publisher, p.max_index_records);
+            count(cx, offered);
         }
     }
 
@@ -703,21 +801,40 @@ impl Search {
         // What fits one sealed message: the walk id, the tag, the
         // ephemeral key and the record count around the encodings.
         let budget = MAX_SEARCH_BYTES - 128;
+        // For an exact id, the providers first (what a downloader needs),
+        // in at most half the message; the content records in the rest.
+        let providers = match query {
+            Query::Content(id) => search::select_providers(
+                self.providers.records(),
+                *id,
+                walk,
+                MAX_ANSWER_PROVIDERS,
+                budget / 2,
+            ),
+            Query::Words(_) => Vec::new(),
+        };
+        let used: usize = providers.iter().map(|r| r.as_bytes().len() + 2).sum();
         let chosen = search::select_answer(
             query,
             self.index.records(),
             walk,
             p.max_answer_records,
-            budget,
+            budget - used,
             p.max_answer_per_publisher,
         );
-        if chosen.is_empty() {
+        if chosen.is_empty() && providers.is_empty() {
             return None;
         }
-        let encodings: Vec<Vec<u8>> = chosen.iter().map(|r| r.to_bytes()).collect();
+        let mut encodings: Vec<Vec<u8>> = chosen.iter().map(|r| r.to_bytes()).collect();
+        encodings.extend(providers.iter().map(|r| r.to_bytes()));
         let answered: Vec<(PublisherId, ContentId)> = chosen
             .iter()
             .map(|r| (r.publisher().id(), r.record().content_id))
+            .chain(
+                providers
+                    .iter()
+                    .map(|r| (r.publisher().id(), r.record().content_id)),
+            )
             .collect();
         let sealed = search::seal(reply_key, &encodings, seed(cx))?;
         cx.stats.search.answers += 1;
