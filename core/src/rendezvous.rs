@@ -74,8 +74,11 @@ pub const COOKIE_BYTES: usize = 32;
 pub const TAG_BYTES: usize = 16;
 /// Largest end-to-end message: one circuit data message minus the tag.
 pub const MAX_SESSION_PLAINTEXT: usize = crate::circuit::MAX_DATA_BYTES - TAG_BYTES;
-/// Largest msg1 (ephemeral key, the encrypted introduction and its tag).
-pub const MAX_INTRODUCE_BYTES: usize = 32 + 2 + MAX_DESCRIPTOR_BYTES + COOKIE_BYTES + TAG_BYTES;
+/// Bytes of an encoded [`Introduction`]: always the same, whatever the
+/// rendezvous descriptor's size (padded), so msg1's length says nothing.
+pub const INTRODUCTION_BYTES: usize = 2 + MAX_DESCRIPTOR_BYTES + COOKIE_BYTES + 8;
+/// Length of msg1 (ephemeral key, the encrypted introduction and its tag).
+pub const MAX_INTRODUCE_BYTES: usize = 32 + INTRODUCTION_BYTES + TAG_BYTES;
 /// Length of msg2: the sharer's ephemeral key and an empty payload's tag.
 pub const JOIN_HANDSHAKE_BYTES: usize = 32 + TAG_BYTES;
 /// Largest encoded [`ToHop`].
@@ -286,6 +289,12 @@ pub enum FromHop {
         /// Noise NK msg2.
         handshake: Vec<u8>,
     },
+    /// To the joining service: whether the join found its cookie and the
+    /// circuits are spliced.
+    JoinAck {
+        /// Spliced.
+        joined: bool,
+    },
 }
 
 /// The introduction point's answer to an introduction.
@@ -309,6 +318,7 @@ mod tag {
     pub const INTRODUCTION: u8 = 67;
     pub const RENDEZVOUS_ESTABLISHED: u8 = 68;
     pub const JOINED: u8 = 69;
+    pub const JOIN_ACK: u8 = 70;
 }
 
 fn put_key(w: &mut Writer, key: &PublisherKey) {
@@ -411,6 +421,10 @@ impl FromHop {
                 w.put_u8(tag::JOINED);
                 w.put_bytes_u16len(handshake)?;
             }
+            FromHop::JoinAck { joined } => {
+                w.put_u8(tag::JOIN_ACK);
+                w.put_bool(*joined);
+            }
         }
         Ok(w.into_vec())
     }
@@ -440,6 +454,9 @@ impl FromHop {
             tag::JOINED => FromHop::Joined {
                 handshake: get_handshake(&mut r, JOIN_HANDSHAKE_BYTES)?,
             },
+            tag::JOIN_ACK => FromHop::JoinAck {
+                joined: r.get_bool("join ack")?,
+            },
             other => return Err(DecodeError::UnknownKind(other)),
         };
         r.finish()?;
@@ -463,14 +480,21 @@ pub struct Introduction {
     pub rendezvous: Vec<u8>,
     /// The cookie the downloader left there.
     pub cookie: [u8; COOKIE_BYTES],
+    /// When it was made, Unix seconds: a service acts on an introduction
+    /// only near this time, and remembers it for that long, so a replay
+    /// later is refused.
+    pub time_s: u64,
 }
 
 impl Introduction {
+    /// Encodes, padded to [`INTRODUCTION_BYTES`].
     fn encode(&self) -> Result<Vec<u8>, EncodeError> {
         bounded(&self.rendezvous, MAX_DESCRIPTOR_BYTES)?;
-        let mut w = Writer::with_capacity(2 + self.rendezvous.len() + COOKIE_BYTES);
+        let mut w = Writer::with_capacity(INTRODUCTION_BYTES);
         w.put_bytes_u16len(&self.rendezvous)?;
+        w.put_bytes(&vec![0; MAX_DESCRIPTOR_BYTES - self.rendezvous.len()]);
         w.put_bytes(&self.cookie);
+        w.put_u64(self.time_s);
         Ok(w.into_vec())
     }
 
@@ -479,9 +503,21 @@ impl Introduction {
         let rendezvous = r
             .get_bytes_u16len(MAX_DESCRIPTOR_BYTES, "rendezvous descriptor")?
             .to_vec();
+        let pad = r.get_bytes(MAX_DESCRIPTOR_BYTES - rendezvous.len())?;
+        if pad.iter().any(|b| *b != 0) {
+            return Err(DecodeError::BadValue {
+                field: "introduction padding",
+                reason: "not zero",
+            });
+        }
         let cookie = r.get_array()?;
+        let time_s = r.get_u64()?;
         r.finish()?;
-        Ok(Introduction { rendezvous, cookie })
+        Ok(Introduction {
+            rendezvous,
+            cookie,
+            time_s,
+        })
     }
 }
 

@@ -141,6 +141,9 @@ impl Config {
         self.circuits.validate()?;
         self.search.validate()?;
         self.rendezvous.validate()?;
+        if self.rendezvous.keepalive_ms >= self.circuits.relay_idle_ms {
+            return Err("rendezvous.keepalive_ms must be below circuits.relay_idle_ms".into());
+        }
         let positive = [
             ("round_ms", self.round_ms),
             ("handshake_timeout_ms", self.handshake_timeout_ms),

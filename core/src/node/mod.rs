@@ -77,6 +77,7 @@ use crate::descriptor::{Descriptor, flags};
 use crate::identity::{NodeId, NodeIdentity};
 use crate::link::LinkMsg;
 use crate::link::{CheckParams, HandshakeError};
+use crate::rendezvous::FromHop;
 use crate::sampling::Brahms;
 use circuits::{Circuits, World};
 use dialer::Dialer;
@@ -643,8 +644,28 @@ impl Node {
                 let (mut cx, p) = self.split();
                 p.circ.relay_send_rendezvous(&mut cx, k, bytes);
             }
-            Action::Splice(a, b) => {
-                self.circ.splice(a, b);
+            Action::Splice {
+                waiting,
+                joining,
+                handshake,
+            } => {
+                let (mut cx, p) = self.split();
+                let joined = p.circ.splice(waiting, joining);
+                let msgs = if joined {
+                    cx.stats.rendezvous.splices += 1;
+                    vec![
+                        (waiting, FromHop::Joined { handshake }),
+                        (joining, FromHop::JoinAck { joined }),
+                    ]
+                } else {
+                    cx.stats.rendezvous.refused += 1;
+                    vec![(joining, FromHop::JoinAck { joined })]
+                };
+                for (k, msg) in msgs {
+                    if let Ok(bytes) = msg.encode() {
+                        p.circ.relay_send_rendezvous(&mut cx, k, bytes);
+                    }
+                }
             }
             Action::CloseOwn(k) => {
                 circuit_parts!(self, cx, w, circ);

@@ -48,8 +48,15 @@ pub(super) enum Action {
     /// As the last hop of relayed circuit `k`, send a rendezvous answer to
     /// its client.
     RendToClient(u64, Vec<u8>),
-    /// As a rendezvous point, splice relayed circuits `a` and `b`.
-    Splice(u64, u64),
+    /// As a rendezvous point, splice relayed circuits `waiting` (it left
+    /// the cookie) and `joining`; then pass `handshake` (msg2) to the
+    /// waiting one and acknowledge the joining one, or refuse it if the
+    /// splice failed.
+    Splice {
+        waiting: u64,
+        joining: u64,
+        handshake: Vec<u8>,
+    },
     /// Close our circuit `k`.
     CloseOwn(u64),
     /// Probe our circuit `k` end to end (it closes if no answer comes).

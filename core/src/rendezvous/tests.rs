@@ -39,6 +39,7 @@ fn run(s: &ServiceKey, r: &mut ChaCha20Rng) -> Run {
     let intro = Introduction {
         rendezvous: rp_descriptor(),
         cookie,
+        time_s: 1_800_000_000,
     };
     let (pending, msg1) = Introducing::start(&s.public(), &intro, seed(r)).expect("start");
     let (opened, msg2, sharer) = accept(s, &msg1, seed(r)).expect("accept");
@@ -93,6 +94,7 @@ fn messages_round_trip_and_garbage_never_panics() {
         FromHop::Joined {
             handshake: vec![7; JOIN_HANDSHAKE_BYTES],
         },
+        FromHop::JoinAck { joined: true },
     ];
     for m in &replies {
         let b = m.encode().expect("encode");
@@ -279,6 +281,28 @@ fn the_channel_refuses_tampering_replay_and_reordering() {
         run.sharer.seal(&[0; MAX_SESSION_PLAINTEXT + 1]),
         Err(RendezvousError::TooLong(MAX_SESSION_PLAINTEXT + 1))
     );
+}
+
+/// The introduction point sees msg1's length: it is the same whatever
+/// the rendezvous point's descriptor (IPv4 or IPv6, extensions).
+#[test]
+fn every_introduction_has_the_same_length() {
+    let s = service(17);
+    let mut r = rng(18);
+    let mut lengths = std::collections::BTreeSet::new();
+    for len in [1, 100, 300, MAX_DESCRIPTOR_BYTES] {
+        let intro = Introduction {
+            rendezvous: vec![5; len],
+            cookie: [1; 32],
+            time_s: 7,
+        };
+        let (_, msg1) = Introducing::start(&s.public(), &intro, seed(&mut r)).expect("start");
+        lengths.insert(msg1.len());
+        let (opened, _, _) = accept(&s, &msg1, seed(&mut r)).expect("accept");
+        assert_eq!(opened, intro);
+    }
+    assert_eq!(lengths.len(), 1, "lengths differ: {lengths:?}");
+    assert_eq!(lengths.first(), Some(&MAX_INTRODUCE_BYTES));
 }
 
 #[test]

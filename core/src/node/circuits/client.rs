@@ -513,10 +513,14 @@ impl Circuits {
                     Purpose::Meet | Purpose::Join => {
                         cx.out.act(Action::Rend(RendIn::Data { circuit: k, bytes }));
                     }
-                    _ => cx.event(Event::CircuitData {
+                    Purpose::General => cx.event(Event::CircuitData {
                         id: CircuitId(k),
                         data: bytes,
                     }),
+                    // An introduction circuit carries no data.
+                    Purpose::Intro | Purpose::Introduce => {
+                        return self.close_own(cx, w, k, CloseReason::Protocol, true);
+                    }
                 }
                 if ack {
                     self.send_own(cx, w, k, last, &CircuitMsg::Sendme);

@@ -271,8 +271,11 @@ impl Guards {
 
     /// A path for a new circuit and its hops' checked descriptors: the
     /// primary guard, a vanguard, then relays from the directory. With
-    /// `end`, every hop is also compatible with it (another node, another
-    /// prefix), so that `end` can be appended; None if the guard is not.
+    /// `end` (a hop someone else chose, to be appended), the free hops
+    /// after the vanguard avoid it and its prefix where they can; the
+    /// guard and vanguard are never refused for it, or whether a build to
+    /// a chosen relay starts would tell the chooser our guard and
+    /// vanguards.
     pub(super) fn path(
         &mut self,
         cx: &mut Ctx<'_>,
@@ -283,9 +286,6 @@ impl Guards {
         let p = cx.config.circuits.clone();
         let guard = self.primary(now)?;
         let fits = |c: &Candidate| end.is_none_or(|e| path::compatible(&p, &[*e], c));
-        if !fits(&guard) {
-            return None;
-        }
         // Relays that just failed a build are avoided after the guard (a
         // second hop only if another vanguard is left: the set stays
         // fixed). Guards are never avoided this way.
@@ -300,10 +300,14 @@ impl Guards {
         if vanguards.iter().all(|v| v.id == guard.id) {
             vanguards = all_vanguards;
         }
-        vanguards.retain(|c| fits(c));
         let mut pool = w.dir.candidates(now, cx.config.descriptor_max_age_ms);
-        pool.retain(|c| !suspects.contains_key(&c.id) && fits(c));
-        let path = path::pick_rest(cx.rng, &p, guard, &vanguards, &pool)?;
+        pool.retain(|c| !suspects.contains_key(&c.id));
+        let avoiding: Vec<Candidate> = pool.iter().copied().filter(|c| fits(c)).collect();
+        let path = match end {
+            Some(_) => path::pick_rest(cx.rng, &p, guard, &vanguards, &avoiding)
+                .or_else(|| path::pick_rest(cx.rng, &p, guard, &vanguards, &pool)),
+            None => path::pick_rest(cx.rng, &p, guard, &vanguards, &pool),
+        }?;
         let mut descriptors = Vec::with_capacity(path.len());
         for (i, hop) in path.iter().enumerate() {
             let d = if i == 0 {

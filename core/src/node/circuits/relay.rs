@@ -267,7 +267,11 @@ impl Circuits {
             (AtLastHop::Sendme, Some(other)) => {
                 return self.send_backward(cx, other, &CircuitMsg::Sendme);
             }
-            (msg, _) => msg,
+            // Spliced, a circuit carries the session and probes, nothing
+            // else: no extending past the meeting, no new role.
+            (AtLastHop::Probe { nonce }, Some(_)) => return self.answer_probe(cx, k, nonce),
+            (_, Some(_)) => return self.drop_relay(cx, k, Fault::Misbehaved(Offence::Malformed)),
+            (msg, None) => msg,
         };
         match msg {
             AtLastHop::Extend {

@@ -61,8 +61,17 @@ pub struct RendezvousParams {
     pub max_cookies: usize,
     /// A cookie not joined within this is dropped.
     pub cookie_ttl_ms: Millis,
-    /// Sessions at most, open or opening.
+    /// Our own sessions (as a downloader) at most, open or opening.
     pub max_sessions: usize,
+    /// Sessions our services hold at most, open or opening (separate from
+    /// ours, so introductions cannot starve our downloads).
+    pub max_inbound_sessions: usize,
+    /// An open session that brings no authenticated data for this long is
+    /// closed (an introducer cannot hold a slot with flow control alone).
+    pub session_idle_ms: Millis,
+    /// After an introduction point said it delivered our introduction,
+    /// wait this long for the service before trying the next point.
+    pub intro_answer_ms: Millis,
     /// A session must open within this.
     pub connect_timeout_ms: Millis,
     /// Introductions remembered, against replay.
@@ -88,6 +97,9 @@ impl RendezvousParams {
         max_cookies: 4096,
         cookie_ttl_ms: 60_000,
         max_sessions: 256,
+        max_inbound_sessions: 128,
+        session_idle_ms: 10 * 60_000,
+        intro_answer_ms: 15_000,
         connect_timeout_ms: 60_000,
         replay_cache: 16_384,
         keepalive_ms: 5 * 60_000,
@@ -98,6 +110,7 @@ impl RendezvousParams {
     /// Local test networks: shorter timers.
     pub const TESTNET: RendezvousParams = RendezvousParams {
         connect_timeout_ms: 30_000,
+        session_idle_ms: 2 * 60_000,
         keepalive_ms: 60_000,
         tick_ms: 500,
         ..RendezvousParams::MAINNET
@@ -115,6 +128,9 @@ impl RendezvousParams {
             ("max_cookies", self.max_cookies as u64),
             ("cookie_ttl_ms", self.cookie_ttl_ms),
             ("max_sessions", self.max_sessions as u64),
+            ("max_inbound_sessions", self.max_inbound_sessions as u64),
+            ("session_idle_ms", self.session_idle_ms),
+            ("intro_answer_ms", self.intro_answer_ms),
             ("connect_timeout_ms", self.connect_timeout_ms),
             ("replay_cache", self.replay_cache as u64),
             ("keepalive_ms", self.keepalive_ms),
@@ -150,6 +166,8 @@ pub enum SessionEnd {
     Unreachable,
     /// A message did not authenticate: someone tampered with the channel.
     Tampered,
+    /// No data came for `session_idle_ms`.
+    Idle,
 }
 
 /// Why a session could not be started.
@@ -218,7 +236,11 @@ struct IntroPoint {
     node: NodeId,
     descriptor: Vec<u8>,
     established: bool,
-    probed_ms: Millis,
+    /// When the registration was sent (it must be answered within
+    /// `connect_timeout_ms`).
+    since_ms: Millis,
+    /// The next keepalive probe.
+    probe_ms: Millis,
 }
 
 #[derive(Debug)]
@@ -242,7 +264,7 @@ enum State {
     /// Ours, as a downloader: meeting at our rendezvous point, introducing
     /// ourselves through one of the service's introduction points.
     Connecting {
-        service: ServicePublic,
+        service: Box<ServicePublic>,
         /// Introduction points not tried yet.
         intros: Vec<Vec<u8>>,
         cookie: [u8; rendezvous::COOKIE_BYTES],
@@ -252,7 +274,10 @@ enum State {
         rp_descriptor: Option<Vec<u8>>,
         introduce: Option<u64>,
         introduce_built: bool,
+        /// The handshake of the last introduction sent.
         handshake: Option<Box<Introducing>>,
+        /// When the last introduction point said it delivered it.
+        delivered_ms: Option<Millis>,
     },
     /// As a service: the session's keys are made; joining the downloader's
     /// rendezvous point.
@@ -261,8 +286,16 @@ enum State {
         msg2: Vec<u8>,
         session: Session,
     },
+    /// Only while a state is being replaced (never seen outside one
+    /// function).
+    Placeholder,
     /// Open on `circuit`.
-    Open { circuit: u64, session: Session },
+    Open {
+        circuit: u64,
+        session: Session,
+        /// When authenticated data last came.
+        data_ms: Millis,
+    },
 }
 
 #[derive(Debug)]
@@ -384,16 +417,20 @@ impl Rendezvous {
         if intros.is_empty() {
             return Err(ConnectError::NoIntroPoints);
         }
-        if self.sessions.len() >= cx.config.rendezvous.max_sessions {
+        if self.count(false) >= cx.config.rendezvous.max_sessions {
             return Err(ConnectError::TooMany);
         }
+        // A hostile provider record could list many points, each refused
+        // or not at once by our path rules: a few are plenty.
+        let mut intros = intros;
+        intros.truncate(2 * crate::provider::MAX_INTRO_POINTS);
         let id = self.new_session();
         let cookie = rendezvous::cookie(cx.rng);
         self.sessions.insert(
             id,
             Sess {
                 state: State::Connecting {
-                    service,
+                    service: Box::new(service),
                     intros,
                     cookie,
                     meet: None,
@@ -402,6 +439,7 @@ impl Rendezvous {
                     introduce: None,
                     introduce_built: false,
                     handshake: None,
+                    delivered_ms: None,
                 },
                 service: service.id(),
                 inbound: false,
@@ -411,6 +449,14 @@ impl Rendezvous {
         self.build(cx, Job::Meet(id), None);
         self.next_intro(cx, id);
         Ok(id)
+    }
+
+    /// Sessions of one direction, open or opening.
+    fn count(&self, inbound: bool) -> usize {
+        self.sessions
+            .values()
+            .filter(|s| s.inbound == inbound)
+            .count()
     }
 
     /// Ends a session and closes its circuits.
@@ -522,7 +568,8 @@ impl Rendezvous {
                         node: last_hop,
                         descriptor,
                         established: false,
-                        probed_ms: cx.now,
+                        since_ms: cx.now,
+                        probe_ms: next_probe(cx),
                     },
                 );
                 let msg = s.key.establish_intro(last_hop);
@@ -563,61 +610,52 @@ impl Rendezvous {
             }
             Job::Join(id) => {
                 let Some(Sess {
-                    state,
-                    service,
-                    inbound,
-                    deadline_ms,
-                }) = self.sessions.remove(&id)
+                    state: State::Joining { cookie, msg2, .. },
+                    ..
+                }) = self.sessions.get_mut(&id)
                 else {
                     return self.orphan(cx, k);
                 };
-                let State::Joining {
-                    cookie,
-                    msg2,
-                    session,
-                } = state
-                else {
-                    self.sessions.insert(
-                        id,
-                        Sess {
-                            state,
-                            service,
-                            inbound,
-                            deadline_ms,
-                        },
-                    );
-                    return self.orphan(cx, k);
+                // Open once the rendezvous point says it spliced
+                // ([`FromHop::JoinAck`]); until then the session's
+                // deadline runs.
+                let msg = ToHop::Join {
+                    cookie: *cookie,
+                    handshake: std::mem::take(msg2),
                 };
-                send(
-                    cx,
-                    k,
-                    &ToHop::Join {
-                        cookie,
-                        handshake: msg2,
-                    },
-                );
-                // The downloader speaks first; the session is open for us
-                // as soon as the join is on its way.
-                self.sessions.insert(
-                    id,
-                    Sess {
-                        state: State::Open {
-                            circuit: k,
-                            session,
-                        },
-                        service,
-                        inbound,
-                        deadline_ms,
-                    },
-                );
-                cx.stats.rendezvous.sessions_opened += 1;
-                cx.event(Event::SessionOpened {
-                    session: id,
-                    service,
-                    inbound: true,
-                });
+                send(cx, k, &msg);
             }
         }
+    }
+
+    /// As a service, the rendezvous point answered our join.
+    fn join_acked(&mut self, cx: &mut Ctx<'_>, id: SessionId, k: u64, joined: bool) {
+        if !joined {
+            return self.fail(cx, id, SessionEnd::Unreachable);
+        }
+        let Some(s) = self.sessions.get_mut(&id) else {
+            return self.orphan(cx, k);
+        };
+        let State::Joining { .. } = s.state else {
+            cx.stats.rendezvous.refused += 1;
+            return self.end(cx, id, SessionEnd::Tampered);
+        };
+        let now = cx.now;
+        let old = std::mem::replace(&mut s.state, State::Placeholder);
+        let State::Joining { session, .. } = old else {
+            return;
+        };
+        s.state = State::Open {
+            circuit: k,
+            session,
+            data_ms: now,
+        };
+        cx.stats.rendezvous.sessions_opened += 1;
+        cx.event(Event::SessionOpened {
+            session: id,
+            service: s.service,
+            inbound: true,
+        });
     }
 
     fn orphan(&mut self, cx: &mut Ctx<'_>, k: u64) {
@@ -679,6 +717,7 @@ impl Rendezvous {
                     introduce,
                     introduce_built,
                     handshake,
+                    delivered_ms,
                     ..
                 },
             ..
@@ -689,6 +728,7 @@ impl Rendezvous {
         *introduce = None;
         *introduce_built = false;
         *handshake = None;
+        *delivered_ms = None;
         if intros.is_empty() {
             return self.fail(cx, id, SessionEnd::Unreachable);
         }
@@ -726,6 +766,7 @@ impl Rendezvous {
         let intro = Introduction {
             rendezvous: rp.clone(),
             cookie: *cookie,
+            time_s: cx.now / 1000,
         };
         let Ok((pending, msg1)) = Introducing::start(service, &intro, seed(cx)) else {
             return self.fail(cx, id, SessionEnd::Unreachable);
@@ -777,10 +818,19 @@ impl Rendezvous {
                 self.try_introduce(cx, id);
             }
             (Job::Meet(id), FromHop::Joined { handshake }) => self.joined(cx, id, k, &handshake),
+            (Job::Join(id), FromHop::JoinAck { joined }) => self.join_acked(cx, id, k, joined),
             (Job::Introduce(id), FromHop::IntroduceAck { status }) => {
                 self.circuits.remove(&k);
                 cx.out.act(Action::CloseOwn(k));
-                if status != IntroStatus::Delivered {
+                if status == IntroStatus::Delivered {
+                    if let Some(Sess {
+                        state: State::Connecting { delivered_ms, .. },
+                        ..
+                    }) = self.sessions.get_mut(&id)
+                    {
+                        *delivered_ms = Some(cx.now);
+                    }
+                } else {
                     self.next_intro(cx, id);
                 }
             }
@@ -810,20 +860,18 @@ impl Rendezvous {
 
     /// As a service, an introduction arrived through one of our
     /// introduction points.
+    ///
+    /// In order: a replay is refused; the sessions cap; the introduction
+    /// must open with the service key (garbage costs the sender, not our
+    /// budget) and be recent (within the records' clock skew either way:
+    /// it is remembered at least that long, so it cannot come back later);
+    /// only then is the budget of circuit builds charged.
     fn introduced(&mut self, cx: &mut Ctx<'_>, sid: PublisherId, msg1: &[u8]) {
         let p = &cx.config.rendezvous;
         let now = cx.now;
         let digest = *blake3::hash(msg1).as_bytes();
         self.replay.retain(|_, until| *until > now);
-        if self.replay.contains_key(&digest) {
-            cx.stats.rendezvous.accepts_refused += 1;
-            return;
-        }
-        let rate = p.accepts_per_sec;
-        let bucket = self
-            .accepts
-            .get_or_insert_with(|| TokenBucket::full(now, rate));
-        if !bucket.take(now, rate) || self.sessions.len() >= p.max_sessions {
+        if self.replay.contains_key(&digest) || self.count(true) >= p.max_inbound_sessions {
             cx.stats.rendezvous.accepts_refused += 1;
             return;
         }
@@ -834,12 +882,26 @@ impl Rendezvous {
             cx.stats.rendezvous.accepts_refused += 1;
             return;
         };
-        if self.replay.len() >= p.replay_cache {
-            // Full of live entries: refuse rather than forget one.
+        let skew = crate::record::MAX_CLOCK_SKEW_SECS;
+        let now_s = now / 1000;
+        if intro.time_s.saturating_add(skew) < now_s || intro.time_s > now_s.saturating_add(skew) {
             cx.stats.rendezvous.accepts_refused += 1;
             return;
         }
-        self.replay.insert(digest, now + p.connect_timeout_ms);
+        let rate = p.accepts_per_sec;
+        let bucket = self
+            .accepts
+            .get_or_insert_with(|| TokenBucket::full(now, rate));
+        if !bucket.take(now, rate) || self.replay.len() >= p.replay_cache {
+            // Over the rate, or the cache is full of live entries (refuse
+            // rather than forget one).
+            cx.stats.rendezvous.accepts_refused += 1;
+            return;
+        }
+        // Remembered until it could no longer pass the time check.
+        let until_s = intro.time_s.saturating_add(skew).saturating_add(1);
+        self.replay
+            .insert(digest, until_s.saturating_mul(1000).max(now + 1));
         let id = self.new_session();
         self.sessions.insert(
             id,
@@ -886,6 +948,7 @@ impl Rendezvous {
         s.state = State::Open {
             circuit: k,
             session,
+            data_ms: cx.now,
         };
         cx.stats.rendezvous.sessions_opened += 1;
         cx.event(Event::SessionOpened {
@@ -900,8 +963,19 @@ impl Rendezvous {
         let Some(Job::Meet(id) | Job::Join(id)) = self.circuits.get(&k).copied() else {
             return;
         };
+        let now = cx.now;
         let opened = match self.sessions.get_mut(&id).map(|s| &mut s.state) {
-            Some(State::Open { session, circuit }) if *circuit == k => session.open(bytes),
+            Some(State::Open {
+                session,
+                circuit,
+                data_ms,
+            }) if *circuit == k => {
+                let opened = session.open(bytes);
+                if opened.is_ok() {
+                    *data_ms = now;
+                }
+                opened
+            }
             _ => return,
         };
         match opened {
@@ -1011,13 +1085,18 @@ impl Rendezvous {
                     .map(|(c, _)| *c);
                 let Some(a) = waiting.filter(|_| !busy) else {
                     cx.stats.rendezvous.refused += 1;
+                    reply(cx, k, &FromHop::JoinAck { joined: false });
                     return;
                 };
                 self.cookies.remove(&cookie);
                 self.cookie_on.remove(&a);
-                cx.stats.rendezvous.splices += 1;
-                cx.out.act(Action::Splice(a, k));
-                reply(cx, a, &FromHop::Joined { handshake });
+                // The node splices, then tells both sides (or refuses the
+                // joiner if the splice failed).
+                cx.out.act(Action::Splice {
+                    waiting: a,
+                    joining: k,
+                    handshake,
+                });
             }
         }
     }
@@ -1048,6 +1127,30 @@ impl Rendezvous {
         for id in late {
             self.fail(cx, id, SessionEnd::Timeout);
         }
+        let idle: Vec<SessionId> = self
+            .sessions
+            .iter()
+            .filter(|(_, s)| {
+                matches!(s.state, State::Open { data_ms, .. } if now >= data_ms + p.session_idle_ms)
+            })
+            .map(|(id, _)| *id)
+            .collect();
+        for id in idle {
+            self.end(cx, id, SessionEnd::Idle);
+        }
+        // Delivered, and no service came: the point may have dropped it.
+        let unanswered: Vec<SessionId> = self
+            .sessions
+            .iter()
+            .filter(|(_, s)| {
+                matches!(&s.state, State::Connecting { delivered_ms: Some(t), intros, .. }
+                    if now >= t + p.intro_answer_ms && !intros.is_empty())
+            })
+            .map(|(id, _)| *id)
+            .collect();
+        for id in unanswered {
+            self.next_intro(cx, id);
+        }
         self.cookies.retain(|_, (_, until)| *until > now);
         let half_life = p.provider_lifetime_s * 1000 / 2;
         let stale: Vec<PublisherId> = self
@@ -1063,8 +1166,12 @@ impl Rendezvous {
         }
         for s in self.services.values_mut() {
             for (k, point) in &mut s.points {
-                if now >= point.probed_ms + p.keepalive_ms {
-                    point.probed_ms = now;
+                if !point.established && now >= point.since_ms + p.connect_timeout_ms {
+                    // Never answered: replaced (closing it frees the slot).
+                    cx.out.act(Action::CloseOwn(*k));
+                } else if now >= point.probe_ms {
+                    point.probe_ms =
+                        now + p.keepalive_ms / 2 + cx.rng.next_u64() % (p.keepalive_ms / 2).max(1);
                     cx.out.act(Action::ProbeOwn(*k));
                 }
             }
@@ -1171,6 +1278,13 @@ fn reply(cx: &mut Ctx<'_>, k: u64, msg: &FromHop) {
     if let Ok(bytes) = msg.encode() {
         cx.out.act(Action::RendToClient(k, bytes));
     }
+}
+
+/// A keepalive time, jittered so that intro circuits are not marked by
+/// a fixed probe period.
+fn next_probe(cx: &mut Ctx<'_>) -> Millis {
+    let k = cx.config.rendezvous.keepalive_ms;
+    cx.now + k / 2 + cx.rng.next_u64() % (k / 2).max(1)
 }
 
 fn seed(cx: &mut Ctx<'_>) -> [u8; 32] {

@@ -172,10 +172,11 @@ fn no_relay_sees_the_session_and_the_introduction_point_cannot_find_the_meeting(
     assert_eq!(received(&net, 3, s), vec![secret.clone()]);
     let rp = rp_of(&net.nodes()[9]).expect("rp");
     let rp_index = (0..16).find(|&i| net.nodes()[i].node_id() == rp).unwrap();
+    let seen: Vec<Vec<Observation>> = (0..16).map(|i| net.take_observations(i)).collect();
     // The cookie, as the rendezvous point got it.
     let mut cookie = None;
-    for o in net.take_observations(rp_index) {
-        if let Observation::Recognised { payload, .. } = &o
+    for o in &seen[rp_index] {
+        if let Observation::Recognised { payload, .. } = o
             && let Ok(CircuitMsg::Rendezvous { bytes }) = CircuitMsg::decode(payload)
             && let Ok(ToHop::EstablishRendezvous { cookie: c }) = ToHop::decode(&bytes)
         {
@@ -188,10 +189,13 @@ fn no_relay_sees_the_session_and_the_introduction_point_cannot_find_the_meeting(
     }
     let cookie = cookie.expect("the rendezvous point got a cookie");
     let mut introduced = 0;
-    for i in (0..16).filter(|&i| i != 3 && i != 9) {
-        for o in net.take_observations(i) {
+    // Every node's relay side but the service's (the downloader's relay
+    // side may be the introduction point: a loop, seeing only what any
+    // introduction point sees).
+    for (i, list) in seen.iter().enumerate().filter(|(i, _)| *i != 3) {
+        for o in list {
             assert!(!contains(o.bytes(), &secret), "node {i} saw plaintext");
-            if let Observation::Recognised { payload, .. } = &o
+            if let Observation::Recognised { payload, .. } = o
                 && let Ok(CircuitMsg::Rendezvous { bytes }) = CircuitMsg::decode(payload)
                 && let Ok(ToHop::Introduce { handshake, .. }) = ToHop::decode(&bytes)
             {
@@ -282,6 +286,7 @@ fn a_replayed_introduction_is_refused() {
         &Introduction {
             rendezvous: intros[0].clone(),
             cookie: [7; 32],
+            time_s: now / 1000,
         },
         [1; 32],
     )
@@ -471,12 +476,12 @@ fn a_service_that_never_joins_times_out_cleanly() {
 }
 
 /// Downloaders that open sessions and keep them: the service holds at
-/// most `max_sessions`, drops further introductions, and takes new ones
+/// most `max_inbound_sessions`, drops further introductions, and takes new ones
 /// once a session ends.
 #[test]
 fn a_service_holds_at_most_max_sessions() {
     let mut net = ready(16, |_, c| {
-        c.rendezvous.max_sessions = 2;
+        c.rendezvous.max_inbound_sessions = 2;
         c.rendezvous.accepts_per_sec = 100;
     });
     let (public, intros, now) = with_service(&mut net, T0 + 12_000);
@@ -553,4 +558,287 @@ fn a_downloader_finds_a_provider_by_content_id_and_meets_it() {
     net.run_from(now, now + 5_000);
     assert_eq!(opened(&net, 9), vec![(d, false)]);
     assert_eq!(opened(&net, 3).len(), 1);
+}
+
+// ---- from the hostile review: each attack, and that it now fails ----
+
+fn inject_intro(net: &mut TestNet, i: usize, k: u64, now: Millis, msg1: Vec<u8>) {
+    let node = &mut net.nodes_mut()[i];
+    node.clamp(now);
+    let bytes = FromHop::Introduction { handshake: msg1 }
+        .encode()
+        .expect("encode");
+    let (mut cx, p) = node.split();
+    p.rend.on(&mut cx, RendIn::FromHop { circuit: k, bytes });
+    node.settle();
+}
+
+fn intro_circuit(node: &Node) -> u64 {
+    node.circuits()
+        .iter()
+        .find(|c| c.purpose == Purpose::Intro)
+        .map(|c| c.id.0)
+        .expect("an intro circuit")
+}
+
+/// Relays that are not the service (3) nor its guards or vanguards.
+fn free_relays(net: &TestNet) -> Vec<usize> {
+    let n3 = &net.nodes()[3];
+    let mut avoid: Vec<crate::identity::NodeId> = n3.guards().iter().map(|g| g.id).collect();
+    avoid.extend(n3.vanguards());
+    (0..net.nodes().len())
+        .filter(|&i| i != 3 && !avoid.contains(&net.nodes()[i].node_id()))
+        .collect()
+}
+
+fn msg1_to(public: &ServicePublic, rp: Vec<u8>, cookie: u8, time_s: u64) -> Vec<u8> {
+    let intro = Introduction {
+        rendezvous: rp,
+        cookie: [cookie; 32],
+        time_s,
+    };
+    Introducing::start(public, &intro, [cookie; 32])
+        .expect("start")
+        .1
+}
+
+/// Introductions naming honest relays as rendezvous points with cookies
+/// nobody left there: each rendezvous point refuses the join, so no
+/// session opens, none holds a slot past `connect_timeout_ms`, and the
+/// node's own downloads and honest downloaders are unaffected.
+#[test]
+fn introductions_with_a_cookie_nobody_left_hold_no_session() {
+    let mut net = ready(16, |_, c| {
+        c.rendezvous.max_inbound_sessions = 4;
+        c.rendezvous.accepts_per_sec = 100;
+    });
+    let (public, intros, now) = with_service(&mut net, T0 + 12_000);
+    let k = intro_circuit(&net.nodes()[3]);
+    for (j, &i) in free_relays(&net).iter().take(4).enumerate() {
+        let rp = net.nodes()[i].descriptor().to_bytes();
+        inject_intro(
+            &mut net,
+            3,
+            k,
+            now,
+            msg1_to(&public, rp, 0x40 + j as u8, now / 1000),
+        );
+    }
+    net.run_from(now, now + 5_000);
+    assert!(opened(&net, 3).is_empty(), "no session opened");
+    assert!(net.nodes()[3].rend.sessions.is_empty(), "no slot held");
+    let d = net.nodes_mut()[10]
+        .connect(now + 5_000, public, intros.clone())
+        .expect("connect");
+    net.run_from(now + 5_000, now + 10_000);
+    assert_eq!(opened(&net, 10), vec![(d, false)], "the honest one got in");
+    assert!(
+        net.nodes_mut()[3]
+            .connect(now + 10_000, public, intros)
+            .is_ok()
+    );
+}
+
+/// A hostile introduction point replays an introduction after the
+/// service's connect timeout, and sends one that is too old: both are
+/// refused.
+#[test]
+fn a_replayed_or_stale_introduction_is_refused() {
+    let mut net = ready(16, |_, _| {});
+    let (public, _intros, now) = with_service(&mut net, T0 + 12_000);
+    let k = intro_circuit(&net.nodes()[3]);
+    let rp = net.nodes()[free_relays(&net)[0]].descriptor().to_bytes();
+    let msg1 = msg1_to(&public, rp.clone(), 7, now / 1000);
+    inject_intro(&mut net, 3, k, now, msg1.clone());
+    assert_eq!(net.nodes()[3].rend.sessions.len(), 1);
+    let later = now + net.nodes()[3].config().rendezvous.connect_timeout_ms + 1_000;
+    net.run_from(now, later);
+    inject_intro(&mut net, 3, k, later, msg1);
+    assert_eq!(
+        net.nodes()[3].stats().rendezvous.accepts_refused,
+        1,
+        "replay"
+    );
+    let skew = crate::record::MAX_CLOCK_SKEW_SECS;
+    let stale = msg1_to(&public, rp, 8, later / 1000 - skew - 1);
+    inject_intro(&mut net, 3, k, later, stale);
+    assert_eq!(
+        net.nodes()[3].stats().rendezvous.accepts_refused,
+        2,
+        "stale"
+    );
+    let joining = net.nodes()[3]
+        .rend
+        .sessions
+        .values()
+        .filter(|s| matches!(s.state, State::Joining { .. }))
+        .count();
+    assert_eq!(joining, 0, "acted on once, and that one has ended");
+}
+
+/// An introducer names the service's own guard as rendezvous point: the
+/// service builds to it like to any relay, so whether a join circuit
+/// starts says nothing about its guard.
+#[test]
+fn naming_the_services_guard_as_rendezvous_point_tells_nothing() {
+    let mut net = ready(16, |_, c| c.rendezvous.accepts_per_sec = 100);
+    let (public, _intros, now) = with_service(&mut net, T0 + 12_000);
+    let k = intro_circuit(&net.nodes()[3]);
+    let guard = net.nodes()[3].guards()[0].clone();
+    let vanguard = net.nodes()[3].vanguards()[0];
+    let vanguard = (0..16)
+        .find(|&i| net.nodes()[i].node_id() == vanguard)
+        .map(|i| net.nodes()[i].descriptor().to_bytes())
+        .expect("vanguard");
+    let other = net.nodes()[free_relays(&net)[0]].descriptor().to_bytes();
+    for (j, rp) in [guard.descriptor.clone(), vanguard, other]
+        .into_iter()
+        .enumerate()
+    {
+        let before = net.nodes()[3]
+            .circuits()
+            .iter()
+            .filter(|c| c.purpose == Purpose::Join)
+            .count();
+        inject_intro(
+            &mut net,
+            3,
+            k,
+            now,
+            msg1_to(&public, rp, j as u8 + 1, now / 1000),
+        );
+        let after = net.nodes()[3]
+            .circuits()
+            .iter()
+            .filter(|c| c.purpose == Purpose::Join)
+            .count();
+        assert_eq!(
+            after,
+            before + 1,
+            "rendezvous point {j}: a join circuit starts"
+        );
+    }
+    assert_eq!(net.nodes()[3].stats().rendezvous.sessions_failed, 0);
+}
+
+/// After the meeting, a spliced circuit takes nothing but session data
+/// and probes: a request for a new role tears it down (and its partner).
+/// A join whose splice fails is refused, not acknowledged.
+#[test]
+fn a_spliced_circuit_takes_nothing_but_the_session() {
+    let mut net = ready(16, |_, _| {});
+    let (public, intros, now) = with_service(&mut net, T0 + 12_000);
+    let (d, s, now) = meet(&mut net, public, intros, now);
+    let rp = rp_of(&net.nodes()[9]).expect("rp");
+    let rpi = (0..16).find(|&i| net.nodes()[i].node_id() == rp).unwrap();
+    let k = net.nodes()[9].rend.session_circuit(d).expect("open");
+    let node = &mut net.nodes_mut()[9];
+    node.clamp(now);
+    let bytes = ToHop::EstablishRendezvous { cookie: [0x77; 32] }
+        .encode()
+        .unwrap();
+    node.out.act(Action::RendToHop(k, bytes));
+    node.settle();
+    net.run_from(now, now + 2_000);
+    assert!(!net.nodes()[rpi].rend.cookies.contains_key(&[0x77; 32]));
+    assert!(closed(&net, 9).contains(&(d, SessionEnd::CircuitClosed)));
+    assert!(closed(&net, 3).contains(&(s, SessionEnd::CircuitClosed)));
+    // A cookie whose joiner cannot be spliced (an unknown circuit).
+    let node = &mut net.nodes_mut()[rpi];
+    node.clamp(now + 2_000);
+    let at = |node: &mut Node, k: u64, msg: ToHop| {
+        let (mut cx, p) = node.split();
+        p.rend.on(
+            &mut cx,
+            RendIn::AtHop {
+                circuit: k,
+                bytes: msg.encode().expect("encode"),
+            },
+        );
+        node.settle();
+    };
+    at(
+        node,
+        500_000,
+        ToHop::EstablishRendezvous { cookie: [0x78; 32] },
+    );
+    let splices = node.stats().rendezvous.splices;
+    at(
+        node,
+        500_001,
+        ToHop::Join {
+            cookie: [0x78; 32],
+            handshake: vec![0; crate::rendezvous::JOIN_HANDSHAKE_BYTES],
+        },
+    );
+    assert_eq!(node.stats().rendezvous.splices, splices, "nothing spliced");
+}
+
+/// Introductions that do not open with the service key cost the sender,
+/// not the service's budget of circuit builds.
+#[test]
+fn garbage_introductions_do_not_spend_the_accept_budget() {
+    let mut net = ready(16, |_, _| {});
+    let (public, _intros, now) = with_service(&mut net, T0 + 12_000);
+    let k = intro_circuit(&net.nodes()[3]);
+    let burst = 2 * net.nodes()[3].config().rendezvous.accepts_per_sec as usize;
+    for j in 0..burst * 3 {
+        inject_intro(&mut net, 3, k, now, vec![j as u8; 120]);
+    }
+    let rp = net.nodes()[free_relays(&net)[0]].descriptor().to_bytes();
+    inject_intro(&mut net, 3, k, now, msg1_to(&public, rp, 9, now / 1000));
+    assert_eq!(
+        net.nodes()[3].rend.sessions.len(),
+        1,
+        "the valid one was taken"
+    );
+}
+
+/// A downloader that opens a session and then sends nothing does not
+/// hold the service's slot: after `session_idle_ms` both ends close it.
+#[test]
+fn an_idle_session_is_closed() {
+    let mut net = ready(16, |_, _| {});
+    let (public, intros, now) = with_service(&mut net, T0 + 12_000);
+    let (d, s, now) = meet(&mut net, public, intros, now);
+    let idle = net.nodes()[3].config().rendezvous.session_idle_ms;
+    net.run_from(now, now + idle + 2_000);
+    assert!(closed(&net, 3).contains(&(s, SessionEnd::Idle)));
+    assert!(closed(&net, 9).iter().any(|(x, _)| *x == d));
+    assert!(net.nodes()[3].rend.sessions.is_empty());
+}
+
+/// An introduction point that says "delivered" and drops the
+/// introduction: after `intro_answer_ms` the downloader tries the next
+/// point and meets the service.
+#[test]
+fn a_point_that_swallows_introductions_is_passed_over() {
+    let mut net = ready(16, |_, _| {});
+    let key = service(1);
+    let sid = key.id();
+    let (public, intros, now) = with_service(&mut net, T0 + 12_000);
+    // The first listed point forwards into a circuit that does not exist.
+    let first = crate::descriptor::Descriptor::decode(&intros[0])
+        .ok()
+        .map(|u| u.claimed_id())
+        .expect("descriptor");
+    let ip = (0..16)
+        .find(|&i| net.nodes()[i].node_id() == first)
+        .unwrap();
+    net.nodes_mut()[ip]
+        .rend
+        .registrations
+        .get_mut(&sid)
+        .expect("registered here")
+        .circuit = 999_999;
+    let d = net.nodes_mut()[9]
+        .connect(now, public, intros)
+        .expect("connect");
+    let wait = net.nodes()[9].config().rendezvous.intro_answer_ms;
+    net.run_from(now, now + wait + 6_000);
+    assert_eq!(
+        opened(&net, 9),
+        vec![(d, false)],
+        "met through the next point"
+    );
 }
