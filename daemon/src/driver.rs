@@ -719,6 +719,10 @@ fn drain(
                 // and rendezvous point for others without these events.
                 Event::IntroPoints { .. }
                 | Event::ProvidersFound { .. }
+                | Event::PieceWanted { .. }
+                | Event::PieceVerified { .. }
+                | Event::DownloadDone { .. }
+                | Event::SourceDropped { .. }
                 | Event::SessionOpened { .. }
                 | Event::SessionData { .. }
                 | Event::SessionClosed { .. } => {

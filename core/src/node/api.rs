@@ -7,6 +7,7 @@ use std::net::SocketAddr;
 use super::circuits::{CircuitId, CircuitStats, CloseReason, RelayCircuitId};
 use super::rendezvous::{RendezvousStats, SessionEnd, SessionId};
 use super::search::{SearchId, SearchStats};
+use super::transfer::{DownloadId, TransferStats};
 use crate::cell::Cell;
 use crate::identity::NodeId;
 use crate::link::HandshakeError;
@@ -172,6 +173,44 @@ pub enum Event {
         /// Why.
         reason: SessionEnd,
     },
+    /// As a service, a downloader asks for a piece of content we
+    /// provide: read it and answer with [`crate::node::Node::serve_piece`]
+    /// (a [`crate::transfer::serve`] result).
+    PieceWanted {
+        /// The session to answer on.
+        session: SessionId,
+        /// The request's number.
+        req: u32,
+        /// The content.
+        id: crate::content::ContentId,
+        /// The piece index.
+        piece: u64,
+    },
+    /// A piece of one of our downloads arrived and verified against the
+    /// content id: write it.
+    PieceVerified {
+        /// Which download.
+        download: DownloadId,
+        /// The piece (only the Merkle verifier makes one).
+        piece: crate::content::VerifiedPiece,
+    },
+    /// Every piece of a download is held (verified); its sessions close.
+    DownloadDone {
+        /// Which.
+        download: DownloadId,
+    },
+    /// A source of a download was dropped. `Bad` means it served a piece
+    /// that failed verification: lower the standing of that service key
+    /// (never of the content record's publisher, whom a poisoner could
+    /// frame).
+    SourceDropped {
+        /// Which download.
+        download: DownloadId,
+        /// The source's service.
+        service: crate::identity::PublisherId,
+        /// Why.
+        reason: crate::transfer::DropReason,
+    },
     /// As the last hop of a circuit, data arrived from its client.
     RelayData {
         /// Which.
@@ -229,4 +268,6 @@ pub struct Stats {
     pub search: SearchStats,
     /// Introduction and rendezvous.
     pub rendezvous: RendezvousStats,
+    /// Downloads and serving.
+    pub transfer: TransferStats,
 }

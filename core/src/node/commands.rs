@@ -5,6 +5,7 @@ use rand_core::RngCore;
 
 use super::circuits::World;
 use super::timers::Timer;
+use super::transfer::{DownloadId, DownloadStartError};
 use super::{
     CircuitId, ConnectError, GuardRecord, Millis, Node, Observation, Purpose, RelayCircuitId,
     SearchError, SearchId, SendError, SessionId,
@@ -15,6 +16,7 @@ use crate::identity::PublisherId;
 use crate::record::SignedRecord;
 use crate::rendezvous::{ServiceKey, ServicePublic};
 use crate::search::Query;
+use crate::transfer::{Bitfield, TransferMsg};
 
 impl Node {
     /// Changes how many built circuits the node keeps ready (0: builds no
@@ -128,7 +130,7 @@ impl Node {
     ) -> Result<SessionId, ConnectError> {
         self.clamp(now);
         let (mut cx, p) = self.split();
-        let r = p.rend.connect(&mut cx, service, intro_points);
+        let r = p.rend.connect(&mut cx, service, intro_points, false);
         self.arm_rendezvous();
         self.settle();
         r
@@ -168,6 +170,53 @@ impl Node {
         self.settle();
     }
 
+    // ---- transfer -----------------------------------------------------
+
+    /// Downloads content `id` of `size` bytes (from its signed content
+    /// record), holding the pieces in `have` already (a resumed download).
+    /// The node searches for its providers, opens sessions to up to
+    /// `max_sources` of them, and fetches missing pieces in parallel:
+    /// [`Event::PieceVerified`] for each piece, [`Event::SourceDropped`]
+    /// for sources that lie or stall, [`Event::DownloadDone`] at the end.
+    pub fn download(
+        &mut self,
+        now: Millis,
+        id: ContentId,
+        size: u64,
+        have: Bitfield,
+    ) -> Result<DownloadId, DownloadStartError> {
+        self.clamp(now);
+        let (mut cx, p) = self.split();
+        let r = p.transfer.start(&mut cx, id, size, have);
+        self.settle();
+        r
+    }
+
+    /// Stops a download; its sessions close.
+    pub fn cancel_download(&mut self, now: Millis, d: DownloadId) -> bool {
+        self.clamp(now);
+        let (mut cx, p) = self.split();
+        let r = p.transfer.finish(&mut cx, d);
+        self.settle();
+        r
+    }
+
+    /// A running download's progress: pieces held, pieces in all, and open
+    /// sources.
+    pub fn download_progress(&self, d: DownloadId) -> Option<(u64, u64, usize)> {
+        self.transfer.progress(d)
+    }
+
+    /// As a service, answers an [`Event::PieceWanted`] with what
+    /// [`crate::transfer::serve`] made (a piece with its proof, or
+    /// `Missing`).
+    pub fn serve_piece(&mut self, now: Millis, session: SessionId, reply: &TransferMsg) {
+        self.clamp(now);
+        let (mut cx, p) = self.split();
+        p.transfer.serve(&mut cx, session, reply);
+        self.settle();
+    }
+
     /// Starts the rendezvous timer if it is not running.
     fn arm_rendezvous(&mut self) {
         if self.timers.get(Timer::Rendezvous).is_none() {
@@ -182,6 +231,13 @@ impl Node {
     /// [`Event::SearchResults`] until [`Event::SearchDone`].
     pub fn search(&mut self, now: Millis, query: Query) -> Result<SearchId, SearchError> {
         self.clamp(now);
+        let r = self.start_search(query);
+        self.settle();
+        r
+    }
+
+    /// Sends a search through a random built general circuit.
+    pub(super) fn start_search(&mut self, query: Query) -> Result<SearchId, SearchError> {
         if self.links.no_peers() {
             return Err(SearchError::NoPeers);
         }
@@ -195,7 +251,6 @@ impl Node {
         let (id, bytes) = p.search.start(&mut cx, query, hops);
         circuit_parts!(self, cx, w, circ);
         circ.send_msg(&mut cx, &mut w, circuit, &CircuitMsg::Search { bytes });
-        self.settle();
         Ok(id)
     }
 

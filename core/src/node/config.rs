@@ -6,6 +6,7 @@ use std::net::SocketAddr;
 use super::Millis;
 use super::rendezvous::RendezvousParams;
 use super::search::SearchParams;
+use super::transfer::TransferParams;
 use crate::path::CircuitParams;
 use crate::pow::PowParams;
 use crate::sampling::BrahmsParams;
@@ -73,6 +74,8 @@ pub struct Config {
     pub search: SearchParams,
     /// Introduction and rendezvous.
     pub rendezvous: RendezvousParams,
+    /// Downloads.
+    pub transfer: TransferParams,
 }
 
 impl Config {
@@ -103,6 +106,7 @@ impl Config {
             circuits: CircuitParams::MAINNET,
             search: SearchParams::MAINNET,
             rendezvous: RendezvousParams::MAINNET,
+            transfer: TransferParams::MAINNET,
         }
     }
 
@@ -141,6 +145,7 @@ impl Config {
         self.circuits.validate()?;
         self.search.validate()?;
         self.rendezvous.validate()?;
+        self.transfer.validate()?;
         if self.rendezvous.keepalive_ms >= self.circuits.relay_idle_ms {
             return Err("rendezvous.keepalive_ms must be below circuits.relay_idle_ms".into());
         }

@@ -59,6 +59,7 @@ mod output;
 mod rendezvous;
 mod search;
 mod timers;
+mod transfer;
 
 pub use addr::{network_of, source_of};
 pub use api::{Direction, Event, LinkId, Millis, PeerInfo, Stats, Transmit};
@@ -70,6 +71,7 @@ pub use config::{Config, ValidConfig};
 pub use fault::{Cause, Fault, Offence};
 pub use rendezvous::{ConnectError, RendezvousParams, RendezvousStats, SessionEnd, SessionId};
 pub use search::{SearchError, SearchId, SearchParams, SearchStats};
+pub use transfer::{DownloadId, DownloadStartError, TransferParams, TransferStats};
 
 use crate::cell::Cell;
 use crate::circuit::CircuitMsg;
@@ -102,6 +104,7 @@ pub struct Node {
     circ: Circuits,
     search: search::Search,
     rend: rendezvous::Rendezvous,
+    transfer: transfer::Transfers,
     out: Out,
     stats: Stats,
     timers: TimerTable,
@@ -118,6 +121,7 @@ struct Parts<'a> {
     circ: &'a mut Circuits,
     search: &'a mut search::Search,
     rend: &'a mut rendezvous::Rendezvous,
+    transfer: &'a mut transfer::Transfers,
     descriptor: &'a Descriptor,
 }
 
@@ -176,6 +180,7 @@ impl Node {
             circ: Circuits::default(),
             search: search::Search::default(),
             rend: rendezvous::Rendezvous::default(),
+            transfer: transfer::Transfers::default(),
             stats: Stats::default(),
             timers,
             now_ms: now,
@@ -318,6 +323,11 @@ impl Node {
             let (mut cx, p) = self.split();
             p.rend.tick(&mut cx);
         }
+        if self.timers.due(Timer::Transfer, now) {
+            self.timers.clear(Timer::Transfer);
+            let (mut cx, p) = self.split();
+            p.transfer.tick(&mut cx);
+        }
         if self.timers.due(Timer::Search, now) {
             let have = !self.circ.built().is_empty();
             let (mut cx, p) = self.split();
@@ -376,6 +386,7 @@ impl Node {
             circ,
             search,
             rend,
+            transfer,
             out,
             stats,
             timers,
@@ -400,6 +411,7 @@ impl Node {
                 circ,
                 search,
                 rend,
+                transfer,
                 descriptor,
             },
         )
@@ -594,6 +606,65 @@ impl Node {
         if self.dir.over_limit() {
             self.trim_directory();
         }
+        if self.transfer_work() {
+            self.settle();
+        }
+    }
+
+    /// The transfer part's requests that need other parts: searches for
+    /// providers, sessions to them, and framed bytes to send as the
+    /// sessions' windows allow. True if anything was done.
+    fn transfer_work(&mut self) -> bool {
+        let mut did = false;
+        let due = {
+            let (cx, p) = self.split();
+            p.transfer.searches_due(&cx)
+        };
+        for (d, id) in due {
+            if let Ok(s) = self.start_search(crate::search::Query::Content(id)) {
+                self.transfer.searching(d, s);
+                did = true;
+            }
+        }
+        let connects = {
+            let (cx, p) = self.split();
+            p.transfer.connects_due(&cx)
+        };
+        for (d, provider) in connects {
+            let service = provider.service();
+            let intros = provider.record().intro_points.clone();
+            let (mut cx, p) = self.split();
+            if let Ok(session) = p.rend.connect(&mut cx, service, intros, true) {
+                p.transfer.connecting(d, session, service.id());
+                if self.timers.get(Timer::Rendezvous).is_none() {
+                    self.timers.set(Timer::Rendezvous, self.now_ms);
+                }
+            }
+            did = true;
+        }
+        for session in self.transfer.sending() {
+            while let Some(k) = self.rend.session_circuit(session) {
+                if self.circ.window(CircuitId(k)).unwrap_or(0) == 0 {
+                    break;
+                }
+                let Some(chunk) = self.transfer.poll_chunk(session) else {
+                    break;
+                };
+                let Some(sealed) = self.rend.seal(session, &chunk) else {
+                    break;
+                };
+                circuit_parts!(self, cx, w, circ);
+                let _ = circ.send_data(&mut cx, &mut w, CircuitId(k), &sealed);
+                did = true;
+            }
+        }
+        // The schedulers' next deadline.
+        let research = self.config.transfer.research_ms;
+        match self.transfer.poll_timeout(self.now_ms, research) {
+            Some(t) => self.timers.set(Timer::Transfer, t.max(self.now_ms)),
+            None => self.timers.clear(Timer::Transfer),
+        }
+        did && self.out.has_actions()
     }
 
     fn route(&mut self, a: Action) {
@@ -670,6 +741,29 @@ impl Node {
             Action::CloseOwn(k) => {
                 circuit_parts!(self, cx, w, circ);
                 circ.close_purpose(&mut cx, &mut w, k);
+            }
+            Action::ToTransfer(news) => {
+                let (mut cx, p) = self.split();
+                match news {
+                    output::TransferIn::Opened { session, inbound } => {
+                        p.transfer.opened(&mut cx, session, inbound)
+                    }
+                    output::TransferIn::Data { session, bytes } => {
+                        p.transfer.data(&mut cx, session, &bytes)
+                    }
+                    output::TransferIn::Closed { session } => p.transfer.closed(&mut cx, session),
+                }
+            }
+            Action::CloseSession(session) => {
+                let (mut cx, p) = self.split();
+                p.rend.close(&mut cx, session);
+            }
+            Action::Providers(search, providers) => {
+                if self.transfer.owns_search(search) {
+                    self.transfer.found(search, providers);
+                } else {
+                    self.out.event(Event::ProvidersFound { search, providers });
+                }
             }
             Action::Provide(service, records) => {
                 let (mut cx, p) = self.split();

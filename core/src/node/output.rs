@@ -61,6 +61,13 @@ pub(super) enum Action {
     CloseOwn(u64),
     /// Probe our circuit `k` end to end (it closes if no answer comes).
     ProbeOwn(u64),
+    /// News of a session the transfer part owns.
+    ToTransfer(TransferIn),
+    /// Close one of our sessions (the transfer part is done with it).
+    CloseSession(super::rendezvous::SessionId),
+    /// Providers found by one of our searches (for the transfer part if
+    /// the search is one of its own, else for the driver).
+    Providers(super::SearchId, Vec<crate::provider::SignedProvider>),
     /// Our service's provider records, for the search part to publish
     /// (replacing the last set; none withdraws them). The service is ours:
     /// never held or answered by us.
@@ -68,6 +75,23 @@ pub(super) enum Action {
         crate::identity::PublisherId,
         Vec<crate::provider::SignedProvider>,
     ),
+}
+
+/// What the rendezvous part tells the transfer part about the sessions it
+/// owns.
+#[derive(Debug)]
+pub(super) enum TransferIn {
+    Opened {
+        session: super::rendezvous::SessionId,
+        inbound: bool,
+    },
+    Data {
+        session: super::rendezvous::SessionId,
+        bytes: Vec<u8>,
+    },
+    Closed {
+        session: super::rendezvous::SessionId,
+    },
 }
 
 /// What the circuit part tells the rendezvous part.
@@ -146,6 +170,10 @@ impl Out {
     /// Asks the node to route an action.
     pub(super) fn act(&mut self, a: Action) {
         self.actions.push_back(a);
+    }
+
+    pub(super) fn has_actions(&self) -> bool {
+        !self.actions.is_empty()
     }
 
     pub(super) fn next_action(&mut self) -> Option<Action> {

@@ -26,6 +26,8 @@ pub(super) enum Timer {
     Search,
     /// Rendezvous: session timeouts, keepalives, introduction points.
     Rendezvous,
+    /// Downloads: stalls, backoff, searching again.
+    Transfer,
 }
 
 /// Deadlines by timer.

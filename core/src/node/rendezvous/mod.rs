@@ -31,7 +31,7 @@ use rand_core::RngCore;
 
 use super::circuits::Purpose;
 use super::links::TokenBucket;
-use super::output::{Action, Ctx, RendIn};
+use super::output::{Action, Ctx, RendIn, TransferIn};
 use super::{Event, Millis};
 use crate::content::ContentId;
 use crate::identity::{NodeId, PublisherId};
@@ -304,6 +304,8 @@ struct Sess {
     service: PublisherId,
     inbound: bool,
     deadline_ms: Millis,
+    /// Its news goes to the transfer part, not the driver.
+    transfer: bool,
 }
 
 #[derive(Debug)]
@@ -413,6 +415,7 @@ impl Rendezvous {
         cx: &mut Ctx<'_>,
         service: ServicePublic,
         intros: Vec<Vec<u8>>,
+        transfer: bool,
     ) -> Result<SessionId, ConnectError> {
         if intros.is_empty() {
             return Err(ConnectError::NoIntroPoints);
@@ -444,6 +447,7 @@ impl Rendezvous {
                 service: service.id(),
                 inbound: false,
                 deadline_ms: cx.now + cx.config.rendezvous.connect_timeout_ms,
+                transfer,
             },
         );
         self.build(cx, Job::Meet(id), None);
@@ -651,11 +655,7 @@ impl Rendezvous {
             data_ms: now,
         };
         cx.stats.rendezvous.sessions_opened += 1;
-        cx.event(Event::SessionOpened {
-            session: id,
-            service: s.service,
-            inbound: true,
-        });
+        opened_news(cx, id, s);
     }
 
     fn orphan(&mut self, cx: &mut Ctx<'_>, k: u64) {
@@ -878,6 +878,7 @@ impl Rendezvous {
         let Some(service) = self.services.get(&sid) else {
             return;
         };
+        let serves = !service.provides.is_empty();
         let Ok((intro, msg2, session)) = rendezvous::accept(&service.key, msg1, seed(cx)) else {
             cx.stats.rendezvous.accepts_refused += 1;
             return;
@@ -914,6 +915,7 @@ impl Rendezvous {
                 service: sid,
                 inbound: true,
                 deadline_ms: now + p.connect_timeout_ms,
+                transfer: serves,
             },
         );
         self.build(cx, Job::Join(id), Some(intro.rendezvous));
@@ -951,11 +953,7 @@ impl Rendezvous {
             data_ms: cx.now,
         };
         cx.stats.rendezvous.sessions_opened += 1;
-        cx.event(Event::SessionOpened {
-            session: id,
-            service: s.service,
-            inbound: false,
-        });
+        opened_news(cx, id, s);
     }
 
     /// Data on a session circuit: open it, or end the session.
@@ -964,6 +962,7 @@ impl Rendezvous {
             return;
         };
         let now = cx.now;
+        let to_transfer = self.sessions.get(&id).is_some_and(|s| s.transfer);
         let opened = match self.sessions.get_mut(&id).map(|s| &mut s.state) {
             Some(State::Open {
                 session,
@@ -979,6 +978,10 @@ impl Rendezvous {
             _ => return,
         };
         match opened {
+            Ok(plain) if to_transfer => cx.out.act(Action::ToTransfer(TransferIn::Data {
+                session: id,
+                bytes: plain,
+            })),
             Ok(plain) => cx.event(Event::SessionData {
                 session: id,
                 bytes: plain,
@@ -1235,9 +1238,9 @@ impl Rendezvous {
 
     /// Ends session `id`: its circuits close and the driver hears why.
     fn end(&mut self, cx: &mut Ctx<'_>, id: SessionId, why: SessionEnd) {
-        if self.sessions.remove(&id).is_none() {
+        let Some(gone) = self.sessions.remove(&id) else {
             return;
-        }
+        };
         let mine: Vec<u64> = self
             .circuits
             .iter()
@@ -1253,9 +1256,30 @@ impl Rendezvous {
         self.builds.retain(
             |_, j| !matches!(j, Job::Meet(s) | Job::Introduce(s) | Job::Join(s) if *s == id),
         );
-        cx.event(Event::SessionClosed {
+        if gone.transfer {
+            cx.out
+                .act(Action::ToTransfer(TransferIn::Closed { session: id }));
+        } else {
+            cx.event(Event::SessionClosed {
+                session: id,
+                reason: why,
+            });
+        }
+    }
+}
+
+/// A session opened: news for its owner.
+fn opened_news(cx: &mut Ctx<'_>, id: SessionId, s: &Sess) {
+    if s.transfer {
+        cx.out.act(Action::ToTransfer(TransferIn::Opened {
             session: id,
-            reason: why,
+            inbound: s.inbound,
+        }));
+    } else {
+        cx.event(Event::SessionOpened {
+            session: id,
+            service: s.service,
+            inbound: s.inbound,
         });
     }
 }

@@ -749,10 +749,7 @@ impl Search {
             });
         }
         if !providers.is_empty() {
-            cx.event(Event::ProvidersFound {
-                search: p.id,
-                providers,
-            });
+            cx.out.act(Action::Providers(p.id, providers));
         }
     }
 
