@@ -67,3 +67,14 @@ fn seeds_are_accepted() {
         assert!(run(&bytes), "seed {target}/{name} is refused");
     }
 }
+
+#[test]
+fn malformed_inputs_are_refused() {
+    for (target, name, bytes) in harness::malformed() {
+        let (_, run) = harness::TARGETS
+            .iter()
+            .find(|(t, _)| *t == target)
+            .expect("known target");
+        assert!(!run(&bytes), "malformed input {target}/{name} is accepted");
+    }
+}

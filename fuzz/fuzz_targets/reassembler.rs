@@ -1,0 +1,9 @@
+#![no_main]
+//! Fuzz target `reassembler`: see `veil_fuzz::reassembler` (fuzz/src/lib.rs) for what it
+//! decodes and which invariants it asserts.
+
+use libfuzzer_sys::fuzz_target;
+
+fuzz_target!(|data: &[u8]| {
+    let _ = veil_fuzz::reassembler(data);
+});
