@@ -732,6 +732,7 @@ fn seed_introduction() -> Introduction {
     Introduction {
         rendezvous: nodes()[1].1.to_bytes(),
         cookie: [0xc0; 32],
+        time_s: 1_800_000_000,
     }
 }
 
@@ -826,7 +827,9 @@ fn introduction(plaintext: &[u8]) -> bool {
             let mut w = Writer::new();
             w.put_bytes_u16len(&intro.rendezvous)
                 .expect("a decoded descriptor fits");
+            w.put_bytes(&vec![0; MAX_DESCRIPTOR_BYTES - intro.rendezvous.len()]);
             w.put_bytes(&intro.cookie);
+            w.put_u64(intro.time_s);
             assert_eq!(w.as_slice(), plaintext, "decoding is canonical");
             let mut payload = [0u8; JOIN_HANDSHAKE_BYTES];
             let n = init
@@ -894,11 +897,15 @@ fn rendezvous_seeds(out: &mut Vec<(&'static str, String, Vec<u8>)>) {
     let mut v = vec![2u8];
     let mut w = Writer::new();
     w.put_bytes_u16len(&intro.rendezvous).expect("fits");
+    w.put_bytes(&vec![0; MAX_DESCRIPTOR_BYTES - intro.rendezvous.len()]);
     w.put_bytes(&intro.cookie);
+    w.put_u64(intro.time_s);
     v.extend_from_slice(w.as_slice());
     out.push(("rendezvous", "seed-introduction".to_owned(), v));
     let mut v = vec![2u8, 0, 0];
+    v.extend_from_slice(&vec![0; MAX_DESCRIPTOR_BYTES]);
     v.extend_from_slice(&[0xc1; 32]);
+    v.extend_from_slice(&[0; 8]);
     out.push(("rendezvous", "seed-introduction-empty".to_owned(), v));
 }
 
