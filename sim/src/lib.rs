@@ -9,8 +9,13 @@
 //! - [`position`]: how well relays guess their position on a circuit.
 //! - [`search`]: the search workload (files, sharers, searches,
 //!   poisoners) and its figures.
+//! - `content`: the real bytes of every file and decoy, once for the run.
+//! - [`download`]: the download workload (services, users who search,
+//!   download, check and rate; content attacks) and its figures.
 
 mod adversary;
+mod content;
+pub mod download;
 mod metrics;
 pub mod position;
 pub mod scenario;

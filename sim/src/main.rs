@@ -9,6 +9,7 @@ use std::time::Instant;
 
 use clap::{Parser, Subcommand};
 use veil_core::node::Config;
+use veil_sim::download::DownloadOutcome;
 use veil_sim::position::PositionGuess;
 use veil_sim::scenario::{SearchMode, SearchScenario};
 use veil_sim::search::SearchOutcome;
@@ -106,6 +107,20 @@ struct SearchArgs {
     /// Experiment: mean publish walk length (core default 10).
     #[arg(long)]
     publish_len: Option<u32>,
+    /// Downloads by random honest nodes over a 60 s window after
+    /// publication: search by words, download the top-ranked result,
+    /// check it, rate it (the run is extended by 4 min for them). Sharers
+    /// then run services, and poisoners split into decoy publishers,
+    /// false claimers and stallers.
+    #[arg(long, default_value_t = 0)]
+    downloads: usize,
+    /// Only this many honest nodes download (0: any honest node), so that
+    /// each downloads repeatedly and its ratings act on its later picks.
+    #[arg(long, default_value_t = 0)]
+    downloaders: usize,
+    /// Probability that a user judges a download wrongly (0..1).
+    #[arg(long, default_value_t = 0.1)]
+    judge_error: f64,
 }
 
 impl SearchArgs {
@@ -116,8 +131,12 @@ impl SearchArgs {
         );
         anyhow::ensure!(self.files <= 5_000, "--files must be at most 5000");
         anyhow::ensure!(
-            self.searches == 0 || self.files > 0,
-            "--searches needs --files"
+            (self.searches == 0 && self.downloads == 0) || self.files > 0,
+            "--searches and --downloads need --files"
+        );
+        anyhow::ensure!(
+            (0.0..=1.0).contains(&self.judge_error),
+            "--judge-error must be in [0, 1]"
         );
         anyhow::ensure!(
             self.walkers != Some(0) && self.walk_len != Some(0) && self.publish_len != Some(0),
@@ -136,6 +155,9 @@ impl SearchArgs {
             walkers: self.walkers,
             walk_len: self.walk_len,
             publish_len: self.publish_len,
+            downloads: self.downloads,
+            downloaders: self.downloaders,
+            judge_error: self.judge_error,
             ..SearchScenario::default()
         })
     }
@@ -215,6 +237,7 @@ fn main() -> anyhow::Result<()> {
             sim.run();
             let o = sim.outcome();
             let so = sim.search_outcome();
+            let dlo = sim.download_outcome();
             let duration_s = sim.scenario().duration_ms / 1000;
             let wall_ms = started.elapsed().as_millis() as u64;
             // Flooders' place in honest nodes' picks (they are relays too).
@@ -293,6 +316,9 @@ fn main() -> anyhow::Result<()> {
             if let (Some(s), serde_json::Value::Object(map)) = (&so, &mut doc) {
                 let sc = &sim.scenario().search;
                 map.extend(search_json(s, sc));
+                if let Some(d) = &dlo {
+                    map.extend(download_json(d, sc));
+                }
             }
             if json {
                 println!("{doc}");
@@ -307,6 +333,7 @@ fn main() -> anyhow::Result<()> {
                         }
                         "forgery" => {}
                         k if so.is_some() && SEARCH_KEYS.contains(&k) => {}
+                        k if dlo.is_some() && DOWNLOAD_KEYS.contains(&k) => {}
                         _ if v.is_null() => {}
                         _ => println!("{k:<28} {v}"),
                     }
@@ -314,6 +341,11 @@ fn main() -> anyhow::Result<()> {
             }
             if let (false, Some(s)) = (json, &so) {
                 for line in search_lines(s, &sim.scenario().search) {
+                    println!("{line}");
+                }
+            }
+            if let (false, Some(d)) = (json, &dlo) {
+                for line in download_lines(d) {
                     println!("{line}");
                 }
             }
@@ -522,6 +554,104 @@ fn search_lines(s: &SearchOutcome, sc: &SearchScenario) -> Vec<String> {
             sc.churn,
             s.nodes_left,
             s.nodes_joined
+        ),
+    ]
+}
+
+/// The download figures' keys in the JSON (shown as lines in the table).
+const DOWNLOAD_KEYS: &[&str] = &["download"];
+
+/// The download figures, as JSON fields.
+fn download_json(
+    d: &DownloadOutcome,
+    sc: &SearchScenario,
+) -> serde_json::Map<String, serde_json::Value> {
+    let v = serde_json::json!({
+        "downloads": d.downloads,
+        "downloads_completed": d.downloads_completed,
+        "downloads_verified": d.downloads_verified,
+        "decoy_downloads": d.decoy_downloads,
+        "corrupt_pieces_sent": d.corrupt_pieces_sent,
+        "corrupt_pieces_rejected": d.corrupt_pieces_rejected,
+        "corrupt_accepted": d.corrupt_accepted,
+        "download_ms_p50": d.download_ms_p50,
+        "sources_dropped_bad": d.sources_dropped_bad,
+        "session_colluder_first_hops_share": d.colluder_first_hops_share,
+        "session_colluder_rendezvous_share": d.colluder_rendezvous_share,
+        "download": {
+            "downloaders": sc.downloaders,
+            "judge_error": sc.judge_error,
+            "downloads_skipped": d.downloads_skipped,
+            "downloads_refused": d.downloads_refused,
+            "downloads_not_found": d.downloads_not_found,
+            "downloads_lost": d.downloads_lost,
+            "downloads_started": d.downloads_started,
+            "downloads_unfinished": d.downloads_unfinished,
+            "download_ms_p95": d.download_ms_p95,
+            "poisoned_downloads": d.poisoned_downloads,
+            "poisoned_after_feedback": d.poisoned_after_feedback,
+            "decoy_downloads_after_feedback": d.decoy_downloads_after_feedback,
+            "sources_dropped_stalled": d.sources_dropped_stalled,
+            "sources_dropped_failed": d.sources_dropped_failed,
+            "honest_dropped_bad": d.honest_dropped_bad,
+            "claimers_dropped_bad": d.claimers_dropped_bad,
+            "stallers_dropped": d.stallers_dropped,
+            "services": d.services,
+            "pieces_served": d.pieces_served,
+            "ratings_fake": d.ratings_fake,
+            "ratings_good": d.ratings_good,
+            "misjudged": d.misjudged,
+            "sessions": d.sessions,
+            "sessions_measured": d.sessions_measured,
+            "sessions_unmatched": d.sessions_unmatched,
+            "sessions_late": d.sessions_late,
+            "colluder_first_hops": d.colluder_first_hops,
+            "colluder_rendezvous": d.colluder_rendezvous,
+        },
+    });
+    match v {
+        serde_json::Value::Object(m) => m,
+        _ => serde_json::Map::new(),
+    }
+}
+
+/// The human table's lines for the download workload.
+fn download_lines(d: &DownloadOutcome) -> Vec<String> {
+    vec![
+        format!(
+            "downloads: {} asked, {} started, {} completed, {} verified (the wanted file, intact), {} unfinished; {} refused, {} found nothing; p50 {} ms, p95 {} ms",
+            d.downloads,
+            d.downloads_started,
+            d.downloads_completed,
+            d.downloads_verified,
+            d.downloads_unfinished,
+            d.downloads_refused,
+            d.downloads_not_found,
+            d.download_ms_p50,
+            d.download_ms_p95
+        ),
+        format!(
+            "download abuse: {} decoys picked ({} of {} poisoned after a fake rating); {} corrupt pieces sent, {} rejected, {} corrupt files accepted; sources dropped: {} bad ({} claimers, {} honest), {} stalled, {} failed",
+            d.decoy_downloads,
+            d.decoy_downloads_after_feedback,
+            d.poisoned_after_feedback,
+            d.corrupt_pieces_sent,
+            d.corrupt_pieces_rejected,
+            d.corrupt_accepted,
+            d.sources_dropped_bad,
+            d.claimers_dropped_bad,
+            d.honest_dropped_bad,
+            d.sources_dropped_stalled,
+            d.sources_dropped_failed
+        ),
+        format!(
+            "download sessions: {} opened, {} measured; colluders held both first hops in {} ({:.4}), the rendezvous point in {} ({:.4})",
+            d.sessions,
+            d.sessions_measured,
+            d.colluder_first_hops,
+            d.colluder_first_hops_share,
+            d.colluder_rendezvous,
+            d.colluder_rendezvous_share
         ),
     ]
 }

@@ -114,6 +114,23 @@ pub struct SearchScenario {
     pub walk_len: Option<u32>,
     /// See `walkers`.
     pub publish_len: Option<u32>,
+    /// Downloads by honest nodes (each a search by words, the top-ranked
+    /// result downloaded, then rated); see `crate::download`. With
+    /// downloads, sharers run services and poisoners split in three.
+    pub downloads: usize,
+    /// Only this many honest nodes download (drawn once; 0: any honest
+    /// node), so that each downloads several times and its ratings can
+    /// act on its later downloads.
+    pub downloaders: usize,
+    /// Probability that a user judges a finished download wrongly (a
+    /// decoy good, a real file fake).
+    pub judge_error: f64,
+    /// Downloads start this long after publication...
+    pub download_delay_ms: Millis,
+    /// ...spread over this window...
+    pub download_window_ms: Millis,
+    /// ...and the run goes on this long after the last one's search ended.
+    pub download_time_ms: Millis,
 }
 
 impl Default for SearchScenario {
@@ -132,6 +149,12 @@ impl Default for SearchScenario {
             walkers: None,
             walk_len: None,
             publish_len: None,
+            downloads: 0,
+            downloaders: 0,
+            judge_error: 0.1,
+            download_delay_ms: 10_000,
+            download_window_ms: 60_000,
+            download_time_ms: 240_000,
         }
     }
 }
@@ -139,7 +162,11 @@ impl Default for SearchScenario {
 impl SearchScenario {
     /// Whether any of the workload is asked for.
     pub fn active(&self) -> bool {
-        self.files > 0 || self.searches > 0 || self.poisoners > 0.0 || self.churn > 0.0
+        self.files > 0
+            || self.searches > 0
+            || self.downloads > 0
+            || self.poisoners > 0.0
+            || self.churn > 0.0
     }
 
     /// The node config's search parameters as this workload sets them.
@@ -222,12 +249,25 @@ impl Scenario {
         self.publish_at_ms() + self.search.search_delay_ms
     }
 
+    /// Virtual offset of the download window's start.
+    pub fn downloads_from_ms(&self) -> Millis {
+        self.publish_at_ms() + self.search.download_delay_ms
+    }
+
     /// The run lasts long enough for every search to have its timeout
-    /// (`search_timeout_ms`) and a second more.
+    /// (`search_timeout_ms`) and a second more, and for every download
+    /// its search and `download_time_ms`.
     pub fn extend_for_searches(&mut self, search_timeout_ms: Millis) {
-        if self.search.searches > 0 {
-            let end =
-                self.searches_from_ms() + self.search.search_window_ms + search_timeout_ms + 1_000;
+        let w = &self.search;
+        if w.searches > 0 {
+            let end = self.searches_from_ms() + w.search_window_ms + search_timeout_ms + 1_000;
+            self.duration_ms = self.duration_ms.max(end);
+        }
+        if w.downloads > 0 {
+            let end = self.downloads_from_ms()
+                + w.download_window_ms
+                + search_timeout_ms
+                + w.download_time_ms;
             self.duration_ms = self.duration_ms.max(end);
         }
     }

@@ -1,15 +1,22 @@
 //! The search workload and its figures.
 //!
-//! Files get distinct content ids and names of two to four words from one
-//! vocabulary (so files share words; no file's word set is contained in
-//! another's, so a full name identifies its file). At publication each
-//! file gets several honest relay sharers, each node with its own
-//! pseudonym signing one record per file it shares; poisoners (one
-//! pseudonym each) all sign the same decoys: junk content ids under the
-//! names of the most popular files. Searches pick a target by Zipf
-//! popularity (exponent 1) and ask for its words (all of them, or a subset
-//! of at least two that still identifies it), so the harness knows the
-//! true content id.
+//! Files are real content (`crate::content`: 64–512 KiB of bytes drawn
+//! per file, the id their BLAKE3 root) with names of two to four words
+//! from one vocabulary (so files share words; no file's word set is
+//! contained in another's, so a full name identifies its file). At
+//! publication each file gets several honest relay sharers, each node with
+//! its own pseudonym signing one record per file it shares; poisoners (one
+//! pseudonym each) all sign the same decoys: junk content (real bytes of
+//! the real file's size, with a valid tree, so no verification can tell)
+//! under the names of the most popular files. Searches pick a target by
+//! Zipf popularity (exponent 1) and ask for its words (all of them, or a
+//! subset of at least two that still identifies it), so the harness knows
+//! the true content id.
+//!
+//! With downloads ([`crate::download`]) the poisoners split in three
+//! (`Poisoner`): a third publish decoys as above, a third claim to
+//! provide the real files and corrupt what they serve, a third claim and
+//! never answer. Without downloads all of them publish decoys, as before.
 //!
 //! Cost: query walk and reply cells are search-only counters of the
 //! nodes. Circuit cells are shared with publication, so a search's are
@@ -20,7 +27,9 @@
 //!
 //! Everything here draws from the workload's own RNG (seeded from the
 //! scenario seed), never from the harness's: a run without the workload
-//! is the run it always was.
+//! is the run it always was. A file's bytes come from a ChaCha RNG seeded
+//! with 32 bytes of that stream (the draw that used to be its random id),
+//! so the stream itself is what it was.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -33,6 +42,7 @@ use veil_core::pow::PowParams;
 use veil_core::record::{ContentRecord, SignedRecord, keywords_from_name};
 use veil_core::search::{Query, Standing, rank};
 
+use crate::content::{Library, file_size};
 use crate::scenario::Scenario;
 
 /// Words file names are made of.
@@ -57,12 +67,42 @@ const RECORD_LIFETIME_S: u64 = 24 * 3600;
 
 /// One file of the workload.
 #[derive(Debug, Clone)]
-struct File {
-    id: ContentId,
+pub(crate) struct File {
+    /// Its content id (the root of the bytes in the library).
+    pub(crate) id: ContentId,
     name: String,
     /// Canonical keywords of the name, sorted.
     words: Vec<String>,
     size: u64,
+}
+
+/// What a poisoner does. Without downloads every poisoner publishes
+/// decoys; with downloads they split in thirds, in the order of their
+/// node indices.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub(crate) enum Poisoner {
+    /// Signs records for junk content under popular names, and serves
+    /// that content honestly: nothing but the user can tell.
+    Decoys,
+    /// Runs a service that provides the real ids of popular files and
+    /// corrupts every piece it serves.
+    FalseClaims,
+    /// Runs a service that provides the real ids of popular files and
+    /// never answers a request.
+    Stalls,
+}
+
+/// What is shared: the files, their popularity, their bytes, and who
+/// shares what.
+#[derive(Debug)]
+pub(crate) struct Catalog {
+    pub(crate) files: Vec<File>,
+    /// Cumulative Zipf weights over files (file 0 the most popular).
+    zipf: Vec<f64>,
+    /// What each node shares (decoys included for poisoners).
+    pub(crate) shares: BTreeMap<usize, BTreeSet<ContentId>>,
+    /// The bytes of every file and decoy.
+    pub(crate) library: Library,
 }
 
 /// One search the harness started (or tried to).
@@ -80,23 +120,30 @@ struct Searched {
     records: Vec<SignedRecord>,
     /// The searcher left before the search's timeout.
     searcher_left: bool,
+    /// The top result by `rank` when the search ended (the searcher's
+    /// standing then: later ratings do not change it).
+    top: Option<Option<ContentId>>,
 }
 
 /// The search workload's state.
 #[derive(Debug)]
 pub(crate) struct Workload {
     pub(crate) rng: ChaCha20Rng,
-    files: Vec<File>,
-    /// Cumulative Zipf weights over files (file 0 the most popular).
-    zipf: Vec<f64>,
-    /// What each node shares (decoys included for poisoners).
-    shares: BTreeMap<usize, BTreeSet<ContentId>>,
-    poisoners: BTreeSet<usize>,
-    decoys: BTreeSet<ContentId>,
+    pub(crate) catalog: Catalog,
+    poisoners: BTreeMap<usize, Poisoner>,
+    /// Decoy content ids, and the file each one poses as.
+    decoys: BTreeMap<ContentId, usize>,
     searches: Vec<Searched>,
     by_search: BTreeMap<(usize, SearchId), usize>,
-    /// Each searcher's view of publishers: first seen at result arrival.
+    /// Each searcher's view of publishers: first seen at result arrival,
+    /// and standing from its users' ratings.
     standing: BTreeMap<usize, Standing>,
+    /// Each searcher's search results: who signed a record for which
+    /// content id (what a rating reaches, as `veil rate` does).
+    signers: BTreeMap<usize, BTreeMap<ContentId, BTreeSet<PublisherId>>>,
+    /// Search timeout of the nodes (a search's results are ranked as of
+    /// its end).
+    timeout: Millis,
     /// Each sharer's and poisoner's pseudonym.
     pseudonyms: BTreeMap<usize, PublisherId>,
     self_answers: u64,
@@ -172,114 +219,17 @@ pub struct SearchOutcome {
     pub nodes_joined: u64,
 }
 
-impl Workload {
-    /// The files of `s` and the workload's RNG.
-    pub(crate) fn new(s: &Scenario) -> Workload {
-        let mut rng = ChaCha20Rng::seed_from_u64(s.seed ^ 0x5ea4_c4ed_f11e_5eed);
-        let files = make_files(&mut rng, s.search.files);
-        let mut zipf = Vec::with_capacity(files.len());
-        let mut total = 0.0;
-        for k in 0..files.len() {
-            total += 1.0 / (k + 1) as f64;
-            zipf.push(total);
-        }
-        Workload {
-            rng,
-            files,
-            zipf,
-            shares: BTreeMap::new(),
-            poisoners: BTreeSet::new(),
-            decoys: BTreeSet::new(),
-            searches: Vec::new(),
-            by_search: BTreeMap::new(),
-            standing: BTreeMap::new(),
-            pseudonyms: BTreeMap::new(),
-            self_answers: 0,
-            own_content_answers: 0,
-            answered: 0,
-            nodes_left: 0,
-            nodes_joined: 0,
-        }
-    }
-
-    fn below(&mut self, n: usize) -> usize {
-        (self.rng.next_u64() % n.max(1) as u64) as usize
-    }
-
-    /// Draws `count` poisoners among `candidates`.
-    pub(crate) fn choose_poisoners(&mut self, candidates: &[usize], count: usize) {
-        let mut c = candidates.to_vec();
-        crate::adversary::shuffle(&mut self.rng, &mut c);
-        self.poisoners = c.into_iter().take(count).collect();
-    }
-
-    /// Whether node `i` is a poisoner.
-    pub(crate) fn is_poisoner(&self, i: usize) -> bool {
-        self.poisoners.contains(&i)
-    }
-
-    /// What each node publishes at `now`: sharers (drawn among `eligible`)
-    /// their records, poisoners their decoys.
-    pub(crate) fn publications(
-        &mut self,
-        s: &Scenario,
-        now: Millis,
+impl Catalog {
+    /// A file to look for, by Zipf popularity, and who looks (among
+    /// `eligible`, never a sharer of it), with the query, all drawn from
+    /// `rng`.
+    pub(crate) fn pick(
+        &self,
+        rng: &mut ChaCha20Rng,
         eligible: &[usize],
-        pow: PowParams,
-    ) -> Vec<(usize, Vec<SignedRecord>)> {
-        let created = now / 1000;
-        let mut by_node: BTreeMap<usize, Vec<usize>> = BTreeMap::new();
-        let (lo, hi) = s.search.sharers;
-        for f in 0..self.files.len() {
-            let k = lo + self.below(hi.saturating_sub(lo) + 1);
-            let mut pool = eligible.to_vec();
-            for _ in 0..k.min(pool.len()) {
-                let j = self.below(pool.len());
-                by_node.entry(pool.swap_remove(j)).or_default().push(f);
-            }
-        }
-        let mut out = Vec::new();
-        for (node, files) in by_node {
-            let who = Pseudonym::generate(&mut self.rng, pow);
-            self.pseudonyms.insert(node, who.publisher().id());
-            let records = files
-                .iter()
-                .map(|&f| {
-                    let file = &self.files[f];
-                    self.shares.entry(node).or_default().insert(file.id);
-                    sign(&who, file.id, &file.name, file.size, created)
-                })
-                .collect();
-            out.push((node, records));
-        }
-        // Decoys: one junk id per poisoned file, signed by every poisoner.
-        let top = s.search.poisoned_files.min(self.files.len());
-        let decoys: Vec<(ContentId, usize)> =
-            (0..top).map(|f| (random_id(&mut self.rng), f)).collect();
-        if !self.poisoners.is_empty() {
-            self.decoys = decoys.iter().map(|(id, _)| *id).collect();
-        }
-        for node in self.poisoners.clone() {
-            let who = Pseudonym::generate(&mut self.rng, pow);
-            self.pseudonyms.insert(node, who.publisher().id());
-            let records = decoys
-                .iter()
-                .map(|&(id, f)| {
-                    let file = &self.files[f];
-                    self.shares.entry(node).or_default().insert(id);
-                    sign(&who, id, &file.name, file.size, created)
-                })
-                .collect();
-            out.push((node, records));
-        }
-        out
-    }
-
-    /// A search to start: the searcher (among `eligible`, never a sharer
-    /// of the target), the target file and the query.
-    pub(crate) fn next_search(&mut self, eligible: &[usize]) -> Option<(usize, usize, Query)> {
+    ) -> Option<(usize, usize, Query)> {
         let total = *self.zipf.last()?;
-        let u = (self.rng.next_u64() >> 11) as f64 / (1u64 << 53) as f64 * total;
+        let u = (rng.next_u64() >> 11) as f64 / (1u64 << 53) as f64 * total;
         let file = self
             .zipf
             .partition_point(|&c| c <= u)
@@ -293,17 +243,17 @@ impl Workload {
         if who.is_empty() {
             return None;
         }
-        let node = who[self.below(who.len())];
-        let words = self.query_words(file);
+        let node = who[below(rng, who.len())];
+        let words = self.query_words(rng, file);
         let query = Query::parse(&words.join(" ")).ok()?;
         Some((node, file, query))
     }
 
     /// All of a file's words, or (half the time) a subset of at least two
     /// that no other file's words contain.
-    fn query_words(&mut self, file: usize) -> Vec<String> {
+    fn query_words(&self, rng: &mut ChaCha20Rng, file: usize) -> Vec<String> {
         let words = self.files[file].words.clone();
-        if self.rng.next_u64().is_multiple_of(2) || words.len() <= 2 {
+        if rng.next_u64().is_multiple_of(2) || words.len() <= 2 {
             return words;
         }
         let n = words.len();
@@ -324,8 +274,226 @@ impl Workload {
         if subsets.is_empty() {
             return words;
         }
-        let k = self.below(subsets.len());
+        let k = below(rng, subsets.len());
         subsets[k].clone()
+    }
+}
+
+impl Workload {
+    /// The files of `s` (their bytes too) and the workload's RNG; searches
+    /// end after `timeout`.
+    pub(crate) fn new(s: &Scenario, timeout: Millis) -> Workload {
+        let mut rng = ChaCha20Rng::seed_from_u64(s.seed ^ 0x5ea4_c4ed_f11e_5eed);
+        let mut library = Library::default();
+        let files = make_files(&mut rng, &mut library, s.search.files);
+        let mut zipf = Vec::with_capacity(files.len());
+        let mut total = 0.0;
+        for k in 0..files.len() {
+            total += 1.0 / (k + 1) as f64;
+            zipf.push(total);
+        }
+        Workload {
+            rng,
+            catalog: Catalog {
+                files,
+                zipf,
+                shares: BTreeMap::new(),
+                library,
+            },
+            poisoners: BTreeMap::new(),
+            decoys: BTreeMap::new(),
+            searches: Vec::new(),
+            by_search: BTreeMap::new(),
+            standing: BTreeMap::new(),
+            signers: BTreeMap::new(),
+            timeout,
+            pseudonyms: BTreeMap::new(),
+            self_answers: 0,
+            own_content_answers: 0,
+            answered: 0,
+            nodes_left: 0,
+            nodes_joined: 0,
+        }
+    }
+
+    fn below(&mut self, n: usize) -> usize {
+        below(&mut self.rng, n)
+    }
+
+    /// Draws `count` poisoners among `candidates`; with `split` (a run
+    /// with downloads) a third of them, by node index, claim and corrupt,
+    /// a third claim and stall, the rest publish decoys.
+    pub(crate) fn choose_poisoners(&mut self, candidates: &[usize], count: usize, split: bool) {
+        let mut c = candidates.to_vec();
+        crate::adversary::shuffle(&mut self.rng, &mut c);
+        let chosen: BTreeSet<usize> = c.into_iter().take(count).collect();
+        self.poisoners = chosen
+            .into_iter()
+            .enumerate()
+            .map(|(k, i)| {
+                let kind = match k % 3 {
+                    _ if !split => Poisoner::Decoys,
+                    0 => Poisoner::Decoys,
+                    1 => Poisoner::FalseClaims,
+                    _ => Poisoner::Stalls,
+                };
+                (i, kind)
+            })
+            .collect();
+    }
+
+    /// Whether node `i` is a poisoner.
+    pub(crate) fn is_poisoner(&self, i: usize) -> bool {
+        self.poisoners.contains_key(&i)
+    }
+
+    /// Whether `id` is a decoy.
+    pub(crate) fn is_decoy(&self, id: &ContentId) -> bool {
+        self.decoys.contains_key(id)
+    }
+
+    /// Whether decoys pose as file `file`.
+    pub(crate) fn is_poisoned(&self, file: usize) -> bool {
+        self.decoys.values().any(|&f| f == file)
+    }
+
+    /// Node `node`'s standing of publishers (empty if it never searched).
+    pub(crate) fn standing(&self, node: usize) -> Standing {
+        self.standing.get(&node).cloned().unwrap_or_default()
+    }
+
+    /// Node `node` got `records` at `now`: it notes their publishers
+    /// (first seen) and who signed which content id.
+    pub(crate) fn seen(&mut self, node: usize, records: &[SignedRecord], now: Millis) {
+        let standing = self.standing.entry(node).or_default();
+        let signers = self.signers.entry(node).or_default();
+        for r in records {
+            let p = r.publisher().id();
+            standing.seen(p, now);
+            signers.entry(r.record().content_id).or_default().insert(p);
+        }
+    }
+
+    /// Node `node`'s user rated content `id`: `delta` to the standing of
+    /// every pseudonym that signed a record for it in that node's search
+    /// results (as `veil rate` does). Returns how many.
+    pub(crate) fn rate(&mut self, node: usize, id: &ContentId, delta: i32) -> usize {
+        let Some(who) = self.signers.get(&node).and_then(|m| m.get(id)) else {
+            return 0;
+        };
+        let standing = self.standing.entry(node).or_default();
+        for p in who {
+            standing.adjust(*p, delta);
+        }
+        who.len()
+    }
+
+    /// What each node publishes at `now`: sharers (drawn among `eligible`)
+    /// their records, poisoners their decoys.
+    pub(crate) fn publications(
+        &mut self,
+        s: &Scenario,
+        now: Millis,
+        eligible: &[usize],
+        pow: PowParams,
+    ) -> Vec<(usize, Vec<SignedRecord>)> {
+        let created = now / 1000;
+        let mut by_node: BTreeMap<usize, Vec<usize>> = BTreeMap::new();
+        let (lo, hi) = s.search.sharers;
+        for f in 0..self.catalog.files.len() {
+            let k = lo + self.below(hi.saturating_sub(lo) + 1);
+            let mut pool = eligible.to_vec();
+            for _ in 0..k.min(pool.len()) {
+                let j = self.below(pool.len());
+                by_node.entry(pool.swap_remove(j)).or_default().push(f);
+            }
+        }
+        let mut out = Vec::new();
+        for (node, files) in by_node {
+            let who = Pseudonym::generate(&mut self.rng, pow);
+            self.pseudonyms.insert(node, who.publisher().id());
+            let records = files
+                .iter()
+                .map(|&f| {
+                    let file = &self.catalog.files[f];
+                    self.catalog.shares.entry(node).or_default().insert(file.id);
+                    sign(&who, file.id, &file.name, file.size, created)
+                })
+                .collect();
+            out.push((node, records));
+        }
+        // Decoys: junk content of the real file's size, one per poisoned
+        // file, signed by every decoy publisher. The seeds are drawn
+        // whether or not anyone poisons, so that the stream stays the same.
+        let top = s.search.poisoned_files.min(self.catalog.files.len());
+        let seeds: Vec<([u8; 32], usize)> = (0..top).map(|f| (seed(&mut self.rng), f)).collect();
+        if self.poisoners.is_empty() {
+            return out;
+        }
+        self.decoys = seeds
+            .into_iter()
+            .map(|(seed, f)| {
+                let size = self.catalog.files[f].size;
+                (self.catalog.library.make(seed, size), f)
+            })
+            .collect();
+        let mut decoys: Vec<(ContentId, usize)> =
+            self.decoys.iter().map(|(&d, &f)| (d, f)).collect();
+        decoys.sort_by_key(|&(_, f)| f);
+        for (node, kind) in self.poisoners.clone() {
+            // Drawn for every poisoner, so that the split changes no draw.
+            let who = Pseudonym::generate(&mut self.rng, pow);
+            if kind != Poisoner::Decoys {
+                continue;
+            }
+            self.pseudonyms.insert(node, who.publisher().id());
+            let records = decoys
+                .iter()
+                .map(|&(id, f)| {
+                    let file = &self.catalog.files[f];
+                    self.catalog.shares.entry(node).or_default().insert(id);
+                    sign(&who, id, &file.name, file.size, created)
+                })
+                .collect();
+            out.push((node, records));
+        }
+        out
+    }
+
+    /// What each service node provides once published: honest sharers
+    /// their files, decoy publishers their decoys, false claimers and
+    /// stallers the real ids of the `2 * poisoned_files` most popular
+    /// files (those the decoys pose as, and as many more).
+    pub(crate) fn provided(&self, s: &Scenario) -> Vec<(usize, Option<Poisoner>, Vec<ContentId>)> {
+        let claimed: Vec<ContentId> = self
+            .catalog
+            .files
+            .iter()
+            .take(2 * s.search.poisoned_files)
+            .map(|f| f.id)
+            .collect();
+        let mut out: Vec<(usize, Option<Poisoner>, Vec<ContentId>)> = self
+            .catalog
+            .shares
+            .iter()
+            .map(|(&node, ids)| {
+                let kind = self.poisoners.get(&node).copied();
+                (node, kind, ids.iter().copied().collect())
+            })
+            .collect();
+        for (&node, &kind) in &self.poisoners {
+            if kind != Poisoner::Decoys {
+                out.push((node, Some(kind), claimed.clone()));
+            }
+        }
+        out.sort_by_key(|(node, ..)| *node);
+        out
+    }
+
+    /// A search to start: the searcher (among `eligible`, never a sharer
+    /// of the target), the target file and the query.
+    pub(crate) fn next_search(&mut self, eligible: &[usize]) -> Option<(usize, usize, Query)> {
+        self.catalog.pick(&mut self.rng, eligible)
     }
 
     /// Node `node` was asked to search for `file` at `now`.
@@ -340,6 +508,7 @@ impl Workload {
             answers: 0,
             records: Vec::new(),
             searcher_left: false,
+            top: None,
         });
         if let Some(id) = id {
             self.by_search.insert((node, id), k);
@@ -363,17 +532,22 @@ impl Workload {
                 let Some(&k) = self.by_search.get(&(node, *search)) else {
                     return;
                 };
-                let standing = self.standing.entry(node).or_default();
-                for r in records {
-                    standing.seen(r.publisher().id(), now);
-                }
+                self.seen(node, records, now);
                 let s = &mut self.searches[k];
-                let target = self.files[s.file].id;
+                let target = self.catalog.files[s.file].id;
                 s.answers += 1;
                 if s.found.is_none() && records.iter().any(|r| r.record().content_id == target) {
                     s.found = Some(now);
                 }
                 s.records.extend(records.iter().cloned());
+            }
+            Event::SearchDone { search } => {
+                let Some(&k) = self.by_search.get(&(node, *search)) else {
+                    return;
+                };
+                let q = &self.searches[k];
+                let top = self.top(q);
+                self.searches[k].top = Some(top);
             }
             Event::Answered { records } => {
                 self.answered += 1;
@@ -382,7 +556,7 @@ impl Workload {
                 {
                     self.self_answers += 1;
                 }
-                if let Some(own) = self.shares.get(&node)
+                if let Some(own) = self.catalog.shares.get(&node)
                     && records.iter().any(|(_, c)| own.contains(c))
                 {
                     self.own_content_answers += 1;
@@ -392,25 +566,34 @@ impl Workload {
         }
     }
 
+    /// The top result of `q` by `rank`, with its searcher's standing now,
+    /// as of the search's end.
+    fn top(&self, q: &Searched) -> Option<ContentId> {
+        let standing = self.standing.get(&q.node).cloned().unwrap_or_default();
+        rank(&q.records, &standing, q.started + self.timeout)
+            .first()
+            .map(|r| r.content_id)
+    }
+
     /// The figures, from what was recorded and the nodes' counters.
-    pub(crate) fn outcome(
-        &self,
-        s: &Scenario,
-        nodes: &[Node],
-        online: &[bool],
-        timeout: Millis,
-    ) -> SearchOutcome {
+    pub(crate) fn outcome(&self, s: &Scenario, nodes: &[Node], online: &[bool]) -> SearchOutcome {
         let hops = s.hops as u64;
+        let decoy_publishers = self
+            .poisoners
+            .values()
+            .filter(|&&k| k == Poisoner::Decoys)
+            .count();
         let mut o = SearchOutcome {
-            files: self.files.len(),
+            files: self.catalog.files.len(),
             records: self
+                .catalog
                 .shares
                 .iter()
-                .filter(|(n, _)| !self.poisoners.contains(n))
+                .filter(|(n, _)| !self.poisoners.contains_key(n))
                 .map(|(_, c)| c.len() as u64)
                 .sum(),
             poisoner_nodes: self.poisoners.len() as u64,
-            decoy_records: (self.poisoners.len() * self.decoys.len()) as u64,
+            decoy_records: (decoy_publishers * self.decoys.len()) as u64,
             searches: self.searches.len() as u64,
             answers: self.answered,
             self_answers: self.self_answers,
@@ -437,12 +620,10 @@ impl Workload {
                 o.poisoned_searches += 1;
             }
             if !q.records.is_empty() && !self.decoys.is_empty() {
-                let standing = self.standing.get(&q.node).cloned().unwrap_or_default();
-                let ranked = rank(&q.records, &standing, q.started + timeout);
-                if ranked
-                    .first()
-                    .is_some_and(|r| self.decoys.contains(&r.content_id))
-                {
+                // As of the search's end (a searcher that left never saw
+                // it end: as of the end of the run).
+                let top = q.top.unwrap_or_else(|| self.top(q));
+                if top.is_some_and(|id| self.decoys.contains_key(&id)) {
                     o.decoy_top_results += 1;
                 }
             }
@@ -502,10 +683,15 @@ fn round6(x: f64) -> f64 {
     (x * 1e6).round() / 1e6
 }
 
-fn random_id(rng: &mut ChaCha20Rng) -> ContentId {
+fn below(rng: &mut ChaCha20Rng, n: usize) -> usize {
+    (rng.next_u64() % n.max(1) as u64) as usize
+}
+
+/// 32 bytes of `rng`: the seed of one item's content.
+fn seed(rng: &mut ChaCha20Rng) -> [u8; 32] {
     let mut b = [0u8; 32];
     rng.fill_bytes(&mut b);
-    ContentId::from_bytes(b)
+    b
 }
 
 fn sign(who: &Pseudonym, id: ContentId, name: &str, size: u64, created: u64) -> SignedRecord {
@@ -522,10 +708,10 @@ fn sign(who: &Pseudonym, id: ContentId, name: &str, size: u64, created: u64) -> 
     .expect("the workload makes valid records")
 }
 
-/// `count` files: distinct ids, names of 2–4 words from the first
-/// `max(24, count / 2)` vocabulary words, no word set contained in
-/// another's.
-fn make_files(rng: &mut ChaCha20Rng, count: usize) -> Vec<File> {
+/// `count` files: distinct content placed in `library` (64–512 KiB
+/// each), names of 2–4 words from the first `max(24, count / 2)`
+/// vocabulary words, no word set contained in another's.
+fn make_files(rng: &mut ChaCha20Rng, library: &mut Library, count: usize) -> Vec<File> {
     let vocab = (count / 2).clamp(24, VOCABULARY.len());
     let mut files: Vec<File> = Vec::with_capacity(count);
     let mut tries = 0usize;
@@ -552,8 +738,9 @@ fn make_files(rng: &mut ChaCha20Rng, count: usize) -> Vec<File> {
         {
             continue;
         }
-        let id = random_id(rng);
-        let size = 1 + rng.next_u64() % (64 << 20);
+        let seed = seed(rng);
+        let size = file_size(rng.next_u64());
+        let id = library.make(seed, size);
         files.push(File {
             id,
             name,
@@ -572,11 +759,18 @@ mod tests {
     fn names_are_distinct_and_none_contains_another() {
         let mut s = Scenario::new(10, 3);
         s.search.files = 200;
-        let w = Workload::new(&s);
-        assert_eq!(w.files.len(), 200);
-        for (i, a) in w.files.iter().enumerate() {
+        let w = Workload::new(&s, 8_000);
+        let files = &w.catalog.files;
+        assert_eq!(files.len(), 200);
+        for (i, a) in files.iter().enumerate() {
             assert!((2..=4).contains(&a.words.len()), "{}", a.name);
-            for b in &w.files[i + 1..] {
+            let bytes = w.catalog.library.bytes(&a.id).expect("placed");
+            assert_eq!(veil_core::content::content_id(bytes), a.id);
+            assert_eq!(bytes.len() as u64, a.size);
+            assert!(
+                (crate::content::MIN_FILE_BYTES..=crate::content::MAX_FILE_BYTES).contains(&a.size)
+            );
+            for b in &files[i + 1..] {
                 assert_ne!(a.id, b.id);
                 assert!(!a.words.iter().all(|x| b.words.contains(x)));
                 assert!(!b.words.iter().all(|x| a.words.contains(x)));
@@ -584,7 +778,7 @@ mod tests {
         }
         // Files share words.
         let mut uses: BTreeMap<&str, usize> = BTreeMap::new();
-        for f in &w.files {
+        for f in files {
             for x in &f.words {
                 *uses.entry(x).or_default() += 1;
             }
@@ -593,16 +787,64 @@ mod tests {
     }
 
     #[test]
+    fn poisoners_split_only_with_downloads_and_ratings_reach_every_signer_seen() {
+        let s = Scenario::new(10, 5);
+        let mut w = Workload::new(&s, 8_000);
+        let candidates: Vec<usize> = (0..9).collect();
+        w.choose_poisoners(&candidates, 9, false);
+        assert!(w.poisoners.values().all(|&k| k == Poisoner::Decoys));
+        w.choose_poisoners(&candidates, 9, true);
+        let count = |k| w.poisoners.values().filter(|&&p| p == k).count();
+        assert_eq!(
+            (
+                count(Poisoner::Decoys),
+                count(Poisoner::FalseClaims),
+                count(Poisoner::Stalls)
+            ),
+            (3, 3, 3)
+        );
+        // Node 1 saw two publishers sign content `a`, another sign `b`.
+        let pow = PowParams::TESTNET;
+        let (p, q, r) = (
+            Pseudonym::generate(&mut w.rng, pow),
+            Pseudonym::generate(&mut w.rng, pow),
+            Pseudonym::generate(&mut w.rng, pow),
+        );
+        let (a, b) = (
+            ContentId::from_bytes([1; 32]),
+            ContentId::from_bytes([2; 32]),
+        );
+        let records = [
+            sign(&p, a, "amber anchor", 9, 1),
+            sign(&q, a, "amber anchor", 9, 1),
+            sign(&r, b, "amber apple", 9, 1),
+        ];
+        w.seen(1, &records, 5);
+        assert_eq!(w.rate(1, &a, -100), 2, "both signers of a");
+        assert_eq!(w.rate(2, &a, -100), 0, "node 2 saw nothing: local feedback");
+        let st = w.standing(1);
+        assert_eq!(
+            (st.score(&p.publisher().id()), st.score(&q.publisher().id())),
+            (-100, -100)
+        );
+        assert_eq!(st.first_seen(&p.publisher().id()), Some(5));
+        assert_eq!(st.score(&r.publisher().id()), 0);
+        // Rated fake, `a` (two signers) now ranks below `b` (one) for node 1.
+        let top = rank(&records, &st, 10);
+        assert_eq!(top[0].content_id, b);
+    }
+
+    #[test]
     fn zipf_favours_the_first_files_and_queries_identify_their_file() {
         let mut s = Scenario::new(10, 4);
         s.search.files = 50;
-        let mut w = Workload::new(&s);
+        let mut w = Workload::new(&s, 8_000);
         let eligible: Vec<usize> = (0..10).collect();
         let mut hits = vec![0usize; 50];
         for _ in 0..2000 {
             let (_, f, q) = w.next_search(&eligible).unwrap();
             hits[f] += 1;
-            let file = &w.files[f];
+            let file = &w.catalog.files[f];
             let rec = ContentRecord {
                 content_id: file.id,
                 size: 1,
@@ -613,7 +855,7 @@ mod tests {
                 expires: 1,
             };
             assert!(q.matches(&rec));
-            let others = w.files.iter().filter(|g| {
+            let others = w.catalog.files.iter().filter(|g| {
                 q.matches(&ContentRecord {
                     keywords: g.words.clone(),
                     ..rec.clone()

@@ -12,9 +12,17 @@
 //!
 //! The harness's own events (joins, flooder rounds, circuit phases,
 //! tampering, a crash; with a search workload ([`crate::search`]) also
-//! publication, searches and churn) run in the network's queue; adversaries
+//! publication, searches and churn; with downloads ([`crate::download`])
+//! the users' downloads) run in the network's queue; adversaries
 //! ([`crate::adversary`]) and metrics ([`crate::metrics`]) see cells and
 //! node events through the network's [`Hooks`].
+//!
+//! Hooks see events but cannot give a node input. With downloads the
+//! harness is also the driver of every service node and every user, so it
+//! runs the network in slices of [`DRIVER_TICK_MS`] and, after each,
+//! carries out what the hooks queued (`Pending`): pieces read for
+//! `PieceWanted`, a user's pick when its search ended. A run without
+//! downloads runs in one piece, as it always did.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::{IpAddr, SocketAddr};
@@ -23,16 +31,25 @@ use rand_chacha::ChaCha20Rng;
 use rand_chacha::rand_core::{RngCore, SeedableRng};
 use veil_core::cell::{CELL_SIZE, Cell, command};
 use veil_core::identity::{NodeId, NodeIdentity};
-use veil_core::node::{CircuitId, CircuitState, Config, Event, LinkId, Millis, Node, Observation};
+use veil_core::node::{
+    CircuitId, CircuitInfo, CircuitState, Config, Event, LinkId, Millis, Node, Observation, Purpose,
+};
 use veil_core::testing::{Control, Delivery, Hooks, Model, Network, Verdict, WireId, WireInfo};
+use veil_core::transfer::Bitfield;
 
 use crate::adversary::{self, Flooders, Forgers, Role};
+use crate::download::{DownloadOutcome, Downloads, Pending};
 use crate::metrics::{Metrics, View};
 use crate::position::Observed;
 use crate::search::{SearchOutcome, Workload};
 
 pub use crate::metrics::{BuiltCircuit, Outcome, PickShares};
 pub use crate::scenario::{EPOCH_MS, Scenario, Tamper, node_addr};
+
+/// With downloads, the harness acts on what its hooks queued at least
+/// this often (virtual ms): a service's driver answers a request within
+/// it.
+pub const DRIVER_TICK_MS: Millis = 1;
 
 /// The simulator's network model: one-way latency from the nodes' distance
 /// on a ring, scaled to the scenario's range; a cell's serialisation time
@@ -93,6 +110,8 @@ enum Kind {
     Search,
     /// One node leaves and a new one joins (churn).
     Churn,
+    /// A user starts a download (download workload).
+    Download,
 }
 
 /// Everything but the network: the scenario, roles, the harness's RNG,
@@ -109,6 +128,8 @@ struct Harness {
     metrics: Metrics,
     /// The search workload, if the scenario asks for one.
     work: Option<Workload>,
+    /// The download workload, if the scenario asks for downloads.
+    dl: Option<Downloads>,
     /// Circuits each node is asked to keep now.
     circuits_wanted: usize,
     /// The node config, for nodes joining later (churn).
@@ -174,6 +195,9 @@ impl Hooks for Harness {
     fn on_event(&mut self, now: Millis, node: usize, event: Event) {
         if let Some(w) = &mut self.work {
             w.on_event(now, node, &event);
+            if let Some(d) = &mut self.dl {
+                d.on_event(now, node, &event, w);
+            }
         }
         if let Event::LinkUp { peer, .. } = &event
             && self.roles[node].forger
@@ -212,7 +236,12 @@ impl Sim {
     pub fn new(scenario: Scenario, config: &Config) -> Sim {
         let mut scenario = scenario;
         scenario.extend_for_searches(config.search.search_timeout_ms);
-        let mut work = scenario.search.active().then(|| Workload::new(&scenario));
+        let timeout = config.search.search_timeout_ms;
+        let mut work = scenario
+            .search
+            .active()
+            .then(|| Workload::new(&scenario, timeout));
+        let dl = (scenario.search.downloads > 0).then(|| Downloads::new(&scenario));
         let mut rng = ChaCha20Rng::seed_from_u64(scenario.seed);
         let n = scenario.nodes;
         let roles = adversary::draw_roles(&mut rng, &scenario);
@@ -252,7 +281,7 @@ impl Sim {
                 .filter(|&i| !roles[i].adversary())
                 .collect();
             let count = ((n as f64) * scenario.search.poisoners).round() as usize;
-            w.choose_poisoners(&candidates, count);
+            w.choose_poisoners(&candidates, count, dl.is_some());
         }
         let model = RingModel {
             latency_ms: scenario.latency_ms,
@@ -276,6 +305,7 @@ impl Sim {
                 tampering: false,
                 metrics: Metrics::default(),
                 work,
+                dl,
                 circuits_wanted: 0,
                 config: config.clone(),
             },
@@ -322,8 +352,74 @@ impl Sim {
     /// Run until the scenario's duration has passed.
     pub fn run(&mut self) {
         let end = EPOCH_MS + self.h.scenario.duration_ms;
-        while let Some(kind) = self.net.run_until(end, &mut self.h) {
-            self.step(kind);
+        if self.h.dl.is_none() {
+            while let Some(kind) = self.net.run_until(end, &mut self.h) {
+                self.step(kind);
+            }
+            return;
+        }
+        loop {
+            let until = (self.net.now() + DRIVER_TICK_MS).min(end);
+            let kind = self.net.run_until(until, &mut self.h);
+            let done = kind.is_none() && until >= end;
+            if let Some(kind) = kind {
+                self.step(kind);
+            }
+            self.drive();
+            if done {
+                break;
+            }
+        }
+    }
+
+    /// Carries out what the hooks queued for the download workload, in
+    /// order, until nothing is left.
+    fn drive(&mut self) {
+        let now = self.net.now();
+        while let Some(p) = self.h.dl.as_mut().and_then(|d| d.pending.pop_front()) {
+            let (Some(w), Some(d)) = (&self.h.work, &mut self.h.dl) else {
+                return;
+            };
+            match p {
+                Pending::Serve { node, session, req } => {
+                    if !self.net.is_online(node) {
+                        continue;
+                    }
+                    let Some(reply) = d.serve(node, &req, &w.catalog.library) else {
+                        continue;
+                    };
+                    self.net.nodes_mut()[node].serve_piece(now, session, &reply);
+                    self.net.drain(node, &mut self.h);
+                }
+                Pending::Choose { k } => {
+                    let online = |i| self.net.is_online(i);
+                    let Some((node, id, size)) = d.choose(k, w, now, online) else {
+                        continue;
+                    };
+                    let r = self.net.nodes_mut()[node].download(now, id, size, Bitfield::new(size));
+                    d.started(k, r, size, now);
+                    self.net.drain(node, &mut self.h);
+                }
+                Pending::Opened { node, id } => {
+                    let nodes = self.net.nodes();
+                    let of = |i: usize, purpose| -> Vec<CircuitInfo> {
+                        nodes[i]
+                            .circuits()
+                            .into_iter()
+                            .filter(|c| c.purpose == purpose)
+                            .collect()
+                    };
+                    let join = of(node, Purpose::Join);
+                    let meets: Vec<(usize, Vec<CircuitInfo>)> = d
+                        .downloading(&id)
+                        .into_iter()
+                        .map(|i| (i, of(i, Purpose::Meet)))
+                        .collect();
+                    let (by_id, roles) = (&self.h.by_id, &self.h.roles);
+                    let colluder = |id: &_| by_id.get(id).is_some_and(|&i| roles[i].colluder);
+                    d.opened(node, &join, &meets, colluder, |i| roles[i].colluder);
+                }
+            }
         }
     }
 
@@ -405,6 +501,7 @@ impl Sim {
             Kind::Publish => self.publish(),
             Kind::Search => self.search(),
             Kind::Churn => self.churn(),
+            Kind::Download => self.download(),
         }
     }
 
@@ -431,6 +528,16 @@ impl Sim {
             && churn_from + every < end
         {
             self.net.schedule(churn_from + every, Kind::Churn);
+        }
+        let from = EPOCH_MS + s.downloads_from_ms();
+        let (n, window) = (w.downloads as u64, w.download_window_ms);
+        let slot = window / n.max(1);
+        for k in 0..n {
+            let jitter = match &mut self.h.dl {
+                Some(d) if slot > 0 => d.rng.next_u64() % slot,
+                _ => 0,
+            };
+            self.net.schedule(from + k * slot + jitter, Kind::Download);
         }
     }
 
@@ -461,6 +568,40 @@ impl Sim {
             self.net.nodes_mut()[i].publish(now, records);
             self.net.drain(i, &mut self.h);
         }
+        // With downloads, every node that shares (or claims to) runs a
+        // service providing its content.
+        let (Some(w), Some(d)) = (&self.h.work, &mut self.h.dl) else {
+            return;
+        };
+        for (i, kind, ids) in w.provided(&self.h.scenario) {
+            let key = d.service(i, kind, ids.clone(), pow);
+            let node = &mut self.net.nodes_mut()[i];
+            let service = node.add_service(now, key);
+            node.provide(now, &service, ids);
+        }
+        for i in 0..self.net.nodes().len() {
+            if self.h.dl.as_ref().is_some_and(|d| d.runs_service(i)) {
+                self.net.drain(i, &mut self.h);
+            }
+        }
+    }
+
+    /// A user starts a download: a search by words for a Zipf-chosen
+    /// file; the pick follows when the search ends (`drive`).
+    fn download(&mut self) {
+        let Some(w) = &self.h.work else { return };
+        let ready = self.ready(|i| !w.is_poisoner(i));
+        let now = self.net.now();
+        let (Some(w), Some(d)) = (&self.h.work, &mut self.h.dl) else {
+            return;
+        };
+        let eligible = d.eligible(ready);
+        let pick = w.catalog.pick(&mut d.rng, &eligible);
+        d.asked(pick.as_ref().map(|(i, f, _)| (*i, *f)), now, w);
+        let Some((i, _, query)) = pick else { return };
+        let search = self.net.nodes_mut()[i].search(now, query).ok();
+        d.searching(search);
+        self.net.drain(i, &mut self.h);
     }
 
     /// One search from a random honest node with a circuit.
@@ -521,11 +662,19 @@ impl Sim {
     /// The search figures, if the scenario had a search workload.
     pub fn search_outcome(&self) -> Option<SearchOutcome> {
         let online = self.online();
-        let timeout = self.h.config.search.search_timeout_ms;
         self.h
             .work
             .as_ref()
-            .map(|w| w.outcome(&self.h.scenario, self.net.nodes(), &online, timeout))
+            .map(|w| w.outcome(&self.h.scenario, self.net.nodes(), &online))
+    }
+
+    /// The download figures, if the scenario had downloads.
+    pub fn download_outcome(&self) -> Option<DownloadOutcome> {
+        let (w, d) = (self.h.work.as_ref()?, self.h.dl.as_ref()?);
+        let t = self.net.nodes().iter().map(|n| &n.stats().transfer);
+        let rejected = t.clone().map(|t| t.corrupt_pieces_rejected).sum();
+        let served = t.map(|t| t.pieces_served).sum();
+        Some(d.outcome(w, rejected, served))
     }
 
     /// The scenario as run (its duration extended for searches).

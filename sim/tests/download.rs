@@ -1,0 +1,107 @@
+//! Scenario tests for downloads in the simulator: users search, download
+//! the top-ranked result from several sources over rendezvous sessions,
+//! check and rate it; false claimers' corrupt pieces are rejected and
+//! their services dropped, stallers are passed over, and no corrupt file
+//! is ever accepted. Small networks with short stall times, so they run
+//! in bounded virtual time; the 1000-node figures are in docs/.
+
+use veil_core::node::Config;
+use veil_sim::download::DownloadOutcome;
+use veil_sim::sim::{Scenario, Sim};
+
+fn scenario(seed: u64) -> Scenario {
+    let mut s = Scenario::new(200, seed);
+    s.join_window_ms = 5_000;
+    s.circuits_start_ms = 8_000;
+    s.position_guess = false;
+    s.search.files = 30;
+    s.search.publish_after_ms = 4_000;
+    s.search.downloads = 30;
+    s.search.download_delay_ms = 6_000;
+    s.search.download_window_ms = 15_000;
+    s.search.download_time_ms = 30_000;
+    s
+}
+
+/// Testnet, with stalled sources given up on sooner (3 s, two strikes).
+fn config() -> Config {
+    let mut c = Config::testnet();
+    c.transfer.schedule.stall_ms = 3_000;
+    c.transfer.schedule.max_failures = 2;
+    c
+}
+
+fn run(s: Scenario) -> DownloadOutcome {
+    let mut sim = Sim::new(s, &config());
+    sim.run();
+    let o = sim.download_outcome().expect("a download workload");
+    eprintln!("{o:#?}");
+    o
+}
+
+#[test]
+fn downloads_complete_and_verify() {
+    let mut s = scenario(11);
+    // Colluding relays relay honestly: downloads work through them, and
+    // the harness counts which sessions they could have watched.
+    s.colluders = 0.2;
+    let o = run(s);
+    assert_eq!(o.downloads, 30);
+    assert!(o.downloads_started >= 27, "started {}", o.downloads_started);
+    assert_eq!(
+        o.downloads_completed, o.downloads_started,
+        "every started download finished"
+    );
+    assert_eq!(
+        o.downloads_verified, o.downloads_completed,
+        "each is the file the user wanted, byte for byte"
+    );
+    assert_eq!(o.corrupt_accepted, 0);
+    assert_eq!((o.decoy_downloads, o.corrupt_pieces_sent), (0, 0));
+    assert_eq!(o.sources_dropped_bad, 0, "no honest source is called bad");
+    assert!(o.pieces_served > 0 && o.download_ms_p50 > 0);
+    assert!(o.sessions_measured > 0 && o.sessions_measured <= o.sessions);
+    assert!(
+        o.colluder_rendezvous > 0,
+        "a fifth of relays collude: some rendezvous points are theirs"
+    );
+    assert!(o.colluder_first_hops <= o.sessions_measured);
+}
+
+#[test]
+fn liars_are_dropped_and_no_corrupt_file_is_accepted() {
+    let mut s = scenario(12);
+    s.search.poisoners = 0.2;
+    s.search.download_time_ms = 60_000;
+    let o = run(s);
+    assert_eq!(
+        o.corrupt_accepted, 0,
+        "no file that is not its id's content"
+    );
+    assert!(
+        o.corrupt_pieces_sent > 0,
+        "false claimers were asked for pieces and corrupted them"
+    );
+    assert!(o.corrupt_pieces_rejected > 0, "the downloaders caught them");
+    assert!(
+        o.corrupt_pieces_rejected <= o.corrupt_pieces_sent,
+        "only claimers' pieces fail verification"
+    );
+    assert!(
+        o.claimers_dropped_bad > 0,
+        "the liars' services were dropped as bad"
+    );
+    assert_eq!(o.honest_dropped_bad, 0, "no honest service was called bad");
+    assert_eq!(o.sources_dropped_bad, o.claimers_dropped_bad);
+    assert!(o.stallers_dropped > 0, "stallers were given up on");
+    assert!(
+        o.decoy_downloads > 0,
+        "decoys were picked: verification cannot tell them"
+    );
+    assert!(
+        o.downloads_completed >= o.downloads_started * 3 / 4,
+        "most downloads finished: {} of {}",
+        o.downloads_completed,
+        o.downloads_started
+    );
+}
