@@ -69,6 +69,8 @@ pub struct Daemon {
     pub control_max_connections: usize,
     /// The service key, until the first publication hands it to the node.
     pub service: Mutex<Option<ServiceKey>>,
+    /// Downloads running now (one handle per download).
+    pub running: Mutex<std::collections::BTreeSet<ContentId>>,
 }
 
 impl Daemon {
@@ -100,6 +102,7 @@ impl Daemon {
             control_timeout: DEFAULT_CONTROL_TIMEOUT,
             control_max_connections: DEFAULT_CONTROL_CONNECTIONS,
             service: Mutex::new(None),
+            running: Mutex::new(Default::default()),
         }
     }
 }
@@ -492,6 +495,12 @@ fn get(
         timeout_s.unwrap_or(DEFAULT_GET_SECONDS).clamp(1, 3600),
     ));
     let started = Instant::now();
+    let Some(_running) = Running::claim(d, id) else {
+        return Err(ApiError::new(
+            ErrorKind::Busy,
+            "this download is running already (resumed in the background at start, or from another `veil get`); its file appears at its destination when done",
+        ));
+    };
     let part = match PartialDownload::open(&d.library.store, &d.dir, id) {
         Ok(part) => part,
         Err(DownloadError::NotFound(_)) => {
@@ -662,6 +671,26 @@ fn fetch(
     })
 }
 
+/// A download marked as running while this lives.
+struct Running<'a> {
+    d: &'a Daemon,
+    id: ContentId,
+}
+
+impl<'a> Running<'a> {
+    fn claim(d: &'a Daemon, id: ContentId) -> Option<Running<'a>> {
+        let mut set = d.running.lock().unwrap_or_else(|e| e.into_inner());
+        set.insert(id).then_some(Running { d, id })
+    }
+}
+
+impl Drop for Running<'_> {
+    fn drop(&mut self) {
+        let mut set = self.d.running.lock().unwrap_or_else(|e| e.into_inner());
+        set.remove(&self.id);
+    }
+}
+
 /// Restarts the downloads left active by the last run, in the
 /// background (each stops again if no piece comes for a while; the next
 /// start or `veil get` resumes it).
@@ -679,6 +708,9 @@ pub fn resume_downloads(d: Arc<Daemon>) {
     {
         let d = d.clone();
         tokio::task::spawn_blocking(move || {
+            let Some(_running) = Running::claim(&d, info.id) else {
+                return;
+            };
             let part = match PartialDownload::open(&d.library.store, &d.dir, info.id) {
                 Ok(p) => p,
                 Err(e) => {

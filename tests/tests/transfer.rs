@@ -83,3 +83,85 @@ fn a_file_shared_on_one_daemon_is_downloaded_verified_by_another() {
     let again = daemons[3].veil(&["get", "--json", &id, "-o", dest.to_str().unwrap()]);
     assert!(!again.status.success(), "{}", stdout(&again));
 }
+
+/// A download cut short by killing the downloading daemon resumes when it
+/// starts again, without fetching again the pieces it had verified, and
+/// the file at the destination is the shared file.
+#[test]
+fn a_download_killed_midway_resumes_after_a_restart() {
+    use std::io::BufRead;
+    let (mut daemons, _, _) = start_network(5);
+    let deadline = Instant::now() + DEADLINE;
+    while !(built(&daemons[0]) && built(&daemons[3])) {
+        assert!(Instant::now() < deadline, "no circuits\n{}", logs(&daemons));
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    let files = tempfile::tempdir().unwrap();
+    let data = body(8_000_000, 11);
+    std::fs::write(files.path().join("Big Canyon Footage.mov"), &data).unwrap();
+    daemons[0].veil_json(&["share", files.path().to_str().unwrap()]);
+    let id = blake3::hash(&data).to_hex().to_string();
+    let out_dir = tempfile::tempdir().unwrap();
+    let dest = out_dir.path().join("canyon.mov");
+
+    // Start the download and kill the daemon once some pieces are held.
+    let mut held_at_kill = 0;
+    while held_at_kill == 0 {
+        assert!(
+            Instant::now() < deadline,
+            "never started\n{}",
+            logs(&daemons)
+        );
+        let mut child = std::process::Command::new(veil_tests::bin("veil"))
+            .arg("--data-dir")
+            .arg(&daemons[3].data_dir)
+            .args(["get", "--jsonl", "--timeout", "20", &id, "-o"])
+            .arg(&dest)
+            .env_remove("VEIL_DATA_DIR")
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("run veil");
+        let lines = std::io::BufReader::new(child.stdout.take().unwrap()).lines();
+        for line in lines.map_while(Result::ok) {
+            let v: serde_json::Value = serde_json::from_str(&line).expect("one object per line");
+            let held = v["progress"]["held"].as_u64().unwrap_or(0);
+            if held >= 10 {
+                held_at_kill = held;
+                daemons[3].kill();
+                break;
+            }
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+        if held_at_kill == 0 {
+            // Not found yet (records still spreading): try again.
+            std::thread::sleep(Duration::from_secs(2));
+        }
+    }
+    assert!(!dest.exists(), "no file before every piece is held");
+    daemons[3].restart();
+    // The daemon resumes on its own; the file appears when done.
+    while !dest.exists() {
+        assert!(
+            Instant::now() < deadline,
+            "never resumed\n{}",
+            logs(&daemons)
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    assert_eq!(
+        std::fs::read(&dest).unwrap(),
+        data,
+        "the bytes are the file's"
+    );
+    let log = daemons[3].log_text();
+    let resumed = log
+        .lines()
+        .find(|l| l.contains("resuming a download"))
+        .unwrap_or_else(|| panic!("no resume in the log:\n{log}"));
+    assert!(
+        !resumed.contains("held=0"),
+        "the verified pieces were kept: {resumed}"
+    );
+}

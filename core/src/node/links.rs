@@ -298,12 +298,17 @@ impl Links {
         }
     }
 
-    /// Both ends may have dialled at once: keep one link per peer. Both
-    /// ends must pick the same survivor, or each closes the other's
-    /// choice: the link dialled by the smaller node id wins. Returns the
-    /// link to close (never one that carries circuits: it stays open until
-    /// they end, and new circuits use the winner), and whether the new
-    /// link is the one kept for the peer.
+    /// Keep one link per peer. Both ends may have dialled at once (the two
+    /// links go opposite ways): both ends must pick the same survivor, or
+    /// each closes the other's choice, so the link dialled by the smaller
+    /// node id wins. A new link the same way as the old one is a
+    /// reconnection (the peer restarted, or lost the old connection
+    /// before we noticed): the new one wins, or a restarted peer could not
+    /// reach us until the old connection timed out. Only the peer itself
+    /// can authenticate a new link, so nobody else can push its link out.
+    /// Returns the link to close (never one that carries circuits: it
+    /// stays open until they end, and new circuits use the winner), and
+    /// whether the new link is the one kept for the peer.
     pub(super) fn keep_one(
         &mut self,
         me: NodeId,
@@ -323,7 +328,7 @@ impl Links {
             } else {
                 Direction::Inbound
             };
-            let keep_new = old_link.direction != direction && direction == preferred;
+            let keep_new = old_link.direction == direction || direction == preferred;
             let (loser, loser_busy) = if keep_new {
                 (old, busy(old))
             } else {

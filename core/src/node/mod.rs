@@ -621,9 +621,12 @@ impl Node {
             p.transfer.searches_due(&cx)
         };
         for (d, id) in due {
-            if let Ok(s) = self.start_search(crate::search::Query::Content(id)) {
-                self.transfer.searching(d, s);
-                did = true;
+            match self.start_search(crate::search::Query::Content(id)) {
+                Ok(s) => {
+                    self.transfer.searching(d, s);
+                    did = true;
+                }
+                Err(_) => self.transfer.search_failed(d),
             }
         }
         let connects = {

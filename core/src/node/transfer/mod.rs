@@ -227,6 +227,14 @@ impl Transfers {
             .collect()
     }
 
+    /// The node could not start a search for download `d` (no circuit
+    /// yet): it is due again at once.
+    pub(super) fn search_failed(&mut self, d: DownloadId) {
+        if let Some(dl) = self.downloads.get_mut(&d) {
+            dl.searched_ms = None;
+        }
+    }
+
     /// The node started search `s` for download `d`.
     pub(super) fn searching(&mut self, d: DownloadId, s: SearchId) {
         if let Some(dl) = self.downloads.get_mut(&d) {
