@@ -653,7 +653,7 @@ impl Node {
                 let Some(chunk) = self.transfer.poll_chunk(session) else {
                     break;
                 };
-                let Some(sealed) = self.rend.seal(session, &chunk) else {
+                let Some(sealed) = self.rend.seal(self.now_ms, session, &chunk) else {
                     break;
                 };
                 circuit_parts!(self, cx, w, circ);

@@ -66,7 +66,7 @@ pub struct RendezvousParams {
     /// Sessions our services hold at most, open or opening (separate from
     /// ours, so introductions cannot starve our downloads).
     pub max_inbound_sessions: usize,
-    /// An open session that brings no authenticated data for this long is
+    /// An open session that carries no data either way for this long is
     /// closed (an introducer cannot hold a slot with flow control alone).
     pub session_idle_ms: Millis,
     /// After an introduction point said it delivered our introduction,
@@ -478,9 +478,16 @@ impl Rendezvous {
 
     /// Seals `bytes` for session `id` (the caller checked that the
     /// circuit can take a data cell, so the nonce is not wasted).
-    pub(super) fn seal(&mut self, id: SessionId, bytes: &[u8]) -> Option<Vec<u8>> {
+    pub(super) fn seal(&mut self, now: Millis, id: SessionId, bytes: &[u8]) -> Option<Vec<u8>> {
         match &mut self.sessions.get_mut(&id)?.state {
-            State::Open { session, .. } => session.seal(bytes).ok(),
+            State::Open {
+                session, data_ms, ..
+            } => {
+                // Our own data counts as activity too (a one-way stream is
+                // not idle); a peer holding a slot must still send.
+                *data_ms = now;
+                session.seal(bytes).ok()
+            }
             _ => None,
         }
     }
