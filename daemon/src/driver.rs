@@ -582,6 +582,9 @@ pub enum DownloadUpdate {
         service: PublisherId,
         /// Why.
         reason: DropReason,
+        /// The size was proven by a verified piece before (see
+        /// `Event::SourceDropped`).
+        proven: bool,
     },
     /// Every piece is held.
     Done,
@@ -896,8 +899,14 @@ fn drain(
                     });
                 }
                 Event::PieceVerified { download, piece } => {
-                    if let Some((_, tx)) = tasks.downloads.get(&download) {
-                        let _ = tx.send(DownloadUpdate::Piece(piece));
+                    // Nobody takes them any more: stop the download.
+                    let gone = tasks
+                        .downloads
+                        .get(&download)
+                        .is_some_and(|(_, tx)| tx.send(DownloadUpdate::Piece(piece)).is_err());
+                    if gone {
+                        tasks.downloads.remove(&download);
+                        node.cancel_download(now_ms(), download);
                     }
                 }
                 Event::DownloadDone { download } => {
@@ -909,10 +918,15 @@ fn drain(
                     download,
                     service,
                     reason,
+                    proven,
                 } => {
                     tracing::info!(?reason, "a download source was dropped");
                     if let Some((_, tx)) = tasks.downloads.get(&download) {
-                        let _ = tx.send(DownloadUpdate::Dropped { service, reason });
+                        let _ = tx.send(DownloadUpdate::Dropped {
+                            service,
+                            reason,
+                            proven,
+                        });
                     }
                 }
                 Event::IntroPoints { descriptors, .. } => {

@@ -472,6 +472,12 @@ pub fn publish_library(d: &Daemon) {
     }
 }
 
+/// The largest download `veil get` starts (1 TiB: a 2 MiB bitfield).
+pub const MAX_GET_SIZE: u64 = 1 << 40;
+
+/// How long `veil get` waits for more records once the first came.
+const RECORD_WAIT: Duration = Duration::from_secs(3);
+
 /// How long `veil get` waits for the first records and providers, and
 /// then for each next piece, unless asked otherwise.
 pub const DEFAULT_GET_SECONDS: u32 = 120;
@@ -502,9 +508,24 @@ fn get(
         ));
     };
     let part = match PartialDownload::open(&d.library.store, &d.dir, id) {
-        Ok(part) => part,
+        Ok(mut part) => {
+            // A download that failed its final check (it was reset) or
+            // was paused starts again when asked.
+            if matches!(part.state(), DownloadState::Failed | DownloadState::Paused) {
+                part.resume().map_err(download_error)?;
+            }
+            part
+        }
         Err(DownloadError::NotFound(_)) => {
             let (size, name) = find_record(d, id, started + wait)?;
+            if size > MAX_GET_SIZE {
+                return Err(ApiError::new(
+                    ErrorKind::BadRequest,
+                    format!(
+                        "the records give a size of {size} bytes, over this version's limit of {MAX_GET_SIZE}"
+                    ),
+                ));
+            }
             let dest = destination(d, out, &name)?;
             PartialDownload::create(&d.library.store, &d.dir, id, size, &name, &dest)
                 .map_err(download_error)?
@@ -518,11 +539,16 @@ fn get(
     })
 }
 
-/// The size and name most publishers gave `id`, from an exact-id search.
+/// The size and name most publishers gave `id`, from an exact-id search:
+/// records of pseudonyms this node rated fake do not vote, and a tie
+/// between different sizes or names is refused (a cheap pseudonym must not
+/// decide it; the size is proven only by the first verified piece).
 fn find_record(d: &Daemon, id: ContentId, deadline: Instant) -> Result<(u64, String), ApiError> {
+    let standing = lock(&d.library.store)?.standing().map_err(internal)?;
     let updates = d.network.search(Query::Content(id)).map_err(internal)?;
     let mut votes: std::collections::BTreeMap<(u64, String), std::collections::BTreeSet<_>> =
         Default::default();
+    let mut deadline = deadline;
     loop {
         let left = deadline.saturating_duration_since(Instant::now());
         if left.is_zero() {
@@ -531,12 +557,16 @@ fn find_record(d: &Daemon, id: ContentId, deadline: Instant) -> Result<(u64, Str
         match updates.recv_timeout(left) {
             Ok(SearchUpdate::Results(batch)) => {
                 for r in batch.iter().filter(|r| r.record().content_id == id) {
+                    let who = r.publisher().id();
+                    if standing.score(&who) < 0 {
+                        continue;
+                    }
                     let key = (r.record().size, r.record().name.clone());
-                    votes.entry(key).or_default().insert(r.publisher().id());
+                    votes.entry(key).or_default().insert(who);
                 }
-                // The first answers are enough: later ones only add votes.
+                // Once something came, a little longer for more votes.
                 if !votes.is_empty() {
-                    break;
+                    deadline = deadline.min(Instant::now() + RECORD_WAIT);
                 }
             }
             Ok(SearchUpdate::Failed(e)) => {
@@ -552,24 +582,32 @@ fn find_record(d: &Daemon, id: ContentId, deadline: Instant) -> Result<(u64, Str
             Ok(SearchUpdate::Done) | Err(_) => break,
         }
     }
-    votes
-        .into_iter()
-        .max_by_key(|(_, who)| who.len())
-        .map(|(k, _)| k)
-        .ok_or_else(|| {
-            ApiError::new(
-                ErrorKind::NotFound,
-                "nothing matched: no record of this content id was found",
-            )
-        })
+    let mut ranked: Vec<((u64, String), usize)> =
+        votes.into_iter().map(|(k, who)| (k, who.len())).collect();
+    ranked.sort_by_key(|r| std::cmp::Reverse(r.1));
+    match ranked.as_slice() {
+        [] => Err(ApiError::new(
+            ErrorKind::NotFound,
+            "nothing matched: no record of this content id was found",
+        )),
+        [(first, n), (second, m), ..] if n == m && first.0 != second.0 => Err(ApiError::new(
+            ErrorKind::BadRequest,
+            format!(
+                "the records disagree on this id's size ({} or {} bytes, {n} publisher(s) each); rate the wrong ones fake and try again",
+                first.0, second.0
+            ),
+        )),
+        [(first, _), ..] => Ok(first.clone()),
+    }
 }
 
 /// Where a finished download goes: `out` as a file path, or a directory
-/// to put it in under its published name; by default the daemon's
-/// downloads directory.
+/// to put it in under its published name; by default `complete/` in the
+/// data dir (partial files live apart, in `downloads/`).
 fn destination(d: &Daemon, out: Option<&str>, name: &str) -> Result<PathBuf, ApiError> {
     match out {
-        None => Ok(d.dir.downloads_dir().join(name)),
+        // Not the partial files' directory: a name cannot land on one.
+        None => Ok(d.dir.path().join("complete").join(name)),
         Some(o) => {
             let p = absolute(o)?;
             Ok(if p.is_dir() { p.join(name) } else { p })
@@ -634,10 +672,15 @@ fn fetch(
                     bytes: size,
                 });
             }
-            DownloadUpdate::Dropped { service, reason } => {
-                // A source that served a corrupt piece: its service key
-                // (never the content's publisher) loses standing here.
-                if reason == DropReason::Bad {
+            DownloadUpdate::Dropped {
+                service,
+                reason,
+                proven,
+            } => {
+                // A source that served a corrupt piece once the size was
+                // proven: its service key (never the content's publisher)
+                // loses standing here.
+                if reason == DropReason::Bad && proven {
                     bad += 1;
                     if let Err(e) =
                         lock(&d.library.store)?.adjust_standing(&service, FAKE_STANDING, now_ms())

@@ -630,15 +630,15 @@ impl Node {
             }
         }
         let connects = {
-            let (cx, p) = self.split();
-            p.transfer.connects_due(&cx)
+            let (mut cx, p) = self.split();
+            p.transfer.connects_due(&mut cx)
         };
         for (d, provider) in connects {
             let service = provider.service();
             let intros = provider.record().intro_points.clone();
             let (mut cx, p) = self.split();
             if let Ok(session) = p.rend.connect(&mut cx, service, intros, true) {
-                p.transfer.connecting(d, session, service.id());
+                p.transfer.connecting(d, session, provider);
                 if self.timers.get(Timer::Rendezvous).is_none() {
                     self.timers.set(Timer::Rendezvous, self.now_ms);
                 }
