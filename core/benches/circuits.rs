@@ -76,8 +76,8 @@ fn delivered(net: &mut TestNet) -> u64 {
 }
 
 /// Seconds to push `CELLS` data cells through node 0's circuit. Virtual
-/// time advances 200 ms per window, so no link goes over its cell-rate
-/// limit (`Config::max_cells_per_sec`); only wall time is measured.
+/// time advances 200 ms per window (relay cells have no per-link rate
+/// limit, so the pace does not matter); only wall time is measured.
 fn node_path(net: &mut TestNet, now: &mut Millis) -> f64 {
     let c = net.nodes()[0]
         .circuits()

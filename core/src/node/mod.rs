@@ -231,9 +231,11 @@ impl Node {
         let Some(cells) = self.links.read(link, data) else {
             return;
         };
-        let rate = self.config.max_cells_per_sec;
+        // Link-level and control cells only: relay cells are bounded per
+        // circuit (see `links.rs`).
+        let rate = self.config.max_link_cells_per_sec;
         for cell in cells {
-            if !self.links.take_token(now, link, rate) {
+            if !self.links.take_token(now, link, &cell, rate) {
                 self.cut(link, Fault::Misbehaved(Offence::CellFlood));
                 self.settle();
                 return;
