@@ -334,16 +334,23 @@ impl Links {
     /// node id wins. A new link the same way as the old one is a
     /// reconnection (the peer restarted, or lost the old connection
     /// before we noticed): the new one wins, or a restarted peer could not
-    /// reach us until the old connection timed out. Only the peer itself
-    /// can authenticate a new link, so nobody else can push its link out.
+    /// reach us until the old connection timed out. So is a new link that
+    /// arrives when the old one has been up for longer than `settle_ms` (a
+    /// handshake timeout): a race between two dials is over by then, so
+    /// the peer dialled again because it lost the old one. Only the peer
+    /// itself can authenticate a new link, so nobody else can push its
+    /// link out.
     /// Returns the link to close (never one that carries circuits: it
     /// stays open until they end, and new circuits use the winner), and
     /// whether the new link is the one kept for the peer.
+    #[allow(clippy::too_many_arguments)]
     pub(super) fn keep_one(
         &mut self,
         me: NodeId,
         link: LinkId,
         peer: NodeId,
+        now: Millis,
+        settle_ms: Millis,
         busy: impl Fn(LinkId) -> bool,
     ) -> (Option<LinkId>, bool) {
         let Some(direction) = self.links.get(&link).map(|l| l.direction) else {
@@ -358,7 +365,8 @@ impl Links {
             } else {
                 Direction::Inbound
             };
-            let keep_new = old_link.direction == direction || direction == preferred;
+            let stale = now >= old_link.up_since_ms.saturating_add(settle_ms);
+            let keep_new = old_link.direction == direction || direction == preferred || stale;
             let (loser, loser_busy) = if keep_new {
                 (old, busy(old))
             } else {

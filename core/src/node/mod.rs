@@ -524,7 +524,10 @@ impl Node {
         let verified = (direction == Direction::Outbound).then_some(remote);
         self.dir.remember(self.now_ms, peer, verified);
         let circ = &self.circ;
-        let (loser, kept) = self.links.keep_one(me, link, peer_id, |l| circ.carries(l));
+        let (now, settle) = (self.now_ms, self.config.handshake_timeout_ms);
+        let (loser, kept) = self
+            .links
+            .keep_one(me, link, peer_id, now, settle, |l| circ.carries(l));
         if let Some(l) = loser {
             self.close(l);
         }

@@ -256,6 +256,10 @@ struct Service {
     provides: Vec<ContentId>,
     /// When its provider records were last signed.
     signed_ms: Option<Millis>,
+    /// No new introduction circuit before this (set when a build ended at
+    /// a point it already has: in a small network there may be no other,
+    /// and building again at once would only repeat it).
+    wait_until: Millis,
 }
 
 /// A session from its start to its end.
@@ -348,6 +352,7 @@ impl Rendezvous {
             announced: Vec::new(),
             provides: Vec::new(),
             signed_ms: None,
+            wait_until: 0,
         });
         // Never held or answered by this node as an index holder.
         cx.out.act(Action::Provide(id, Vec::new()));
@@ -569,6 +574,7 @@ impl Rendezvous {
                 s.building = s.building.saturating_sub(1);
                 // One registration per introduction point.
                 if s.points.values().any(|p| p.node == last_hop) {
+                    s.wait_until = cx.now + cx.config.rendezvous.connect_timeout_ms / 3;
                     self.circuits.remove(&k);
                     cx.out.act(Action::CloseOwn(k));
                     return;
@@ -1193,9 +1199,11 @@ impl Rendezvous {
     /// wants.
     fn maintain(&mut self, cx: &mut Ctx<'_>) {
         let want = cx.config.rendezvous.intro_points;
+        let now = cx.now;
         let short: Vec<(PublisherId, usize)> = self
             .services
             .iter()
+            .filter(|(_, s)| now >= s.wait_until)
             .map(|(id, s)| (*id, want.saturating_sub(s.points.len() + s.building)))
             .filter(|(_, n)| *n > 0)
             .collect();
