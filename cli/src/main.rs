@@ -14,8 +14,8 @@ use clap::{Parser, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
 use serde::de::DeserializeOwned;
 use veil_daemon::api::{
-    CircuitEntry, Command, Direction, FindHit, IdInfo, LibraryEntry, PeerEntry, Progress,
-    RateReport, SearchReport, ShareReport, StatusInfo, UnshareReport, Verdict,
+    CircuitEntry, Command, Direction, FindHit, GetReport, IdInfo, LibraryEntry, PeerEntry,
+    Progress, RateReport, SearchReport, ShareReport, StatusInfo, UnshareReport, Verdict,
 };
 use veil_daemon::client;
 use veil_daemon::datadir::{DataDir, ENV_DATA_DIR};
@@ -73,6 +73,24 @@ enum Cmd {
         /// Most results to show.
         #[arg(long)]
         limit: Option<u32>,
+    },
+    /// Download a file by its content id, anonymously: its providers are
+    /// found by an exact-id search and met at rendezvous points; every
+    /// piece is verified against the id before it is written; the file
+    /// appears at its destination only once complete and re-hashed. Run it
+    /// again to resume an interrupted download.
+    Get {
+        /// The content id (64 hex digits), as `veil search` shows it.
+        id: String,
+        /// Where to put the file: a file path, or an existing directory
+        /// (the published name is used). Default: the daemon's downloads
+        /// directory.
+        #[arg(short = 'o', long = "output")]
+        output: Option<PathBuf>,
+        /// Give up if nothing is found, or no piece comes, for this many
+        /// seconds (default 120; the partial download is kept).
+        #[arg(long)]
+        timeout: Option<u32>,
     },
     /// Rate a file a search found: `good`, or `fake` (a decoy). This node
     /// then ranks that file's publishers accordingly: the publishers of a
@@ -237,6 +255,78 @@ fn run(cli: Cli, out: Output) -> anyhow::Result<ExitCode> {
                     r.records,
                     r.elapsed_ms as f64 / 1000.0
                 ),
+            });
+            Ok(ExitCode::SUCCESS)
+        }
+        Cmd::Get {
+            id,
+            output,
+            timeout,
+        } => {
+            // The file need not exist yet: made absolute, not canonical.
+            let out_path = match output {
+                Some(p) => Some(
+                    std::path::absolute(&p)
+                        .with_context(|| format!("{}: bad path", p.display()))?
+                        .into_os_string()
+                        .into_string()
+                        .map_err(|_| anyhow::anyhow!("the output path is not valid UTF-8"))?,
+                ),
+                None => None,
+            };
+            let bar = (out == Output::Human).then(|| {
+                let b = ProgressBar::new(0);
+                b.set_style(
+                    ProgressStyle::with_template(
+                        "{spinner} pieces [{bar:30}] {pos}/{len} {per_sec} eta {eta} {msg}",
+                    )
+                    .unwrap_or_else(|_| ProgressStyle::default_bar())
+                    .progress_chars("=> "),
+                );
+                b
+            });
+            let mut on_progress = |p: Progress| {
+                if out == Output::Jsonl {
+                    emit_line(&serde_json::json!({ "progress": p }));
+                }
+                match (&bar, &p) {
+                    (Some(b), Progress::Download { held, pieces, .. }) => {
+                        b.set_length(*pieces);
+                        b.set_position(*held);
+                    }
+                    (Some(b), Progress::Dropped { reason }) => {
+                        b.set_message(format!("a source was dropped ({reason})"));
+                    }
+                    _ => {}
+                }
+            };
+            let command = Command::Get {
+                id,
+                out: out_path,
+                timeout_s: timeout,
+            };
+            let result = client::call(&dir, command, &mut on_progress);
+            if let Some(b) = &bar {
+                b.finish_and_clear();
+            }
+            let report: GetReport = decode(result?)?;
+            print_result(out, &report, |r| {
+                println!(
+                    "{}  {}  {} in {:.1} s ({:.2} MB/s), {} of {} pieces fetched",
+                    r.id,
+                    r.path,
+                    human_size(r.bytes),
+                    r.seconds,
+                    r.bytes as f64 / 1e6 / r.seconds.max(1e-3),
+                    r.pieces_fetched,
+                    r.pieces
+                );
+                if r.sources_dropped_bad > 0 {
+                    eprintln!(
+                        "{} source(s) served corrupt data and were dropped (nothing corrupt was kept)",
+                        r.sources_dropped_bad
+                    );
+                }
             });
             Ok(ExitCode::SUCCESS)
         }
@@ -461,7 +551,7 @@ impl ShareBar {
                     .unwrap_or_default();
                 b.set_message(name);
             }
-            Progress::Result { .. } => {}
+            Progress::Result { .. } | Progress::Download { .. } | Progress::Dropped { .. } => {}
         }
     }
 

@@ -14,6 +14,11 @@
 //!    seal and H relays' `process_forward`), so the ratio shows what the
 //!    node's bookkeeping costs on top of the crypto.
 //!
+//! Then, in the same run, a rendezvous session (3+3: the downloader's
+//! three-hop circuit to its rendezvous point spliced to the service's
+//! four-hop circuit to it), carrying end-to-end sealed session messages of
+//! the same size, against the 3-hop circuit.
+//!
 //! QUIC is not included. Each figure is the median of 5 runs.
 
 // A benchmark needs a clock; core's sans-IO rule (clippy.toml) is for the
@@ -24,8 +29,10 @@ use std::hint::black_box;
 use std::time::Instant;
 
 use veil_core::circuit::MAX_DATA_BYTES;
-use veil_core::node::{CircuitState, Event, Millis, SendError};
+use veil_core::node::{CircuitState, Event, Millis, SendError, SessionId};
 use veil_core::onion::{ForwardOutcome, HopKeys, OnionClient, RelayCrypto};
+use veil_core::pow::PowParams;
+use veil_core::rendezvous::{MAX_SESSION_PLAINTEXT, ServiceKey};
 use veil_core::testing::{T0, TestNet};
 
 const NODES: u8 = 8;
@@ -69,8 +76,8 @@ fn delivered(net: &mut TestNet) -> u64 {
 }
 
 /// Seconds to push `CELLS` data cells through node 0's circuit. Virtual
-/// time advances 200 ms per window, so no link goes over its cell-rate
-/// limit (`Config::max_cells_per_sec`); only wall time is measured.
+/// time advances 200 ms per window (relay cells have no per-link rate
+/// limit, so the pace does not matter); only wall time is measured.
 fn node_path(net: &mut TestNet, now: &mut Millis) -> f64 {
     let c = net.nodes()[0]
         .circuits()
@@ -130,6 +137,81 @@ fn crypto_only(hops: usize) -> f64 {
     start.elapsed().as_secs_f64()
 }
 
+/// Sixteen test nodes: node 3 runs a service, node 9 opens a session to
+/// it. Returns the network, the time, and both ends' session ids.
+fn session_net() -> (TestNet, Millis, SessionId, SessionId) {
+    use rand_chacha::ChaCha20Rng;
+    use rand_core::SeedableRng;
+    let mut net = TestNet::with_config(16, false, |_, _| {}).expect("a valid test config");
+    let mut now = T0;
+    while now < T0 + 12_000 {
+        now += 50;
+        net.pump(now);
+    }
+    let key = ServiceKey::generate(&mut ChaCha20Rng::seed_from_u64(1), PowParams::TESTNET);
+    let public = key.public();
+    let sid = net.nodes_mut()[3].add_service(now, key);
+    let mut intros = Vec::new();
+    while intros.len() < 3 {
+        now += 50;
+        net.pump(now);
+        intros = net.nodes()[3].intro_points(&sid);
+        assert!(now < T0 + 60_000, "no introduction points");
+    }
+    let d = net.nodes_mut()[9]
+        .connect(now, public, intros)
+        .expect("connect");
+    let (mut inbound, mut outbound) = (None, false);
+    while inbound.is_none() || !outbound {
+        now += 50;
+        net.pump(now);
+        for (i, e) in net.take_events() {
+            match (i, e) {
+                (3, Event::SessionOpened { session, .. }) => inbound = Some(session),
+                (9, Event::SessionOpened { session, .. }) => outbound |= session == d,
+                _ => {}
+            }
+        }
+        assert!(now < T0 + 90_000, "no session");
+    }
+    (net, now, d, inbound.expect("a session"))
+}
+
+/// Seconds to push `CELLS` full session messages from node 9 to node 3
+/// over a 3+3 rendezvous session.
+fn session_path(net: &mut TestNet, now: &mut Millis, d: SessionId, s: SessionId) -> f64 {
+    let payload = vec![0x5a; MAX_SESSION_PLAINTEXT];
+    net.take_events();
+    let mut arrived = 0;
+    let start = Instant::now();
+    let mut sent = 0;
+    while sent < CELLS {
+        let before_window = sent;
+        while sent < CELLS {
+            match net.nodes_mut()[9].session_send(d, &payload) {
+                Ok(()) => sent += 1,
+                Err(SendError::NoCredit) => break,
+                Err(e) => panic!("the session broke: {e}"),
+            }
+        }
+        assert!(sent > before_window || sent == CELLS, "no credit came back");
+        // 500 ms per window: the two circuits may share links, and no link
+        // may go over its cell-rate limit (only wall time is measured).
+        *now += 500;
+        net.pump(*now);
+        arrived += net
+            .take_events()
+            .iter()
+            .filter(|(i, e)| {
+                *i == 3 && matches!(e, Event::SessionData { session, .. } if *session == s)
+            })
+            .count() as u64;
+    }
+    let secs = start.elapsed().as_secs_f64();
+    assert_eq!(arrived, CELLS, "every message was delivered");
+    secs
+}
+
 fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(f64::total_cmp);
     v[v.len() / 2]
@@ -158,4 +240,33 @@ fn main() {
             c / n
         );
     }
+    println!();
+    println!(
+        "session messages of {MAX_SESSION_PLAINTEXT} bytes (one data cell each, sealed end to end), {CELLS} per run, median of {REPEATS}"
+    );
+    println!();
+    println!("| path | MB/s | µs/message | against 3 hops |");
+    println!("|---|---:|---:|---:|");
+    let mut net3 = net(3);
+    let mut now3 = build(&mut net3);
+    let three: Vec<f64> = (0..REPEATS)
+        .map(|_| node_path(&mut net3, &mut now3))
+        .collect();
+    let (mut snet, mut snow, d, s) = session_net();
+    let session: Vec<f64> = (0..REPEATS)
+        .map(|_| session_path(&mut snet, &mut snow, d, s))
+        .collect();
+    let (t, r) = (median(three), median(session));
+    let smb = (CELLS as f64 * MAX_SESSION_PLAINTEXT as f64) / 1e6;
+    println!(
+        "| 3 hops (circuit) | {:.0} | {:.1} | 1.00 |",
+        mb / t,
+        t * 1e6 / CELLS as f64
+    );
+    println!(
+        "| 3+3 (rendezvous session) | {:.0} | {:.1} | {:.2} |",
+        smb / r,
+        r * 1e6 / CELLS as f64,
+        (smb / r) / (mb / t)
+    );
 }

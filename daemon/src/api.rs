@@ -52,6 +52,18 @@ pub enum Command {
     /// every pseudonym that published it, `fake` (a decoy) makes them
     /// weigh nothing in this node's rankings.
     Rate { id: String, verdict: Verdict },
+    /// Download a content id through rendezvous sessions with its
+    /// providers, verifying every piece; resumes a download of the same id
+    /// left unfinished. `out`: an absolute file path, or an existing
+    /// directory to put the file in under its published name (default:
+    /// the daemon's downloads directory).
+    Get {
+        id: String,
+        #[serde(default)]
+        out: Option<String>,
+        #[serde(default)]
+        timeout_s: Option<u32>,
+    },
     /// Search the network anonymously: results stream as progress events
     /// ([`Progress::Result`]) until `timeout_s` (default
     /// [`DEFAULT_SEARCH_SECONDS`]) or the network's own search timeout.
@@ -62,6 +74,27 @@ pub enum Command {
         #[serde(default)]
         limit: Option<u32>,
     },
+}
+
+/// How a download ended.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct GetReport {
+    /// Content id, 64 lowercase hex digits.
+    pub id: String,
+    /// Where the verified file is.
+    pub path: String,
+    /// Its size in bytes.
+    pub bytes: u64,
+    /// Seconds from the request to the file in place.
+    pub seconds: f64,
+    /// Pieces fetched now (the rest were held from before: a resume).
+    pub pieces_fetched: u64,
+    /// Pieces in all.
+    pub pieces: u64,
+    /// Sources dropped for serving a piece that failed verification.
+    pub sources_dropped_bad: u64,
+    /// Sources dropped for stalling or refusing.
+    pub sources_dropped_other: u64,
 }
 
 /// A user's judgment of a content id.
@@ -159,6 +192,11 @@ pub enum ErrorKind {
     /// The daemon serves as many control connections as it allows; the
     /// connection is closed unserved (try again).
     Busy,
+    /// The network cannot do it now (no peers, no circuit, no provider
+    /// reachable); try again later.
+    Unavailable,
+    /// Nothing matched (no record of a content id).
+    NotFound,
 }
 
 impl ApiError {
@@ -189,6 +227,10 @@ pub enum Progress {
     Hashing { path: String, done: u64, total: u64 },
     /// A search found a content id, or more publishers for one.
     Result { hit: SearchHit },
+    /// A download is under way: pieces held of all.
+    Download { held: u64, pieces: u64, bytes: u64 },
+    /// A download source was dropped (`bad`: it served a corrupt piece).
+    Dropped { reason: String },
 }
 
 /// Status of the node.

@@ -18,6 +18,9 @@ pub const ENV_DATA_DIR: &str = "VEIL_DATA_DIR";
 /// File names inside the data dir.
 pub const NODE_KEY_FILE: &str = "node.key";
 pub const PUBLISHER_KEY_FILE: &str = "publisher.key";
+/// The service key file (the sharer's rendezvous service: a pseudonym and
+/// an x25519 key, unlinkable to the node key and the publisher key).
+pub const SERVICE_KEY_FILE: &str = "service.key";
 pub const DB_FILE: &str = "veil.db";
 pub const SOCKET_FILE: &str = "control.sock";
 pub const TOKEN_FILE: &str = "control.token";

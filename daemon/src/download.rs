@@ -705,8 +705,11 @@ fn check_name(name: &str) -> Result<(), DownloadError> {
         .any(|c| c.is_control() || c == '/' || c == '\\')
     {
         "control character or path separator"
-    } else if name == "." || name == ".." {
-        "not a file name"
+    } else if name.starts_with('.') {
+        // A hidden file (".bash_login" in a home directory), or "." / "..".
+        "starts with a dot"
+    } else if name.ends_with(".part") {
+        "ends with .part (the daemon's partial files)"
     } else {
         return Ok(());
     };
@@ -1146,7 +1149,19 @@ mod tests {
         };
         let dest = f.dest();
         let long = "x".repeat(256);
-        for name in ["a/b", "..", ".", "", "../x", "a\\b", "a\nb", "a\0b", &long] {
+        for name in [
+            "a/b",
+            "..",
+            ".",
+            "",
+            "../x",
+            "a\\b",
+            "a\nb",
+            "a\0b",
+            &long,
+            ".bash_login",
+            "x.part",
+        ] {
             assert!(
                 matches!(create(name, 10, &dest), Err(DownloadError::BadName { .. })),
                 "{name:?}"

@@ -51,13 +51,17 @@ use rand::RngCore;
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 use veil_core::cell::Cell;
+use veil_core::content::{ContentId, Outboard, VerifiedPiece};
 use veil_core::identity::{NodeId, NodeIdentity, PublisherId};
 use veil_core::node::{
     CircuitId, CircuitInfo, Config, Direction, Event, GuardRecord, LinkId, Millis, Node, PeerInfo,
     SearchError, SearchId, SendError, Stats,
 };
+use veil_core::node::{DownloadId, SessionId};
 use veil_core::record::{SignedRecord, Unchecked};
+use veil_core::rendezvous::ServiceKey;
 use veil_core::search::Query;
+use veil_core::transfer::{self, Bitfield, DropReason, Request, TransferMsg};
 
 use crate::admission::{self, Pending};
 use crate::net;
@@ -118,7 +122,64 @@ pub struct NetView {
     inputs: mpsc::Sender<Input>,
 }
 
+/// Reads and encodes one requested piece from a served file; `Missing`
+/// if we do not serve it or the file no longer matches its outboard
+/// (nothing unverified is ever sent).
+fn read_piece(request: &Request, file: Option<&Served>) -> TransferMsg {
+    let missing = TransferMsg::Missing { req: request.req };
+    let Some(file) = file else {
+        return missing;
+    };
+    let Ok(f) = std::fs::File::open(&file.path) else {
+        tracing::warn!("a shared file cannot be opened; serving nothing of it");
+        return missing;
+    };
+    let served = transfer::serve(request, f, &file.outboard);
+    if let Some(e) = served.local_fault {
+        tracing::warn!("a shared file changed on disk or cannot be read: {e}");
+    }
+    served.reply
+}
+
 impl NetView {
+    /// Serves `files` through our service (started with `service` the
+    /// first time), replacing the set served before.
+    pub fn serve(&self, service: Option<ServiceKey>, files: Vec<Served>) -> anyhow::Result<()> {
+        self.inputs
+            .try_send(Input::Serve {
+                service: service.map(Box::new),
+                files,
+            })
+            .map_err(|_| anyhow::anyhow!("the node is busy or stopped; try again"))
+    }
+
+    /// Starts a download; updates arrive on the returned channel until
+    /// [`DownloadUpdate::Done`] or [`DownloadUpdate::Failed`].
+    pub fn download(
+        &self,
+        id: ContentId,
+        size: u64,
+        have: Bitfield,
+    ) -> anyhow::Result<std::sync::mpsc::Receiver<DownloadUpdate>> {
+        let (updates, rx) = std::sync::mpsc::channel();
+        self.inputs
+            .try_send(Input::Download {
+                id,
+                size,
+                have,
+                updates,
+            })
+            .map_err(|_| anyhow::anyhow!("the node is busy or stopped; try again"))?;
+        Ok(rx)
+    }
+
+    /// Stops a download.
+    pub fn cancel_download(&self, id: ContentId) -> anyhow::Result<()> {
+        self.inputs
+            .try_send(Input::CancelDownload { id })
+            .map_err(|_| anyhow::anyhow!("the node is busy or stopped; try again"))
+    }
+
     /// Publishes our records through our circuits (replacing the set
     /// published before) and republishes them until they expire. Records
     /// signed by `publisher` are never stored or served by this node.
@@ -474,6 +535,68 @@ enum Input {
         query: Query,
         updates: std::sync::mpsc::Sender<SearchUpdate>,
     },
+    /// Run our service for this content (replacing the set before).
+    Serve {
+        service: Option<Box<ServiceKey>>,
+        files: Vec<Served>,
+    },
+    /// A reader's answer to a piece request.
+    Answer {
+        session: SessionId,
+        reply: TransferMsg,
+    },
+    /// Download content; what comes of it goes to `updates`.
+    Download {
+        id: ContentId,
+        size: u64,
+        have: Bitfield,
+        updates: std::sync::mpsc::Sender<DownloadUpdate>,
+    },
+    /// Stop a download.
+    CancelDownload {
+        id: ContentId,
+    },
+}
+
+/// A file our service serves: where it is and its Merkle outboard.
+#[derive(Debug, Clone)]
+pub struct Served {
+    /// The content id.
+    pub id: ContentId,
+    /// The file.
+    pub path: std::path::PathBuf,
+    /// Its outboard (checked against the file as pieces are read).
+    pub outboard: Arc<Outboard>,
+}
+
+/// What becomes of a download started with [`NetView::download`].
+#[derive(Debug)]
+pub enum DownloadUpdate {
+    /// It could not start.
+    Failed(String),
+    /// A piece, verified against the content id: write it.
+    Piece(VerifiedPiece),
+    /// A source was dropped (`bad`: it served a corrupt piece).
+    Dropped {
+        /// The source's service key.
+        service: PublisherId,
+        /// Why.
+        reason: DropReason,
+        /// The size was proven by a verified piece before (see
+        /// `Event::SourceDropped`).
+        proven: bool,
+    },
+    /// Every piece is held.
+    Done,
+}
+
+/// The node task's bookkeeping for what the control API started.
+#[derive(Debug, Default)]
+struct Tasks {
+    searches: BTreeMap<SearchId, std::sync::mpsc::Sender<SearchUpdate>>,
+    downloads: BTreeMap<DownloadId, (ContentId, std::sync::mpsc::Sender<DownloadUpdate>)>,
+    served: BTreeMap<ContentId, Served>,
+    service: Option<PublisherId>,
 }
 
 /// What becomes of a search started with [`NetView::search`].
@@ -506,13 +629,13 @@ async fn run_node(
     index_tx: Option<watch::Sender<Vec<SignedRecord>>>,
 ) {
     let mut links: BTreeMap<LinkId, LinkIo> = BTreeMap::new();
-    let mut searches: BTreeMap<SearchId, std::sync::mpsc::Sender<SearchUpdate>> = BTreeMap::new();
+    let mut tasks = Tasks::default();
     let mut index_saved = (tokio::time::Instant::now(), node.stats().search.stored);
     // Bootstrap dials start at once.
     node.handle_timeout(now_ms());
     let mut peers_changed = true;
     loop {
-        let changes = drain(&mut node, &mut links, &shared, &mut searches);
+        let changes = drain(&mut node, &mut links, &shared, &mut tasks);
         if let Some(tx) = &index_tx {
             let stored = node.stats().search.stored;
             if stored != index_saved.1 && index_saved.0.elapsed() >= INDEX_SAVE_INTERVAL {
@@ -587,12 +710,53 @@ async fn run_node(
             }
             Some(Input::Search { query, updates }) => match node.search(now, query) {
                 Ok(id) => {
-                    searches.insert(id, updates);
+                    tasks.searches.insert(id, updates);
                 }
                 Err(e) => {
                     let _ = updates.send(SearchUpdate::Failed(e));
                 }
             },
+            Some(Input::Serve { service, files }) => {
+                let sid = match (service, tasks.service) {
+                    (_, Some(sid)) => sid,
+                    (Some(key), None) => {
+                        let sid = node.add_service(now, *key);
+                        tasks.service = Some(sid);
+                        sid
+                    }
+                    (None, None) => continue,
+                };
+                tasks.served = files.into_iter().map(|f| (f.id, f)).collect();
+                let ids: Vec<ContentId> = tasks.served.keys().copied().collect();
+                tracing::info!(files = ids.len(), "serving the library through our service");
+                node.provide(now, &sid, ids);
+            }
+            Some(Input::Answer { session, reply }) => node.serve_piece(now, session, &reply),
+            Some(Input::Download {
+                id,
+                size,
+                have,
+                updates,
+            }) => match node.download(now, id, size, have) {
+                Ok(d) => {
+                    tasks.downloads.insert(d, (id, updates));
+                }
+                Err(e) => {
+                    let _ = updates.send(DownloadUpdate::Failed(e.to_string()));
+                }
+            },
+            Some(Input::CancelDownload { id }) => {
+                let running: Vec<DownloadId> = tasks
+                    .downloads
+                    .iter()
+                    .filter(|(_, (c, _))| *c == id)
+                    .map(|(d, _)| *d)
+                    .collect();
+                for d in running {
+                    tasks.downloads.remove(&d);
+                    node.cancel_download(now, d);
+                }
+            }
         }
         // Inputs arriving back to back must not starve the timer.
         if node.poll_timeout().is_some_and(|t| t <= now) {
@@ -622,8 +786,9 @@ fn drain(
     node: &mut Node,
     links: &mut BTreeMap<LinkId, LinkIo>,
     shared: &Arc<Shared>,
-    searches: &mut BTreeMap<SearchId, std::sync::mpsc::Sender<SearchUpdate>>,
+    tasks: &mut Tasks,
 ) -> Changes {
+    let searches = &mut tasks.searches;
     let mut changed = Changes::default();
     loop {
         let mut any = false;
@@ -717,12 +882,60 @@ fn drain(
                 // The daemon runs no service and opens no session yet
                 // (`veil get` will); a node still serves as introduction
                 // and rendezvous point for others without these events.
-                Event::IntroPoints { .. }
-                | Event::ProvidersFound { .. }
-                | Event::PieceWanted { .. }
-                | Event::PieceVerified { .. }
-                | Event::DownloadDone { .. }
-                | Event::SourceDropped { .. }
+                Event::PieceWanted {
+                    session,
+                    req,
+                    id,
+                    piece,
+                } => {
+                    // Read off the node task: the reader answers through
+                    // the input queue.
+                    let request = Request { req, id, piece };
+                    let file = tasks.served.get(&id).cloned();
+                    let inputs = shared.inputs.clone();
+                    tokio::task::spawn_blocking(move || {
+                        let reply = read_piece(&request, file.as_ref());
+                        let _ = inputs.blocking_send(Input::Answer { session, reply });
+                    });
+                }
+                Event::PieceVerified { download, piece } => {
+                    // Nobody takes them any more: stop the download.
+                    let gone = tasks
+                        .downloads
+                        .get(&download)
+                        .is_some_and(|(_, tx)| tx.send(DownloadUpdate::Piece(piece)).is_err());
+                    if gone {
+                        tasks.downloads.remove(&download);
+                        node.cancel_download(now_ms(), download);
+                    }
+                }
+                Event::DownloadDone { download } => {
+                    if let Some((_, tx)) = tasks.downloads.remove(&download) {
+                        let _ = tx.send(DownloadUpdate::Done);
+                    }
+                }
+                Event::SourceDropped {
+                    download,
+                    service,
+                    reason,
+                    proven,
+                } => {
+                    tracing::info!(?reason, "a download source was dropped");
+                    if let Some((_, tx)) = tasks.downloads.get(&download) {
+                        let _ = tx.send(DownloadUpdate::Dropped {
+                            service,
+                            reason,
+                            proven,
+                        });
+                    }
+                }
+                Event::IntroPoints { descriptors, .. } => {
+                    tracing::info!(points = descriptors.len(), "introduction points in place");
+                }
+                // Sessions the driver opened itself (none yet) and
+                // providers of searches it started itself (none: the
+                // node finds providers for its downloads).
+                Event::ProvidersFound { .. }
                 | Event::SessionOpened { .. }
                 | Event::SessionData { .. }
                 | Event::SessionClosed { .. } => {

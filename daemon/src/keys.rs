@@ -18,7 +18,7 @@ use rand::rngs::OsRng;
 use veil_core::identity::{NodeIdentity, Pseudonym};
 use veil_core::pow::PowParams;
 
-use crate::datadir::{DataDir, NODE_KEY_FILE, PUBLISHER_KEY_FILE, write_private};
+use crate::datadir::{DataDir, NODE_KEY_FILE, PUBLISHER_KEY_FILE, SERVICE_KEY_FILE, write_private};
 
 /// How one kind of key file is read, checked, made and written.
 struct KeyKind<T> {
@@ -103,6 +103,27 @@ pub fn load_or_create_publisher(dir: &DataDir, pow: PowParams) -> anyhow::Result
             check_pow: |k, pow| k.publisher().check_pow(pow),
             generate: |pow| Pseudonym::generate(&mut OsRng, pow),
             encode: Pseudonym::to_bytes,
+        },
+    )
+}
+
+/// Load the service key (our files are served under it through
+/// introduction points), or create it on first start.
+pub fn load_or_create_service(
+    dir: &DataDir,
+    pow: PowParams,
+) -> anyhow::Result<veil_core::rendezvous::ServiceKey> {
+    use veil_core::rendezvous::ServiceKey;
+    load_or_create(
+        dir,
+        pow,
+        &KeyKind {
+            what: "service key",
+            file: SERVICE_KEY_FILE,
+            decode: |b| Ok(ServiceKey::from_bytes(b)?),
+            check_pow: |k, pow| k.public().key.check_pow(pow),
+            generate: |pow| ServiceKey::generate(&mut OsRng, pow),
+            encode: ServiceKey::to_bytes,
         },
     )
 }

@@ -115,6 +115,7 @@ fn run(args: Args) -> anyhow::Result<()> {
         keys::fresh_node(pow)
     };
     let publisher = keys::load_or_create_publisher(&dir, pow)?;
+    let service = keys::load_or_create_service(&dir, pow)?;
     let store = Arc::new(Mutex::new(Store::open(&dir.file(DB_FILE))?));
 
     let mut token = [0u8; 32];
@@ -167,10 +168,12 @@ fn run(args: Args) -> anyhow::Result<()> {
         daemon.client_only = settings.client_only.map(|why| why.to_string());
         daemon.control_timeout = settings.control_timeout;
         daemon.control_max_connections = settings.control_max_connections;
+        daemon.service = std::sync::Mutex::new(Some(service));
         let daemon = Arc::new(daemon);
         // The library goes out through our circuits as soon as one is
         // built (the node holds it until then).
         veil_daemon::server::publish_library(&daemon);
+        veil_daemon::server::resume_downloads(daemon.clone());
         tracing::info!(node_id = %daemon.node.node_id(), data_dir = %dir.path().display(), "veild ready");
         let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
         let result = tokio::select! {

@@ -22,19 +22,22 @@ use veil_core::pow::PowParams;
 
 use veil_core::node::CircuitState;
 
-use veil_core::content::ContentId;
+use veil_core::content::{ContentId, Outboard};
 use veil_core::node::SearchError;
 use veil_core::record::{SignedRecord, Unchecked};
+use veil_core::rendezvous::ServiceKey;
 use veil_core::search::{Query, Ranked, rank};
+use veil_core::transfer::DropReason;
 
 use crate::api::{
-    ApiError, CircuitEntry, Command, DEFAULT_SEARCH_SECONDS, ErrorKind, FindHit, IdInfo,
+    ApiError, CircuitEntry, Command, DEFAULT_SEARCH_SECONDS, ErrorKind, FindHit, GetReport, IdInfo,
     MAX_REQUEST_BYTES, MAX_SEARCH_SECONDS, PeerEntry, RateReport, Reply, Request, SearchHit,
     SearchReport, StatusInfo, UnshareReport, Verdict,
 };
 use crate::config::{DEFAULT_CONTROL_CONNECTIONS, DEFAULT_CONTROL_TIMEOUT};
 use crate::datadir::DataDir;
-use crate::driver::{NetView, SearchUpdate, now_ms};
+use crate::download::{self, DownloadError, DownloadState, PartialDownload};
+use crate::driver::{DownloadUpdate, NetView, SearchUpdate, Served, now_ms};
 use crate::library::{self, Library, internal, lock};
 use crate::store::Store;
 
@@ -64,6 +67,10 @@ pub struct Daemon {
     pub control_timeout: Duration,
     /// Most control connections served at once.
     pub control_max_connections: usize,
+    /// The service key, until the first publication hands it to the node.
+    pub service: Mutex<Option<ServiceKey>>,
+    /// Downloads running now (one handle per download).
+    pub running: Mutex<std::collections::BTreeSet<ContentId>>,
 }
 
 impl Daemon {
@@ -94,6 +101,8 @@ impl Daemon {
             client_only: None,
             control_timeout: DEFAULT_CONTROL_TIMEOUT,
             control_max_connections: DEFAULT_CONTROL_CONNECTIONS,
+            service: Mutex::new(None),
+            running: Mutex::new(Default::default()),
         }
     }
 }
@@ -335,6 +344,7 @@ fn execute(
             timeout_s,
             limit,
         } => search(d, &words, timeout_s, limit, progress),
+        Command::Get { id, out, timeout_s } => get(d, &id, out.as_deref(), timeout_s, progress),
         Command::Rate { id, verdict } => {
             let content: ContentId = id.trim().to_ascii_lowercase().parse().map_err(|_| {
                 ApiError::new(ErrorKind::BadRequest, "not a content id (64 hex digits)")
@@ -442,6 +452,326 @@ pub fn publish_library(d: &Daemon) {
         .publish(d.library.publisher.publisher().id(), records)
     {
         tracing::warn!("cannot publish the library now: {e:#}");
+    }
+    // And serve it: provider records through our service.
+    let files: Vec<Served> = rows
+        .iter()
+        .filter_map(|r| {
+            let id = ContentId::from_bytes(r.content_id);
+            let outboard = Outboard::from_parts(id, r.size, r.outboard.clone()).ok()?;
+            Some(Served {
+                id,
+                path: PathBuf::from(&r.path),
+                outboard: Arc::new(outboard),
+            })
+        })
+        .collect();
+    let service = d.service.lock().unwrap_or_else(|e| e.into_inner()).take();
+    if let Err(e) = d.network.serve(service, files) {
+        tracing::warn!("cannot serve the library now: {e:#}");
+    }
+}
+
+/// The largest download `veil get` starts (1 TiB: a 2 MiB bitfield).
+pub const MAX_GET_SIZE: u64 = 1 << 40;
+
+/// How long `veil get` waits for more records once the first came.
+const RECORD_WAIT: Duration = Duration::from_secs(3);
+
+/// How long `veil get` waits for the first records and providers, and
+/// then for each next piece, unless asked otherwise.
+pub const DEFAULT_GET_SECONDS: u32 = 120;
+
+/// `veil get`: resumes a download of `id` or starts one (finding its size
+/// and name by an exact-id search), then writes verified pieces as they
+/// come and moves the file into place once every piece is held and the
+/// whole file re-hashes to the id.
+fn get(
+    d: &Daemon,
+    id: &str,
+    out: Option<&str>,
+    timeout_s: Option<u32>,
+    progress: &mut dyn FnMut(crate::api::Progress),
+) -> Result<serde_json::Value, ApiError> {
+    let id: ContentId =
+        id.trim().to_ascii_lowercase().parse().map_err(|_| {
+            ApiError::new(ErrorKind::BadRequest, "not a content id (64 hex digits)")
+        })?;
+    let wait = Duration::from_secs(u64::from(
+        timeout_s.unwrap_or(DEFAULT_GET_SECONDS).clamp(1, 3600),
+    ));
+    let started = Instant::now();
+    let Some(_running) = Running::claim(d, id) else {
+        return Err(ApiError::new(
+            ErrorKind::Busy,
+            "this download is running already (resumed in the background at start, or from another `veil get`); its file appears at its destination when done",
+        ));
+    };
+    let part = match PartialDownload::open(&d.library.store, &d.dir, id) {
+        Ok(mut part) => {
+            // A download that failed its final check (it was reset) or
+            // was paused starts again when asked.
+            if matches!(part.state(), DownloadState::Failed | DownloadState::Paused) {
+                part.resume().map_err(download_error)?;
+            }
+            part
+        }
+        Err(DownloadError::NotFound(_)) => {
+            let (size, name) = find_record(d, id, started + wait)?;
+            if size > MAX_GET_SIZE {
+                return Err(ApiError::new(
+                    ErrorKind::BadRequest,
+                    format!(
+                        "the records give a size of {size} bytes, over this version's limit of {MAX_GET_SIZE}"
+                    ),
+                ));
+            }
+            let dest = destination(d, out, &name)?;
+            PartialDownload::create(&d.library.store, &d.dir, id, size, &name, &dest)
+                .map_err(download_error)?
+        }
+        Err(e) => return Err(download_error(e)),
+    };
+    let report = fetch(d, part, wait, progress)?;
+    to_json(&GetReport {
+        seconds: started.elapsed().as_secs_f64(),
+        ..report
+    })
+}
+
+/// The size and name most publishers gave `id`, from an exact-id search:
+/// records of pseudonyms this node rated fake do not vote, and a tie
+/// between different sizes or names is refused (a cheap pseudonym must not
+/// decide it; the size is proven only by the first verified piece).
+fn find_record(d: &Daemon, id: ContentId, deadline: Instant) -> Result<(u64, String), ApiError> {
+    let standing = lock(&d.library.store)?.standing().map_err(internal)?;
+    let updates = d.network.search(Query::Content(id)).map_err(internal)?;
+    let mut votes: std::collections::BTreeMap<(u64, String), std::collections::BTreeSet<_>> =
+        Default::default();
+    let mut deadline = deadline;
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            break;
+        }
+        match updates.recv_timeout(left) {
+            Ok(SearchUpdate::Results(batch)) => {
+                for r in batch.iter().filter(|r| r.record().content_id == id) {
+                    let who = r.publisher().id();
+                    if standing.score(&who) < 0 {
+                        continue;
+                    }
+                    let key = (r.record().size, r.record().name.clone());
+                    votes.entry(key).or_default().insert(who);
+                }
+                // Once something came, a little longer for more votes.
+                if !votes.is_empty() {
+                    deadline = deadline.min(Instant::now() + RECORD_WAIT);
+                }
+            }
+            Ok(SearchUpdate::Failed(e)) => {
+                let why = match e {
+                    SearchError::NoPeers => "no peers yet",
+                    SearchError::NoCircuit => "no circuit built yet",
+                };
+                return Err(ApiError::new(
+                    ErrorKind::Unavailable,
+                    format!("cannot search for this id: {why}; try again shortly"),
+                ));
+            }
+            Ok(SearchUpdate::Done) | Err(_) => break,
+        }
+    }
+    let mut ranked: Vec<((u64, String), usize)> =
+        votes.into_iter().map(|(k, who)| (k, who.len())).collect();
+    ranked.sort_by_key(|r| std::cmp::Reverse(r.1));
+    match ranked.as_slice() {
+        [] => Err(ApiError::new(
+            ErrorKind::NotFound,
+            "nothing matched: no record of this content id was found",
+        )),
+        [(first, n), (second, m), ..] if n == m && first.0 != second.0 => Err(ApiError::new(
+            ErrorKind::BadRequest,
+            format!(
+                "the records disagree on this id's size ({} or {} bytes, {n} publisher(s) each); rate the wrong ones fake and try again",
+                first.0, second.0
+            ),
+        )),
+        [(first, _), ..] => Ok(first.clone()),
+    }
+}
+
+/// Where a finished download goes: `out` as a file path, or a directory
+/// to put it in under its published name; by default `complete/` in the
+/// data dir (partial files live apart, in `downloads/`).
+fn destination(d: &Daemon, out: Option<&str>, name: &str) -> Result<PathBuf, ApiError> {
+    match out {
+        // Not the partial files' directory: a name cannot land on one.
+        None => Ok(d.dir.path().join("complete").join(name)),
+        Some(o) => {
+            let p = absolute(o)?;
+            Ok(if p.is_dir() { p.join(name) } else { p })
+        }
+    }
+}
+
+fn download_error(e: DownloadError) -> ApiError {
+    let kind = match e {
+        DownloadError::Io { .. } | DownloadError::Store(_) => ErrorKind::Internal,
+        DownloadError::DestExists(_)
+        | DownloadError::BadDest(_)
+        | DownloadError::DestTaken { .. } => ErrorKind::BadPath,
+        _ => ErrorKind::BadRequest,
+    };
+    ApiError::new(kind, e.to_string())
+}
+
+/// Runs a download until its file is in place, or no piece came for
+/// `wait` (the partial file stays, to resume).
+fn fetch(
+    d: &Daemon,
+    mut part: PartialDownload,
+    wait: Duration,
+    progress: &mut dyn FnMut(crate::api::Progress),
+) -> Result<GetReport, ApiError> {
+    let id = part.id();
+    let size = part.size();
+    let pieces = part.bitfield().pieces();
+    let held_before = part.bitfield().held();
+    let updates = d
+        .network
+        .download(id, size, part.bitfield().clone())
+        .map_err(internal)?;
+    let (mut bad, mut other) = (0, 0);
+    loop {
+        let update = match updates.recv_timeout(wait) {
+            Ok(u) => u,
+            Err(_) => {
+                let _ = d.network.cancel_download(id);
+                return Err(ApiError::new(
+                    ErrorKind::Unavailable,
+                    format!(
+                        "no piece came for {} s (no provider reachable, or none left); {} of {} pieces are kept: run `veil get` again to resume",
+                        wait.as_secs(),
+                        part.bitfield().held(),
+                        pieces
+                    ),
+                ));
+            }
+        };
+        match update {
+            DownloadUpdate::Piece(piece) => {
+                part.write(piece).map_err(|e| {
+                    let _ = d.network.cancel_download(id);
+                    download_error(e)
+                })?;
+                let held = part.bitfield().held();
+                progress(crate::api::Progress::Download {
+                    held,
+                    pieces,
+                    bytes: size,
+                });
+            }
+            DownloadUpdate::Dropped {
+                service,
+                reason,
+                proven,
+            } => {
+                // A source that served a corrupt piece once the size was
+                // proven: its service key (never the content's publisher)
+                // loses standing here.
+                if reason == DropReason::Bad && proven {
+                    bad += 1;
+                    if let Err(e) =
+                        lock(&d.library.store)?.adjust_standing(&service, FAKE_STANDING, now_ms())
+                    {
+                        tracing::warn!("cannot lower a lying source's standing: {e:#}");
+                    }
+                } else {
+                    other += 1;
+                }
+                progress(crate::api::Progress::Dropped {
+                    reason: format!("{reason:?}").to_lowercase(),
+                });
+            }
+            DownloadUpdate::Failed(e) => {
+                return Err(ApiError::new(ErrorKind::BadRequest, e));
+            }
+            DownloadUpdate::Done => break,
+        }
+    }
+    let fetched = part.bitfield().held() - held_before;
+    let path = part.finish().map_err(download_error)?;
+    Ok(GetReport {
+        id: id.to_hex(),
+        path: path.display().to_string(),
+        bytes: size,
+        seconds: 0.0,
+        pieces_fetched: fetched,
+        pieces,
+        sources_dropped_bad: bad,
+        sources_dropped_other: other,
+    })
+}
+
+/// A download marked as running while this lives.
+struct Running<'a> {
+    d: &'a Daemon,
+    id: ContentId,
+}
+
+impl<'a> Running<'a> {
+    fn claim(d: &'a Daemon, id: ContentId) -> Option<Running<'a>> {
+        let mut set = d.running.lock().unwrap_or_else(|e| e.into_inner());
+        set.insert(id).then_some(Running { d, id })
+    }
+}
+
+impl Drop for Running<'_> {
+    fn drop(&mut self) {
+        let mut set = self.d.running.lock().unwrap_or_else(|e| e.into_inner());
+        set.remove(&self.id);
+    }
+}
+
+/// Restarts the downloads left active by the last run, in the
+/// background (each stops again if no piece comes for a while; the next
+/// start or `veil get` resumes it).
+pub fn resume_downloads(d: Arc<Daemon>) {
+    let list = match download::list(&d.library.store) {
+        Ok(l) => l,
+        Err(e) => {
+            tracing::warn!("cannot list downloads to resume: {e}");
+            return;
+        }
+    };
+    for info in list
+        .into_iter()
+        .filter(|i| i.state == DownloadState::Active)
+    {
+        let d = d.clone();
+        tokio::task::spawn_blocking(move || {
+            let Some(_running) = Running::claim(&d, info.id) else {
+                return;
+            };
+            let part = match PartialDownload::open(&d.library.store, &d.dir, info.id) {
+                Ok(p) => p,
+                Err(e) => {
+                    tracing::warn!("cannot resume a download: {e}");
+                    return;
+                }
+            };
+            tracing::info!(
+                held = part.bitfield().held(),
+                pieces = part.bitfield().pieces(),
+                "resuming a download"
+            );
+            let wait = Duration::from_secs(u64::from(DEFAULT_GET_SECONDS) * 5);
+            match fetch(&d, part, wait, &mut |_| {}) {
+                Ok(r) => tracing::info!(pieces = r.pieces_fetched, "resumed download finished"),
+                Err(e) => tracing::warn!("resumed download stopped: {}", e.message),
+            }
+        });
     }
 }
 

@@ -210,6 +210,11 @@ pub enum Event {
         service: crate::identity::PublisherId,
         /// Why.
         reason: crate::transfer::DropReason,
+        /// A piece of this download had verified before: the size it was
+        /// started with is right, so a `Bad` source lied. Before that, the
+        /// size itself (from a content record anyone can sign) may be what
+        /// was wrong: blame no one.
+        proven: bool,
     },
     /// As the last hop of a circuit, data arrived from its client.
     RelayData {

@@ -149,7 +149,10 @@ impl Node {
         if self.circ.window(CircuitId(k)).unwrap_or(0) == 0 {
             return Err(SendError::NoCredit);
         }
-        let sealed = self.rend.seal(id, bytes).ok_or(SendError::NoCircuit)?;
+        let sealed = self
+            .rend
+            .seal(self.now_ms, id, bytes)
+            .ok_or(SendError::NoCircuit)?;
         circuit_parts!(self, cx, w, circ);
         let r = circ.send_data(&mut cx, &mut w, CircuitId(k), &sealed);
         self.settle();

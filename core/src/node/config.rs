@@ -46,8 +46,17 @@ pub struct Config {
     /// Most inbound handshakes in flight from one source (an IPv4 /24 or
     /// an IPv6 /48), so one host cannot take every handshake slot.
     pub max_handshakes_per_source: usize,
-    /// Most cells a peer may send per second on one link (burst = 2 s worth).
-    pub max_cells_per_sec: u32,
+    /// Most link-level and circuit-control cells a peer may send per second
+    /// on one link (burst = 2 s worth): everything before the handshake
+    /// completes, then every cell but RELAY and RELAY_EARLY (link messages,
+    /// CREATE, CREATED, DESTROY). Relay cells are not counted here: they
+    /// are bounded per circuit (flow control, [`Config::max_circuit_queue_cells`],
+    /// the extend budget), so a link carries honest bulk traffic at
+    /// whatever rate the transport gives it. Relay cells for circuits the
+    /// link does not have are held to the same rate, beyond an allowance
+    /// for each circuit we end on the link (the cells that cross our
+    /// DESTROY).
+    pub max_link_cells_per_sec: u32,
     /// Most link-level and circuit-control cells queued for one link; a
     /// peer that lets more pile up does not read, and its link is cut.
     pub max_queued_cells: usize,
@@ -95,7 +104,7 @@ impl Config {
             max_new_links_per_round: 1,
             max_pending_handshakes: 64,
             max_handshakes_per_source: 4,
-            max_cells_per_sec: 4096,
+            max_link_cells_per_sec: 4096,
             max_queued_cells: 1024,
             max_circuit_queue_cells: 768,
             max_queued_cells_total: 16_384,
@@ -161,7 +170,10 @@ impl Config {
                 "max_handshakes_per_source",
                 self.max_handshakes_per_source as u64,
             ),
-            ("max_cells_per_sec", u64::from(self.max_cells_per_sec)),
+            (
+                "max_link_cells_per_sec",
+                u64::from(self.max_link_cells_per_sec),
+            ),
             ("max_queued_cells", self.max_queued_cells as u64),
             ("max_known_peers", self.max_known_peers as u64),
             (

@@ -19,8 +19,13 @@ pub enum Fault {
 /// What a misbehaving peer did.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Offence {
-    /// More cells per second than [`super::Config::max_cells_per_sec`].
+    /// More link-level and control cells per second than
+    /// [`super::Config::max_link_cells_per_sec`].
     CellFlood,
+    /// More relay cells for circuits the link does not have than the
+    /// circuits we ended on it explain, beyond the same rate: it invents
+    /// circuit ids, or keeps sending on circuits it was told are gone.
+    StrayCells,
     /// Its control queue overflowed: it does not read what we send.
     NotReading,
     /// A cell or message that does not decode, or that its state does not

@@ -5,10 +5,34 @@
 //! A link is a reliable, ordered byte stream to one peer. Its first cells
 //! are a Noise XX handshake bound to the transport's channel-binding value
 //! (see [`crate::link`]); nothing else is accepted or sent before it
-//! completes. Memory per link is bounded (one partial cell), cells per
-//! second per link are rate-limited, and pending inbound handshakes are
-//! bounded per node and per source. Nothing is evicted for a link that has
-//! not authenticated.
+//! completes. Memory per link is bounded (one partial cell), link-level
+//! and circuit-control cells per second per link are rate-limited, and
+//! pending inbound handshakes are bounded per node and per source. Nothing
+//! is evicted for a link that has not authenticated.
+//!
+//! # What the link's cell budget counts
+//!
+//! [`super::Config::max_link_cells_per_sec`] counts every cell before the
+//! handshake completes, and after it every cell but RELAY and RELAY_EARLY
+//! on a circuit: link messages (gossip, search walks, padding) and CREATE,
+//! CREATED and DESTROY. Those are what a flooder can send without owning a
+//! circuit, and some cost us work or an answer (a pull reply, a CREATE's
+//! handshake or its DESTROY). An honest peer sends few: gossip is a few
+//! cells a round, CREATEs are limited to
+//! [`crate::path::CircuitParams::creates_per_sec_per_link`] anyway, one
+//! DESTROY ends a circuit.
+//!
+//! Relay cells are left to the circuit part, because every one of them
+//! is bounded per circuit: on a circuit we have, the other end's window
+//! ([`crate::path::CircuitParams::window_cells`]) bounds what an honest
+//! sender has in flight, a circuit whose cells pile up on a slower link
+//! past [`super::Config::max_circuit_queue_cells`] broke flow control and
+//! is destroyed alone, and RELAY_EARLY has its extend budget; on a
+//! circuit we do not have, cells are dropped, within an allowance for the
+//! circuits we ended on the link (see `circuits/mod.rs`). Counting them
+//! here made one link's honest transfers share a ceiling of
+//! `max_link_cells_per_sec` (≈ 16.7 MB/s at 4096), and cutting the link
+//! for it took every circuit on it down together.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::{IpAddr, SocketAddr};
@@ -20,7 +44,7 @@ use super::outbox::Outbox;
 use super::output::Ctx;
 use super::timers::Timer;
 use super::{Direction, Event, LinkId, Millis, PeerInfo};
-use crate::cell::{Cell, CellReader};
+use crate::cell::{Cell, CellReader, command};
 use crate::descriptor::Descriptor;
 use crate::identity::NodeId;
 use crate::link::{CheckParams, HandshakeError, HandshakeStep, LinkHandshake, LinkMsg, Side};
@@ -45,7 +69,8 @@ pub(super) struct Link {
     up_since_ms: Millis,
     /// When a cell last arrived (sends are in [`Outbox::last_sent`]).
     last_recv_ms: Millis,
-    /// Inbound cells per second ([`super::Config::max_cells_per_sec`]).
+    /// Inbound link-level and control cells per second
+    /// ([`super::Config::max_link_cells_per_sec`]).
     cells: TokenBucket,
 }
 
@@ -221,7 +246,7 @@ impl Links {
                 reader: CellReader::default(),
                 up_since_ms: now,
                 last_recv_ms: now,
-                cells: TokenBucket::full(now, c.max_cells_per_sec),
+                cells: TokenBucket::full(now, c.max_link_cells_per_sec),
             },
         );
         cx.timers
@@ -241,11 +266,16 @@ impl Links {
         Some(cells)
     }
 
-    /// Takes one token of the link's cell rate.
-    pub(super) fn take_token(&mut self, now: Millis, link: LinkId, rate: u32) -> bool {
-        self.links
-            .get_mut(&link)
-            .is_some_and(|l| l.cells.take(now, rate))
+    /// Counts `cell` against the link's budget of link-level and control
+    /// cells (see the module docs): false if the peer is over it. Relay
+    /// cells on an authenticated link are not counted.
+    pub(super) fn take_token(&mut self, now: Millis, link: LinkId, cell: &Cell, rate: u32) -> bool {
+        let Some(l) = self.links.get_mut(&link) else {
+            return true;
+        };
+        let relay =
+            cell.circ_id() != 0 && matches!(cell.command(), command::RELAY | command::RELAY_EARLY);
+        (relay && l.peer().is_some()) || l.cells.take(now, rate)
     }
 
     /// One arrived cell: the handshake's, or one to hand on.
@@ -298,17 +328,29 @@ impl Links {
         }
     }
 
-    /// Both ends may have dialled at once: keep one link per peer. Both
-    /// ends must pick the same survivor, or each closes the other's
-    /// choice: the link dialled by the smaller node id wins. Returns the
-    /// link to close (never one that carries circuits: it stays open until
-    /// they end, and new circuits use the winner), and whether the new
-    /// link is the one kept for the peer.
+    /// Keep one link per peer. Both ends may have dialled at once (the two
+    /// links go opposite ways): both ends must pick the same survivor, or
+    /// each closes the other's choice, so the link dialled by the smaller
+    /// node id wins. A new link the same way as the old one is a
+    /// reconnection (the peer restarted, or lost the old connection
+    /// before we noticed): the new one wins, or a restarted peer could not
+    /// reach us until the old connection timed out. So is a new link that
+    /// arrives when the old one has been up for longer than `settle_ms` (a
+    /// handshake timeout): a race between two dials is over by then, so
+    /// the peer dialled again because it lost the old one. Only the peer
+    /// itself can authenticate a new link, so nobody else can push its
+    /// link out.
+    /// Returns the link to close (never one that carries circuits: it
+    /// stays open until they end, and new circuits use the winner), and
+    /// whether the new link is the one kept for the peer.
+    #[allow(clippy::too_many_arguments)]
     pub(super) fn keep_one(
         &mut self,
         me: NodeId,
         link: LinkId,
         peer: NodeId,
+        now: Millis,
+        settle_ms: Millis,
         busy: impl Fn(LinkId) -> bool,
     ) -> (Option<LinkId>, bool) {
         let Some(direction) = self.links.get(&link).map(|l| l.direction) else {
@@ -323,7 +365,8 @@ impl Links {
             } else {
                 Direction::Inbound
             };
-            let keep_new = old_link.direction != direction && direction == preferred;
+            let stale = now >= old_link.up_since_ms.saturating_add(settle_ms);
+            let keep_new = old_link.direction == direction || direction == preferred || stale;
             let (loser, loser_busy) = if keep_new {
                 (old, busy(old))
             } else {

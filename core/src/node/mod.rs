@@ -231,9 +231,11 @@ impl Node {
         let Some(cells) = self.links.read(link, data) else {
             return;
         };
-        let rate = self.config.max_cells_per_sec;
+        // Link-level and control cells only: relay cells are bounded per
+        // circuit (see `links.rs`).
+        let rate = self.config.max_link_cells_per_sec;
         for cell in cells {
-            if !self.links.take_token(now, link, rate) {
+            if !self.links.take_token(now, link, &cell, rate) {
                 self.cut(link, Fault::Misbehaved(Offence::CellFlood));
                 self.settle();
                 return;
@@ -522,7 +524,10 @@ impl Node {
         let verified = (direction == Direction::Outbound).then_some(remote);
         self.dir.remember(self.now_ms, peer, verified);
         let circ = &self.circ;
-        let (loser, kept) = self.links.keep_one(me, link, peer_id, |l| circ.carries(l));
+        let (now, settle) = (self.now_ms, self.config.handshake_timeout_ms);
+        let (loser, kept) = self
+            .links
+            .keep_one(me, link, peer_id, now, settle, |l| circ.carries(l));
         if let Some(l) = loser {
             self.close(l);
         }
@@ -621,21 +626,24 @@ impl Node {
             p.transfer.searches_due(&cx)
         };
         for (d, id) in due {
-            if let Ok(s) = self.start_search(crate::search::Query::Content(id)) {
-                self.transfer.searching(d, s);
-                did = true;
+            match self.start_search(crate::search::Query::Content(id)) {
+                Ok(s) => {
+                    self.transfer.searching(d, s);
+                    did = true;
+                }
+                Err(_) => self.transfer.search_failed(d),
             }
         }
         let connects = {
-            let (cx, p) = self.split();
-            p.transfer.connects_due(&cx)
+            let (mut cx, p) = self.split();
+            p.transfer.connects_due(&mut cx)
         };
         for (d, provider) in connects {
             let service = provider.service();
             let intros = provider.record().intro_points.clone();
             let (mut cx, p) = self.split();
             if let Ok(session) = p.rend.connect(&mut cx, service, intros, true) {
-                p.transfer.connecting(d, session, service.id());
+                p.transfer.connecting(d, session, provider);
                 if self.timers.get(Timer::Rendezvous).is_none() {
                     self.timers.set(Timer::Rendezvous, self.now_ms);
                 }
@@ -650,7 +658,7 @@ impl Node {
                 let Some(chunk) = self.transfer.poll_chunk(session) else {
                     break;
                 };
-                let Some(sealed) = self.rend.seal(session, &chunk) else {
+                let Some(sealed) = self.rend.seal(self.now_ms, session, &chunk) else {
                     break;
                 };
                 circuit_parts!(self, cx, w, circ);

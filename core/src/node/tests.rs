@@ -212,9 +212,9 @@ fn padding_burst(cells: usize) -> (bool, Stats) {
 #[test]
 fn cell_floods_are_cut() {
     // Valid cells on an authenticated link: within the burst (two
-    // seconds at max_cells_per_sec) the link stays; beyond it the rate
+    // seconds at max_link_cells_per_sec) the link stays; beyond it the rate
     // limiter cuts the peer. Only the rate differs between the runs.
-    let burst = 2 * Config::testnet().max_cells_per_sec as usize;
+    let burst = 2 * Config::testnet().max_link_cells_per_sec as usize;
     let (alive, stats) = padding_burst(burst - 100);
     assert!(alive, "cut within the allowed burst");
     assert_eq!(stats.peers_penalised, 0);

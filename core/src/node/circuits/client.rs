@@ -560,9 +560,12 @@ impl Circuits {
         };
         self.unwait(Waiter::Own(k));
         if let Some((link, cid)) = c.guard_link {
-            self.forget_id(link, cid);
+            let known = self.forget_id(link, cid);
             cx.out.outbox_mut().drop_circuit(link, cid);
             if tell {
+                if known {
+                    self.expect_strays(cx, link);
+                }
                 Circuits::send_destroy(
                     cx,
                     link,

@@ -75,6 +75,27 @@ struct OnLink {
     /// CREATEs per second ([`crate::path::CircuitParams::creates_per_sec_per_link`]);
     /// kept for the link's life, so emptying the table resets nothing.
     creates: TokenBucket,
+    /// Relay cells for ids not in `ids` that the peer may still send: for
+    /// every circuit we ended on this link and told it so, what it may
+    /// have sent before our DESTROY arrived ([`strays_per_circuit`]).
+    /// Used before `strays`; capped at `max_circuits_per_link` circuits'
+    /// worth.
+    expected: u64,
+    /// Relay cells for unknown ids beyond `expected`, at
+    /// [`crate::node::Config::max_link_cells_per_sec`]: more, and the peer
+    /// is cut ([`Offence::StrayCells`]).
+    strays: TokenBucket,
+}
+
+/// Relay cells a peer may still send on a circuit after we ended it and
+/// sent DESTROY, before the DESTROY reaches it: what it had queued for the
+/// circuit (at most `max_circuit_queue_cells`, or it would have destroyed
+/// the circuit itself) and what it had handed to its transport
+/// (`max_link_in_flight_cells`). An honest end has at most a window in
+/// flight on a circuit, well under this. What else a transport buffers is
+/// left to the stray rate.
+fn strays_per_circuit(cx: &Ctx<'_>) -> u64 {
+    (cx.config.max_circuit_queue_cells + cx.config.max_link_in_flight_cells) as u64
 }
 
 /// A circuit waiting for a link to a node.
@@ -154,11 +175,39 @@ impl Circuits {
 
     fn table(&mut self, cx: &Ctx<'_>, link: LinkId) -> &mut OnLink {
         let rate = cx.config.circuits.creates_per_sec_per_link;
+        let strays = cx.config.max_link_cells_per_sec;
         let now = cx.now;
         self.on_link.entry(link).or_insert_with(|| OnLink {
             ids: BTreeMap::new(),
             creates: TokenBucket::full(now, rate),
+            expected: 0,
+            strays: TokenBucket::full(now, strays),
         })
+    }
+
+    /// We ended a circuit on `link` and sent DESTROY: the peer's cells for
+    /// it that cross the DESTROY are expected (see [`OnLink::expected`]).
+    fn expect_strays(&mut self, cx: &Ctx<'_>, link: LinkId) {
+        let per = strays_per_circuit(cx);
+        let cap = per.saturating_mul(cx.config.circuits.max_circuits_per_link as u64);
+        if let Some(t) = self.on_link.get_mut(&link) {
+            t.expected = t.expected.saturating_add(per).min(cap);
+        }
+    }
+
+    /// A relay cell for an id `link` does not have: dropped. Expected
+    /// after a circuit we ended there, within the stray rate otherwise;
+    /// beyond both, the peer invents ids or ignores our DESTROYs: cut.
+    fn on_stray(&mut self, cx: &mut Ctx<'_>, link: LinkId) {
+        cx.stats.circuits.stray_cells += 1;
+        let rate = cx.config.max_link_cells_per_sec;
+        let now = cx.now;
+        let t = self.table(cx, link);
+        if t.expected > 0 {
+            t.expected -= 1;
+        } else if !t.strays.take(now, rate) {
+            cx.cut(link, Fault::Misbehaved(Offence::StrayCells));
+        }
     }
 
     /// A circuit cell arrived on an authenticated link: routed by what
@@ -197,9 +246,12 @@ impl Circuits {
                     }
                 }
             }
-            // A cell for a circuit we already tore down (it crossed our
-            // DESTROY), or a CREATED we never asked for: drop it.
-            (command::DESTROY | command::CREATED | command::RELAY | command::RELAY_EARLY, _) => {}
+            // A relay cell for a circuit we already tore down (it crossed
+            // our DESTROY), or for one that never was.
+            (command::RELAY | command::RELAY_EARLY, None) => self.on_stray(cx, link),
+            // A DESTROY or CREATED for such a circuit (the link's budget
+            // counted it), or a CREATED we never asked for: drop it.
+            (command::DESTROY | command::CREATED, _) => {}
             // A link-level command on a circuit id is malformed; a command
             // we do not know is from a version we do not speak.
             (c, _) if c <= command::WALK_REPLY => cx.cut(link, malformed),
@@ -465,6 +517,9 @@ impl Circuits {
 
 #[cfg(test)]
 mod attacks;
+
+#[cfg(test)]
+mod floods;
 
 #[cfg(test)]
 mod tests;

@@ -563,6 +563,7 @@ impl Circuits {
         for (link, cid) in [Some(r.prev), r.next].into_iter().flatten() {
             cx.out.outbox_mut().drop_circuit(link, cid);
             if self.forget_id(link, cid) {
+                self.expect_strays(cx, link);
                 Circuits::send_destroy(cx, link, cid, fault);
             }
         }

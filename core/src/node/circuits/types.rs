@@ -244,4 +244,7 @@ pub struct CircuitStats {
     /// Data cells passed between two spliced circuits, as a rendezvous
     /// point.
     pub spliced_cells: u64,
+    /// Relay cells for circuits a link did not have (dropped: most crossed
+    /// a DESTROY of ours).
+    pub stray_cells: u64,
 }

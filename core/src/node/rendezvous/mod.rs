@@ -66,7 +66,7 @@ pub struct RendezvousParams {
     /// Sessions our services hold at most, open or opening (separate from
     /// ours, so introductions cannot starve our downloads).
     pub max_inbound_sessions: usize,
-    /// An open session that brings no authenticated data for this long is
+    /// An open session that carries no data either way for this long is
     /// closed (an introducer cannot hold a slot with flow control alone).
     pub session_idle_ms: Millis,
     /// After an introduction point said it delivered our introduction,
@@ -256,6 +256,10 @@ struct Service {
     provides: Vec<ContentId>,
     /// When its provider records were last signed.
     signed_ms: Option<Millis>,
+    /// No new introduction circuit before this (set when a build ended at
+    /// a point it already has: in a small network there may be no other,
+    /// and building again at once would only repeat it).
+    wait_until: Millis,
 }
 
 /// A session from its start to its end.
@@ -348,6 +352,7 @@ impl Rendezvous {
             announced: Vec::new(),
             provides: Vec::new(),
             signed_ms: None,
+            wait_until: 0,
         });
         // Never held or answered by this node as an index holder.
         cx.out.act(Action::Provide(id, Vec::new()));
@@ -478,9 +483,16 @@ impl Rendezvous {
 
     /// Seals `bytes` for session `id` (the caller checked that the
     /// circuit can take a data cell, so the nonce is not wasted).
-    pub(super) fn seal(&mut self, id: SessionId, bytes: &[u8]) -> Option<Vec<u8>> {
+    pub(super) fn seal(&mut self, now: Millis, id: SessionId, bytes: &[u8]) -> Option<Vec<u8>> {
         match &mut self.sessions.get_mut(&id)?.state {
-            State::Open { session, .. } => session.seal(bytes).ok(),
+            State::Open {
+                session, data_ms, ..
+            } => {
+                // Our own data counts as activity too (a one-way stream is
+                // not idle); a peer holding a slot must still send.
+                *data_ms = now;
+                session.seal(bytes).ok()
+            }
             _ => None,
         }
     }
@@ -562,6 +574,7 @@ impl Rendezvous {
                 s.building = s.building.saturating_sub(1);
                 // One registration per introduction point.
                 if s.points.values().any(|p| p.node == last_hop) {
+                    s.wait_until = cx.now + cx.config.rendezvous.connect_timeout_ms / 3;
                     self.circuits.remove(&k);
                     cx.out.act(Action::CloseOwn(k));
                     return;
@@ -1186,9 +1199,11 @@ impl Rendezvous {
     /// wants.
     fn maintain(&mut self, cx: &mut Ctx<'_>) {
         let want = cx.config.rendezvous.intro_points;
+        let now = cx.now;
         let short: Vec<(PublisherId, usize)> = self
             .services
             .iter()
+            .filter(|(_, s)| now >= s.wait_until)
             .map(|(id, s)| (*id, want.saturating_sub(s.points.len() + s.building)))
             .filter(|(_, n)| *n > 0)
             .collect();

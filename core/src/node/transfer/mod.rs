@@ -102,6 +102,23 @@ pub enum DownloadStartError {
     Invalid(String),
 }
 
+/// Puts `provider` back among `dl`'s candidates after a wait that doubles
+/// with its failures (2 s to 64 s); a service that keeps failing is given
+/// up after 6.
+fn retry_later(cx: &Ctx<'_>, dl: &mut Dl, provider: SignedProvider) {
+    let service = provider.service().id();
+    if dl.bad.contains(&service) {
+        return;
+    }
+    let fails = dl.fails.entry(service).or_default();
+    *fails += 1;
+    if *fails > 6 {
+        return;
+    }
+    let wait = 1_000u64 << (*fails).min(6);
+    dl.candidates.insert(service, (provider, cx.now + wait));
+}
+
 /// Transfer counters (part of [`crate::node::Stats`]).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct TransferStats {
@@ -124,18 +141,26 @@ struct Source {
     id: SourceId,
     service: PublisherId,
     open: bool,
+    /// To try again later if the session fails for no fault of its own.
+    provider: SignedProvider,
 }
 
 #[derive(Debug)]
 struct Dl {
     sched: Download,
-    /// Providers found and not tried yet, by service.
-    candidates: BTreeMap<PublisherId, SignedProvider>,
-    /// Services tried (never twice: a dropped one stays dropped).
-    tried: BTreeSet<PublisherId>,
+    /// Providers to try, by service, each not before a time (a service
+    /// whose session failed waits, doubling, before it is tried again).
+    candidates: BTreeMap<PublisherId, (SignedProvider, Millis)>,
+    /// Failures so far, by service.
+    fails: BTreeMap<PublisherId, u32>,
+    /// Services that served a bad piece or broke the protocol: never again.
+    bad: BTreeSet<PublisherId>,
     search: Option<SearchId>,
     searched_ms: Option<Millis>,
     next_source: u64,
+    /// A piece verified: the size (from a content record) is proven, so a
+    /// source that fails verification now is lying, not the record.
+    proven: bool,
 }
 
 /// What one session carries: our requests and pieces, either way.
@@ -197,10 +222,12 @@ impl Transfers {
             Dl {
                 sched,
                 candidates: BTreeMap::new(),
-                tried: BTreeSet::new(),
+                fails: BTreeMap::new(),
+                bad: BTreeSet::new(),
                 search: None,
                 searched_ms: None,
                 next_source: 0,
+                proven: false,
             },
         );
         if done {
@@ -227,6 +254,14 @@ impl Transfers {
             .collect()
     }
 
+    /// The node could not start a search for download `d` (no circuit
+    /// yet): it is due again at once.
+    pub(super) fn search_failed(&mut self, d: DownloadId) {
+        if let Some(dl) = self.downloads.get_mut(&d) {
+            dl.searched_ms = None;
+        }
+    }
+
     /// The node started search `s` for download `d`.
     pub(super) fn searching(&mut self, d: DownloadId, s: SearchId) {
         if let Some(dl) = self.downloads.get_mut(&d) {
@@ -244,42 +279,65 @@ impl Transfers {
 
     /// Providers found by one of our searches.
     pub(super) fn found(&mut self, s: SearchId, providers: Vec<SignedProvider>) {
-        let Some(dl) = self
-            .searches
-            .get(&s)
-            .and_then(|d| self.downloads.get_mut(d))
-        else {
+        let Some(&d) = self.searches.get(&s) else {
+            return;
+        };
+        let live: BTreeSet<PublisherId> = self
+            .sources
+            .values()
+            .filter(|x| x.download == d)
+            .map(|x| x.service)
+            .collect();
+        let Some(dl) = self.downloads.get_mut(&d) else {
             return;
         };
         let id = dl.sched.id();
         for p in providers {
             let service = p.service().id();
-            if p.record().content_id == id && !dl.tried.contains(&service) {
-                dl.candidates.entry(service).or_insert(p);
+            if p.record().content_id == id && !dl.bad.contains(&service) && !live.contains(&service)
+            {
+                dl.candidates.entry(service).or_insert((p, 0));
             }
         }
     }
 
     /// Providers to connect to now: (download, provider), within
     /// `max_sources` per download.
-    pub(super) fn connects_due(&mut self, cx: &Ctx<'_>) -> Vec<(DownloadId, SignedProvider)> {
+    pub(super) fn connects_due(&mut self, cx: &mut Ctx<'_>) -> Vec<(DownloadId, SignedProvider)> {
         let max = cx.config.transfer.max_sources;
         let mut out = Vec::new();
         for (d, dl) in &mut self.downloads {
             let have = self.sources.values().filter(|s| s.download == *d).count();
             for _ in have..max {
-                let Some((service, p)) = dl.candidates.pop_first() else {
+                // At random: service ids can be ground to sort first.
+                let now = cx.now;
+                let ready: Vec<PublisherId> = dl
+                    .candidates
+                    .iter()
+                    .filter(|(_, (_, at))| *at <= now)
+                    .map(|(s, _)| *s)
+                    .collect();
+                if ready.is_empty() {
+                    break;
+                }
+                let i = (rand_core::RngCore::next_u64(cx.rng) % ready.len() as u64) as usize;
+                let Some((p, _)) = dl.candidates.remove(&ready[i]) else {
                     break;
                 };
-                dl.tried.insert(service);
                 out.push((*d, p));
             }
         }
         out
     }
 
-    /// Session `session` was started for download `d` with `service`.
-    pub(super) fn connecting(&mut self, d: DownloadId, session: SessionId, service: PublisherId) {
+    /// Session `session` was started for download `d` with `provider`.
+    pub(super) fn connecting(
+        &mut self,
+        d: DownloadId,
+        session: SessionId,
+        provider: SignedProvider,
+    ) {
+        let service = provider.service().id();
         let Some(dl) = self.downloads.get_mut(&d) else {
             return;
         };
@@ -292,6 +350,7 @@ impl Transfers {
                 id,
                 service,
                 open: false,
+                provider,
             },
         );
     }
@@ -322,6 +381,9 @@ impl Transfers {
             && let Some(dl) = self.downloads.get_mut(&src.download)
         {
             dl.sched.remove_source(src.id);
+            // It failed to open, or its circuit went: not the service's
+            // fault as far as we know. Again later, after a doubling wait.
+            retry_later(cx, dl, src.provider);
             self.request(cx);
         }
     }
@@ -354,8 +416,12 @@ impl Transfers {
         let Some(ch) = self.channels.get_mut(&session) else {
             return;
         };
+        // Pieces answered but still queued count against the window too:
+        // an honest downloader asks again only once a piece has left, so a
+        // downloader that stops reading cannot make us queue without end.
+        let queued = ch.out.buffered().div_ceil(MAX_PIECE_MESSAGE);
         if self.sources.contains_key(&session)
-            || ch.outstanding.len() >= window
+            || ch.outstanding.len() + queued >= window
             || !ch.outstanding.insert(r.req)
         {
             // A source sends no requests; a downloader keeps its window.
@@ -420,6 +486,9 @@ impl Transfers {
 
     fn verified(&mut self, cx: &mut Ctx<'_>, d: DownloadId, piece: VerifiedPiece) {
         cx.stats.transfer.pieces_verified += 1;
+        if let Some(dl) = self.downloads.get_mut(&d) {
+            dl.proven = true;
+        }
         cx.event(Event::PieceVerified { download: d, piece });
         let done = self
             .downloads
@@ -458,6 +527,7 @@ impl Transfers {
         let Some(dl) = self.downloads.get_mut(&d) else {
             return;
         };
+        let proven = dl.proven;
         let mut dropped = Vec::new();
         while let Some(DownloadEvent::Dropped { source, reason }) = dl.sched.poll_event() {
             dropped.push((source, reason));
@@ -471,14 +541,23 @@ impl Transfers {
                 continue;
             };
             let service = src.service;
+            let provider = src.provider.clone();
             self.sources.remove(&session);
             self.channels.remove(&session);
+            if let Some(dl) = self.downloads.get_mut(&d) {
+                if reason == crate::transfer::DropReason::Bad {
+                    dl.bad.insert(service);
+                } else {
+                    retry_later(cx, dl, provider);
+                }
+            }
             cx.stats.transfer.sources_dropped += 1;
             cx.out.act(Action::CloseSession(session));
             cx.event(Event::SourceDropped {
                 download: d,
                 service,
                 reason,
+                proven,
             });
         }
     }
@@ -491,6 +570,7 @@ impl Transfers {
             && let Some(dl) = self.downloads.get_mut(&src.download)
         {
             dl.sched.remove_source(src.id);
+            dl.bad.insert(src.service);
         }
         cx.out.act(Action::CloseSession(session));
     }
@@ -537,7 +617,12 @@ impl Transfers {
             .filter_map(|d| d.sched.poll_timeout());
         // Searching again, when a download has no source.
         let again = (!self.downloads.is_empty()).then_some(now + research_ms.min(1_000));
-        sched.chain(again).min()
+        let retry = self
+            .downloads
+            .values()
+            .flat_map(|d| d.candidates.values().map(|(_, at)| *at))
+            .filter(|at| *at > now);
+        sched.chain(again).chain(retry).min()
     }
 
     /// Sessions with framed bytes waiting to go out.

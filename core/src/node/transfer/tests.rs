@@ -39,7 +39,7 @@ struct World {
     /// Pieces written by the downloader, by offset.
     written: std::collections::BTreeMap<u64, Vec<u8>>,
     done: bool,
-    dropped: Vec<(PublisherId, DropReason)>,
+    dropped: Vec<(PublisherId, DropReason, bool)>,
 }
 
 fn world(sharers: &[(usize, Sharer)], len: usize, tweak: impl FnMut(usize, &mut Config)) -> World {
@@ -109,8 +109,11 @@ impl World {
                     }
                     Event::DownloadDone { .. } if i == 9 => self.done = true,
                     Event::SourceDropped {
-                        service, reason, ..
-                    } if i == 9 => self.dropped.push((service, reason)),
+                        service,
+                        reason,
+                        proven,
+                        ..
+                    } if i == 9 => self.dropped.push((service, reason, proven)),
                     _ => {}
                 }
             }
@@ -182,11 +185,13 @@ fn a_source_that_serves_corrupt_pieces_is_dropped_and_the_file_completes() {
     assert_eq!(w.bytes(), w.data, "no corrupt byte was kept");
     let liar = w.service_of(5);
     assert!(
-        w.dropped.contains(&(liar, DropReason::Bad)),
+        w.dropped
+            .iter()
+            .any(|(s, r, _)| *s == liar && *r == DropReason::Bad),
         "the corrupt source was dropped as bad: {:?}",
         w.dropped
     );
-    assert!(!w.dropped.iter().any(|(s, _)| *s == w.service_of(3)));
+    assert!(!w.dropped.iter().any(|(s, _, _)| *s == w.service_of(3)));
     assert!(w.net.nodes()[9].stats().transfer.corrupt_pieces_rejected >= 1);
 }
 
@@ -215,7 +220,9 @@ fn a_resumed_download_fetches_only_what_is_missing() {
         have.set(i);
     }
     start(&mut w, have);
-    w.run(30_000);
+    // Long enough for a session that fails to open (connect timeout, 30
+    // s) to be retried.
+    w.run(90_000);
     assert!(w.done);
     let got: Vec<u64> = w.written.keys().map(|o| o / PIECE_BYTES).collect();
     assert_eq!(got, vec![1, 4, 5, 6], "only the missing pieces came");
@@ -261,7 +268,74 @@ fn a_downloader_over_its_window_is_cut_off() {
     // An honest downloader still gets the file.
     let size = w.data.len() as u64;
     start(&mut w, Bitfield::new(size));
-    w.run(30_000);
+    w.run(90_000);
     assert!(w.done);
     assert_eq!(w.bytes(), w.data);
+}
+
+/// A content record that lies about the size (anyone can sign one): every
+/// honest source then fails verification, but none is blamed, because no
+/// piece ever proved the size.
+#[test]
+fn a_wrong_size_blames_no_source() {
+    let size = 4 * PIECE_BYTES;
+    let mut w = world(
+        &[(3, Sharer::Honest), (5, Sharer::Honest)],
+        size as usize,
+        |_, _| {},
+    );
+    let id = content_id(&w.data);
+    let now = w.now;
+    w.net.nodes_mut()[9]
+        .download(now, id, size + 1, Bitfield::new(size + 1))
+        .expect("download");
+    w.run(20_000);
+    assert!(!w.done);
+    assert!(!w.dropped.is_empty(), "the sources were dropped");
+    assert!(
+        w.dropped
+            .iter()
+            .all(|(_, r, proven)| *r == DropReason::Bad && !proven),
+        "blamed without proof: {:?}",
+        w.dropped
+    );
+}
+
+/// A downloader that stops reading (sends no flow-control credit) while
+/// asking for pieces: answered pieces wait in the service's queue and
+/// count against its window, so it cannot make the service queue more.
+#[test]
+fn a_downloader_that_does_not_read_cannot_grow_the_services_queue() {
+    let w = world(&[(3, Sharer::Honest)], 4 * PIECE_BYTES as usize, |_, _| {});
+    let mut net = w.net;
+    let node = &mut net.nodes_mut()[3];
+    let session = SessionId(9_999);
+    node.clamp(w.now);
+    let (mut cx, p) = node.split();
+    p.transfer.opened(&mut cx, session, true);
+    let window = cx.config.transfer.schedule.window_per_source as u32;
+    let id = content_id(&w.data);
+    let mut req = 0;
+    // Ask, get answered (the session has no circuit: nothing leaves).
+    for _ in 0..3 * window {
+        let mut framer = Framer::new(MAX_SESSION_PLAINTEXT, MAX_PIECE_MESSAGE);
+        framer
+            .push(
+                &TransferMsg::Request(Request { req, id, piece: 0 })
+                    .encode()
+                    .unwrap(),
+            )
+            .unwrap();
+        while let Some(chunk) = framer.poll_chunk() {
+            p.transfer.data(&mut cx, session, &chunk);
+        }
+        let reply = serve(&Request { req, id, piece: 0 }, &w.data[..], &w.outboard).reply;
+        p.transfer.serve(&mut cx, session, &reply);
+        req += 1;
+        if cx.stats.transfer.protocol_errors > 0 {
+            break;
+        }
+    }
+    assert_eq!(cx.stats.transfer.protocol_errors, 1, "cut off");
+    assert!(req <= window + 1, "{req} requests taken");
 }
