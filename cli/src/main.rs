@@ -339,14 +339,21 @@ fn run(cli: Cli, out: Output) -> anyhow::Result<ExitCode> {
             let r: RateReport = simple(&dir, Command::Rate { id, verdict })?;
             print_result(out, &r, |r| {
                 println!(
-                    "rated {} {}: {} publisher(s) adjusted",
+                    "rated {} {}: {} publisher(s) adjusted; {} rater(s) agreed, {} disagreed (they weigh nothing now); {}",
                     r.id,
                     if r.verdict == Verdict::Good {
                         "good"
                     } else {
                         "fake"
                     },
-                    r.publishers.len()
+                    r.publishers.len(),
+                    r.raters_agreed,
+                    r.raters_disagreed,
+                    if r.published {
+                        "the rating goes out to others"
+                    } else {
+                        "the rating stays local (no record of it to name, or the node is busy)"
+                    }
                 );
             });
             Ok(ExitCode::SUCCESS)

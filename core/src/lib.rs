@@ -17,6 +17,7 @@ pub mod onion;
 pub mod path;
 pub mod pow;
 pub mod provider;
+pub mod rating;
 pub mod record;
 pub mod rendezvous;
 pub mod sampling;

@@ -40,8 +40,9 @@
 //! ```
 //!
 //! Everything after the kind byte is kind-specific: kind 2 (provider
-//! records, [`crate::provider`]) has its own layout and decoder, and this
-//! module's decoder refuses it with [`DecodeError::UnknownKind`].
+//! records, [`crate::provider`]) and kind 3 (ratings, [`crate::rating`])
+//! have their own decoders, and this module's decoder refuses them with
+//! [`DecodeError::UnknownKind`].
 
 use std::collections::BTreeSet;
 
@@ -98,6 +99,8 @@ pub enum RecordKind {
     /// Who serves a content id: a service key and its introduction points
     /// ([`crate::provider`]).
     Provider = 2,
+    /// A user's verdict on content it downloaded ([`crate::rating`]).
+    Rating = 3,
 }
 
 impl RecordKind {
@@ -106,6 +109,7 @@ impl RecordKind {
         match v {
             1 => Some(RecordKind::Content),
             2 => Some(RecordKind::Provider),
+            3 => Some(RecordKind::Rating),
             _ => None,
         }
     }
@@ -373,7 +377,7 @@ impl ContentRecord {
         })
     }
 
-    fn encode_body(&self, w: &mut Writer) -> Result<(), EncodeError> {
+    pub(crate) fn encode_body(&self, w: &mut Writer) -> Result<(), EncodeError> {
         w.put_bytes(self.content_id.as_bytes());
         w.put_u64(self.size);
         w.put_bytes_u8len(self.name.as_bytes())?;
@@ -394,7 +398,7 @@ impl ContentRecord {
         Ok(())
     }
 
-    fn decode_body(r: &mut Reader<'_>) -> Result<Self, DecodeError> {
+    pub(crate) fn decode_body(r: &mut Reader<'_>) -> Result<Self, DecodeError> {
         let content_id = ContentId::from_bytes(r.get_array()?);
         let size = r.get_u64()?;
         let name = r.get_str_u8len(MAX_NAME_BYTES, "name")?.to_owned();
@@ -525,28 +529,13 @@ impl Unchecked<SignedRecord> {
             });
         }
         let mut r = Reader::new(bytes);
-        let version = r.get_u8()?;
-        if version != RECORD_VERSION {
-            return Err(DecodeError::UnknownVersion(version));
-        }
-        let kind = r.get_u8()?;
-        match RecordKind::from_u8(kind) {
-            Some(RecordKind::Content) => {}
-            Some(RecordKind::Provider) | None => return Err(DecodeError::UnknownKind(kind)),
-        }
-        let key = VerifyingKey::from_bytes(&r.get_array()?).map_err(|_| DecodeError::BadValue {
-            field: "publisher key",
-            reason: "not a valid ed25519 point",
-        })?;
-        let pow = Pow {
-            nonce: r.get_u64()?,
-        };
+        let publisher = decode_header(&mut r, RecordKind::Content)?;
         let record = ContentRecord::decode_body(&mut r)?;
         let signature = Signature::from_bytes(&r.get_array()?);
         r.finish()?;
         Ok(Unchecked(SignedRecord {
             record,
-            publisher: PublisherKey { key, pow },
+            publisher,
             signature,
             bytes: bytes.to_vec(),
         }))
@@ -557,33 +546,75 @@ impl Unchecked<SignedRecord> {
     /// signature, in that order (cheapest first).
     pub fn check(self, now: u64, pow: PowParams) -> Result<SignedRecord, RecordError> {
         let signed = self.0;
-        let rec = &signed.record;
-        rec.validate()?;
-        if rec.created > now.saturating_add(MAX_CLOCK_SKEW_SECS) {
-            return Err(RecordError::CreatedInFuture {
-                created: rec.created,
-                now,
-            });
-        }
-        if now >= rec.expires {
-            return Err(RecordError::Expired {
-                expires: rec.expires,
-                now,
-            });
-        }
-        signed.publisher.check_pow(pow)?;
-        let unsigned_len = signed.bytes.len().saturating_sub(SIGNATURE_BYTES);
-        let unsigned = signed
-            .bytes
-            .get(..unsigned_len)
-            .ok_or(RecordError::BadSignature)?;
-        signed
-            .publisher
-            .key
-            .verify_strict(&signed_message(unsigned), &signed.signature)
-            .map_err(|_| RecordError::BadSignature)?;
+        signed.record.validate()?;
+        check_signed(
+            &signed.record,
+            &signed.publisher,
+            &signed.bytes,
+            &signed.signature,
+            now,
+            pow,
+        )?;
         Ok(signed)
     }
+}
+
+/// Reads the header every pseudonym-signed record of `kind` starts with:
+/// version, kind, the pseudonym's key and proof-of-work nonce.
+pub(crate) fn decode_header(
+    r: &mut Reader<'_>,
+    kind: RecordKind,
+) -> Result<PublisherKey, DecodeError> {
+    let version = r.get_u8()?;
+    if version != RECORD_VERSION {
+        return Err(DecodeError::UnknownVersion(version));
+    }
+    let got = r.get_u8()?;
+    if RecordKind::from_u8(got) != Some(kind) {
+        return Err(DecodeError::UnknownKind(got));
+    }
+    let key = VerifyingKey::from_bytes(&r.get_array()?).map_err(|_| DecodeError::BadValue {
+        field: "publisher key",
+        reason: "not a valid ed25519 point",
+    })?;
+    let pow = Pow {
+        nonce: r.get_u64()?,
+    };
+    Ok(PublisherKey { key, pow })
+}
+
+/// Checks what every pseudonym-signed record needs beyond its own fields
+/// (which the caller validated): the validity window of `rec` at `now`
+/// (Unix seconds), the pseudonym's proof of work at `pow`, and the
+/// signature over every byte of `bytes` before it, in that order
+/// (cheapest first).
+pub(crate) fn check_signed(
+    rec: &ContentRecord,
+    publisher: &PublisherKey,
+    bytes: &[u8],
+    signature: &Signature,
+    now: u64,
+    pow: PowParams,
+) -> Result<(), RecordError> {
+    if rec.created > now.saturating_add(MAX_CLOCK_SKEW_SECS) {
+        return Err(RecordError::CreatedInFuture {
+            created: rec.created,
+            now,
+        });
+    }
+    if now >= rec.expires {
+        return Err(RecordError::Expired {
+            expires: rec.expires,
+            now,
+        });
+    }
+    publisher.check_pow(pow)?;
+    let unsigned_len = bytes.len().saturating_sub(SIGNATURE_BYTES);
+    let unsigned = bytes.get(..unsigned_len).ok_or(RecordError::BadSignature)?;
+    publisher
+        .key
+        .verify_strict(&signed_message(unsigned), signature)
+        .map_err(|_| RecordError::BadSignature)
 }
 
 #[cfg(test)]

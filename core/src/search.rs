@@ -30,6 +30,7 @@ use x25519_dalek::{PublicKey, StaticSecret};
 use crate::content::ContentId;
 use crate::identity::PublisherId;
 use crate::provider::SignedProvider;
+use crate::rating::{SignedRating, Verdict};
 use crate::record::{ContentRecord, SignedRecord, keywords_from_name};
 use crate::wire::{DecodeError, Reader, Writer};
 
@@ -405,6 +406,41 @@ impl WalkReply {
     }
 }
 
+/// A pseudonym-signed record about a file that an index holder answers
+/// word queries with: a content record or a rating.
+pub trait Answerable {
+    /// The file's fields.
+    fn record(&self) -> &ContentRecord;
+    /// Who signed it.
+    fn publisher_id(&self) -> PublisherId;
+    /// Its canonical encoding.
+    fn encoded(&self) -> &[u8];
+}
+
+impl Answerable for SignedRecord {
+    fn record(&self) -> &ContentRecord {
+        SignedRecord::record(self)
+    }
+    fn publisher_id(&self) -> PublisherId {
+        self.publisher().id()
+    }
+    fn encoded(&self) -> &[u8] {
+        self.as_bytes()
+    }
+}
+
+impl Answerable for SignedRating {
+    fn record(&self) -> &ContentRecord {
+        SignedRating::record(self)
+    }
+    fn publisher_id(&self) -> PublisherId {
+        self.publisher().id()
+    }
+    fn encoded(&self) -> &[u8] {
+        self.as_bytes()
+    }
+}
+
 /// What one index holder answers to one query: matching records, at most
 /// `max_records` in all, at most `max_bytes` of encodings, and at most
 /// `max_per_publisher` from one publisher. Content ids are taken one at a
@@ -412,21 +448,21 @@ impl WalkReply {
 /// neither many decoy ids nor ids chosen to sort first can keep the others
 /// out; a record that does not fit the byte budget is skipped, not the
 /// rest.
-pub fn select_answer<'a>(
+pub fn select_answer<'a, R: Answerable>(
     query: &Query,
-    held: impl Iterator<Item = &'a SignedRecord>,
+    held: impl Iterator<Item = &'a R>,
     order: &WalkId,
     max_records: usize,
     max_bytes: usize,
     max_per_publisher: usize,
-) -> Vec<&'a SignedRecord> {
-    let mut by_content: BTreeMap<ContentId, Vec<&'a SignedRecord>> = BTreeMap::new();
+) -> Vec<&'a R> {
+    let mut by_content: BTreeMap<ContentId, Vec<&'a R>> = BTreeMap::new();
     for r in held {
         if query.matches(r.record()) {
             by_content.entry(r.record().content_id).or_default().push(r);
         }
     }
-    let mut lists: Vec<([u8; 32], Vec<&'a SignedRecord>)> = by_content
+    let mut lists: Vec<([u8; 32], Vec<&'a R>)> = by_content
         .into_iter()
         .map(|(c, list)| {
             let mut key = [0u8; 48];
@@ -448,8 +484,8 @@ pub fn select_answer<'a>(
             let Some(r) = list.get(round) else {
                 continue;
             };
-            let n = per_publisher.entry(r.publisher().id()).or_default();
-            let size = r.as_bytes().len() + 2;
+            let n = per_publisher.entry(r.publisher_id()).or_default();
+            let size = r.encoded().len() + 2;
             if *n < max_per_publisher && bytes + size <= max_bytes {
                 *n += 1;
                 bytes += size;
@@ -567,6 +603,11 @@ pub struct Standing {
 
 /// How long a pseudonym must be known before it counts fully in ranking.
 pub const AGING_MS: u64 = 24 * 3600 * 1000;
+/// Standing a rater gains when our user judged as it did.
+pub const RATER_AGREED: i32 = 1;
+/// Standing a rater gets when our user judged the other way: below zero,
+/// where it weighs nothing.
+pub const RATER_DISAGREED: i32 = -100;
 /// Most pseudonyms remembered (the oldest-seen are kept).
 pub const MAX_STANDING_ENTRIES: usize = 1 << 16;
 
@@ -585,6 +626,23 @@ impl Standing {
     pub fn adjust(&mut self, id: PublisherId, delta: i32) {
         let s = self.score.entry(id).or_default();
         *s = s.saturating_add(delta).clamp(-1000, 1000);
+    }
+
+    /// Our user judged content `id` (`verdict`): applies [`agreement`].
+    /// Returns how many raters agreed and disagreed.
+    pub fn judged(
+        &mut self,
+        id: &ContentId,
+        verdict: Verdict,
+        ratings: &[SignedRating],
+        me: Option<&PublisherId>,
+    ) -> (usize, usize) {
+        let deltas = agreement(id, verdict, ratings, me);
+        let agreed = deltas.iter().filter(|(_, d)| *d > 0).count();
+        for (rater, delta) in &deltas {
+            self.adjust(*rater, *delta);
+        }
+        (agreed, deltas.len() - agreed)
     }
 
     /// When we first saw `id`.
@@ -631,6 +689,31 @@ impl Standing {
     }
 }
 
+/// What our user's judgment of content `id` (`verdict`) does to the
+/// raters of `id` in `ratings` (but `me`), once each: one who said the
+/// same gains [`RATER_AGREED`], one who said the other gets
+/// [`RATER_DISAGREED`] and weighs nothing from then on (Credence's rule,
+/// by agreement on shared ids).
+pub fn agreement(
+    id: &ContentId,
+    verdict: Verdict,
+    ratings: &[SignedRating],
+    me: Option<&PublisherId>,
+) -> Vec<(PublisherId, i32)> {
+    let mut seen = std::collections::BTreeSet::new();
+    ratings
+        .iter()
+        .filter(|r| r.record().content_id == *id)
+        .filter_map(|r| {
+            let rater = r.publisher().id();
+            (Some(&rater) != me && seen.insert(rater)).then(|| {
+                let same = r.rating().verdict == verdict;
+                (rater, if same { RATER_AGREED } else { RATER_DISAGREED })
+            })
+        })
+        .collect()
+}
+
 /// One content id in ranked results.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Ranked {
@@ -642,15 +725,36 @@ pub struct Ranked {
     pub size: u64,
     /// Distinct publisher pseudonyms that signed a record for it.
     pub publishers: usize,
-    /// The sum of those pseudonyms' weights ([`Standing::weight`]).
+    /// The sum of those pseudonyms' weights ([`Standing::weight`]), and
+    /// of the weights of raters who rated it good.
     pub score: f64,
+    /// Distinct raters (not its publishers) who rated it good, and fake.
+    pub rated_good: usize,
+    /// See `rated_good`.
+    pub rated_fake: usize,
+    /// Raters' weight says fake ([`DISPUTE_MARGIN`]): ranked after every
+    /// content id that is not.
+    pub disputed: bool,
 }
 
-/// Groups checked records by content id and ranks them by the summed
-/// weight of their distinct publishers (ties: more publishers, then the
-/// content id). Uses only what the searcher knows: no address, no
+/// How much the weight of raters saying fake must exceed that of raters
+/// saying good for a content id to be disputed: more than one rater seen
+/// for the first time (so one misjudgment does not bury a real file).
+pub const DISPUTE_MARGIN: f64 = 0.15;
+
+/// Groups checked records by content id and ranks them: content ids that
+/// raters dispute come last; then by the summed weight of their distinct
+/// publishers and of the raters who rated them good (ties: more
+/// publishers, then the content id). A rater's verdict on content it also
+/// published is ignored, and each rater counts once per content id (its
+/// first rating here). Uses only what the searcher knows: no address, no
 /// timestamp a publisher chose.
-pub fn rank(records: &[SignedRecord], standing: &Standing, now: u64) -> Vec<Ranked> {
+pub fn rank(
+    records: &[SignedRecord],
+    ratings: &[SignedRating],
+    standing: &Standing,
+    now: u64,
+) -> Vec<Ranked> {
     let mut groups: BTreeMap<ContentId, BTreeMap<PublisherId, &SignedRecord>> = BTreeMap::new();
     for r in records {
         groups
@@ -658,6 +762,19 @@ pub fn rank(records: &[SignedRecord], standing: &Standing, now: u64) -> Vec<Rank
             .or_default()
             .entry(r.publisher().id())
             .or_insert(r);
+    }
+    let mut verdicts: BTreeMap<ContentId, BTreeMap<PublisherId, Verdict>> = BTreeMap::new();
+    for r in ratings {
+        let id = r.record().content_id;
+        let rater = r.publisher().id();
+        if groups.get(&id).is_some_and(|p| p.contains_key(&rater)) {
+            continue;
+        }
+        verdicts
+            .entry(id)
+            .or_default()
+            .entry(rater)
+            .or_insert(r.rating().verdict);
     }
     let mut out: Vec<Ranked> = groups
         .into_iter()
@@ -673,18 +790,37 @@ pub fn rank(records: &[SignedRecord], standing: &Standing, now: u64) -> Vec<Rank
                 .max_by(|a, b| a.1.cmp(b.1).then(b.0.cmp(a.0)))
                 .map(|(k, v)| (*k, *v))
                 .unwrap_or((("", 0), 0));
+            let (mut good, mut fake) = (0.0, 0.0);
+            let (mut rated_good, mut rated_fake) = (0, 0);
+            for (rater, v) in verdicts.get(&content_id).into_iter().flatten() {
+                let w = standing.weight(rater, now);
+                match v {
+                    Verdict::Good => {
+                        good += w;
+                        rated_good += 1;
+                    }
+                    Verdict::Fake => {
+                        fake += w;
+                        rated_fake += 1;
+                    }
+                }
+            }
             Ranked {
                 content_id,
                 name: name.to_owned(),
                 size,
                 publishers: pubs.len(),
-                score: pubs.keys().map(|id| standing.weight(id, now)).sum(),
+                score: pubs.keys().map(|id| standing.weight(id, now)).sum::<f64>() + good,
+                rated_good,
+                rated_fake,
+                disputed: fake > good + DISPUTE_MARGIN,
             }
         })
         .collect();
     out.sort_by(|a, b| {
-        b.score
-            .total_cmp(&a.score)
+        a.disputed
+            .cmp(&b.disputed)
+            .then(b.score.total_cmp(&a.score))
             .then(b.publishers.cmp(&a.publishers))
             .then(a.content_id.cmp(&b.content_id))
     });

@@ -116,6 +116,14 @@ pub struct RateReport {
     pub verdict: Verdict,
     /// Pseudonyms whose standing changed, 64 lowercase hex digits each.
     pub publishers: Vec<String>,
+    /// Raters of this id (seen in our search results) who judged as we
+    /// did, and who judged the other way (they weigh nothing from now on).
+    pub raters_agreed: usize,
+    /// See `raters_agreed`.
+    pub raters_disagreed: usize,
+    /// Whether our rating went out to the network (it needs the record a
+    /// search showed, and a running node).
+    pub published: bool,
 }
 
 /// How long a search runs unless asked otherwise.
@@ -138,8 +146,18 @@ pub struct SearchHit {
     pub rank: usize,
     /// Ranking score: the summed weight of its publishers (each pseudonym
     /// weighs more the longer this node has known it, and by the standing
-    /// it earned).
+    /// it earned), and of the raters who rated it good.
     pub score: f64,
+    /// Other users' ratings seen for it: raters who said good, and fake.
+    #[serde(default)]
+    pub rated_good: usize,
+    /// See `rated_good`.
+    #[serde(default)]
+    pub rated_fake: usize,
+    /// Raters say fake (their weight exceeds the good raters' by a
+    /// margin): ranked after every id that is not disputed.
+    #[serde(default)]
+    pub disputed: bool,
 }
 
 /// The final answer to a search.

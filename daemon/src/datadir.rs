@@ -21,6 +21,8 @@ pub const PUBLISHER_KEY_FILE: &str = "publisher.key";
 /// The service key file (the sharer's rendezvous service: a pseudonym and
 /// an x25519 key, unlinkable to the node key and the publisher key).
 pub const SERVICE_KEY_FILE: &str = "service.key";
+/// The rater pseudonym's key file (signs our user's ratings, nothing else).
+pub const RATER_KEY_FILE: &str = "rater.key";
 pub const DB_FILE: &str = "veil.db";
 pub const SOCKET_FILE: &str = "control.sock";
 pub const TOKEN_FILE: &str = "control.token";

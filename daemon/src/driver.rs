@@ -193,6 +193,14 @@ impl NetView {
             .map_err(|_| anyhow::anyhow!("the node is busy or stopped; try again"))
     }
 
+    /// Publishes our user's rating through our circuits, then with our
+    /// records until it expires.
+    pub fn rate(&self, rating: veil_core::rating::SignedRating) -> anyhow::Result<()> {
+        self.inputs
+            .try_send(Input::Rate(Box::new(rating)))
+            .map_err(|_| anyhow::anyhow!("the node is busy or stopped; try again"))
+    }
+
     /// Starts a search; updates arrive on the returned channel until
     /// [`SearchUpdate::Done`] or [`SearchUpdate::Failed`].
     pub fn search(&self, query: Query) -> anyhow::Result<std::sync::mpsc::Receiver<SearchUpdate>> {
@@ -530,6 +538,8 @@ enum Input {
         publisher: PublisherId,
         records: Vec<SignedRecord>,
     },
+    /// Publish our user's rating (then with our records).
+    Rate(Box<veil_core::rating::SignedRating>),
     /// Start a search; what comes of it goes to `updates`.
     Search {
         query: Query,
@@ -604,8 +614,8 @@ struct Tasks {
 pub enum SearchUpdate {
     /// It could not start.
     Failed(SearchError),
-    /// Checked records arrived.
-    Results(Vec<SignedRecord>),
+    /// Checked records arrived, and ratings of matching files.
+    Results(Vec<SignedRecord>, Vec<veil_core::rating::SignedRating>),
     /// No more answers are taken.
     Done,
 }
@@ -708,6 +718,7 @@ async fn run_node(
                 tracing::info!(records = records.len(), "publishing the library");
                 node.publish(now, records);
             }
+            Some(Input::Rate(rating)) => node.rate(now, *rating),
             Some(Input::Search { query, updates }) => match node.search(now, query) {
                 Ok(id) => {
                     tasks.searches.insert(id, updates);
@@ -955,10 +966,14 @@ fn drain(
                         "data for us as a circuit's last hop (no stream layer yet; dropped)"
                     );
                 }
-                Event::SearchResults { search, records } => {
+                Event::SearchResults {
+                    search,
+                    records,
+                    ratings,
+                } => {
                     tracing::debug!(search = search.0, records = records.len(), "search results");
                     if let Some(tx) = searches.get(&search)
-                        && tx.send(SearchUpdate::Results(records)).is_err()
+                        && tx.send(SearchUpdate::Results(records, ratings)).is_err()
                     {
                         searches.remove(&search);
                     }

@@ -18,7 +18,9 @@ use rand::rngs::OsRng;
 use veil_core::identity::{NodeIdentity, Pseudonym};
 use veil_core::pow::PowParams;
 
-use crate::datadir::{DataDir, NODE_KEY_FILE, PUBLISHER_KEY_FILE, SERVICE_KEY_FILE, write_private};
+use crate::datadir::{
+    DataDir, NODE_KEY_FILE, PUBLISHER_KEY_FILE, RATER_KEY_FILE, SERVICE_KEY_FILE, write_private,
+};
 
 /// How one kind of key file is read, checked, made and written.
 struct KeyKind<T> {
@@ -99,6 +101,24 @@ pub fn load_or_create_publisher(dir: &DataDir, pow: PowParams) -> anyhow::Result
         &KeyKind {
             what: "publisher key",
             file: PUBLISHER_KEY_FILE,
+            decode: |b| Ok(Pseudonym::from_bytes(b)?),
+            check_pow: |k, pow| k.publisher().check_pow(pow),
+            generate: |pow| Pseudonym::generate(&mut OsRng, pow),
+            encode: Pseudonym::to_bytes,
+        },
+    )
+}
+
+/// Load the rater pseudonym, or create it on first rating. It signs our
+/// user's ratings and nothing else, so ratings link to each other (which
+/// their weighing needs) and not to our library or our node.
+pub fn load_or_create_rater(dir: &DataDir, pow: PowParams) -> anyhow::Result<Pseudonym> {
+    load_or_create(
+        dir,
+        pow,
+        &KeyKind {
+            what: "rater key",
+            file: RATER_KEY_FILE,
             decode: |b| Ok(Pseudonym::from_bytes(b)?),
             check_pow: |k, pow| k.publisher().check_pow(pow),
             generate: |pow| Pseudonym::generate(&mut OsRng, pow),

@@ -173,6 +173,7 @@ fn run(args: Args) -> anyhow::Result<()> {
         // The library goes out through our circuits as soon as one is
         // built (the node holds it until then).
         veil_daemon::server::publish_library(&daemon);
+        veil_daemon::server::publish_ratings(&daemon);
         veil_daemon::server::resume_downloads(daemon.clone());
         tracing::info!(node_id = %daemon.node.node_id(), data_dir = %dir.path().display(), "veild ready");
         let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;

@@ -24,6 +24,7 @@ use veil_core::node::CircuitState;
 
 use veil_core::content::{ContentId, Outboard};
 use veil_core::node::SearchError;
+use veil_core::rating::{Rating, SignedRating};
 use veil_core::record::{SignedRecord, Unchecked};
 use veil_core::rendezvous::ServiceKey;
 use veil_core::search::{Query, Ranked, rank};
@@ -357,19 +358,66 @@ fn execute(
                     "no search result of this node had that id: search for it first",
                 ));
             }
-            let delta = match verdict {
-                Verdict::Good => GOOD_STANDING,
-                Verdict::Fake => FAKE_STANDING,
+            let (delta, said) = match verdict {
+                Verdict::Good => (GOOD_STANDING, veil_core::rating::Verdict::Good),
+                Verdict::Fake => (FAKE_STANDING, veil_core::rating::Verdict::Fake),
             };
             for p in &publishers {
                 store
                     .adjust_standing(p, delta, now_ms())
                     .map_err(internal)?;
             }
+            // Raters who judged this id as we did gain; the others weigh
+            // nothing from now on.
+            let rater = crate::keys::load_or_create_rater(&d.dir, d.pow).map_err(internal)?;
+            let me = rater.publisher().id();
+            let now = unix_now();
+            let (shown, theirs) = store.shown(&content).map_err(internal)?;
+            let theirs: Vec<SignedRating> = theirs
+                .iter()
+                .filter_map(|b| Unchecked::<SignedRating>::decode(b).ok())
+                .filter_map(|u| u.check(now, d.pow).ok())
+                .collect();
+            let moved = veil_core::search::agreement(&content, said, &theirs, Some(&me));
+            for (who, delta) in &moved {
+                store
+                    .adjust_standing(who, *delta, now_ms())
+                    .map_err(internal)?;
+            }
+            // Our rating goes out, naming the file as our search showed it.
+            let published = match shown
+                .and_then(|b| Unchecked::<SignedRecord>::decode(&b).ok())
+                .and_then(|u| u.check(now, d.pow).ok())
+                .map(|r| r.record().clone())
+            {
+                Some(mut rated) => {
+                    rated.created = now;
+                    rated.expires = now + RATING_LIFETIME_S;
+                    let signed = Rating {
+                        rated,
+                        verdict: said,
+                    }
+                    .sign(&rater)
+                    .map_err(|e| ApiError::new(ErrorKind::Internal, e.to_string()))?;
+                    store.save_my_rating(&signed).map_err(internal)?;
+                    drop(store);
+                    match d.network.rate(signed) {
+                        Ok(()) => true,
+                        Err(e) => {
+                            tracing::warn!("cannot publish the rating now: {e:#}");
+                            false
+                        }
+                    }
+                }
+                None => false,
+            };
             to_json(&RateReport {
                 id: content.to_hex(),
                 verdict,
                 publishers: publishers.iter().map(|p| p.to_string()).collect(),
+                raters_agreed: moved.iter().filter(|(_, d)| *d > 0).count(),
+                raters_disagreed: moved.iter().filter(|(_, d)| *d < 0).count(),
+                published,
             })
         }
         Command::Find { words, limit } => {
@@ -429,6 +477,32 @@ const GOOD_STANDING: i32 = 1;
 /// Standing added for each publisher of a content id rated fake: far below
 /// zero, where a pseudonym weighs nothing.
 const FAKE_STANDING: i32 = -100;
+
+/// How long our rating lives; republished at every start until then.
+const RATING_LIFETIME_S: u64 = 7 * 24 * 3600;
+
+/// Publishes our stored ratings that still check (at start: the node
+/// then republishes them with our records).
+pub fn publish_ratings(d: &Daemon) {
+    let rows = match lock(&d.library.store).and_then(|s| s.my_ratings().map_err(internal)) {
+        Ok(rows) => rows,
+        Err(e) => {
+            tracing::warn!("cannot read our ratings: {}", e.message);
+            return;
+        }
+    };
+    let now = unix_now();
+    for r in rows
+        .iter()
+        .filter_map(|b| Unchecked::<SignedRating>::decode(b).ok())
+        .filter_map(|u| u.check(now, d.pow).ok())
+    {
+        if let Err(e) = d.network.rate(r) {
+            tracing::warn!("cannot publish our ratings now: {e:#}");
+            return;
+        }
+    }
+}
 
 /// Publishes the whole library (every stored record that still checks)
 /// through the node's circuits, replacing what was published before. A
@@ -555,7 +629,7 @@ fn find_record(d: &Daemon, id: ContentId, deadline: Instant) -> Result<(u64, Str
             break;
         }
         match updates.recv_timeout(left) {
-            Ok(SearchUpdate::Results(batch)) => {
+            Ok(SearchUpdate::Results(batch, _)) => {
                 for r in batch.iter().filter(|r| r.record().content_id == id) {
                     let who = r.publisher().id();
                     if standing.score(&who) < 0 {
@@ -795,6 +869,7 @@ fn search(
     let mut standing = lock(&d.library.store)?.standing().map_err(internal)?;
     let updates = d.network.search(query).map_err(internal)?;
     let mut records: Vec<SignedRecord> = Vec::new();
+    let mut ratings: Vec<SignedRating> = Vec::new();
     let mut seen_bytes: std::collections::BTreeSet<Vec<u8>> = std::collections::BTreeSet::new();
     let mut shown: std::collections::BTreeMap<String, usize> = std::collections::BTreeMap::new();
     let mut reason = None;
@@ -804,9 +879,25 @@ fn search(
             break;
         }
         match updates.recv_timeout(left) {
-            Ok(SearchUpdate::Results(batch)) => {
+            Ok(SearchUpdate::Results(batch, rated)) => {
                 let now = now_ms();
                 let mut new_publishers = Vec::new();
+                let mut new_ratings = Vec::new();
+                for r in rated {
+                    if seen_bytes.insert(r.to_bytes()) {
+                        let id = r.publisher().id();
+                        if standing.first_seen(&id).is_none() {
+                            new_publishers.push(id);
+                        }
+                        standing.seen(id, now);
+                        new_ratings.push(r);
+                    }
+                }
+                let first: Vec<&SignedRecord> = batch.iter().collect();
+                if let Err(e) = lock(&d.library.store)?.note_shown(&first, &new_ratings, now) {
+                    tracing::warn!("cannot note search results: {e:#}");
+                }
+                ratings.extend(new_ratings);
                 let pairs: Vec<_> = batch
                     .iter()
                     .map(|r| (r.record().content_id, r.publisher().id()))
@@ -829,7 +920,7 @@ fn search(
                 if let Err(e) = lock(&d.library.store)?.note_results(&pairs, now) {
                     tracing::warn!("cannot note search results: {e:#}");
                 }
-                let ranked = rank(&records, &standing, now);
+                let ranked = rank(&records, &ratings, &standing, now);
                 for (i, r) in ranked.iter().enumerate().take(limit) {
                     let id = r.content_id.to_hex();
                     if shown.get(&id) != Some(&r.publishers) {
@@ -852,7 +943,7 @@ fn search(
             Err(_) => break,
         }
     }
-    let ranked = rank(&records, &standing, now_ms());
+    let ranked = rank(&records, &ratings, &standing, now_ms());
     if ranked.is_empty() && reason.is_none() {
         reason = Some("nothing_matched".into());
     }
@@ -877,5 +968,8 @@ fn hit(i: usize, r: &Ranked, id: String) -> SearchHit {
         publishers: r.publishers,
         rank: i + 1,
         score: (r.score * 1000.0).round() / 1000.0,
+        rated_good: r.rated_good,
+        rated_fake: r.rated_fake,
+        disputed: r.disputed,
     }
 }

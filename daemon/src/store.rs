@@ -20,6 +20,7 @@ use rusqlite::{Connection, OptionalExtension, params};
 use veil_core::content::ContentId;
 use veil_core::identity::{NodeId, PublisherId};
 use veil_core::node::GuardRecord;
+use veil_core::rating::SignedRating;
 use veil_core::record::SignedRecord;
 use veil_core::search::{Query, Standing};
 use veil_core::transfer::Bitfield;
@@ -131,7 +132,35 @@ const MIGRATIONS: &[&str] = &[
     );
     CREATE INDEX result_publishers_by_time ON result_publishers(seen_ms);
     "#,
+    // 4 -> 5: ratings. The record a search showed for each content id
+    // (what `veil rate` names in its rating), ratings by others seen in
+    // search results (what our judgment is compared with), and our own
+    // ratings (republished at start).
+    r#"
+    CREATE TABLE result_records (
+        content_id  BLOB PRIMARY KEY CHECK (length(content_id) = 32),
+        record      BLOB NOT NULL,
+        seen_ms     INTEGER NOT NULL
+    );
+    CREATE TABLE result_ratings (
+        content_id  BLOB NOT NULL CHECK (length(content_id) = 32),
+        rater       BLOB NOT NULL CHECK (length(rater) = 32),
+        rating      BLOB NOT NULL,
+        seen_ms     INTEGER NOT NULL,
+        PRIMARY KEY (content_id, rater)
+    );
+    CREATE INDEX result_ratings_by_time ON result_ratings(seen_ms);
+    CREATE TABLE my_ratings (
+        content_id  BLOB PRIMARY KEY CHECK (length(content_id) = 32),
+        rating      BLOB NOT NULL,
+        created     INTEGER NOT NULL
+    );
+    "#,
 ];
+
+/// What a search showed of one content id: one record's encoding, and
+/// the encodings of others' ratings of it.
+pub type Shown = (Option<Vec<u8>>, Vec<Vec<u8>>);
 
 /// Most (content, publisher) pairs remembered from search results; the
 /// oldest go first.
@@ -494,6 +523,99 @@ impl Store {
         )?;
         tx.commit()?;
         Ok(())
+    }
+
+    /// Remembers, from a search result, one record per content id and
+    /// the ratings of others (bounded like the result pairs).
+    pub fn note_shown(
+        &mut self,
+        records: &[&SignedRecord],
+        ratings: &[SignedRating],
+        now_ms: u64,
+    ) -> anyhow::Result<()> {
+        let now = i64::try_from(now_ms).unwrap_or(i64::MAX);
+        let tx = self.conn.transaction()?;
+        {
+            let mut stmt = tx.prepare(
+                "INSERT OR IGNORE INTO result_records (content_id, record, seen_ms) VALUES (?1, ?2, ?3)",
+            )?;
+            for r in records {
+                stmt.execute(params![
+                    r.record().content_id.as_bytes().as_slice(),
+                    r.as_bytes(),
+                    now
+                ])?;
+            }
+            let mut stmt = tx.prepare(
+                "INSERT INTO result_ratings (content_id, rater, rating, seen_ms) VALUES (?1, ?2, ?3, ?4)
+                    ON CONFLICT(content_id, rater) DO UPDATE SET rating = ?3, seen_ms = ?4",
+            )?;
+            for r in ratings {
+                stmt.execute(params![
+                    r.record().content_id.as_bytes().as_slice(),
+                    r.publisher().id().as_bytes().as_slice(),
+                    r.as_bytes(),
+                    now
+                ])?;
+            }
+        }
+        for table in ["result_records", "result_ratings"] {
+            tx.execute(
+                &format!(
+                    "DELETE FROM {table} WHERE rowid IN (SELECT rowid FROM {table}
+                        ORDER BY seen_ms DESC LIMIT -1 OFFSET ?1)"
+                ),
+                params![MAX_RESULT_PUBLISHERS],
+            )?;
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// The record a search showed for `content`, and the ratings of it by
+    /// others (as stored: the caller checks them).
+    pub fn shown(&self, content: &ContentId) -> anyhow::Result<Shown> {
+        let key = content.as_bytes().as_slice();
+        let record = self
+            .conn
+            .query_row(
+                "SELECT record FROM result_records WHERE content_id = ?1",
+                params![key],
+                |r| r.get::<_, Vec<u8>>(0),
+            )
+            .optional()?;
+        let mut stmt = self
+            .conn
+            .prepare("SELECT rating FROM result_ratings WHERE content_id = ?1")?;
+        let ratings = stmt
+            .query_map(params![key], |r| r.get::<_, Vec<u8>>(0))?
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok((record, ratings))
+    }
+
+    /// Keeps our own rating of a content id (replacing an older one).
+    pub fn save_my_rating(&mut self, rating: &SignedRating) -> anyhow::Result<()> {
+        self.conn.execute(
+            "INSERT INTO my_ratings (content_id, rating, created) VALUES (?1, ?2, ?3)
+                ON CONFLICT(content_id) DO UPDATE SET rating = ?2, created = ?3",
+            params![
+                rating.record().content_id.as_bytes().as_slice(),
+                rating.as_bytes(),
+                i64::try_from(rating.record().created).unwrap_or(i64::MAX)
+            ],
+        )?;
+        Ok(())
+    }
+
+    /// Our own ratings, as stored (the caller checks them).
+    pub fn my_ratings(&self) -> anyhow::Result<Vec<Vec<u8>>> {
+        let mut stmt = self
+            .conn
+            .prepare("SELECT rating FROM my_ratings ORDER BY created")?;
+        let rows = stmt
+            .query_map([], |r| r.get::<_, Vec<u8>>(0))?
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(rows)
     }
 
     /// The pseudonyms that signed records for `content` in our search

@@ -51,10 +51,12 @@ use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use rand_chacha::ChaCha20Rng;
 use rand_chacha::rand_core::{RngCore, SeedableRng};
 use veil_core::content::ContentId;
-use veil_core::identity::{NodeId, PublisherId};
+use veil_core::identity::{NodeId, Pseudonym, PublisherId};
 use veil_core::node::{
     CircuitId, CircuitInfo, DownloadId, DownloadStartError, Event, Millis, SearchId, SessionId,
 };
+use veil_core::pow::PowParams;
+use veil_core::rating::{Rating, SignedRating, Verdict};
 use veil_core::record::SignedRecord;
 use veil_core::rendezvous::ServiceKey;
 use veil_core::search::rank;
@@ -103,6 +105,11 @@ pub(crate) enum Pending {
     /// The first request on a session of service node `node`, for
     /// content `id`: which circuits carry it?
     Opened { node: usize, id: ContentId },
+    /// Node `node`'s user publishes its rating.
+    Rate {
+        node: usize,
+        rating: Box<SignedRating>,
+    },
 }
 
 /// Where one download stands.
@@ -128,6 +135,9 @@ struct Dl {
     file: usize,
     stage: Stage,
     records: Vec<SignedRecord>,
+    ratings: Vec<SignedRating>,
+    /// Colluders held the first hops of both ends of one of its sessions.
+    compromised: bool,
     /// The content id the user picked.
     chosen: Option<ContentId>,
     /// The file is one the decoys pose as (with decoys in the run).
@@ -176,7 +186,19 @@ pub(crate) struct Downloads {
     ratings_fake: u64,
     ratings_good: u64,
     misjudged: u64,
+    /// Each downloader's rater pseudonym (made at its first rating).
+    raters: BTreeMap<usize, Pseudonym>,
+    seed: u64,
+    /// The network's proof of work (set with the first service).
+    pow: PowParams,
+    /// Whether users publish their ratings (off: feedback stays local).
+    share_ratings: bool,
+    ratings_published: u64,
 }
+
+/// How long a user's rating lives (it is republished with the node's
+/// records until then).
+const RATING_LIFETIME_S: u64 = 24 * 3600;
 
 /// `DropReason` as a map key.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -277,6 +299,11 @@ pub struct DownloadOutcome {
     pub colluder_first_hops: u64,
     /// Of the measured, the rendezvous point colludes.
     pub colluder_rendezvous: u64,
+    /// Downloads (started) one of whose sessions had colluders on the
+    /// first hops of both ends.
+    pub compromised_downloads: u64,
+    /// Ratings users published.
+    pub ratings_published: u64,
     /// `colluder_first_hops / sessions_measured`.
     pub colluder_first_hops_share: f64,
     /// `colluder_rendezvous / sessions_measured`.
@@ -313,6 +340,11 @@ impl Downloads {
             ratings_fake: 0,
             ratings_good: 0,
             misjudged: 0,
+            raters: BTreeMap::new(),
+            seed: s.seed,
+            pow: PowParams::TESTNET,
+            share_ratings: s.search.share_ratings,
+            ratings_published: 0,
         }
     }
 
@@ -325,6 +357,7 @@ impl Downloads {
         ids: Vec<ContentId>,
         pow: veil_core::pow::PowParams,
     ) -> ServiceKey {
+        self.pow = pow;
         let key = ServiceKey::generate(&mut self.rng, pow);
         let serving = match kind {
             None | Some(Poisoner::Decoys) => Serving::Honest,
@@ -375,6 +408,8 @@ impl Downloads {
             file,
             stage: Stage::Searching,
             records: Vec::new(),
+            ratings: Vec::new(),
+            compromised: false,
             chosen: None,
             poisoned,
             decoy: false,
@@ -412,7 +447,7 @@ impl Downloads {
             d.stage = Stage::Lost;
             return None;
         }
-        let ranked = rank(&d.records, &w.standing(d.node), now);
+        let ranked = rank(&d.records, &d.ratings, &w.standing(d.node), now);
         let Some(top) = ranked.first() else {
             d.stage = Stage::NotFound;
             return None;
@@ -494,6 +529,7 @@ impl Downloads {
     pub(crate) fn opened(
         &mut self,
         node: usize,
+        id: ContentId,
         join: &[CircuitInfo],
         meets: &[(usize, Vec<CircuitInfo>)],
         colluder: impl Fn(&NodeId) -> bool,
@@ -527,6 +563,11 @@ impl Downloads {
         let first = |c: &CircuitInfo| c.hops.first().is_some_and(&colluder);
         if first(m) && first(j) {
             self.colluder_first_hops += 1;
+            for d in &mut self.list {
+                if d.node == downloader && d.stage == Stage::Running && d.chosen == Some(id) {
+                    d.compromised = true;
+                }
+            }
         }
         if colluder(point) {
             self.colluder_rendezvous += 1;
@@ -536,10 +577,15 @@ impl Downloads {
     /// Node `node` emitted `event` at `now`.
     pub(crate) fn on_event(&mut self, now: Millis, node: usize, event: &Event, w: &mut Workload) {
         match event {
-            Event::SearchResults { search, records } => {
+            Event::SearchResults {
+                search,
+                records,
+                ratings,
+            } => {
                 if let Some(&k) = self.by_search.get(&(node, *search)) {
-                    w.seen(node, records, now);
+                    w.seen(node, records, ratings, now);
                     self.list[k].records.extend(records.iter().cloned());
+                    self.list[k].ratings.extend(ratings.iter().cloned());
                 }
             }
             Event::SearchDone { search } => {
@@ -607,20 +653,46 @@ impl Downloads {
         d.intact = Some(placed == Some(&d.buf[..]));
         d.buf = Vec::new();
         let node = d.node;
+        let shown = d
+            .records
+            .iter()
+            .find(|r| r.record().content_id == id)
+            .map(|r| r.record().clone());
         let is_decoy = w.is_decoy(&id);
         let u = (self.rng.next_u64() >> 11) as f64 / (1u64 << 53) as f64;
         let wrong = u < self.judge_error;
         let fake = is_decoy != wrong;
         self.misjudged += u64::from(wrong);
+        let verdict = if fake { Verdict::Fake } else { Verdict::Good };
+        let (seed, pow) = (self.seed, self.pow);
+        let rater = self.raters.entry(node).or_insert_with(|| {
+            let mut rng = ChaCha20Rng::seed_from_u64(seed ^ (node as u64).rotate_left(32));
+            Pseudonym::generate(&mut rng, pow)
+        });
+        let me = rater.publisher().id();
+        // The user's rating goes out, naming the file as its search
+        // showed it (the top record's fields for that id).
+        let rating = shown.filter(|_| self.share_ratings).and_then(|mut rated| {
+            rated.created = now / 1000;
+            rated.expires = rated.created + RATING_LIFETIME_S;
+            (Rating { rated, verdict }).sign(rater).ok()
+        });
+        if let Some(rating) = rating {
+            self.ratings_published += 1;
+            self.pending.push_back(Pending::Rate {
+                node,
+                rating: Box::new(rating),
+            });
+        }
         if fake {
             self.ratings_fake += 1;
-            w.rate(node, &id, FAKE_STANDING);
+            w.rate(node, &id, FAKE_STANDING, verdict, &me);
             if is_decoy {
                 *self.decoys_rated_fake.entry(node).or_default() += 1;
             }
         } else {
             self.ratings_good += 1;
-            w.rate(node, &id, GOOD_STANDING);
+            w.rate(node, &id, GOOD_STANDING, verdict, &me);
         }
     }
 
@@ -648,6 +720,7 @@ impl Downloads {
             sessions_late: self.sessions_late,
             colluder_first_hops: self.colluder_first_hops,
             colluder_rendezvous: self.colluder_rendezvous,
+            ratings_published: self.ratings_published,
             ..DownloadOutcome::default()
         };
         let mut took = Vec::new();
@@ -672,6 +745,9 @@ impl Downloads {
                         o.decoy_downloads_after_feedback += u64::from(d.decoy);
                     }
                 }
+            }
+            if matches!(d.stage, Stage::Running | Stage::Done) && d.compromised {
+                o.compromised_downloads += 1;
             }
             if d.stage == Stage::Done {
                 o.corrupt_accepted += u64::from(d.intact == Some(false));

@@ -121,6 +121,10 @@ struct SearchArgs {
     /// Probability that a user judges a download wrongly (0..1).
     #[arg(long, default_value_t = 0.1)]
     judge_error: f64,
+    /// Users keep their ratings to themselves (the feedback then acts on
+    /// the rater's own later searches only).
+    #[arg(long)]
+    local_ratings: bool,
 }
 
 impl SearchArgs {
@@ -142,7 +146,17 @@ impl SearchArgs {
             self.walkers != Some(0) && self.walk_len != Some(0) && self.publish_len != Some(0),
             "--walkers, --walk-len and --publish-len must be positive"
         );
+        let d = SearchScenario::default();
+        // With downloads, the searches go on until well after the last
+        // download's search, so that the last quarter of them meets the
+        // users' ratings.
+        let search_window_ms = if self.downloads > 0 {
+            d.download_delay_ms + d.download_window_ms + 90_000 - d.search_delay_ms
+        } else {
+            d.search_window_ms
+        };
         Ok(SearchScenario {
+            search_window_ms,
             files: self.files,
             searches: self.searches,
             mode: if self.search == "flood" {
@@ -158,7 +172,8 @@ impl SearchArgs {
             downloads: self.downloads,
             downloaders: self.downloaders,
             judge_error: self.judge_error,
-            ..SearchScenario::default()
+            share_ratings: !self.local_ratings,
+            ..d
         })
     }
 }
@@ -482,6 +497,10 @@ fn search_json(
         "messages_per_search": s.messages_per_search,
         "publish_messages_per_record": s.publish_messages_per_record,
         "decoy_top_results": s.decoy_top_results,
+        "decoy_top_results_late": s.decoy_top_results_late,
+        "late_searches": s.late_searches,
+        "late_poisoned_searches": s.late_poisoned_searches,
+        "ratings_received": s.ratings_received,
         "self_answers": s.self_answers,
         "index_records_mean": s.index_records_mean,
         "search": {
@@ -575,6 +594,8 @@ fn download_json(
         "corrupt_pieces_rejected": d.corrupt_pieces_rejected,
         "corrupt_accepted": d.corrupt_accepted,
         "download_ms_p50": d.download_ms_p50,
+        "compromised_downloads": d.compromised_downloads,
+        "ratings_published": d.ratings_published,
         "sources_dropped_bad": d.sources_dropped_bad,
         "session_colluder_first_hops_share": d.colluder_first_hops_share,
         "session_colluder_rendezvous_share": d.colluder_rendezvous_share,

@@ -125,6 +125,9 @@ pub struct SearchScenario {
     /// Probability that a user judges a finished download wrongly (a
     /// decoy good, a real file fake).
     pub judge_error: f64,
+    /// Whether users publish their ratings for others (off: each user's
+    /// judgment acts on its own ranking only).
+    pub share_ratings: bool,
     /// Downloads start this long after publication...
     pub download_delay_ms: Millis,
     /// ...spread over this window...
@@ -152,6 +155,7 @@ impl Default for SearchScenario {
             downloads: 0,
             downloaders: 0,
             judge_error: 0.1,
+            share_ratings: true,
             download_delay_ms: 10_000,
             download_window_ms: 60_000,
             download_time_ms: 240_000,

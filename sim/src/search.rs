@@ -39,6 +39,7 @@ use veil_core::content::ContentId;
 use veil_core::identity::{Pseudonym, PublisherId};
 use veil_core::node::{Event, Millis, Node, SearchId};
 use veil_core::pow::PowParams;
+use veil_core::rating::{SignedRating, Verdict};
 use veil_core::record::{ContentRecord, SignedRecord, keywords_from_name};
 use veil_core::search::{Query, Standing, rank};
 
@@ -118,6 +119,8 @@ struct Searched {
     /// Answers that came back (each one `hops` circuit cells).
     answers: u64,
     records: Vec<SignedRecord>,
+    /// Ratings that came back with them.
+    ratings: Vec<SignedRating>,
     /// The searcher left before the search's timeout.
     searcher_left: bool,
     /// The top result by `rank` when the search ended (the searcher's
@@ -141,6 +144,9 @@ pub(crate) struct Workload {
     /// Each searcher's search results: who signed a record for which
     /// content id (what a rating reaches, as `veil rate` does).
     signers: BTreeMap<usize, BTreeMap<ContentId, BTreeSet<PublisherId>>>,
+    /// Each searcher's ratings seen in search results, by content id
+    /// (what its user's own judgment is compared with).
+    ratings_seen: BTreeMap<usize, BTreeMap<ContentId, Vec<SignedRating>>>,
     /// Search timeout of the nodes (a search's results are ranked as of
     /// its end).
     timeout: Millis,
@@ -198,6 +204,16 @@ pub struct SearchOutcome {
     pub publish_messages_per_record: f64,
     /// Searches whose top result by `rank` was a decoy.
     pub decoy_top_results: u64,
+    /// The last quarter of searches (by start), after feedback had time
+    /// to work: how many, how many were for poisoned files, and how many
+    /// had a decoy on top.
+    pub late_searches: u64,
+    /// See `late_searches`.
+    pub late_poisoned_searches: u64,
+    /// See `late_searches`.
+    pub decoy_top_results_late: u64,
+    /// Ratings that came back with search results (all searches).
+    pub ratings_received: u64,
     /// Searches for a file poisoners published decoys for.
     pub poisoned_searches: u64,
     /// Answers an index holder gave (Answered events).
@@ -306,6 +322,7 @@ impl Workload {
             by_search: BTreeMap::new(),
             standing: BTreeMap::new(),
             signers: BTreeMap::new(),
+            ratings_seen: BTreeMap::new(),
             timeout,
             pseudonyms: BTreeMap::new(),
             self_answers: 0,
@@ -362,9 +379,15 @@ impl Workload {
         self.standing.get(&node).cloned().unwrap_or_default()
     }
 
-    /// Node `node` got `records` at `now`: it notes their publishers
-    /// (first seen) and who signed which content id.
-    pub(crate) fn seen(&mut self, node: usize, records: &[SignedRecord], now: Millis) {
+    /// Node `node` got `records` and `ratings` at `now`: it notes their
+    /// signers (first seen), who signed which content id, and the ratings.
+    pub(crate) fn seen(
+        &mut self,
+        node: usize,
+        records: &[SignedRecord],
+        ratings: &[SignedRating],
+        now: Millis,
+    ) {
         let standing = self.standing.entry(node).or_default();
         let signers = self.signers.entry(node).or_default();
         for r in records {
@@ -372,16 +395,35 @@ impl Workload {
             standing.seen(p, now);
             signers.entry(r.record().content_id).or_default().insert(p);
         }
+        let seen = self.ratings_seen.entry(node).or_default();
+        for r in ratings {
+            standing.seen(r.publisher().id(), now);
+            seen.entry(r.record().content_id)
+                .or_default()
+                .push(r.clone());
+        }
     }
 
     /// Node `node`'s user rated content `id`: `delta` to the standing of
     /// every pseudonym that signed a record for it in that node's search
-    /// results (as `veil rate` does). Returns how many.
-    pub(crate) fn rate(&mut self, node: usize, id: &ContentId, delta: i32) -> usize {
+    /// results (as `veil rate` does), and each rater of `id` it saw gains
+    /// or loses by agreeing or not (`Standing::judged`). Returns how many
+    /// publishers.
+    pub(crate) fn rate(
+        &mut self,
+        node: usize,
+        id: &ContentId,
+        delta: i32,
+        verdict: Verdict,
+        me: &PublisherId,
+    ) -> usize {
+        let standing = self.standing.entry(node).or_default();
+        if let Some(seen) = self.ratings_seen.get(&node).and_then(|m| m.get(id)) {
+            standing.judged(id, verdict, seen, Some(me));
+        }
         let Some(who) = self.signers.get(&node).and_then(|m| m.get(id)) else {
             return 0;
         };
-        let standing = self.standing.entry(node).or_default();
         for p in who {
             standing.adjust(*p, delta);
         }
@@ -507,6 +549,7 @@ impl Workload {
             found: None,
             answers: 0,
             records: Vec::new(),
+            ratings: Vec::new(),
             searcher_left: false,
             top: None,
         });
@@ -528,11 +571,16 @@ impl Workload {
     /// Node `node` emitted `event` at `now`.
     pub(crate) fn on_event(&mut self, now: Millis, node: usize, event: &Event) {
         match event {
-            Event::SearchResults { search, records } => {
+            Event::SearchResults {
+                search,
+                records,
+                ratings,
+            } => {
                 let Some(&k) = self.by_search.get(&(node, *search)) else {
                     return;
                 };
-                self.seen(node, records, now);
+                self.seen(node, records, ratings, now);
+                self.searches[k].ratings.extend(ratings.iter().cloned());
                 let s = &mut self.searches[k];
                 let target = self.catalog.files[s.file].id;
                 s.answers += 1;
@@ -570,7 +618,7 @@ impl Workload {
     /// as of the search's end.
     fn top(&self, q: &Searched) -> Option<ContentId> {
         let standing = self.standing.get(&q.node).cloned().unwrap_or_default();
-        rank(&q.records, &standing, q.started + self.timeout)
+        rank(&q.records, &q.ratings, &standing, q.started + self.timeout)
             .first()
             .map(|r| r.content_id)
     }
@@ -604,7 +652,17 @@ impl Workload {
         };
         let mut latencies = Vec::new();
         let top = s.search.poisoned_files;
+        // The last quarter of searches by start time.
+        let mut starts: Vec<Millis> = self.searches.iter().map(|q| q.started).collect();
+        starts.sort_unstable();
+        let late_from = starts
+            .get(starts.len() - starts.len() / 4)
+            .copied()
+            .unwrap_or(Millis::MAX);
         for q in &self.searches {
+            let late = q.started >= late_from && !starts.is_empty();
+            o.late_searches += u64::from(late);
+            o.ratings_received += q.ratings.len() as u64;
             o.searches_refused += u64::from(!q.ok);
             // A searcher that left before anything came back cannot be
             // counted either way; one that found it first counts as found.
@@ -618,6 +676,7 @@ impl Workload {
             }
             if !self.decoys.is_empty() && q.file < top {
                 o.poisoned_searches += 1;
+                o.late_poisoned_searches += u64::from(late);
             }
             if !q.records.is_empty() && !self.decoys.is_empty() {
                 // As of the search's end (a searcher that left never saw
@@ -625,6 +684,7 @@ impl Workload {
                 let top = q.top.unwrap_or_else(|| self.top(q));
                 if top.is_some_and(|id| self.decoys.contains_key(&id)) {
                     o.decoy_top_results += 1;
+                    o.decoy_top_results_late += u64::from(late);
                 }
             }
         }
@@ -819,9 +879,18 @@ mod tests {
             sign(&q, a, "amber anchor", 9, 1),
             sign(&r, b, "amber apple", 9, 1),
         ];
-        w.seen(1, &records, 5);
-        assert_eq!(w.rate(1, &a, -100), 2, "both signers of a");
-        assert_eq!(w.rate(2, &a, -100), 0, "node 2 saw nothing: local feedback");
+        w.seen(1, &records, &[], 5);
+        let me = PublisherId::from_bytes([9; 32]);
+        assert_eq!(
+            w.rate(1, &a, -100, Verdict::Fake, &me),
+            2,
+            "both signers of a"
+        );
+        assert_eq!(
+            w.rate(2, &a, -100, Verdict::Fake, &me),
+            0,
+            "node 2 saw nothing: local standing"
+        );
         let st = w.standing(1);
         assert_eq!(
             (st.score(&p.publisher().id()), st.score(&q.publisher().id())),
@@ -830,7 +899,7 @@ mod tests {
         assert_eq!(st.first_seen(&p.publisher().id()), Some(5));
         assert_eq!(st.score(&r.publisher().id()), 0);
         // Rated fake, `a` (two signers) now ranks below `b` (one) for node 1.
-        let top = rank(&records, &st, 10);
+        let top = rank(&records, &[], &st, 10);
         assert_eq!(top[0].content_id, b);
     }
 

@@ -417,7 +417,13 @@ impl Sim {
                         .collect();
                     let (by_id, roles) = (&self.h.by_id, &self.h.roles);
                     let colluder = |id: &_| by_id.get(id).is_some_and(|&i| roles[i].colluder);
-                    d.opened(node, &join, &meets, colluder, |i| roles[i].colluder);
+                    d.opened(node, id, &join, &meets, colluder, |i| roles[i].colluder);
+                }
+                Pending::Rate { node, rating } => {
+                    if self.net.is_online(node) {
+                        self.net.nodes_mut()[node].rate(now, *rating);
+                        self.net.drain(node, &mut self.h);
+                    }
                 }
             }
         }

@@ -77,6 +77,7 @@ fn a_file_shared_on_one_daemon_is_found_from_another() {
     // Rated fake, its publisher weighs nothing in this node's rankings.
     let rated = daemons[3].veil_json(&["rate", &want, "fake"]);
     assert_eq!(rated["publishers"].as_array().unwrap().len(), 1, "{rated}");
+    assert_eq!(rated["published"], true, "the rating went out: {rated}");
     let hit = loop {
         assert!(
             Instant::now() < deadline,
@@ -94,6 +95,26 @@ fn a_file_shared_on_one_daemon_is_found_from_another() {
         }
     };
     assert_eq!(hit["score"], 0.0, "{hit}");
+    // Another node's search brings the rating back with the record: one
+    // rater saying fake is not yet a dispute (one misjudgment must not
+    // bury a real file).
+    let hit = loop {
+        assert!(
+            Instant::now() < deadline,
+            "the rating never reached another searcher\n{}",
+            logs(&daemons)
+        );
+        let v = daemons[4].veil_json(&["search", "--timeout", "8", "aurora", "timelapse"]);
+        if let Some(h) = v["results"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|h| h["id"] == want.as_str() && h["rated_fake"] == 1)
+        {
+            break h.clone();
+        }
+    };
+    assert_eq!(hit["disputed"], false, "{hit}");
     // An id no search returned cannot be rated.
     let out = daemons[3].veil(&["rate", &"ab".repeat(32), "good"]);
     assert!(!out.status.success());

@@ -120,6 +120,9 @@ pub enum Event {
         /// The records (signature, proof of work, bounds and validity
         /// checked; rank them with [`crate::search::rank`]).
         records: Vec<crate::record::SignedRecord>,
+        /// Ratings of matching files by other users (checked likewise;
+        /// `rank` weighs them).
+        ratings: Vec<crate::rating::SignedRating>,
     },
     /// Checked provider records arrived for one of our searches (an exact
     /// content-id search): services that serve the content, and their

@@ -267,6 +267,14 @@ impl Node {
         p.search.publish(&mut cx, records);
     }
 
+    /// Publishes our user's rating (signed with its rater pseudonym):
+    /// at the next tick, then with our records at every republication.
+    pub fn rate(&mut self, now: Millis, rating: crate::rating::SignedRating) {
+        self.clamp(now);
+        let (mut cx, p) = self.split();
+        p.search.rate(&mut cx, rating);
+    }
+
     /// Marks a pseudonym as ours before anything is published with it.
     pub fn set_own_publisher(&mut self, id: crate::identity::PublisherId) {
         self.search.own_publisher(id);

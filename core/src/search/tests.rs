@@ -167,7 +167,7 @@ fn ranking_counts_distinct_aged_pseudonyms_and_standing() {
         st.seen(r.publisher().id(), now);
     }
     let all: Vec<SignedRecord> = honest.iter().chain(fresh.iter()).cloned().collect();
-    let ranked = rank(&all, &st, now);
+    let ranked = rank(&all, &[], &st, now);
     assert_eq!(ranked[0].content_id, ContentId::from_bytes([1; 32]));
     assert_eq!(ranked[0].publishers, 3);
     assert_eq!(ranked[1].publishers, 5, "a repeated pseudonym counts once");
@@ -177,7 +177,97 @@ fn ranking_counts_distinct_aged_pseudonyms_and_standing() {
         st2.adjust(record("x", 1, w).publisher().id(), -100);
     }
     assert_eq!(
-        rank(&all, &st2, now)[0].content_id,
+        rank(&all, &[], &st2, now)[0].content_id,
         ContentId::from_bytes([2; 32])
+    );
+}
+
+fn rating(id: u8, who: u8, verdict: crate::rating::Verdict) -> crate::rating::SignedRating {
+    let p = Pseudonym::from_key(SigningKey::from_bytes(&[who; 32]), PowParams::TESTNET);
+    crate::rating::Rating {
+        rated: record("film x", id, 250).record().clone(),
+        verdict,
+    }
+    .sign(&p)
+    .unwrap()
+}
+
+#[test]
+fn raters_dispute_a_decoy_but_one_misjudgment_does_not_bury_a_real_file() {
+    use crate::rating::Verdict::{Fake, Good};
+    let now = NOW_S * 1000;
+    let st = Standing::default();
+    // Content 1: two honest publishers. Content 2: six fresh decoy ones.
+    let mut all: Vec<SignedRecord> = (1..=2).map(|w| record("film x", 1, w)).collect();
+    all.extend((10..16).map(|w| record("film x", 2, w)));
+    assert_eq!(
+        rank(&all, &[], &st, now)[0].content_id,
+        ContentId::from_bytes([2; 32])
+    );
+    // One user rated the real file fake by mistake: not a dispute.
+    let one = [rating(1, 100, Fake)];
+    let r = rank(&all, &one, &st, now);
+    assert!(!r.iter().any(|x| x.disputed));
+    // Two raters say the decoy is fake: it goes below the real file.
+    let two = [rating(2, 100, Fake), rating(2, 101, Fake)];
+    let r = rank(&all, &two, &st, now);
+    assert_eq!(r[0].content_id, ContentId::from_bytes([1; 32]));
+    assert!(r[1].disputed && r[1].rated_fake == 2);
+    // A rater counts once per content id, however often it rates.
+    let dup = [rating(2, 100, Fake), rating(2, 100, Fake)];
+    assert!(!rank(&all, &dup, &st, now).iter().any(|x| x.disputed));
+    // The decoy's own publishers cannot outvote the raters by rating it
+    // good: a publisher's rating of its own content is ignored.
+    let mut counter: Vec<_> = (10..16).map(|w| rating(2, w, Good)).collect();
+    counter.extend(two.iter().cloned());
+    let r = rank(&all, &counter, &st, now);
+    assert_eq!(r[0].content_id, ContentId::from_bytes([1; 32]));
+    assert_eq!(r[1].rated_good, 0);
+    // As many good ratings from other raters cancel a dispute.
+    let mut balanced = two.to_vec();
+    balanced.extend([rating(2, 102, Good), rating(2, 103, Good)]);
+    assert!(!rank(&all, &balanced, &st, now).iter().any(|x| x.disputed));
+}
+
+#[test]
+fn a_rater_who_judged_against_our_user_weighs_nothing_after() {
+    use crate::rating::Verdict::{Fake, Good};
+    let now = NOW_S * 1000;
+    let mut all: Vec<SignedRecord> = (1..=2).map(|w| record("film x", 1, w)).collect();
+    all.extend((10..16).map(|w| record("film x", 2, w)));
+    // Sybil raters (30..33) call the real file fake and the decoy good;
+    // to a first-time searcher that disputes the real file.
+    let mut sybil: Vec<_> = (30..33).map(|w| rating(1, w, Fake)).collect();
+    sybil.extend((30..33).map(|w| rating(2, w, Good)));
+    let mut st = Standing::default();
+    assert!(rank(&all, &sybil, &st, now)[1].disputed);
+    // Our user downloaded the decoy and judged it fake: the raters that
+    // called it good disagree with us, and weigh nothing from now on.
+    let me = PublisherId::from_bytes([9; 32]);
+    assert_eq!(
+        st.judged(&ContentId::from_bytes([2; 32]), Fake, &sybil, Some(&me)),
+        (0, 3)
+    );
+    let r = rank(&all, &sybil, &st, now);
+    assert!(!r.iter().any(|x| x.disputed));
+    // A rater who agreed gains standing (and so weight).
+    let honest = [rating(2, 40, Fake)];
+    let before = st.weight(&honest[0].publisher().id(), now);
+    assert_eq!(
+        st.judged(&ContentId::from_bytes([2; 32]), Fake, &honest, Some(&me)),
+        (1, 0)
+    );
+    assert!(st.weight(&honest[0].publisher().id(), now) > before);
+    // Our own rating is not a rater we agree with.
+    let mine = rating(2, 41, Good);
+    let mine_id = mine.publisher().id();
+    assert_eq!(
+        st.judged(
+            &ContentId::from_bytes([2; 32]),
+            Good,
+            &[mine],
+            Some(&mine_id)
+        ),
+        (0, 0)
     );
 }

@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 use crate::content::ContentId;
 use crate::identity::PublisherId;
 use crate::provider::SignedProvider;
+use crate::rating::SignedRating;
 use crate::record::SignedRecord;
 
 /// What an index holds: a checked record of some kind.
@@ -32,6 +33,21 @@ impl Stored for SignedRecord {
 }
 
 impl Stored for SignedProvider {
+    fn publisher_id(&self) -> PublisherId {
+        self.publisher().id()
+    }
+    fn content_id(&self) -> ContentId {
+        self.record().content_id
+    }
+    fn created(&self) -> u64 {
+        self.record().created
+    }
+    fn expires(&self) -> u64 {
+        self.record().expires
+    }
+}
+
+impl Stored for SignedRating {
     fn publisher_id(&self) -> PublisherId {
         self.publisher().id()
     }

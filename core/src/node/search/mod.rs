@@ -37,6 +37,7 @@ use crate::content::ContentId;
 use crate::identity::{NodeId, PublisherId};
 use crate::link::LinkMsg;
 use crate::provider::SignedProvider;
+use crate::rating::SignedRating;
 use crate::record::{RecordKind, SignedRecord, Unchecked};
 use crate::search::{
     self, FromExit, MAX_RECORDS_PER_MSG, MAX_SEARCH_BYTES, Query, ToExit, Walk, WalkBody, WalkId,
@@ -245,6 +246,9 @@ pub(super) struct Search {
     /// Provider records held as an index holder (bounded like content
     /// records, separately).
     providers: index::Index<SignedProvider>,
+    /// Ratings held as an index holder (bounded like content records,
+    /// separately).
+    ratings: index::Index<SignedRating>,
     own_publishers: BTreeSet<PublisherId>,
     /// A secret of this node: which other pseudonyms it refuses to store
     /// (see [`Search::refuses`]). Derived from the node's signing key on
@@ -253,6 +257,10 @@ pub(super) struct Search {
     published: Vec<SignedRecord>,
     /// Our services' provider records, by service.
     provided: BTreeMap<PublisherId, Vec<SignedProvider>>,
+    /// Our user's ratings, republished with our records.
+    rated: Vec<SignedRating>,
+    /// Ratings not published yet (sent at the next tick, alone).
+    fresh_ratings: Vec<SignedRating>,
     publish_due_ms: Option<Millis>,
     paths: paths::Paths,
     pending: BTreeMap<WalkId, Pending>,
@@ -279,6 +287,11 @@ fn seed(cx: &mut Ctx<'_>) -> [u8; 32] {
 
 /// Most provider records in one answer (to an exact content-id query).
 const MAX_ANSWER_PROVIDERS: usize = 4;
+/// Most ratings in one answer (to a word query), in at most a quarter of
+/// the message.
+const MAX_ANSWER_RATINGS: usize = 4;
+/// Most ratings our user keeps published (the newest are kept).
+pub const MAX_OWN_RATINGS: usize = 4096;
 
 fn count(cx: &mut Ctx<'_>, offered: Result<(), index::Refused>) {
     match offered {
@@ -293,18 +306,20 @@ fn count(cx: &mut Ctx<'_>, offered: Result<(), index::Refused>) {
 struct Checked {
     content: Vec<SignedRecord>,
     providers: Vec<SignedProvider>,
+    ratings: Vec<SignedRating>,
     bad: u64,
 }
 
 impl Checked {
     fn is_empty(&self) -> bool {
-        self.content.is_empty() && self.providers.is_empty()
+        self.content.is_empty() && self.providers.is_empty() && self.ratings.is_empty()
     }
 
     fn encodings(&self) -> Vec<Vec<u8>> {
         let content = self.content.iter().map(SignedRecord::to_bytes);
         content
             .chain(self.providers.iter().map(SignedProvider::to_bytes))
+            .chain(self.ratings.iter().map(SignedRating::to_bytes))
             .collect()
     }
 }
@@ -325,6 +340,10 @@ fn check_all(cx: &Ctx<'_>, records: &[Vec<u8>]) -> Checked {
                 .ok()
                 .and_then(|u| u.check(now, pow).ok())
                 .map(|r| out.providers.push(r)),
+            Some(RecordKind::Rating) => Unchecked::<SignedRating>::decode(bytes)
+                .ok()
+                .and_then(|u| u.check(now, pow).ok())
+                .map(|r| out.ratings.push(r)),
             None => None,
         };
         if ok.is_none() {
@@ -440,6 +459,26 @@ impl Search {
         self.arm(cx);
     }
 
+    /// Adds our user's rating: published at the next tick, then with our
+    /// records at every republication. A newer rating of the same content
+    /// id by the same rater replaces the older.
+    pub(super) fn rate(&mut self, cx: &mut Ctx<'_>, rating: SignedRating) {
+        let key = (rating.publisher().id(), rating.record().content_id);
+        self.own_publishers.insert(key.0);
+        let same = |r: &SignedRating| (r.publisher().id(), r.record().content_id) == key;
+        self.rated.retain(|r| !same(r));
+        self.fresh_ratings.retain(|r| !same(r));
+        self.rated.push(rating.clone());
+        if self.rated.len() > MAX_OWN_RATINGS {
+            self.rated.remove(0);
+        }
+        self.fresh_ratings.push(rating);
+        if self.publish_due_ms.is_none() {
+            self.publish_due_ms = Some(cx.now + cx.config.search.republish_ms);
+        }
+        self.arm(cx);
+    }
+
     /// Sets our published records (replacing the last set) and publishes
     /// them at the next tick.
     pub(super) fn publish(&mut self, cx: &mut Ctx<'_>, records: Vec<SignedRecord>) {
@@ -490,6 +529,7 @@ impl Search {
         let now = cx.now;
         self.index.expire(now_s(cx));
         self.providers.expire(now_s(cx));
+        self.ratings.expire(now_s(cx));
         self.paths.expire(now);
         let done: Vec<WalkId> = self
             .pending
@@ -503,19 +543,29 @@ impl Search {
             }
         }
         let mut out = Vec::new();
+        if !self.fresh_ratings.is_empty() && have_circuit {
+            let fresh = std::mem::take(&mut self.fresh_ratings);
+            for batch in batches(fresh.iter().map(SignedRating::as_bytes)) {
+                if let Some(b) = (ToExit::Publish { records: batch }).encode() {
+                    out.push(b);
+                }
+            }
+        }
         if self.publish_due_ms.is_some_and(|t| t <= now) && self.publishes() {
             if have_circuit {
                 self.published.retain(|r| r.record().expires > now / 1000);
                 for list in self.provided.values_mut() {
                     list.retain(|r| r.record().expires > now / 1000);
                 }
+                self.rated.retain(|r| r.record().expires > now / 1000);
                 let content = self.published.iter().map(SignedRecord::as_bytes);
                 let providers = self
                     .provided
                     .values()
                     .flatten()
                     .map(SignedProvider::as_bytes);
-                for batch in batches(content.chain(providers)) {
+                let ratings = self.rated.iter().map(SignedRating::as_bytes);
+                for batch in batches(content.chain(providers).chain(ratings)) {
                     if let Some(b) = (ToExit::Publish { records: batch }).encode() {
                         out.push(b);
                     }
@@ -533,7 +583,7 @@ impl Search {
 
     /// Whether we have anything to publish.
     fn publishes(&self) -> bool {
-        !self.published.is_empty() || !self.provided.is_empty()
+        !self.published.is_empty() || !self.provided.is_empty() || !self.rated.is_empty()
     }
 
     /// Arms the search timer for the next thing due.
@@ -543,6 +593,7 @@ impl Search {
             .values()
             .map(|p| p.until_ms)
             .chain(self.publish_due_ms.filter(|_| self.publishes()))
+            .chain((!self.fresh_ratings.is_empty()).then_some(cx.now))
             .min();
         match next {
             Some(t) => cx.timers.set(Timer::Search, t),
@@ -734,18 +785,22 @@ impl Search {
         let Checked {
             content: mut records,
             mut providers,
+            mut ratings,
             bad,
         } = check_all(cx, &encodings);
         records.truncate(max - p.records);
         p.records += records.len();
         providers.truncate(max.saturating_sub(p.records));
         p.records += providers.len();
+        ratings.truncate(max.saturating_sub(p.records));
+        p.records += ratings.len();
         cx.stats.search.bad_results += bad;
-        cx.stats.search.results += (records.len() + providers.len()) as u64;
-        if !records.is_empty() {
+        cx.stats.search.results += (records.len() + providers.len() + ratings.len()) as u64;
+        if !records.is_empty() || !ratings.is_empty() {
             cx.event(Event::SearchResults {
                 search: p.id,
                 records,
+                ratings,
             });
         }
         if !providers.is_empty() {
@@ -782,6 +837,16 @@ impl Search {
                     .offer(now, r, p.max_records_per_publisher, p.max_index_records);
             count(cx, offered);
         }
+        for r in ok.ratings {
+            if self.refuses(cx, &r.publisher().id()) {
+                cx.stats.search.refused += 1;
+                continue;
+            }
+            let offered =
+                self.ratings
+                    .offer(now, r, p.max_records_per_publisher, p.max_index_records);
+            count(cx, offered);
+        }
     }
 
     /// Our answer to `query` on walk `walk`, sealed; None if nothing
@@ -810,7 +875,23 @@ impl Search {
             ),
             Query::Words(_) => Vec::new(),
         };
-        let used: usize = providers.iter().map(|r| r.as_bytes().len() + 2).sum();
+        // For words, the ratings of matching files in at most a quarter.
+        let ratings = match query {
+            Query::Words(_) => search::select_answer(
+                query,
+                self.ratings.records(),
+                walk,
+                MAX_ANSWER_RATINGS,
+                budget / 4,
+                1,
+            ),
+            Query::Content(_) => Vec::new(),
+        };
+        let used: usize = providers
+            .iter()
+            .map(|r| r.as_bytes().len() + 2)
+            .chain(ratings.iter().map(|r| r.as_bytes().len() + 2))
+            .sum();
         let chosen = search::select_answer(
             query,
             self.index.records(),
@@ -819,11 +900,12 @@ impl Search {
             budget - used,
             p.max_answer_per_publisher,
         );
-        if chosen.is_empty() && providers.is_empty() {
+        if chosen.is_empty() && providers.is_empty() && ratings.is_empty() {
             return None;
         }
         let mut encodings: Vec<Vec<u8>> = chosen.iter().map(|r| r.to_bytes()).collect();
         encodings.extend(providers.iter().map(|r| r.to_bytes()));
+        encodings.extend(ratings.iter().map(|r| r.to_bytes()));
         let answered: Vec<(PublisherId, ContentId)> = chosen
             .iter()
             .map(|r| (r.publisher().id(), r.record().content_id))

@@ -45,9 +45,9 @@ fn results(net: &TestNet, i: usize, id: SearchId) -> Vec<SignedRecord> {
     net.events()
         .iter()
         .filter_map(|(n, e)| match e {
-            Event::SearchResults { search, records } if *n == i && *search == id => {
-                Some(records.clone())
-            }
+            Event::SearchResults {
+                search, records, ..
+            } if *n == i && *search == id => Some(records.clone()),
             _ => None,
         })
         .flatten()
@@ -96,6 +96,70 @@ fn a_search_finds_a_record_published_from_another_node() {
         lonely.search(now, Query::parse("x1").unwrap()),
         Err(SearchError::NoPeers)
     );
+}
+
+#[test]
+fn a_rating_reaches_a_later_searcher_and_buries_the_decoy_it_names() {
+    use crate::rating::{Rating, SignedRating, Verdict};
+    let mut net = ready(16);
+    let now = T0 + 12_000;
+    // A decoy with two fresh publishers outranks the real file's one.
+    let real = record("popular film.mkv", 1, 1);
+    let decoys = [
+        record("popular film.mkv", 2, 2),
+        record("popular film.mkv", 2, 3),
+    ];
+    net.nodes_mut()[3].publish(now, vec![real.clone()]);
+    net.nodes_mut()[4].publish(now, vec![decoys[0].clone()]);
+    net.nodes_mut()[5].publish(now, vec![decoys[1].clone()]);
+    // Two users who downloaded the decoy rate it fake.
+    for (who, node) in [(20u8, 6usize), (21, 7)] {
+        let rater = Pseudonym::from_key(SigningKey::from_bytes(&[who; 32]), PowParams::TESTNET);
+        let mut rated = decoys[0].record().clone();
+        rated.created = now / 1000;
+        rated.expires = now / 1000 + 3600;
+        let rating = Rating {
+            rated,
+            verdict: Verdict::Fake,
+        }
+        .sign(&rater)
+        .unwrap();
+        net.nodes_mut()[node].rate(now, rating);
+    }
+    net.run_from(now, now + 3_000);
+    let held: usize = net.nodes().iter().map(|n| n.search.ratings.len()).sum();
+    assert!(held >= 2, "ratings are held by index holders ({held})");
+    let now = now + 3_000;
+    let id = net.nodes_mut()[9]
+        .search(now, Query::parse("popular film").unwrap())
+        .unwrap();
+    net.run_from(now, now + 9_000);
+    let (mut records, mut ratings): (Vec<SignedRecord>, Vec<SignedRating>) = (vec![], vec![]);
+    for (n, e) in net.events() {
+        if let Event::SearchResults {
+            search,
+            records: r,
+            ratings: g,
+        } = e
+            && *n == 9
+            && *search == id
+        {
+            records.extend(r.iter().cloned());
+            ratings.extend(g.iter().cloned());
+        }
+    }
+    assert!(!ratings.is_empty(), "ratings came back with the records");
+    let st = crate::search::Standing::default();
+    let unrated = crate::search::rank(&records, &[], &st, now);
+    assert_eq!(unrated[0].content_id, decoys[0].record().content_id);
+    // Both raters' verdicts came back (each from several holders): the
+    // decoy is disputed and goes below the real file.
+    let raters: std::collections::BTreeSet<_> =
+        ratings.iter().map(|r| r.publisher().id()).collect();
+    assert_eq!(raters.len(), 2);
+    let ranked = crate::search::rank(&records, &ratings, &st, now);
+    assert_eq!(ranked[0].content_id, real.record().content_id);
+    assert!(ranked[1].disputed);
 }
 
 /// Sends a query walk for `words` to node `to` over its link from node
