@@ -98,6 +98,10 @@ fn liars_are_dropped_and_no_corrupt_file_is_accepted() {
         o.decoy_downloads > 0,
         "decoys were picked: verification cannot tell them"
     );
+    assert_eq!(
+        o.ratings_published, o.downloads_completed,
+        "every user published its judgment of what it downloaded"
+    );
     assert!(
         o.downloads_completed >= o.downloads_started * 3 / 4,
         "most downloads finished: {} of {}",
