@@ -61,7 +61,8 @@
 //! buys exactly one introduction to one service: it cannot be moved to
 //! another msg1 (each carries a fresh ephemeral key and cookie) and a
 //! replayed msg1 is caught by the replay caches of point and service.
-//! Checking is one hash ([`check_puzzle`]); at effort 0 it is free.
+//! Checking is two hashes, the subject and the puzzle ([`check_puzzle`]);
+//! at effort 0 it is free.
 //!
 //! Tests taking each party's view: `introduction_point_cannot_open_the_introduction`,
 //! `rendezvous_point_cannot_open_the_channel`,
@@ -270,8 +271,8 @@ pub enum PuzzleError {
 }
 
 /// Checks the puzzle of an introduction of msg1 to `service` against
-/// `required` bits: the claim first (no hash), then one hash, and none at
-/// all when both are 0.
+/// `required` bits: the claim first (no hash), then the subject and the
+/// puzzle hash (none at all when the claim is 0).
 pub fn check_puzzle(
     service: &PublisherId,
     msg1: &[u8],

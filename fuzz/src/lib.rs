@@ -783,7 +783,7 @@ pub fn rendezvous(data: &[u8]) -> bool {
                     handshake,
                 } => {
                     // Every introduction has one length, and its puzzle is
-                    // checked (one hash) as an introduction point would.
+                    // checked as an introduction point would.
                     assert_eq!(again.len(), INTRODUCE_MSG_BYTES);
                     assert!(puzzle.effort <= MAX_EFFORT);
                     let _ = check_puzzle(sid, handshake, *puzzle, puzzle.effort);

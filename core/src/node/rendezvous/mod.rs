@@ -30,7 +30,7 @@
 //! Under load an introduction costs its sender work. The service keeps a
 //! price per service ([`puzzle::Price`]) and tells its points
 //! ([`ToHop::SetEffort`]); a point answers an introduction with too little
-//! work `NeedEffort` (one hash to check, none at effort 0) and drops a
+//! work `NeedEffort` (two hashes to check, none at effort 0) and drops a
 //! replay of one it passed on, so neither reaches the service; it reports
 //! how many it refused ([`FromHop::IntroLoad`]), which can hold the price
 //! but never raise it. The service checks the work again (a colluding
@@ -1367,7 +1367,7 @@ impl Rendezvous {
                     let status = IntroStatus::UnknownService;
                     return reply(cx, k, &FromHop::IntroduceAck { status });
                 };
-                // The price first (one hash at most, none at effort 0): too
+                // The price first (two hashes, none at effort 0): too
                 // little work never reaches the service, nor spends its
                 // rate; the service hears how many were refused.
                 if rendezvous::check_puzzle(&service, &handshake, puzzle, r.effort).is_err() {
