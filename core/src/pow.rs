@@ -11,9 +11,9 @@
 //!   or [`PublisherId`](crate::identity::PublisherId)), itself a hash of the
 //!   public keys, so a proof cannot be moved to another key: every fake
 //!   identity an attacker wants costs a fresh `2^difficulty_bits` hashes.
-//! - Node and publisher proofs use distinct BLAKE3 `derive_key` contexts, so
-//!   work done for a node id can never be replayed as a pseudonym's proof (or
-//!   the reverse), even if the two subjects were equal.
+//! - Node, publisher and introduction proofs use distinct BLAKE3
+//!   `derive_key` contexts, so work done for one can never be replayed as
+//!   another's, even if the subjects were equal.
 //! - What this does *not* buy: the id is a hash of the keys alone, so an
 //!   attacker who wants an id near a chosen target grinds key pairs (cheap)
 //!   and pays the puzzle once. Placement attacks must be countered where ids
@@ -56,6 +56,10 @@ pub enum PowDomain {
     Node,
     /// A publisher pseudonym.
     Publisher,
+    /// An introduction to a rendezvous service (the client puzzle; the
+    /// subject binds the service and the sealed introduction, see
+    /// [`crate::rendezvous::puzzle_subject`]).
+    Introduce,
 }
 
 impl PowDomain {
@@ -64,6 +68,7 @@ impl PowDomain {
         match self {
             PowDomain::Node => "veil 2025 pow node-id v1",
             PowDomain::Publisher => "veil 2025 pow publisher v1",
+            PowDomain::Introduce => "veil 2026 pow introduce v1",
         }
     }
 }
@@ -211,6 +216,13 @@ mod tests {
         assert_ne!(pub_pow, pow);
         assert!(verify(PowDomain::Publisher, &SUBJECT, pub_pow, p).is_ok());
         assert!(verify(PowDomain::Node, &SUBJECT, pub_pow, p).is_err());
+        // The client puzzle's domain is a third one.
+        let intro_pow = solve(PowDomain::Introduce, &SUBJECT, p, 0);
+        assert!(verify(PowDomain::Introduce, &SUBJECT, intro_pow, p).is_ok());
+        assert!(verify(PowDomain::Node, &SUBJECT, intro_pow, p).is_err());
+        assert!(verify(PowDomain::Publisher, &SUBJECT, intro_pow, p).is_err());
+        assert!(verify(PowDomain::Introduce, &SUBJECT, pow, p).is_err());
+        assert!(verify(PowDomain::Introduce, &SUBJECT, pub_pow, p).is_err());
     }
 
     #[test]

@@ -26,13 +26,17 @@
 //!    [`ToHop::EstablishRendezvous`].
 //! 3. Through another circuit, ending at an introduction point, it sends
 //!    [`ToHop::Introduce`]: the service id and msg1 of a Noise NK handshake
-//!    to the service's x25519 key. The msg1 payload, encrypted under the
-//!    `es` DH, carries the rendezvous point's descriptor and the cookie: the
-//!    introduction point learns neither ([`Introduction`]).
-//! 4. The introduction point passes msg1 down the service's circuit
-//!    ([`FromHop::Introduction`]). The sharer opens it with the service
-//!    key, builds a circuit to the rendezvous point and sends
-//!    [`ToHop::Join`]: the cookie and msg2.
+//!    to the service's x25519 key, with a client puzzle's effort and nonce
+//!    in clear. The msg1 payload, encrypted under the `es` DH, carries the
+//!    rendezvous point's descriptor and the cookie: the introduction point
+//!    learns neither ([`Introduction`]).
+//! 4. The introduction point checks the puzzle against the effort the
+//!    service asked of it ([`ToHop::SetEffort`]; too little work is
+//!    answered [`IntroStatus::NeedEffort`]), and passes msg1 and the puzzle
+//!    down the service's circuit ([`FromHop::Introduction`]). The sharer
+//!    checks the puzzle again, opens msg1 with the service key, builds a
+//!    circuit to the rendezvous point and sends [`ToHop::Join`]: the cookie
+//!    and msg2.
 //! 5. The rendezvous point splices the two circuits and passes msg2 to the
 //!    downloader ([`FromHop::Joined`]). From then on it forwards relay data
 //!    and flow-control messages between the two circuits, unread.
@@ -47,6 +51,19 @@
 //! order (circuits are), so Noise's implicit counter nonce is sound; a
 //! message that does not open ends the session.
 //!
+//! # The client puzzle
+//!
+//! An introduction costs the service a circuit build, so under load it
+//! costs the introducer work first (after Tor's proposal 327): a nonce such
+//! that `BLAKE3-derive_key(ctx, puzzle_subject(service, msg1) || nonce)`
+//! has at least `effort` leading zero bits ([`PowDomain::Introduce`]).
+//! The subject hashes the service id and the sealed msg1, so one solution
+//! buys exactly one introduction to one service: it cannot be moved to
+//! another msg1 (each carries a fresh ephemeral key and cookie) and a
+//! replayed msg1 is caught by the replay caches of point and service.
+//! Checking is two hashes, the subject and the puzzle ([`check_puzzle`]);
+//! at effort 0 it is free.
+//!
 //! Tests taking each party's view: `introduction_point_cannot_open_the_introduction`,
 //! `rendezvous_point_cannot_open_the_channel`,
 //! `session_keys_do_not_come_from_the_transcript`.
@@ -59,7 +76,7 @@ use zeroize::Zeroizing;
 use crate::descriptor::MAX_DESCRIPTOR_BYTES;
 use crate::identity::{NodeId, Pseudonym, PublisherId, PublisherKey};
 use crate::link::noise_builder_state;
-use crate::pow::{Pow, PowParams};
+use crate::pow::{self, Pow, PowDomain, PowParams};
 use crate::wire::{DecodeError, EncodeError, Reader, Writer};
 
 /// Noise protocol of the end-to-end handshake.
@@ -81,8 +98,21 @@ pub const INTRODUCTION_BYTES: usize = 2 + MAX_DESCRIPTOR_BYTES + COOKIE_BYTES + 
 pub const MAX_INTRODUCE_BYTES: usize = 32 + INTRODUCTION_BYTES + TAG_BYTES;
 /// Length of msg2: the sharer's ephemeral key and an empty payload's tag.
 pub const JOIN_HANDSHAKE_BYTES: usize = 32 + TAG_BYTES;
+/// Bytes of a client puzzle in clear: the effort claimed (bits) and the
+/// nonce.
+pub const PUZZLE_BYTES: usize = 1 + 8;
+/// Largest effort (leading zero bits) any message may carry: far above
+/// anything a service asks (`RendezvousParams::max_effort`), so a larger
+/// value is malformed.
+pub const MAX_EFFORT: u8 = 32;
+/// Domain of the puzzle subject (the service id and msg1, hashed).
+pub const PUZZLE_SUBJECT_CONTEXT: &str = "veil 2026 introduce puzzle subject v1";
+/// Bytes of every encoded [`ToHop::Introduce`], whatever its effort.
+pub const INTRODUCE_MSG_BYTES: usize = 1 + 32 + PUZZLE_BYTES + 2 + MAX_INTRODUCE_BYTES;
+/// Bytes of every encoded [`FromHop::IntroduceAck`], whatever its status.
+pub const INTRODUCE_ACK_BYTES: usize = 3;
 /// Largest encoded [`ToHop`].
-pub const MAX_RENDEZVOUS_MSG_BYTES: usize = 1 + 32 + 2 + MAX_INTRODUCE_BYTES;
+pub const MAX_RENDEZVOUS_MSG_BYTES: usize = INTRODUCE_MSG_BYTES;
 
 const _: () = assert!(MAX_RENDEZVOUS_MSG_BYTES <= crate::circuit::MAX_DATA_BYTES);
 
@@ -204,6 +234,92 @@ pub fn check_establish_intro(
     Ok(key.id())
 }
 
+/// The puzzle subject of an introduction: the service id and msg1, hashed
+/// under [`PUZZLE_SUBJECT_CONTEXT`]. msg1 has one length
+/// ([`MAX_INTRODUCE_BYTES`]) and the id 32 bytes, so the concatenation is
+/// unambiguous.
+pub fn puzzle_subject(service: &PublisherId, msg1: &[u8]) -> [u8; 32] {
+    let mut h = blake3::Hasher::new_derive_key(PUZZLE_SUBJECT_CONTEXT);
+    h.update(service.as_bytes());
+    h.update(msg1);
+    *h.finalize().as_bytes()
+}
+
+/// A client puzzle as an introduction carries it, in clear.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct Puzzle {
+    /// Leading zero bits claimed (at most [`MAX_EFFORT`]).
+    pub effort: u8,
+    /// The nonce.
+    pub nonce: u64,
+}
+
+/// Why a puzzle does not pass.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Error)]
+pub enum PuzzleError {
+    /// The claim is below what is required.
+    #[error("introduction puzzle claims {claimed} bits, {required} required")]
+    TooLittle {
+        /// Bits claimed.
+        claimed: u8,
+        /// Bits required.
+        required: u8,
+    },
+    /// The nonce does not do the work it claims (a peer fault).
+    #[error("introduction puzzle does not do the work it claims")]
+    False,
+}
+
+/// Checks the puzzle of an introduction of msg1 to `service` against
+/// `required` bits: the claim first (no hash), then the subject and the
+/// puzzle hash (none at all when the claim is 0).
+pub fn check_puzzle(
+    service: &PublisherId,
+    msg1: &[u8],
+    puzzle: Puzzle,
+    required: u8,
+) -> Result<(), PuzzleError> {
+    if puzzle.effort < required {
+        return Err(PuzzleError::TooLittle {
+            claimed: puzzle.effort,
+            required,
+        });
+    }
+    if puzzle.effort == 0 {
+        return Ok(());
+    }
+    pow::verify(
+        PowDomain::Introduce,
+        &puzzle_subject(service, msg1),
+        Pow {
+            nonce: puzzle.nonce,
+        },
+        PowParams {
+            difficulty_bits: puzzle.effort,
+        },
+    )
+    .map_err(|_| PuzzleError::False)
+}
+
+/// Tries at most `attempts` nonces from `start` for a puzzle of `effort`
+/// bits over `subject` ([`puzzle_subject`]); the caller spreads a search
+/// over several calls.
+pub fn solve_puzzle(subject: &[u8; 32], effort: u8, start: u64, attempts: u64) -> Option<Puzzle> {
+    pow::solve_bounded(
+        PowDomain::Introduce,
+        subject,
+        PowParams {
+            difficulty_bits: effort,
+        },
+        start,
+        attempts,
+    )
+    .map(|p| Puzzle {
+        effort,
+        nonce: p.nonce,
+    })
+}
+
 /// Errors of the rendezvous protocol. All are the sender's fault except
 /// [`RendezvousError::Local`].
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
@@ -250,8 +366,16 @@ pub enum ToHop {
     Introduce {
         /// The service id.
         service: PublisherId,
+        /// The client puzzle over the service id and `handshake`.
+        puzzle: Puzzle,
         /// Noise NK msg1 (carries the sealed [`Introduction`]).
         handshake: Vec<u8>,
+    },
+    /// From the service on its introduction circuit: refuse introductions
+    /// with less work than this from now on.
+    SetEffort {
+        /// Leading zero bits required (at most [`MAX_EFFORT`]).
+        effort: u8,
     },
     /// Be a rendezvous point for this cookie.
     EstablishRendezvous {
@@ -279,8 +403,17 @@ pub enum FromHop {
     },
     /// An introduction for our service.
     Introduction {
+        /// The introducer's puzzle, as it came.
+        puzzle: Puzzle,
         /// Noise NK msg1.
         handshake: Vec<u8>,
+    },
+    /// To the service: introductions refused for too little work since
+    /// the last such report (so the service knows its price still keeps a
+    /// flood out).
+    IntroLoad {
+        /// How many.
+        refused: u32,
     },
     /// The rendezvous cookie is in place.
     RendezvousEstablished,
@@ -301,11 +434,43 @@ pub enum FromHop {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum IntroStatus {
     /// Passed to the service.
-    Delivered = 0,
+    Delivered,
     /// No such service registered here.
-    UnknownService = 1,
+    UnknownService,
     /// The service's introduction rate is spent; try later.
-    RateLimited = 2,
+    RateLimited,
+    /// The puzzle does less than this many bits of work, the service's
+    /// current price (1 to [`MAX_EFFORT`]).
+    NeedEffort(u8),
+}
+
+impl IntroStatus {
+    /// The status byte and the effort byte (0 but for `NeedEffort`), so
+    /// every acknowledgement has one length.
+    fn to_bytes(self) -> [u8; 2] {
+        match self {
+            IntroStatus::Delivered => [0, 0],
+            IntroStatus::UnknownService => [1, 0],
+            IntroStatus::RateLimited => [2, 0],
+            IntroStatus::NeedEffort(e) => [3, e],
+        }
+    }
+
+    fn from_bytes(status: u8, effort: u8) -> Result<IntroStatus, DecodeError> {
+        let bad = |reason| DecodeError::BadValue {
+            field: "introduce ack",
+            reason,
+        };
+        match (status, effort) {
+            (0, 0) => Ok(IntroStatus::Delivered),
+            (1, 0) => Ok(IntroStatus::UnknownService),
+            (2, 0) => Ok(IntroStatus::RateLimited),
+            (0..=2, _) => Err(bad("an effort with a status that takes none")),
+            (3, 1..=MAX_EFFORT) => Ok(IntroStatus::NeedEffort(effort)),
+            (3, _) => Err(bad("effort out of range")),
+            _ => Err(bad("unknown status")),
+        }
+    }
 }
 
 mod tag {
@@ -313,12 +478,14 @@ mod tag {
     pub const INTRODUCE: u8 = 2;
     pub const ESTABLISH_RENDEZVOUS: u8 = 3;
     pub const JOIN: u8 = 4;
+    pub const SET_EFFORT: u8 = 5;
     pub const INTRO_ESTABLISHED: u8 = 65;
     pub const INTRODUCE_ACK: u8 = 66;
     pub const INTRODUCTION: u8 = 67;
     pub const RENDEZVOUS_ESTABLISHED: u8 = 68;
     pub const JOINED: u8 = 69;
     pub const JOIN_ACK: u8 = 70;
+    pub const INTRO_LOAD: u8 = 71;
 }
 
 fn put_key(w: &mut Writer, key: &PublisherKey) {
@@ -343,6 +510,63 @@ fn get_handshake(r: &mut Reader<'_>, max: usize) -> Result<Vec<u8>, DecodeError>
     Ok(r.get_bytes_u16len(max, "rendezvous handshake")?.to_vec())
 }
 
+fn get_effort(r: &mut Reader<'_>) -> Result<u8, DecodeError> {
+    let e = r.get_u8()?;
+    if e > MAX_EFFORT {
+        return Err(DecodeError::BadValue {
+            field: "puzzle effort",
+            reason: "above the protocol maximum",
+        });
+    }
+    Ok(e)
+}
+
+fn effort_bound(e: u8) -> Result<(), EncodeError> {
+    if e > MAX_EFFORT {
+        return Err(EncodeError {
+            len: usize::from(e),
+            max: usize::from(MAX_EFFORT),
+        });
+    }
+    Ok(())
+}
+
+fn put_puzzle(w: &mut Writer, p: &Puzzle) -> Result<(), EncodeError> {
+    effort_bound(p.effort)?;
+    w.put_u8(p.effort);
+    w.put_u64(p.nonce);
+    Ok(())
+}
+
+fn get_puzzle(r: &mut Reader<'_>) -> Result<Puzzle, DecodeError> {
+    Ok(Puzzle {
+        effort: get_effort(r)?,
+        nonce: r.get_u64()?,
+    })
+}
+
+/// msg1 always has one length; anything else is not an introduction.
+fn get_msg1(r: &mut Reader<'_>) -> Result<Vec<u8>, DecodeError> {
+    let m = get_handshake(r, MAX_INTRODUCE_BYTES)?;
+    if m.len() != MAX_INTRODUCE_BYTES {
+        return Err(DecodeError::BadValue {
+            field: "introduction",
+            reason: "not the one msg1 length",
+        });
+    }
+    Ok(m)
+}
+
+fn msg1_len(handshake: &[u8]) -> Result<(), EncodeError> {
+    if handshake.len() != MAX_INTRODUCE_BYTES {
+        return Err(EncodeError {
+            len: handshake.len(),
+            max: MAX_INTRODUCE_BYTES,
+        });
+    }
+    Ok(())
+}
+
 impl ToHop {
     /// Encodes the message (at most [`MAX_RENDEZVOUS_MSG_BYTES`]).
     pub fn encode(&self) -> Result<Vec<u8>, EncodeError> {
@@ -353,11 +577,21 @@ impl ToHop {
                 put_key(&mut w, &reg.key);
                 w.put_bytes(&reg.signature.to_bytes());
             }
-            ToHop::Introduce { service, handshake } => {
-                bounded(handshake, MAX_INTRODUCE_BYTES)?;
+            ToHop::Introduce {
+                service,
+                puzzle,
+                handshake,
+            } => {
+                msg1_len(handshake)?;
                 w.put_u8(tag::INTRODUCE);
                 w.put_bytes(service.as_bytes());
+                put_puzzle(&mut w, puzzle)?;
                 w.put_bytes_u16len(handshake)?;
+            }
+            ToHop::SetEffort { effort } => {
+                effort_bound(*effort)?;
+                w.put_u8(tag::SET_EFFORT);
+                w.put_u8(*effort);
             }
             ToHop::EstablishRendezvous { cookie } => {
                 w.put_u8(tag::ESTABLISH_RENDEZVOUS);
@@ -384,7 +618,11 @@ impl ToHop {
             })),
             tag::INTRODUCE => ToHop::Introduce {
                 service: PublisherId::from_bytes(r.get_array()?),
-                handshake: get_handshake(&mut r, MAX_INTRODUCE_BYTES)?,
+                puzzle: get_puzzle(&mut r)?,
+                handshake: get_msg1(&mut r)?,
+            },
+            tag::SET_EFFORT => ToHop::SetEffort {
+                effort: get_effort(&mut r)?,
             },
             tag::ESTABLISH_RENDEZVOUS => ToHop::EstablishRendezvous {
                 cookie: r.get_array()?,
@@ -407,13 +645,25 @@ impl FromHop {
         match self {
             FromHop::IntroEstablished => w.put_u8(tag::INTRO_ESTABLISHED),
             FromHop::IntroduceAck { status } => {
+                if let IntroStatus::NeedEffort(e) = status {
+                    effort_bound(*e)?;
+                    if *e == 0 {
+                        // No price is not a price: a local misuse.
+                        return Err(EncodeError { len: 0, max: 0 });
+                    }
+                }
                 w.put_u8(tag::INTRODUCE_ACK);
-                w.put_u8(*status as u8);
+                w.put_bytes(&status.to_bytes());
             }
-            FromHop::Introduction { handshake } => {
-                bounded(handshake, MAX_INTRODUCE_BYTES)?;
+            FromHop::Introduction { puzzle, handshake } => {
+                msg1_len(handshake)?;
                 w.put_u8(tag::INTRODUCTION);
+                put_puzzle(&mut w, puzzle)?;
                 w.put_bytes_u16len(handshake)?;
+            }
+            FromHop::IntroLoad { refused } => {
+                w.put_u8(tag::INTRO_LOAD);
+                w.put_u32(*refused);
             }
             FromHop::RendezvousEstablished => w.put_u8(tag::RENDEZVOUS_ESTABLISHED),
             FromHop::Joined { handshake } => {
@@ -434,21 +684,19 @@ impl FromHop {
         let mut r = Reader::new(bytes);
         let msg = match r.get_u8()? {
             tag::INTRO_ESTABLISHED => FromHop::IntroEstablished,
-            tag::INTRODUCE_ACK => FromHop::IntroduceAck {
-                status: match r.get_u8()? {
-                    0 => IntroStatus::Delivered,
-                    1 => IntroStatus::UnknownService,
-                    2 => IntroStatus::RateLimited,
-                    _ => {
-                        return Err(DecodeError::BadValue {
-                            field: "introduce ack",
-                            reason: "unknown status",
-                        });
-                    }
-                },
-            },
+            tag::INTRODUCE_ACK => {
+                let status = r.get_u8()?;
+                let effort = r.get_u8()?;
+                FromHop::IntroduceAck {
+                    status: IntroStatus::from_bytes(status, effort)?,
+                }
+            }
             tag::INTRODUCTION => FromHop::Introduction {
-                handshake: get_handshake(&mut r, MAX_INTRODUCE_BYTES)?,
+                puzzle: get_puzzle(&mut r)?,
+                handshake: get_msg1(&mut r)?,
+            },
+            tag::INTRO_LOAD => FromHop::IntroLoad {
+                refused: r.get_u32()?,
             },
             tag::RENDEZVOUS_ESTABLISHED => FromHop::RendezvousEstablished,
             tag::JOINED => FromHop::Joined {

@@ -32,9 +32,10 @@ use veil_core::onion::{ForwardOutcome, HopKeys, OnionClient, RelayCrypto};
 use veil_core::pow::PowParams;
 use veil_core::record::{ContentRecord, SignedRecord, Unchecked, keywords_from_name};
 use veil_core::rendezvous::{
-    self, FromHop, IntroStatus, Introducing, Introduction, JOIN_HANDSHAKE_BYTES,
-    MAX_INTRODUCE_BYTES, MAX_RENDEZVOUS_MSG_BYTES, RendezvousError, SESSION_NOISE_PARAMS,
-    SESSION_PROLOGUE, ServiceKey, TAG_BYTES, ToHop, check_establish_intro,
+    self, FromHop, INTRODUCE_ACK_BYTES, INTRODUCE_MSG_BYTES, IntroStatus, Introducing,
+    Introduction, JOIN_HANDSHAKE_BYTES, MAX_EFFORT, MAX_INTRODUCE_BYTES, MAX_RENDEZVOUS_MSG_BYTES,
+    Puzzle, RendezvousError, SESSION_NOISE_PARAMS, SESSION_PROLOGUE, ServiceKey, TAG_BYTES, ToHop,
+    check_establish_intro, check_puzzle, puzzle_subject, solve_puzzle,
 };
 use veil_core::transfer::{
     self, Bitfield, FRAME_HEADER_BYTES, Framer, MAX_PIECE_ENCODED, MAX_PIECE_MESSAGE, PIECE_BYTES,
@@ -776,7 +777,16 @@ pub fn rendezvous(data: &[u8]) -> bool {
                         assert_eq!(id, reg.key.id());
                     }
                 }
-                ToHop::Introduce { handshake, .. } => {
+                ToHop::Introduce {
+                    service: sid,
+                    puzzle,
+                    handshake,
+                } => {
+                    // Every introduction has one length, and its puzzle is
+                    // checked as an introduction point would.
+                    assert_eq!(again.len(), INTRODUCE_MSG_BYTES);
+                    assert!(puzzle.effort <= MAX_EFFORT);
+                    let _ = check_puzzle(sid, handshake, *puzzle, puzzle.effort);
                     if let Ok((intro, msg2, _)) =
                         rendezvous::accept(service(), handshake, SERVICE_SEED)
                     {
@@ -784,6 +794,7 @@ pub fn rendezvous(data: &[u8]) -> bool {
                         assert_eq!(msg2.len(), JOIN_HANDSHAKE_BYTES);
                     }
                 }
+                ToHop::SetEffort { effort } => assert!(*effort <= MAX_EFFORT),
                 ToHop::EstablishRendezvous { .. } | ToHop::Join { .. } => {}
             }
             true
@@ -797,8 +808,17 @@ pub fn rendezvous(data: &[u8]) -> bool {
                 rest,
                 "decoding is canonical"
             );
-            if let FromHop::Joined { handshake } = &msg {
-                let _ = introducing().0.finish(handshake);
+            match &msg {
+                FromHop::Joined { handshake } => {
+                    let _ = introducing().0.finish(handshake);
+                }
+                FromHop::IntroduceAck { status } => {
+                    assert_eq!(rest.len(), INTRODUCE_ACK_BYTES);
+                    if let IntroStatus::NeedEffort(e) = status {
+                        assert!((1..=MAX_EFFORT).contains(e));
+                    }
+                }
+                _ => {}
             }
             true
         }
@@ -850,15 +870,26 @@ fn rendezvous_seeds(out: &mut Vec<(&'static str, String, Vec<u8>)>) {
     let s = service();
     let (_, msg1) = introducing();
     let (_, msg2, _) = rendezvous::accept(s, &msg1, SERVICE_SEED).expect("genuine msg1");
+    let solved = solve_puzzle(&puzzle_subject(&s.id(), &msg1), 6, 0, 1 << 16);
     let to_hop = [
         ("establish-intro", s.establish_intro(nodes()[1].0.node_id())),
         (
             "introduce",
             ToHop::Introduce {
                 service: s.id(),
+                puzzle: Puzzle::default(),
                 handshake: msg1.clone(),
             },
         ),
+        (
+            "introduce-solved",
+            ToHop::Introduce {
+                service: s.id(),
+                puzzle: solved.expect("a nonce within 2^16 tries"),
+                handshake: msg1.clone(),
+            },
+        ),
+        ("set-effort", ToHop::SetEffort { effort: 12 }),
         (
             "establish-rendezvous",
             ToHop::EstablishRendezvous { cookie: [0xc0; 32] },
@@ -884,7 +915,20 @@ fn rendezvous_seeds(out: &mut Vec<(&'static str, String, Vec<u8>)>) {
                 status: IntroStatus::RateLimited,
             },
         ),
-        ("introduction", FromHop::Introduction { handshake: msg1 }),
+        (
+            "introduce-ack-need-effort",
+            FromHop::IntroduceAck {
+                status: IntroStatus::NeedEffort(9),
+            },
+        ),
+        (
+            "introduction",
+            FromHop::Introduction {
+                puzzle: solved.expect("solved above"),
+                handshake: msg1,
+            },
+        ),
+        ("intro-load", FromHop::IntroLoad { refused: 1234 }),
         ("rendezvous-established", FromHop::RendezvousEstablished),
         ("joined", FromHop::Joined { handshake: msg2 }),
     ];
@@ -1149,20 +1193,42 @@ pub fn malformed() -> Vec<(&'static str, String, Vec<u8>)> {
     let mut out = Vec::new();
     let with = |head: &[u8], tail: &[u8]| [head, tail].concat();
     let too_long = u16::try_from(MAX_INTRODUCE_BYTES + 1).expect("fits a u16");
-    let rendezvous: [(&str, Vec<u8>); 9] = [
+    // An introduction's head: tag, service id, effort, nonce.
+    let introduce_head = |effort: u8| with(&[0, 2], &with(&[0x22; 32], &with(&[effort], &[0; 8])));
+    let rendezvous: [(&str, Vec<u8>); 15] = [
         ("empty", vec![]),
         ("unknown-mode", vec![3, 1]),
         ("to-unknown-tag", vec![0, 5]),
         ("to-intro-truncated", with(&[0, 1], &[0x11; 40])),
         (
             "to-introduce-over-bound",
-            with(&[0, 2], &with(&[0x22; 32], &too_long.to_be_bytes())),
+            with(&introduce_head(0), &too_long.to_be_bytes()),
         ),
+        (
+            "to-introduce-effort-over-max",
+            with(
+                &introduce_head(MAX_EFFORT + 1),
+                &with(
+                    &u16::try_from(MAX_INTRODUCE_BYTES)
+                        .expect("fits a u16")
+                        .to_be_bytes(),
+                    &vec![0x33; MAX_INTRODUCE_BYTES],
+                ),
+            ),
+        ),
+        (
+            "to-introduce-short-msg1",
+            with(&introduce_head(0), &with(&[0, 4], &[0x33; 4])),
+        ),
+        ("to-set-effort-over-max", vec![0, 5, MAX_EFFORT + 1]),
+        ("from-ack-need-no-effort", vec![1, 66, 3, 0]),
+        ("from-ack-effort-on-delivered", vec![1, 66, 0, 7]),
+        ("from-load-truncated", vec![1, 71, 0, 0, 1]),
         (
             "to-join-trailing",
             with(&[0, 4], &with(&[0xc0; 32], &[0, 0, 9])),
         ),
-        ("from-ack-unknown-status", vec![1, 66, 3]),
+        ("from-ack-unknown-status", vec![1, 66, 4, 0]),
         ("from-joined-too-long", with(&[1, 69, 0, 49], &[0; 49])),
         ("introduction-lying-length", with(&[2, 0, 200], &[0xc1; 32])),
     ];

@@ -325,6 +325,11 @@ impl Node {
             let (mut cx, p) = self.split();
             p.rend.tick(&mut cx);
         }
+        if self.timers.due(Timer::Puzzle, now) {
+            self.timers.clear(Timer::Puzzle);
+            let (mut cx, p) = self.split();
+            p.rend.solve_step(&mut cx);
+        }
         if self.timers.due(Timer::Transfer, now) {
             self.timers.clear(Timer::Transfer);
             let (mut cx, p) = self.split();

@@ -26,6 +26,9 @@ pub(super) enum Timer {
     Search,
     /// Rendezvous: session timeouts, keepalives, introduction points.
     Rendezvous,
+    /// Rendezvous: the next step of our client puzzle searches (armed only
+    /// while one is under way).
+    Puzzle,
     /// Downloads: stalls, backoff, searching again.
     Transfer,
 }

@@ -24,6 +24,20 @@
 //!   of `replay_cache` entries).
 //! - Sessions: at most `max_sessions`, each opened within
 //!   `connect_timeout_ms`.
+//!
+//! # The client puzzle ([`puzzle`])
+//!
+//! Under load an introduction costs its sender work. The service keeps a
+//! price per service ([`puzzle::Price`]) and tells its points
+//! ([`ToHop::SetEffort`]); a point answers an introduction with too little
+//! work `NeedEffort` (two hashes to check, none at effort 0) and drops a
+//! replay of one it passed on, so neither reaches the service; it reports
+//! how many it refused ([`FromHop::IntroLoad`]), which can hold the price
+//! but never raise it. The service checks the work again (a colluding
+//! point gains nothing). A downloader solves in steps of
+//! `solve_hashes_per_step` hashes every `solve_step_ms`, re-sends after a
+//! doubling backoff, at most `effort_retries` times per point, and gives
+//! up above `client_max_effort` ([`SessionEnd::TooCostly`]).
 
 use std::collections::BTreeMap;
 
@@ -37,12 +51,15 @@ use crate::content::ContentId;
 use crate::identity::{NodeId, PublisherId};
 use crate::provider::ProviderRecord;
 use crate::rendezvous::{
-    self, FromHop, IntroStatus, Introducing, Introduction, ServiceKey, ServicePublic, Session,
-    ToHop,
+    self, FromHop, IntroStatus, Introducing, Introduction, Puzzle, ServiceKey, ServicePublic,
+    Session, ToHop,
 };
 
+mod puzzle;
 #[cfg(test)]
 mod tests;
+
+use puzzle::{Price, ReplayWindow, Solving};
 
 /// Rendezvous parameters.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -85,6 +102,35 @@ pub struct RendezvousParams {
     /// and whenever the introduction points change). At most
     /// [`crate::provider::MAX_PROVIDER_LIFETIME_SECS`].
     pub provider_lifetime_s: u64,
+    /// As a service: the client puzzle's price is reconsidered this often.
+    pub effort_period_ms: Millis,
+    /// As a service: bits added to the price after a period in which
+    /// introductions that paid it found the accept budget spent.
+    pub effort_step: u8,
+    /// As a service: the highest price asked (0 turns the puzzle off; at
+    /// most [`rendezvous::MAX_EFFORT`]).
+    pub max_effort: u8,
+    /// As a downloader: the highest price paid; above it the session ends
+    /// with [`SessionEnd::TooCostly`] (at most [`rendezvous::MAX_EFFORT`]).
+    pub client_max_effort: u8,
+    /// As a downloader: puzzle hashes per step, all sessions together (the
+    /// node is busy that long).
+    pub solve_hashes_per_step: u64,
+    /// As a downloader: time between puzzle steps.
+    pub solve_step_ms: Millis,
+    /// As a downloader: `NeedEffort` answers followed per introduction
+    /// point (each asking more work than the last), before the next point.
+    pub effort_retries: u8,
+    /// As a downloader: wait before solving after the first `NeedEffort`
+    /// of a point, doubled after each further one.
+    pub effort_retry_ms: Millis,
+    /// As an introduction point: introductions passed on, remembered
+    /// against replay for twice the records' clock skew (the oldest
+    /// forgotten first beyond this many).
+    pub intro_replay_cache: usize,
+    /// As an introduction point: refusals for too little work are reported
+    /// to the service at most this often.
+    pub effort_report_ms: Millis,
 }
 
 impl RendezvousParams {
@@ -105,6 +151,19 @@ impl RendezvousParams {
         keepalive_ms: 5 * 60_000,
         tick_ms: 1_000,
         provider_lifetime_s: 3600,
+        effort_period_ms: 5_000,
+        effort_step: 2,
+        // 2^24 hashes: about 1.5 s of one core (`pow::PowParams::MAINNET`
+        // measures the rate), about 5 s at the solver's pace below.
+        max_effort: 24,
+        client_max_effort: 24,
+        // About 1.5 ms of one core per 5 ms step.
+        solve_hashes_per_step: 16_384,
+        solve_step_ms: 5,
+        effort_retries: 3,
+        effort_retry_ms: 500,
+        intro_replay_cache: 16_384,
+        effort_report_ms: 1_000,
     };
 
     /// Local test networks: shorter timers.
@@ -113,6 +172,9 @@ impl RendezvousParams {
         session_idle_ms: 2 * 60_000,
         keepalive_ms: 60_000,
         tick_ms: 500,
+        effort_period_ms: 2_000,
+        max_effort: 16,
+        client_max_effort: 20,
         ..RendezvousParams::MAINNET
     };
 
@@ -136,7 +198,22 @@ impl RendezvousParams {
             ("keepalive_ms", self.keepalive_ms),
             ("tick_ms", self.tick_ms),
             ("provider_lifetime_s", self.provider_lifetime_s),
+            ("effort_period_ms", self.effort_period_ms),
+            ("effort_step", u64::from(self.effort_step)),
+            ("solve_hashes_per_step", self.solve_hashes_per_step),
+            ("solve_step_ms", self.solve_step_ms),
+            ("effort_retry_ms", self.effort_retry_ms),
+            ("intro_replay_cache", self.intro_replay_cache as u64),
+            ("effort_report_ms", self.effort_report_ms),
         ];
+        if self.max_effort > rendezvous::MAX_EFFORT
+            || self.client_max_effort > rendezvous::MAX_EFFORT
+        {
+            return Err(format!(
+                "rendezvous.max_effort and client_max_effort must be at most {}",
+                rendezvous::MAX_EFFORT
+            ));
+        }
         if self.provider_lifetime_s > crate::provider::MAX_PROVIDER_LIFETIME_SECS {
             return Err(
                 "rendezvous.provider_lifetime_s is over the provider record maximum".into(),
@@ -168,6 +245,9 @@ pub enum SessionEnd {
     Tampered,
     /// No data came for `session_idle_ms`.
     Idle,
+    /// The service's introduction points asked more work than
+    /// `client_max_effort` (the service is under load; try later).
+    TooCostly,
 }
 
 /// Why a session could not be started.
@@ -191,6 +271,19 @@ pub struct RendezvousStats {
     /// As an introduction point: introductions refused (rate, unknown
     /// service).
     pub introductions_refused: u64,
+    /// As an introduction point: introductions refused for too little
+    /// work (`NeedEffort`).
+    pub introductions_under_effort: u64,
+    /// As an introduction point: replays of introductions already passed
+    /// on, dropped.
+    pub introductions_replayed: u64,
+    /// As a service: introductions that came through our points.
+    pub introductions_received: u64,
+    /// As a service: introductions with less work than our price (a point
+    /// that does not check, or lags behind a raise), not acted on.
+    pub accepts_under_effort: u64,
+    /// As a downloader: puzzles solved.
+    pub puzzles_solved: u64,
     /// As a rendezvous point: circuits spliced.
     pub splices: u64,
     /// Requests refused as malformed, badly signed, over a cap, or not
@@ -260,6 +353,8 @@ struct Service {
     /// a point it already has: in a small network there may be no other,
     /// and building again at once would only repeat it).
     wait_until: Millis,
+    /// The client puzzle's price.
+    price: Price,
 }
 
 /// A session from its start to its end.
@@ -282,6 +377,19 @@ enum State {
         handshake: Option<Box<Introducing>>,
         /// When the last introduction point said it delivered it.
         delivered_ms: Option<Millis>,
+        /// msg1 of the introduction in hand (re-sent with more work on
+        /// `NeedEffort`).
+        msg1: Option<Vec<u8>>,
+        /// The puzzle last sent with it.
+        sent: Puzzle,
+        /// The price the service's points last asked (0 until one did).
+        effort: u8,
+        /// The search under way, if msg1 waits for a solution.
+        solving: Option<Box<Solving>>,
+        /// `NeedEffort` answers from the current point.
+        retries: u8,
+        /// A point asked more than `client_max_effort`.
+        too_costly: bool,
     },
     /// As a service: the session's keys are made; joining the downloader's
     /// rendezvous point.
@@ -316,6 +424,12 @@ struct Sess {
 struct Registration {
     circuit: u64,
     bucket: TokenBucket,
+    /// The price the service set ([`ToHop::SetEffort`]).
+    effort: u8,
+    /// Refusals for too little work not reported yet.
+    unreported: u32,
+    /// When they were last reported.
+    reported_ms: Option<Millis>,
 }
 
 /// The rendezvous part of the node.
@@ -324,6 +438,7 @@ pub(super) struct Rendezvous {
     // As a relay.
     registrations: BTreeMap<PublisherId, Registration>,
     registered_on: BTreeMap<u64, PublisherId>,
+    intro_replay: ReplayWindow,
     cookies: BTreeMap<[u8; rendezvous::COOKIE_BYTES], (u64, Millis)>,
     cookie_on: BTreeMap<u64, [u8; rendezvous::COOKIE_BYTES]>,
     // As a service.
@@ -353,6 +468,7 @@ impl Rendezvous {
             provides: Vec::new(),
             signed_ms: None,
             wait_until: 0,
+            price: Price::default(),
         });
         // Never held or answered by this node as an index holder.
         cx.out.act(Action::Provide(id, Vec::new()));
@@ -448,6 +564,12 @@ impl Rendezvous {
                     introduce_built: false,
                     handshake: None,
                     delivered_ms: None,
+                    msg1: None,
+                    sent: Puzzle::default(),
+                    effort: 0,
+                    solving: None,
+                    retries: 0,
+                    too_costly: false,
                 },
                 service: service.id(),
                 inbound: false,
@@ -731,6 +853,11 @@ impl Rendezvous {
                     introduce_built,
                     handshake,
                     delivered_ms,
+                    msg1,
+                    sent,
+                    solving,
+                    retries,
+                    too_costly,
                     ..
                 },
             ..
@@ -742,8 +869,17 @@ impl Rendezvous {
         *introduce_built = false;
         *handshake = None;
         *delivered_ms = None;
+        *msg1 = None;
+        *sent = Puzzle::default();
+        *solving = None;
+        *retries = 0;
         if intros.is_empty() {
-            return self.fail(cx, id, SessionEnd::Unreachable);
+            let why = if *too_costly {
+                SessionEnd::TooCostly
+            } else {
+                SessionEnd::Unreachable
+            };
+            return self.fail(cx, id, why);
         }
         let target = intros.remove(0);
         self.build(cx, Job::Introduce(id), Some(target));
@@ -761,6 +897,9 @@ impl Rendezvous {
                     introduce_built: true,
                     introduce,
                     handshake: handshake @ None,
+                    msg1: held,
+                    effort,
+                    solving,
                     ..
                 },
             ..
@@ -786,11 +925,137 @@ impl Rendezvous {
         };
         *handshake = Some(Box::new(pending));
         *introduce = Some(k);
-        let msg = ToHop::Introduce {
-            service: service.id(),
-            handshake: msg1,
+        let sid = service.id();
+        if *effort == 0 {
+            // No price known: sent at once, free.
+            *held = Some(msg1.clone());
+            let msg = ToHop::Introduce {
+                service: sid,
+                puzzle: Puzzle::default(),
+                handshake: msg1,
+            };
+            return send(cx, k, &msg);
+        }
+        // The price another point of this service asked: solved first.
+        let subject = rendezvous::puzzle_subject(&sid, &msg1);
+        *held = Some(msg1);
+        let now = cx.now;
+        *solving = Some(Box::new(Solving::new(subject, *effort, 0, now)));
+        arm_solver(cx, now);
+    }
+
+    /// One step of the puzzle searches under way: at most
+    /// `solve_hashes_per_step` hashes, shared by the sessions whose
+    /// backoff is over; a solved introduction goes out at once.
+    pub(super) fn solve_step(&mut self, cx: &mut Ctx<'_>) {
+        let p = &cx.config.rendezvous;
+        let now = cx.now;
+        let ready: Vec<SessionId> = self
+            .sessions
+            .iter()
+            .filter(|(_, s)| {
+                matches!(&s.state, State::Connecting { solving: Some(sv), .. } if sv.not_before <= now)
+            })
+            .map(|(id, _)| *id)
+            .collect();
+        let share = (p.solve_hashes_per_step / (ready.len() as u64).max(1)).max(1);
+        let step_ms = p.solve_step_ms;
+        for id in ready {
+            let Some(Sess {
+                state:
+                    State::Connecting {
+                        service,
+                        introduce: Some(k),
+                        msg1: Some(msg1),
+                        solving,
+                        sent,
+                        ..
+                    },
+                ..
+            }) = self.sessions.get_mut(&id)
+            else {
+                continue;
+            };
+            let Some(found) = solving.as_mut().and_then(|sv| sv.step(share)) else {
+                continue;
+            };
+            *solving = None;
+            *sent = found;
+            cx.stats.rendezvous.puzzles_solved += 1;
+            let msg = ToHop::Introduce {
+                service: service.id(),
+                puzzle: found,
+                handshake: msg1.clone(),
+            };
+            let k = *k;
+            send(cx, k, &msg);
+        }
+        // The next step: soon if a search is running, else when the first
+        // backoff ends.
+        let next = self
+            .sessions
+            .values()
+            .filter_map(|s| match &s.state {
+                State::Connecting {
+                    solving: Some(sv), ..
+                } => Some(sv.not_before.max(now + step_ms)),
+                _ => None,
+            })
+            .min();
+        if let Some(at) = next {
+            arm_solver(cx, at);
+        }
+    }
+
+    /// As a downloader, the point asked for `effort` bits on circuit `k`:
+    /// solve and re-send after a backoff, try the next point, or give up
+    /// above our limit.
+    fn need_effort(&mut self, cx: &mut Ctx<'_>, id: SessionId, k: u64, effort: u8) {
+        let p = &cx.config.rendezvous;
+        let (limit, tries, backoff) = (p.client_max_effort, p.effort_retries, p.effort_retry_ms);
+        let now = cx.now;
+        let Some(Sess {
+            state:
+                State::Connecting {
+                    service,
+                    msg1: Some(msg1),
+                    sent,
+                    effort: price,
+                    solving,
+                    retries,
+                    too_costly,
+                    ..
+                },
+            ..
+        }) = self.sessions.get_mut(&id)
+        else {
+            self.circuits.remove(&k);
+            cx.out.act(Action::CloseOwn(k));
+            return;
         };
-        send(cx, k, &msg);
+        // A price we already paid is no answer (a confused or hostile
+        // point); more than we pay, or more retries, and we move on.
+        let moved_on = effort <= sent.effort || *retries >= tries || effort > limit;
+        if effort > limit {
+            *too_costly = true;
+        }
+        if moved_on || solving.is_some() {
+            self.circuits.remove(&k);
+            cx.out.act(Action::CloseOwn(k));
+            return self.next_intro(cx, id);
+        }
+        *price = effort;
+        let wait = backoff.saturating_mul(1 << (*retries).min(16));
+        *retries += 1;
+        // Nonces below the last one sent were tried and do less work.
+        let subject = rendezvous::puzzle_subject(&service.id(), msg1);
+        let start = if sent.effort > 0 {
+            sent.nonce.wrapping_add(1)
+        } else {
+            0
+        };
+        *solving = Some(Box::new(Solving::new(subject, effort, start, now + wait)));
+        arm_solver(cx, now + wait);
     }
 
     fn on_answer(&mut self, cx: &mut Ctx<'_>, k: u64, bytes: &[u8]) {
@@ -803,17 +1068,25 @@ impl Rendezvous {
         };
         match (job, msg) {
             (Job::Intro(sid), FromHop::IntroEstablished) => {
-                if let Some(p) = self
-                    .services
-                    .get_mut(&sid)
-                    .and_then(|s| s.points.get_mut(&k))
+                let mut price = 0;
+                if let Some(s) = self.services.get_mut(&sid)
+                    && let Some(p) = s.points.get_mut(&k)
                 {
                     p.established = true;
+                    price = s.price.current();
+                }
+                if price > 0 {
+                    send(cx, k, &ToHop::SetEffort { effort: price });
                 }
                 self.announce(cx, sid);
             }
-            (Job::Intro(sid), FromHop::Introduction { handshake }) => {
-                self.introduced(cx, sid, &handshake);
+            (Job::Intro(sid), FromHop::Introduction { puzzle, handshake }) => {
+                self.introduced(cx, sid, puzzle, &handshake);
+            }
+            (Job::Intro(sid), FromHop::IntroLoad { refused }) => {
+                if let Some(s) = self.services.get_mut(&sid) {
+                    s.price.reported(refused);
+                }
             }
             (Job::Meet(id), FromHop::RendezvousEstablished) => {
                 if let Some(Sess {
@@ -833,6 +1106,9 @@ impl Rendezvous {
             (Job::Meet(id), FromHop::Joined { handshake }) => self.joined(cx, id, k, &handshake),
             (Job::Join(id), FromHop::JoinAck { joined }) => self.join_acked(cx, id, k, joined),
             (Job::Introduce(id), FromHop::IntroduceAck { status }) => {
+                if let IntroStatus::NeedEffort(e) = status {
+                    return self.need_effort(cx, id, k, e);
+                }
                 self.circuits.remove(&k);
                 cx.out.act(Action::CloseOwn(k));
                 if status == IntroStatus::Delivered {
@@ -874,21 +1150,34 @@ impl Rendezvous {
     /// As a service, an introduction arrived through one of our
     /// introduction points.
     ///
-    /// In order: a replay is refused; the sessions cap; the introduction
-    /// must open with the service key (garbage costs the sender, not our
-    /// budget) and be recent (within the records' clock skew either way:
-    /// it is remembered at least that long, so it cannot come back later);
-    /// only then is the budget of circuit builds charged.
-    fn introduced(&mut self, cx: &mut Ctx<'_>, sid: PublisherId, msg1: &[u8]) {
+    /// In order: the puzzle must meet our price (the point checked it
+    /// too, but we do not rely on the point); a replay is refused; the
+    /// sessions cap; the introduction must open with the service key
+    /// (garbage costs the sender, not our budget) and be recent (within
+    /// the records' clock skew either way: it is remembered at least that
+    /// long, so it cannot come back later); only then is the budget of
+    /// circuit builds charged, and if it is spent the price will rise.
+    fn introduced(&mut self, cx: &mut Ctx<'_>, sid: PublisherId, puzzle: Puzzle, msg1: &[u8]) {
         let p = &cx.config.rendezvous;
         let now = cx.now;
+        let Some(service) = self.services.get_mut(&sid) else {
+            return;
+        };
+        cx.stats.rendezvous.introductions_received += 1;
+        let required = service.price.required(now);
+        if rendezvous::check_puzzle(&sid, msg1, puzzle, required).is_err() {
+            cx.stats.rendezvous.accepts_under_effort += 1;
+            cx.stats.rendezvous.accepts_refused += 1;
+            return;
+        }
+        service.price.arrived();
         let digest = *blake3::hash(msg1).as_bytes();
         self.replay.retain(|_, until| *until > now);
         if self.replay.contains_key(&digest) || self.count(true) >= p.max_inbound_sessions {
             cx.stats.rendezvous.accepts_refused += 1;
             return;
         }
-        let Some(service) = self.services.get(&sid) else {
+        let Some(service) = self.services.get_mut(&sid) else {
             return;
         };
         let serves = !service.provides.is_empty();
@@ -906,9 +1195,15 @@ impl Rendezvous {
         let bucket = self
             .accepts
             .get_or_insert_with(|| TokenBucket::full(now, rate));
-        if !bucket.take(now, rate) || self.replay.len() >= p.replay_cache {
-            // Over the rate, or the cache is full of live entries (refuse
-            // rather than forget one).
+        if !bucket.take(now, rate) {
+            // Paid, and still over the rate: the price is too low.
+            service.price.over();
+            cx.stats.rendezvous.accepts_refused += 1;
+            return;
+        }
+        if self.replay.len() >= p.replay_cache {
+            // The cache is full of live entries (refuse rather than forget
+            // one).
             cx.stats.rendezvous.accepts_refused += 1;
             return;
         }
@@ -1047,6 +1342,9 @@ impl Rendezvous {
                     Registration {
                         circuit: k,
                         bucket: TokenBucket::full(now, p.intros_per_sec),
+                        effort: 0,
+                        unreported: 0,
+                        reported_ms: None,
                     },
                 ) {
                     self.registered_on.remove(&old.circuit);
@@ -1055,29 +1353,66 @@ impl Rendezvous {
                 cx.stats.rendezvous.intro_registered += 1;
                 reply(cx, k, &FromHop::IntroEstablished);
             }
-            ToHop::Introduce { service, handshake } => {
+            ToHop::Introduce {
+                service,
+                puzzle,
+                handshake,
+            } => {
                 if busy {
                     cx.stats.rendezvous.refused += 1;
                     return;
                 }
-                let rate = p.intros_per_sec;
-                let status = match self.registrations.get_mut(&service) {
-                    None => IntroStatus::UnknownService,
-                    Some(r) => {
-                        if r.bucket.take(now, rate) {
-                            reply(cx, r.circuit, &FromHop::Introduction { handshake });
-                            IntroStatus::Delivered
-                        } else {
-                            IntroStatus::RateLimited
-                        }
-                    }
+                let Some(r) = self.registrations.get_mut(&service) else {
+                    cx.stats.rendezvous.introductions_refused += 1;
+                    let status = IntroStatus::UnknownService;
+                    return reply(cx, k, &FromHop::IntroduceAck { status });
                 };
-                if status == IntroStatus::Delivered {
+                // The price first (two hashes, none at effort 0): too
+                // little work never reaches the service, nor spends its
+                // rate; the service hears how many were refused.
+                if rendezvous::check_puzzle(&service, &handshake, puzzle, r.effort).is_err() {
+                    cx.stats.rendezvous.introductions_under_effort += 1;
+                    r.unreported = r.unreported.saturating_add(1);
+                    if r.reported_ms.is_none_or(|t| now >= t + p.effort_report_ms) {
+                        r.reported_ms = Some(now);
+                        let refused = std::mem::take(&mut r.unreported);
+                        reply(cx, r.circuit, &FromHop::IntroLoad { refused });
+                    }
+                    // A point with no price set asks at least one bit.
+                    let status = IntroStatus::NeedEffort(r.effort.max(1));
+                    return reply(cx, k, &FromHop::IntroduceAck { status });
+                }
+                // A replay of one passed on is dropped unanswered (only a
+                // replayer sends one).
+                let key = rendezvous::puzzle_subject(&service, &handshake);
+                let window = 2 * crate::record::MAX_CLOCK_SKEW_SECS * 1000;
+                if self.intro_replay.contains(now, window, &key) {
+                    cx.stats.rendezvous.introductions_replayed += 1;
+                    return;
+                }
+                let status = if r.bucket.take(now, p.intros_per_sec) {
+                    self.intro_replay.insert(now, p.intro_replay_cache, key);
+                    let msg = FromHop::Introduction { puzzle, handshake };
+                    reply(cx, r.circuit, &msg);
                     cx.stats.rendezvous.introductions_passed += 1;
+                    IntroStatus::Delivered
                 } else {
                     cx.stats.rendezvous.introductions_refused += 1;
-                }
+                    IntroStatus::RateLimited
+                };
                 reply(cx, k, &FromHop::IntroduceAck { status });
+            }
+            ToHop::SetEffort { effort } => {
+                // Only the service's own registered circuit sets its price.
+                let Some(r) = self
+                    .registered_on
+                    .get(&k)
+                    .and_then(|sid| self.registrations.get_mut(sid))
+                else {
+                    cx.stats.rendezvous.refused += 1;
+                    return;
+                };
+                r.effort = effort;
             }
             ToHop::EstablishRendezvous { cookie } => {
                 self.cookies.retain(|_, (_, until)| *until > now);
@@ -1128,12 +1463,22 @@ impl Rendezvous {
 
     // ---- housekeeping --------------------------------------------------
 
-    /// Timeouts, keepalives, and introduction points to replace.
+    /// Timeouts, keepalives, prices, and introduction points to replace.
     pub(super) fn tick(&mut self, cx: &mut Ctx<'_>) {
         let p = cx.config.rendezvous.clone();
         cx.timers
             .set(super::timers::Timer::Rendezvous, cx.now + p.tick_ms);
         let now = cx.now;
+        // Each service's price, told to its points when it changes.
+        for s in self.services.values_mut() {
+            if let Some(effort) = s.price.tick(now, &p) {
+                for (k, point) in &s.points {
+                    if point.established {
+                        send(cx, *k, &ToHop::SetEffort { effort });
+                    }
+                }
+            }
+        }
         let late: Vec<SessionId> = self
             .sessions
             .iter()
@@ -1324,6 +1669,13 @@ fn reply(cx: &mut Ctx<'_>, k: u64, msg: &FromHop) {
 fn next_probe(cx: &mut Ctx<'_>) -> Millis {
     let k = cx.config.rendezvous.keepalive_ms;
     cx.now + k / 2 + cx.rng.next_u64() % (k / 2).max(1)
+}
+
+/// Asks for a puzzle step at `at` (or earlier, if one is asked already).
+fn arm_solver(cx: &mut Ctx<'_>, at: Millis) {
+    let t = super::timers::Timer::Puzzle;
+    let at = cx.timers.get(t).map_or(at, |old| old.min(at));
+    cx.timers.set(t, at);
 }
 
 fn seed(cx: &mut Ctx<'_>) -> [u8; 32] {

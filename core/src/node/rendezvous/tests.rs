@@ -291,9 +291,12 @@ fn a_replayed_introduction_is_refused() {
         [1; 32],
     )
     .expect("start");
-    let bytes = FromHop::Introduction { handshake: msg1 }
-        .encode()
-        .expect("encode");
+    let bytes = FromHop::Introduction {
+        puzzle: Puzzle::default(),
+        handshake: msg1,
+    }
+    .encode()
+    .expect("encode");
     node.clamp(now);
     for _ in 0..3 {
         let (mut cx, p) = node.split();
@@ -566,11 +569,19 @@ fn a_downloader_finds_a_provider_by_content_id_and_meets_it() {
 // ---- from the hostile review: each attack, and that it now fails ----
 
 fn inject_intro(net: &mut TestNet, i: usize, k: u64, now: Millis, msg1: Vec<u8>) {
+    inject_solved(net, i, k, now, Puzzle::default(), msg1);
+}
+
+/// As the service's introduction point would pass it on, with `puzzle`.
+fn inject_solved(net: &mut TestNet, i: usize, k: u64, now: Millis, puzzle: Puzzle, msg1: Vec<u8>) {
     let node = &mut net.nodes_mut()[i];
     node.clamp(now);
-    let bytes = FromHop::Introduction { handshake: msg1 }
-        .encode()
-        .expect("encode");
+    let bytes = FromHop::Introduction {
+        puzzle,
+        handshake: msg1,
+    }
+    .encode()
+    .expect("encode");
     let (mut cx, p) = node.split();
     p.rend.on(&mut cx, RendIn::FromHop { circuit: k, bytes });
     node.settle();
@@ -786,7 +797,13 @@ fn garbage_introductions_do_not_spend_the_accept_budget() {
     let k = intro_circuit(&net.nodes()[3]);
     let burst = 2 * net.nodes()[3].config().rendezvous.accepts_per_sec as usize;
     for j in 0..burst * 3 {
-        inject_intro(&mut net, 3, k, now, vec![j as u8; 120]);
+        inject_intro(
+            &mut net,
+            3,
+            k,
+            now,
+            vec![j as u8; crate::rendezvous::MAX_INTRODUCE_BYTES],
+        );
     }
     let rp = net.nodes()[free_relays(&net)[0]].descriptor().to_bytes();
     inject_intro(&mut net, 3, k, now, msg1_to(&public, rp, 9, now / 1000));
@@ -843,5 +860,364 @@ fn a_point_that_swallows_introductions_is_passed_over() {
         opened(&net, 9),
         vec![(d, false)],
         "met through the next point"
+    );
+}
+
+// ---- the client puzzle ----
+
+/// The node index of each of the service's introduction points.
+fn point_nodes(net: &TestNet, intros: &[Vec<u8>]) -> Vec<usize> {
+    intros
+        .iter()
+        .map(|d| {
+            let id = crate::descriptor::Descriptor::decode(d)
+                .ok()
+                .map(|u| u.claimed_id())
+                .expect("descriptor");
+            (0..net.nodes().len())
+                .find(|&i| net.nodes()[i].node_id() == id)
+                .expect("a point of the network")
+        })
+        .collect()
+}
+
+/// `msg` arrives at node `i` as the last hop of relayed circuit `k` (a
+/// circuit of the sender's: here a made-up id); returns what the node
+/// answers on it, and routes the rest.
+fn at_point(net: &mut TestNet, i: usize, k: u64, now: Millis, msg: &ToHop) -> Vec<FromHop> {
+    let node = &mut net.nodes_mut()[i];
+    node.clamp(now);
+    let (mut cx, p) = node.split();
+    p.rend.on(
+        &mut cx,
+        RendIn::AtHop {
+            circuit: k,
+            bytes: msg.encode().expect("encode"),
+        },
+    );
+    let mut answers = Vec::new();
+    let mut rest = Vec::new();
+    while let Some(a) = node.out.next_action() {
+        match a {
+            Action::RendToClient(c, bytes) if c == k => {
+                answers.push(FromHop::decode(&bytes).expect("decodes"))
+            }
+            other => rest.push(other),
+        }
+    }
+    for a in rest {
+        node.route(a);
+    }
+    node.settle();
+    answers
+}
+
+fn stats(net: &TestNet, i: usize) -> RendezvousStats {
+    net.nodes()[i].stats().rendezvous.clone()
+}
+
+fn price(net: &TestNet, sid: &PublisherId) -> u8 {
+    net.nodes()[3].rend.services[sid].price.current()
+}
+
+/// Introductions nobody will follow up, each its own (cookie and time
+/// differ), with the puzzle left at zero: what a cheap flooder sends.
+fn cheap(public: &ServicePublic, rp: &[u8], j: u32, now: Millis) -> ToHop {
+    let msg1 = msg1_to(
+        public,
+        rp.to_vec(),
+        (j % 251) as u8,
+        now / 1000 + u64::from(j / 251),
+    );
+    ToHop::Introduce {
+        service: public.id(),
+        puzzle: Puzzle::default(),
+        handshake: msg1,
+    }
+}
+
+fn puzzle_net() -> TestNet {
+    ready(16, |_, c| {
+        c.rendezvous.accepts_per_sec = 1;
+        c.rendezvous.effort_period_ms = 1_000;
+        c.rendezvous.max_effort = 8;
+    })
+}
+
+/// Floods the point `ip` with `per_100ms` cheap introductions every
+/// 100 ms from `now` for `ms`; returns the time after and how many went.
+fn flood(
+    net: &mut TestNet,
+    ip: usize,
+    public: &ServicePublic,
+    rp: &[u8],
+    (from, ms): (Millis, Millis),
+    per_100ms: u32,
+    sent: &mut u32,
+) -> Millis {
+    let mut t = from;
+    while t < from + ms {
+        for _ in 0..per_100ms {
+            let msg = cheap(public, rp, *sent, t);
+            at_point(net, ip, 7_000_000 + u64::from(*sent), t, &msg);
+            *sent += 1;
+        }
+        net.run_from(t, t + 100);
+        t += 100;
+    }
+    t
+}
+
+/// An attacker floods one introduction point with introductions that do
+/// no work. While the price is zero they reach the service and spend its
+/// budget, so the price rises and reaches every point; from then on the
+/// point refuses every one of them (counted), none reaches the service,
+/// and an honest downloader, told the price, solves the puzzle and meets
+/// the service in the middle of the flood.
+#[test]
+fn a_flood_raises_the_price_and_an_honest_downloader_still_gets_in() {
+    let mut net = puzzle_net();
+    let key = service(1);
+    let sid = key.id();
+    let (public, intros, now) = with_service(&mut net, T0 + 12_000);
+    let points = point_nodes(&net, &intros);
+    let ip = points[0];
+    let rp = net.nodes()[free_relays(&net)[0]].descriptor().to_bytes();
+    let mut sent = 0;
+    let now = flood(&mut net, ip, &public, &rp, (now, 3_000), 10, &mut sent);
+    let raised = price(&net, &sid);
+    assert!(raised > 0, "the price rose under the flood");
+    for &i in &points {
+        assert_eq!(
+            net.nodes()[i].rend.registrations[&sid].effort,
+            raised,
+            "point {i} heard the price"
+        );
+    }
+    assert!(stats(&net, 3).accepts_refused > 0, "the budget was spent");
+    // From now on, every cheap introduction stops at the point.
+    let received = stats(&net, 3).introductions_received;
+    let refused = stats(&net, ip).introductions_under_effort;
+    let before = sent;
+    // (Through the other points, so that the count at this one is the
+    // attacker's alone.)
+    let d = net.nodes_mut()[9]
+        .connect(now, public, intros[1..].to_vec())
+        .expect("connect");
+    let now = flood(&mut net, ip, &public, &rp, (now, 4_000), 10, &mut sent);
+    assert_eq!(
+        stats(&net, ip).introductions_under_effort - refused,
+        u64::from(sent - before),
+        "every cheap introduction refused at the point"
+    );
+    assert!(price(&net, &sid) >= raised, "the refusals hold the price");
+    assert_eq!(opened(&net, 9), vec![(d, false)], "the honest one got in");
+    assert!(stats(&net, 9).puzzles_solved >= 1, "after solving");
+    assert_eq!(
+        stats(&net, 3).introductions_received,
+        received + 1,
+        "only the honest introduction reached the service"
+    );
+    assert_eq!(stats(&net, 3).accepts_under_effort, 0);
+    // No puzzle search is left running.
+    net.run_from(now, now + 1_000);
+    assert!(
+        net.nodes()[9]
+            .timers
+            .get(crate::node::timers::Timer::Puzzle)
+            .is_none()
+    );
+}
+
+/// After the flood, the price falls a bit per quiet period back to zero,
+/// the points hear it, and the next downloader gets in without solving.
+#[test]
+fn the_price_decays_when_the_flood_stops() {
+    let mut net = puzzle_net();
+    let key = service(1);
+    let sid = key.id();
+    let (public, intros, now) = with_service(&mut net, T0 + 12_000);
+    let points = point_nodes(&net, &intros);
+    let rp = net.nodes()[free_relays(&net)[0]].descriptor().to_bytes();
+    let mut sent = 0;
+    let now = flood(
+        &mut net,
+        points[0],
+        &public,
+        &rp,
+        (now, 4_000),
+        10,
+        &mut sent,
+    );
+    let raised = price(&net, &sid);
+    assert!(raised >= 2, "the price rose to {raised}");
+    // Quiet: held a period or two (the last reports), then one bit per
+    // period (1 s) down to zero.
+    let mut seen = vec![raised];
+    let mut t = now;
+    while t < now + (u64::from(raised) + 5) * 1_000 {
+        net.run_from(t, t + 500);
+        t += 500;
+        if seen.last() != Some(&price(&net, &sid)) {
+            seen.push(price(&net, &sid));
+        }
+    }
+    let falling: Vec<u8> = (0..=raised).rev().collect();
+    assert_eq!(seen, falling, "one bit at a time");
+    for &i in &points {
+        assert_eq!(net.nodes()[i].rend.registrations[&sid].effort, 0);
+    }
+    let solved = stats(&net, 10).puzzles_solved;
+    let d = net.nodes_mut()[10]
+        .connect(t, public, intros)
+        .expect("connect");
+    net.run_from(t, t + 5_000);
+    assert_eq!(opened(&net, 10), vec![(d, false)]);
+    assert_eq!(stats(&net, 10).puzzles_solved, solved, "no work asked");
+}
+
+/// The point refuses an introduction with too little work, one whose
+/// nonce does less than it claims, and one whose work was done for
+/// another service, and drops a replay of one it passed on; the service,
+/// behind a point that does not check (colluding), refuses the same by
+/// itself and acts on a paid introduction once.
+#[test]
+fn under_effort_and_replayed_introductions_are_refused_by_the_point_and_by_the_service() {
+    let mut net = ready(16, |_, c| c.rendezvous.accepts_per_sec = 100);
+    let key = service(1);
+    let sid = key.id();
+    let (public, intros, now) = with_service(&mut net, T0 + 12_000);
+    let ip = point_nodes(&net, &intros)[0];
+    let rp = net.nodes()[free_relays(&net)[0]].descriptor().to_bytes();
+    let effort = 6;
+    net.nodes_mut()[ip]
+        .rend
+        .registrations
+        .get_mut(&sid)
+        .expect("registered")
+        .effort = effort;
+    let need = vec![FromHop::IntroduceAck {
+        status: IntroStatus::NeedEffort(effort),
+    }];
+    let msg1 = msg1_to(&public, rp.clone(), 1, now / 1000);
+    let subject = crate::rendezvous::puzzle_subject(&sid, &msg1);
+    let good = crate::rendezvous::solve_puzzle(&subject, effort, 0, u64::MAX).expect("solved");
+    let weak = weak_for(&sid, &msg1, effort);
+    let other = crate::rendezvous::puzzle_subject(&service(2).id(), &msg1);
+    let moved = crate::rendezvous::solve_puzzle(&other, effort, 0, u64::MAX).expect("solved");
+    assert!(crate::rendezvous::check_puzzle(&sid, &msg1, moved, effort).is_err());
+    let introduce = |puzzle| ToHop::Introduce {
+        service: sid,
+        puzzle,
+        handshake: msg1.clone(),
+    };
+    let received = stats(&net, 3).introductions_received;
+    for (j, p) in [Puzzle::default(), Puzzle { effort: 5, ..good }, weak, moved]
+        .into_iter()
+        .enumerate()
+    {
+        assert_eq!(
+            at_point(&mut net, ip, 100 + j as u64, now, &introduce(p)),
+            need
+        );
+    }
+    assert_eq!(stats(&net, ip).introductions_under_effort, 4);
+    let delivered = vec![FromHop::IntroduceAck {
+        status: IntroStatus::Delivered,
+    }];
+    assert_eq!(
+        at_point(&mut net, ip, 110, now, &introduce(good)),
+        delivered
+    );
+    // The same introduction again, on another circuit: dropped unanswered.
+    assert!(at_point(&mut net, ip, 111, now, &introduce(good)).is_empty());
+    assert_eq!(stats(&net, ip).introductions_replayed, 1);
+    net.run_from(now, now + 1_000);
+    assert_eq!(
+        stats(&net, 3).introductions_received,
+        received + 1,
+        "only the paid one reached the service"
+    );
+    // A colluding point passes on whatever it gets: the service checks.
+    let now = now + 1_000;
+    net.nodes_mut()[3]
+        .rend
+        .services
+        .get_mut(&sid)
+        .expect("ours")
+        .price
+        .set(effort);
+    let k = intro_circuit(&net.nodes()[3]);
+    let msg1 = msg1_to(&public, rp.clone(), 2, now / 1000);
+    let subject = crate::rendezvous::puzzle_subject(&sid, &msg1);
+    let good = crate::rendezvous::solve_puzzle(&subject, effort, 0, u64::MAX).expect("solved");
+    let sessions = net.nodes()[3].rend.sessions.len();
+    let weak = weak_for(&sid, &msg1, effort);
+    for p in [Puzzle::default(), Puzzle { effort: 3, ..good }, weak] {
+        inject_solved(&mut net, 3, k, now, p, msg1.clone());
+    }
+    assert_eq!(stats(&net, 3).accepts_under_effort, 3);
+    assert_eq!(
+        net.nodes()[3].rend.sessions.len(),
+        sessions,
+        "none acted on"
+    );
+    inject_solved(&mut net, 3, k, now, good, msg1.clone());
+    assert_eq!(
+        net.nodes()[3].rend.sessions.len(),
+        sessions + 1,
+        "paid: acted on"
+    );
+    let refused = stats(&net, 3).accepts_refused;
+    inject_solved(&mut net, 3, k, now, good, msg1);
+    assert_eq!(stats(&net, 3).accepts_refused, refused + 1, "a replay");
+    assert_eq!(net.nodes()[3].rend.sessions.len(), sessions + 1);
+    // The price is asked only of the service's own circuit.
+    let before = stats(&net, ip).refused;
+    assert!(at_point(&mut net, ip, 120, now, &ToHop::SetEffort { effort: 0 }).is_empty());
+    assert_eq!(stats(&net, ip).refused, before + 1);
+    assert_eq!(net.nodes()[ip].rend.registrations[&sid].effort, effort);
+}
+
+/// A nonce that does less work than `effort` for this introduction.
+fn weak_for(sid: &PublisherId, msg1: &[u8], effort: u8) -> Puzzle {
+    (0..)
+        .map(|nonce| Puzzle { effort, nonce })
+        .find(|p| crate::rendezvous::check_puzzle(sid, msg1, *p, effort).is_err())
+        .expect("a weak nonce")
+}
+
+/// A downloader asked more work than `client_max_effort` by every point
+/// gives up with `TooCostly` and keeps nothing.
+#[test]
+fn a_downloader_asked_too_much_gives_up_with_a_reason() {
+    let mut net = ready(16, |i, c| {
+        if i == 9 {
+            c.rendezvous.client_max_effort = 4;
+        }
+    });
+    let key = service(1);
+    let sid = key.id();
+    let (public, intros, now) = with_service(&mut net, T0 + 12_000);
+    for i in point_nodes(&net, &intros) {
+        net.nodes_mut()[i]
+            .rend
+            .registrations
+            .get_mut(&sid)
+            .expect("registered")
+            .effort = 5;
+    }
+    let d = net.nodes_mut()[9]
+        .connect(now, public, intros)
+        .expect("connect");
+    net.run_from(now, now + 10_000);
+    assert_eq!(closed(&net, 9), vec![(d, SessionEnd::TooCostly)]);
+    assert_eq!(stats(&net, 9).puzzles_solved, 0, "no work spent");
+    assert!(net.nodes()[9].rend.sessions.is_empty());
+    assert!(
+        !net.nodes()[9]
+            .circuits()
+            .iter()
+            .any(|c| c.purpose != Purpose::General)
     );
 }
