@@ -767,6 +767,17 @@ impl Store {
         index: u64,
         now: u64,
     ) -> anyhow::Result<Option<Vec<u8>>> {
+        self.mark_pieces(id, &[index], now)
+    }
+
+    /// [`Store::mark_piece`] for several pieces in one transaction (one
+    /// commit, so one sync, for all of them): all are added or none.
+    pub fn mark_pieces(
+        &mut self,
+        id: &ContentId,
+        indices: &[u64],
+        now: u64,
+    ) -> anyhow::Result<Option<Vec<u8>>> {
         let tx = self.conn.transaction()?;
         let stored = tx
             .query_row(
@@ -780,8 +791,10 @@ impl Store {
         };
         let size = u64::try_from(size).context("stored download size is negative")?;
         let mut bits = Bitfield::from_bytes(size, &pieces).context("stored bitfield")?;
-        if !bits.set(index) {
-            bail!("piece {index} is past the last piece ({})", bits.pieces());
+        for &index in indices {
+            if !bits.set(index) {
+                bail!("piece {index} is past the last piece ({})", bits.pieces());
+            }
         }
         tx.execute(
             "UPDATE downloads SET pieces = ?2, updated = ?3 WHERE content_id = ?1",

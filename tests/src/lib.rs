@@ -191,6 +191,18 @@ impl Daemon {
         }
     }
 
+    /// The running daemon's process id.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
+    /// Whether the daemon has at least one built circuit of its own.
+    pub fn has_built_circuit(&self) -> bool {
+        self.veil_json(&["circuits"])
+            .as_array()
+            .is_some_and(|a| a.iter().any(|c| c["state"] == "built"))
+    }
+
     /// What the daemon logged so far.
     pub fn log_text(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
