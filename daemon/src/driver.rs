@@ -338,6 +338,7 @@ impl Network {
             handshake_timeout,
             write_queue,
             options,
+            piece_reads: Arc::new(tokio::sync::Semaphore::new(MAX_PIECE_READS)),
         });
         let snapshot = Arc::new(Mutex::new(Snapshot {
             peers: Vec::new(),
@@ -500,7 +501,13 @@ struct Shared {
     /// The upload limit, shared by every link's writer.
     pacer: Option<Arc<Pacer>>,
     options: Options,
+    /// Piece reads for downloaders at once (the rest wait their turn).
+    piece_reads: Arc<tokio::sync::Semaphore>,
 }
+
+/// Most piece reads in flight at once, whatever downloaders ask (each
+/// holds one 64 KiB piece and a blocking thread).
+pub const MAX_PIECE_READS: usize = 16;
 
 /// What connection tasks tell the node task.
 #[derive(Debug)]
@@ -904,9 +911,17 @@ fn drain(
                     let request = Request { req, id, piece };
                     let file = tasks.served.get(&id).cloned();
                     let inputs = shared.inputs.clone();
-                    tokio::task::spawn_blocking(move || {
-                        let reply = read_piece(&request, file.as_ref());
-                        let _ = inputs.blocking_send(Input::Answer { session, reply });
+                    let reads = shared.piece_reads.clone();
+                    tokio::spawn(async move {
+                        let Ok(_turn) = reads.acquire_owned().await else {
+                            return;
+                        };
+                        let read = tokio::task::spawn_blocking(move || {
+                            read_piece(&request, file.as_ref())
+                        });
+                        if let Ok(reply) = read.await {
+                            let _ = inputs.send(Input::Answer { session, reply }).await;
+                        }
                     });
                 }
                 Event::PieceVerified { download, piece } => {
