@@ -464,7 +464,15 @@ pub fn select_answer<'a, R: Answerable>(
     }
     let mut lists: Vec<([u8; 32], Vec<&'a R>)> = by_content
         .into_iter()
-        .map(|(c, list)| {
+        .map(|(c, mut list)| {
+            // Within a content id, signers in an order drawn from the walk
+            // id too: a pseudonym ground to sort first is not always taken.
+            list.sort_by_cached_key(|r| {
+                let mut key = [0u8; 48];
+                key[..16].copy_from_slice(&order.0);
+                key[16..].copy_from_slice(r.publisher_id().as_bytes());
+                *blake3::hash(&key).as_bytes()
+            });
             let mut key = [0u8; 48];
             key[..16].copy_from_slice(&order.0);
             key[16..].copy_from_slice(c.as_bytes());
@@ -700,17 +708,19 @@ pub fn agreement(
     ratings: &[SignedRating],
     me: Option<&PublisherId>,
 ) -> Vec<(PublisherId, i32)> {
-    let mut seen = std::collections::BTreeSet::new();
-    ratings
-        .iter()
-        .filter(|r| r.record().content_id == *id)
-        .filter_map(|r| {
-            let rater = r.publisher().id();
-            (Some(&rater) != me && seen.insert(rater)).then(|| {
-                let same = r.rating().verdict == verdict;
-                (rater, if same { RATER_AGREED } else { RATER_DISAGREED })
-            })
-        })
+    // A rater that said both counts as having disagreed.
+    let mut all_same: BTreeMap<PublisherId, bool> = BTreeMap::new();
+    for r in ratings.iter().filter(|r| r.record().content_id == *id) {
+        let rater = r.publisher().id();
+        if Some(&rater) == me {
+            continue;
+        }
+        let same = r.rating().verdict == verdict;
+        *all_same.entry(rater).or_insert(same) &= same;
+    }
+    all_same
+        .into_iter()
+        .map(|(rater, same)| (rater, if same { RATER_AGREED } else { RATER_DISAGREED }))
         .collect()
 }
 
@@ -763,18 +773,26 @@ pub fn rank(
             .entry(r.publisher().id())
             .or_insert(r);
     }
-    let mut verdicts: BTreeMap<ContentId, BTreeMap<PublisherId, Verdict>> = BTreeMap::new();
+    // Each rater's verdict per id; a rater that signed both verdicts for
+    // one id (under two names, say) counts for neither.
+    let mut verdicts: BTreeMap<ContentId, BTreeMap<PublisherId, Option<Verdict>>> = BTreeMap::new();
     for r in ratings {
         let id = r.record().content_id;
         let rater = r.publisher().id();
         if groups.get(&id).is_some_and(|p| p.contains_key(&rater)) {
             continue;
         }
+        let v = r.rating().verdict;
         verdicts
             .entry(id)
             .or_default()
             .entry(rater)
-            .or_insert(r.rating().verdict);
+            .and_modify(|old| {
+                if *old != Some(v) {
+                    *old = None;
+                }
+            })
+            .or_insert(Some(v));
     }
     let mut out: Vec<Ranked> = groups
         .into_iter()
@@ -795,11 +813,12 @@ pub fn rank(
             for (rater, v) in verdicts.get(&content_id).into_iter().flatten() {
                 let w = standing.weight(rater, now);
                 match v {
-                    Verdict::Good => {
+                    None => {}
+                    Some(Verdict::Good) => {
                         good += w;
                         rated_good += 1;
                     }
-                    Verdict::Fake => {
+                    Some(Verdict::Fake) => {
                         fake += w;
                         rated_fake += 1;
                     }

@@ -484,23 +484,29 @@ const RATING_LIFETIME_S: u64 = 7 * 24 * 3600;
 /// Publishes our stored ratings that still check (at start: the node
 /// then republishes them with our records).
 pub fn publish_ratings(d: &Daemon) {
-    let rows = match lock(&d.library.store).and_then(|s| s.my_ratings().map_err(internal)) {
+    let now = unix_now();
+    let since = now.saturating_sub(RATING_LIFETIME_S);
+    let rows = match lock(&d.library.store).and_then(|mut s| s.my_ratings(since).map_err(internal))
+    {
         Ok(rows) => rows,
         Err(e) => {
             tracing::warn!("cannot read our ratings: {}", e.message);
             return;
         }
     };
-    let now = unix_now();
+    let mut failed = 0;
     for r in rows
         .iter()
         .filter_map(|b| Unchecked::<SignedRating>::decode(b).ok())
         .filter_map(|u| u.check(now, d.pow).ok())
     {
-        if let Err(e) = d.network.rate(r) {
-            tracing::warn!("cannot publish our ratings now: {e:#}");
-            return;
-        }
+        failed += usize::from(d.network.rate(r).is_err());
+    }
+    if failed > 0 {
+        tracing::warn!(
+            failed,
+            "some of our ratings could not be handed to the node now"
+        );
     }
 }
 

@@ -142,6 +142,7 @@ const MIGRATIONS: &[&str] = &[
         record      BLOB NOT NULL,
         seen_ms     INTEGER NOT NULL
     );
+    CREATE INDEX result_records_by_time ON result_records(seen_ms);
     CREATE TABLE result_ratings (
         content_id  BLOB NOT NULL CHECK (length(content_id) = 32),
         rater       BLOB NOT NULL CHECK (length(rater) = 32),
@@ -537,7 +538,8 @@ impl Store {
         let tx = self.conn.transaction()?;
         {
             let mut stmt = tx.prepare(
-                "INSERT OR IGNORE INTO result_records (content_id, record, seen_ms) VALUES (?1, ?2, ?3)",
+                "INSERT INTO result_records (content_id, record, seen_ms) VALUES (?1, ?2, ?3)
+                    ON CONFLICT(content_id) DO UPDATE SET record = ?2, seen_ms = ?3",
             )?;
             for r in records {
                 stmt.execute(params![
@@ -607,11 +609,17 @@ impl Store {
         Ok(())
     }
 
-    /// Our own ratings, as stored (the caller checks them).
-    pub fn my_ratings(&self) -> anyhow::Result<Vec<Vec<u8>>> {
+    /// Our own ratings, newest first, as stored (the caller checks
+    /// them); those created before `since` (Unix seconds: expired) are
+    /// deleted first.
+    pub fn my_ratings(&mut self, since: u64) -> anyhow::Result<Vec<Vec<u8>>> {
+        self.conn.execute(
+            "DELETE FROM my_ratings WHERE created < ?1",
+            params![i64::try_from(since).unwrap_or(i64::MAX)],
+        )?;
         let mut stmt = self
             .conn
-            .prepare("SELECT rating FROM my_ratings ORDER BY created")?;
+            .prepare("SELECT rating FROM my_ratings ORDER BY created DESC")?;
         let rows = stmt
             .query_map([], |r| r.get::<_, Vec<u8>>(0))?
             .collect::<Result<Vec<_>, _>>()?;

@@ -271,3 +271,51 @@ fn a_rater_who_judged_against_our_user_weighs_nothing_after() {
         (0, 0)
     );
 }
+
+#[test]
+fn a_rater_that_signs_both_verdicts_counts_for_neither_and_disagrees() {
+    use crate::rating::Verdict::{Fake, Good};
+    let now = NOW_S * 1000;
+    let st = Standing::default();
+    let all: Vec<SignedRecord> = (1..=2).map(|w| record("film x", 1, w)).collect();
+    // Two hedgers: fake under one name, good under another.
+    let mut hedged = Vec::new();
+    for who in [100u8, 101] {
+        let p = Pseudonym::from_key(SigningKey::from_bytes(&[who; 32]), PowParams::TESTNET);
+        for (name, v) in [("film x", Fake), ("film x remastered", Good)] {
+            hedged.push(
+                crate::rating::Rating {
+                    rated: record(name, 1, 250).record().clone(),
+                    verdict: v,
+                }
+                .sign(&p)
+                .unwrap(),
+            );
+        }
+    }
+    let r = rank(&all, &hedged, &st, now);
+    assert!(!r[0].disputed);
+    assert_eq!((r[0].rated_fake, r[0].rated_good), (0, 0));
+    let id = ContentId::from_bytes([1; 32]);
+    let moved = agreement(&id, Good, &hedged, None);
+    assert_eq!(moved.len(), 2);
+    assert!(moved.iter().all(|(_, d)| *d == RATER_DISAGREED));
+}
+
+#[test]
+fn a_signer_ground_to_sort_first_is_not_always_answered_first() {
+    // Ten raters of one id; an answer takes one. Over many walks, the
+    // rater with the lowest id is not always the one taken.
+    let q = Query::parse("film x").unwrap();
+    let mut held: Vec<crate::rating::SignedRating> = (100..110u8)
+        .map(|w| rating(1, w, crate::rating::Verdict::Fake))
+        .collect();
+    held.sort_by_key(|r| r.publisher().id());
+    let lowest = held[0].publisher().id();
+    let mut first = 0;
+    for w in 0..64u8 {
+        let a = select_answer(&q, held.iter(), &WalkId([w; 16]), 1, 4000, 1);
+        first += usize::from(a[0].publisher().id() == lowest);
+    }
+    assert!(first < 32, "the lowest id was taken in {first} of 64 walks");
+}

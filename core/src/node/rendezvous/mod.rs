@@ -858,6 +858,7 @@ impl Rendezvous {
                     solving,
                     retries,
                     too_costly,
+                    effort,
                     ..
                 },
             ..
@@ -865,6 +866,10 @@ impl Rendezvous {
         else {
             return;
         };
+        // A point's quote stays with that point: carried to the next, it
+        // would make us pay for nothing there and tag us to it (a
+        // colluding point would see the same odd price again).
+        *effort = 0;
         *introduce = None;
         *introduce_built = false;
         *handshake = None;
@@ -940,7 +945,8 @@ impl Rendezvous {
         let subject = rendezvous::puzzle_subject(&sid, &msg1);
         *held = Some(msg1);
         let now = cx.now;
-        *solving = Some(Box::new(Solving::new(subject, *effort, 0, now)));
+        let start = random_nonce(cx);
+        *solving = Some(Box::new(Solving::new(subject, *effort, start, now)));
         arm_solver(cx, now);
     }
 
@@ -1049,10 +1055,12 @@ impl Rendezvous {
         *retries += 1;
         // Nonces below the last one sent were tried and do less work.
         let subject = rendezvous::puzzle_subject(&service.id(), msg1);
+        // A random start otherwise: where a search begins must not tell a
+        // point how many searches this node runs at once.
         let start = if sent.effort > 0 {
             sent.nonce.wrapping_add(1)
         } else {
-            0
+            random_nonce(cx)
         };
         *solving = Some(Box::new(Solving::new(subject, effort, start, now + wait)));
         arm_solver(cx, now + wait);
@@ -1084,8 +1092,13 @@ impl Rendezvous {
                 self.introduced(cx, sid, puzzle, &handshake);
             }
             (Job::Intro(sid), FromHop::IntroLoad { refused }) => {
+                // No more than the point could have refused in a report's
+                // time at its rate (a hostile point cannot claim more).
+                let p = &cx.config.rendezvous;
+                let most = u64::from(p.intros_per_sec) * p.effort_report_ms.div_ceil(1000);
                 if let Some(s) = self.services.get_mut(&sid) {
-                    s.price.reported(refused);
+                    s.price
+                        .reported(u32::try_from(most).unwrap_or(u32::MAX).min(refused));
                 }
             }
             (Job::Meet(id), FromHop::RendezvousEstablished) => {
@@ -1170,16 +1183,27 @@ impl Rendezvous {
             cx.stats.rendezvous.accepts_refused += 1;
             return;
         }
-        service.price.arrived();
         let digest = *blake3::hash(msg1).as_bytes();
         self.replay.retain(|_, until| *until > now);
-        if self.replay.contains_key(&digest) || self.count(true) >= p.max_inbound_sessions {
+        if self.replay.contains_key(&digest)
+            || self.count(true) >= p.max_inbound_sessions
+            || self.replay.len() >= p.replay_cache
+        {
+            // A replay, or no room to remember one more (refuse rather
+            // than forget a live entry).
             cx.stats.rendezvous.accepts_refused += 1;
             return;
         }
+        // Paid and new: remembered now, whatever comes of it (a paid
+        // introduction that fails below must not come back for another
+        // key exchange), for as long as any introduction can pass the
+        // time check.
+        let skew_ms = crate::record::MAX_CLOCK_SKEW_SECS * 1000;
+        self.replay.insert(digest, now + 2 * skew_ms + 1000);
         let Some(service) = self.services.get_mut(&sid) else {
             return;
         };
+        service.price.arrived();
         let serves = !service.provides.is_empty();
         let Ok((intro, msg2, session)) = rendezvous::accept(&service.key, msg1, seed(cx)) else {
             cx.stats.rendezvous.accepts_refused += 1;
@@ -1201,16 +1225,6 @@ impl Rendezvous {
             cx.stats.rendezvous.accepts_refused += 1;
             return;
         }
-        if self.replay.len() >= p.replay_cache {
-            // The cache is full of live entries (refuse rather than forget
-            // one).
-            cx.stats.rendezvous.accepts_refused += 1;
-            return;
-        }
-        // Remembered until it could no longer pass the time check.
-        let until_s = intro.time_s.saturating_add(skew).saturating_add(1);
-        self.replay
-            .insert(digest, until_s.saturating_mul(1000).max(now + 1));
         let id = self.new_session();
         self.sessions.insert(
             id,
@@ -1372,7 +1386,13 @@ impl Rendezvous {
                 // rate; the service hears how many were refused.
                 if rendezvous::check_puzzle(&service, &handshake, puzzle, r.effort).is_err() {
                     cx.stats.rendezvous.introductions_under_effort += 1;
-                    r.unreported = r.unreported.saturating_add(1);
+                    // Only real work near the price counts as demand (a
+                    // free claim of effort 0 must not hold the price up
+                    // at no cost to its sender).
+                    let near = r.effort.saturating_sub(p.effort_step).max(1);
+                    if rendezvous::check_puzzle(&service, &handshake, puzzle, near).is_ok() {
+                        r.unreported = r.unreported.saturating_add(1);
+                    }
                     if r.reported_ms.is_none_or(|t| now >= t + p.effort_report_ms) {
                         r.reported_ms = Some(now);
                         let refused = std::mem::take(&mut r.unreported);
@@ -1682,4 +1702,11 @@ fn seed(cx: &mut Ctx<'_>) -> [u8; 32] {
     let mut s = [0u8; 32];
     cx.rng.fill_bytes(&mut s);
     s
+}
+
+/// Where a puzzle search starts: drawn from the node's RNG (deterministic
+/// in the simulator).
+fn random_nonce(cx: &mut Ctx<'_>) -> u64 {
+    let s = seed(cx);
+    u64::from_le_bytes([s[0], s[1], s[2], s[3], s[4], s[5], s[6], s[7]])
 }

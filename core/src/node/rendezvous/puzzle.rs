@@ -17,6 +17,12 @@ use super::RendezvousParams;
 use crate::node::Millis;
 use crate::rendezvous::{self, Puzzle};
 
+/// Periods in a row without a paid introduction after which the points'
+/// reports no longer hold the price (a point cannot hold it forever by
+/// claiming refusals nobody can check; a real near-price flood gets in
+/// once the price slips, and raises it again by paying).
+pub(super) const REPORTS_HOLD_PERIODS: u32 = 8;
+
 /// A service's price for introductions (leading zero bits of work).
 ///
 /// Per period of `effort_period_ms`:
@@ -30,8 +36,11 @@ use crate::rendezvous::{self, Puzzle};
 ///   let the price fall under a flood);
 /// - else it falls by one bit.
 ///
-/// Reports from the points can only hold the price, never raise it: a
-/// hostile point could at worst keep the price where honest load put it.
+/// Reports from the points can only hold the price, never raise it, and
+/// only refusals that carried real work near the price hold it; a report
+/// of free refusals keeps it at `effort_step` at most. A hostile point
+/// could at worst keep the price where paid load put it, or at
+/// `effort_step`.
 #[derive(Debug, Default)]
 pub(super) struct Price {
     effort: u8,
@@ -48,6 +57,14 @@ pub(super) struct Price {
     demand: u64,
     /// The period before's.
     prev_demand: u64,
+    /// A point reported refusing a flood in this period, and in the one
+    /// before: the price then falls no lower than `effort_step`.
+    flooded: bool,
+    prev_flooded: bool,
+    /// This period: introductions that met the price.
+    paid: u32,
+    /// Periods in a row without one.
+    unpaid_periods: u32,
     /// When this period ends (0: not started).
     period_end: Millis,
 }
@@ -77,6 +94,7 @@ impl Price {
     /// An introduction met the price.
     pub(super) fn arrived(&mut self) {
         self.demand = self.demand.saturating_add(1);
+        self.paid = self.paid.saturating_add(1);
     }
 
     /// An introduction met the price but the accept budget was spent.
@@ -84,9 +102,14 @@ impl Price {
         self.over = self.over.saturating_add(1);
     }
 
-    /// A point refused `n` introductions for too little work.
+    /// A point refused introductions for too little work, `n` of them
+    /// carrying real work near the price. Those count as demand (they can
+    /// hold the price); the others, free to send, only keep the price
+    /// from falling below `effort_step` (so a free flood stays out, and
+    /// costs honest downloaders at most 2^effort_step hashes).
     pub(super) fn reported(&mut self, n: u32) {
         self.demand = self.demand.saturating_add(u64::from(n));
+        self.flooded = true;
     }
 
     /// Ends the period if it is over; returns the new price if it changed.
@@ -111,9 +134,22 @@ impl Price {
                 self.floor_until = now + p.effort_period_ms;
             }
             self.effort = new;
-        } else if self.demand.max(self.prev_demand) <= capacity {
-            self.effort = old.saturating_sub(1).min(p.max_effort);
+        } else if self.unpaid_periods >= REPORTS_HOLD_PERIODS
+            || self.demand.max(self.prev_demand) <= capacity
+        {
+            let least = if self.flooded || self.prev_flooded {
+                p.effort_step.min(old)
+            } else {
+                0
+            };
+            self.effort = old.saturating_sub(1).max(least).min(p.max_effort);
         }
+        self.prev_flooded = std::mem::take(&mut self.flooded);
+        self.unpaid_periods = if std::mem::take(&mut self.paid) > 0 {
+            0
+        } else {
+            self.unpaid_periods.saturating_add(1)
+        };
         self.over = 0;
         self.prev_demand = std::mem::take(&mut self.demand);
         self.period_end = now + p.effort_period_ms;
@@ -292,5 +328,26 @@ mod tests {
         };
         assert_eq!(found, whole);
         assert!(steps > 1, "spread over several steps");
+    }
+
+    /// A hostile point reporting refusals it never had holds the price
+    /// for a few periods at most; then it falls back to `effort_step`
+    /// (the reports still say a flood is on).
+    #[test]
+    fn reports_alone_cannot_hold_the_price_forever() {
+        let p = RendezvousParams {
+            effort_period_ms: 1_000,
+            max_effort: 24,
+            accepts_per_sec: 4,
+            ..RendezvousParams::TESTNET
+        };
+        let mut price = Price::default();
+        price.tick(0, &p);
+        price.set(24);
+        for i in 1..=100u64 {
+            price.reported(u32::MAX);
+            price.tick(i * 1_000, &p);
+        }
+        assert_eq!(price.current(), p.effort_step);
     }
 }

@@ -110,6 +110,10 @@ pub struct SearchParams {
     pub search_timeout_ms: Millis,
     /// Our records are republished this often.
     pub republish_ms: Millis,
+    /// A new rating of ours goes out after a random wait of up to this
+    /// (so that its publication does not follow the download it judges
+    /// closely enough to link them by timing).
+    pub rating_delay_ms: Millis,
 }
 
 impl SearchParams {
@@ -131,12 +135,14 @@ impl SearchParams {
         max_paths: 50_000,
         search_timeout_ms: 20_000,
         republish_ms: 6 * 3600 * 1000,
+        rating_delay_ms: 3600 * 1000,
     };
 
     /// A small local network: short timers.
     pub const TESTNET: SearchParams = SearchParams {
         search_timeout_ms: 8_000,
         republish_ms: 20_000,
+        rating_delay_ms: 0,
         ..SearchParams::MAINNET
     };
 
@@ -259,8 +265,8 @@ pub(super) struct Search {
     provided: BTreeMap<PublisherId, Vec<SignedProvider>>,
     /// Our user's ratings, republished with our records.
     rated: Vec<SignedRating>,
-    /// Ratings not published yet (sent at the next tick, alone).
-    fresh_ratings: Vec<SignedRating>,
+    /// Ratings not published yet, each with when it goes out (alone).
+    fresh_ratings: Vec<(Millis, SignedRating)>,
     publish_due_ms: Option<Millis>,
     paths: paths::Paths,
     pending: BTreeMap<WalkId, Pending>,
@@ -467,12 +473,18 @@ impl Search {
         self.own_publishers.insert(key.0);
         let same = |r: &SignedRating| (r.publisher().id(), r.record().content_id) == key;
         self.rated.retain(|r| !same(r));
-        self.fresh_ratings.retain(|r| !same(r));
+        self.fresh_ratings.retain(|(_, r)| !same(r));
         self.rated.push(rating.clone());
         if self.rated.len() > MAX_OWN_RATINGS {
             self.rated.remove(0);
         }
-        self.fresh_ratings.push(rating);
+        let delay = cx.config.search.rating_delay_ms;
+        let wait = if delay == 0 {
+            0
+        } else {
+            u64::from_le_bytes(seed(cx)[..8].try_into().unwrap_or([0; 8])) % (delay + 1)
+        };
+        self.fresh_ratings.push((cx.now + wait, rating));
         if self.publish_due_ms.is_none() {
             self.publish_due_ms = Some(cx.now + cx.config.search.republish_ms);
         }
@@ -543,9 +555,18 @@ impl Search {
             }
         }
         let mut out = Vec::new();
-        if !self.fresh_ratings.is_empty() && have_circuit {
-            let fresh = std::mem::take(&mut self.fresh_ratings);
-            for batch in batches(fresh.iter().map(SignedRating::as_bytes)) {
+        if !have_circuit {
+            // Try again shortly: a circuit is on its way.
+            for (t, _) in &mut self.fresh_ratings {
+                *t = (*t).max(now + 1_000);
+            }
+        }
+        if have_circuit && self.fresh_ratings.iter().any(|(t, _)| *t <= now) {
+            let (due, later): (Vec<_>, Vec<_>) = std::mem::take(&mut self.fresh_ratings)
+                .into_iter()
+                .partition(|(t, _)| *t <= now);
+            self.fresh_ratings = later;
+            for batch in batches(due.iter().map(|(_, r)| r.as_bytes())) {
                 if let Some(b) = (ToExit::Publish { records: batch }).encode() {
                     out.push(b);
                 }
@@ -565,7 +586,14 @@ impl Search {
                     .flatten()
                     .map(SignedProvider::as_bytes);
                 let ratings = self.rated.iter().map(SignedRating::as_bytes);
-                for batch in batches(content.chain(providers).chain(ratings)) {
+                // One kind of signer per message: content records (the
+                // library's pseudonym), provider records (the service
+                // key) and ratings (the rater pseudonym) never share one,
+                // so no exit or walk relay reads them side by side.
+                let mut all = batches(content);
+                all.extend(batches(providers));
+                all.extend(batches(ratings));
+                for batch in all {
                     if let Some(b) = (ToExit::Publish { records: batch }).encode() {
                         out.push(b);
                     }
@@ -593,7 +621,7 @@ impl Search {
             .values()
             .map(|p| p.until_ms)
             .chain(self.publish_due_ms.filter(|_| self.publishes()))
-            .chain((!self.fresh_ratings.is_empty()).then_some(cx.now))
+            .chain(self.fresh_ratings.iter().map(|(t, _)| *t).min())
             .min();
         match next {
             Some(t) => cx.timers.set(Timer::Search, t),
