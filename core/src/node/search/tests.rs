@@ -473,3 +473,57 @@ fn the_refusal_choice_survives_a_restart() {
         "about a quarter refused: {refused} of 40"
     );
 }
+
+/// From every exit's chair: no publish message it reads carries our
+/// library's record and our rating side by side (the rater pseudonym must
+/// not be linked to the library by the message that carries it), neither
+/// at the first publication nor at a republication of both.
+#[test]
+fn an_exit_never_reads_the_library_and_a_rating_in_one_message() {
+    use crate::circuit::CircuitMsg;
+    use crate::node::Observation;
+    use crate::rating::{Rating, Verdict};
+    let mut net = ready(16);
+    for n in net.nodes_mut() {
+        n.set_observing(true);
+    }
+    let now = T0 + 12_000;
+    let lib = record("Free Software Song.ogg", 7, 1);
+    let rater = Pseudonym::from_key(SigningKey::from_bytes(&[30; 32]), PowParams::TESTNET);
+    let mut rated = record("some film.mkv", 8, 2).record().clone();
+    rated.created = now / 1000;
+    rated.expires = now / 1000 + 3600;
+    let rating = Rating {
+        rated,
+        verdict: Verdict::Fake,
+    }
+    .sign(&rater)
+    .unwrap();
+    net.nodes_mut()[3].publish(now, vec![lib.clone()]);
+    net.nodes_mut()[3].rate(now, rating.clone());
+    // Past a republication (20 s on a test network).
+    net.run_from(now, now + 45_000);
+    let (mut with_lib, mut with_rating) = (0, 0);
+    for i in 0..16 {
+        for o in net.take_observations(i) {
+            if let Observation::Recognised { payload, .. } = o
+                && let Ok(CircuitMsg::Search { bytes }) = CircuitMsg::decode(&payload)
+                && let Ok(ToExit::Publish { records }) = ToExit::decode(&bytes)
+            {
+                let l = records.iter().any(|r| r.as_slice() == lib.as_bytes());
+                let g = records.iter().any(|r| r.as_slice() == rating.as_bytes());
+                assert!(
+                    !(l && g),
+                    "exit {i} read the library and a rating in one message"
+                );
+                with_lib += usize::from(l);
+                with_rating += usize::from(g);
+            }
+        }
+    }
+    assert!(with_lib >= 2, "published and republished ({with_lib})");
+    assert!(
+        with_rating >= 2,
+        "published and republished ({with_rating})"
+    );
+}
