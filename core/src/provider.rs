@@ -31,15 +31,15 @@
 //! [64] ed25519 signature over SIGNATURE_CONTEXT || all bytes above
 //! ```
 
-use ed25519_dalek::{Signature, VerifyingKey};
+use ed25519_dalek::Signature;
 
 use crate::content::ContentId;
 use crate::descriptor::MAX_DESCRIPTOR_BYTES;
 use crate::identity::PublisherKey;
-use crate::pow::{Pow, PowParams};
+use crate::pow::PowParams;
 use crate::record::{
-    MAX_CLOCK_SKEW_SECS, RECORD_VERSION, RecordError, RecordKind, SIGNATURE_BYTES, Unchecked,
-    signed_message,
+    RECORD_VERSION, RecordError, RecordKind, SIGNATURE_BYTES, Unchecked, check_signed,
+    decode_header, signed_message,
 };
 use crate::rendezvous::{ServiceKey, ServicePublic};
 use crate::wire::{DecodeError, Reader, Writer};
@@ -199,21 +199,7 @@ impl Unchecked<SignedProvider> {
             });
         }
         let mut r = Reader::new(bytes);
-        let version = r.get_u8()?;
-        if version != RECORD_VERSION {
-            return Err(DecodeError::UnknownVersion(version));
-        }
-        let kind = r.get_u8()?;
-        if RecordKind::from_u8(kind) != Some(RecordKind::Provider) {
-            return Err(DecodeError::UnknownKind(kind));
-        }
-        let key = VerifyingKey::from_bytes(&r.get_array()?).map_err(|_| DecodeError::BadValue {
-            field: "service key",
-            reason: "not a valid ed25519 point",
-        })?;
-        let pow = Pow {
-            nonce: r.get_u64()?,
-        };
+        let key = decode_header(&mut r, RecordKind::Provider)?;
         let content_id = ContentId::from_bytes(r.get_array()?);
         let x25519 = r.get_array()?;
         let count = usize::from(r.get_u8()?);
@@ -243,7 +229,7 @@ impl Unchecked<SignedProvider> {
                 created,
                 expires,
             },
-            key: PublisherKey { key, pow },
+            key,
             signature,
             bytes: bytes.to_vec(),
         }))
@@ -253,30 +239,15 @@ impl Unchecked<SignedProvider> {
     /// service's proof of work at `pow`, and the signature, cheapest first.
     pub fn check(self, now: u64, pow: PowParams) -> Result<SignedProvider, RecordError> {
         let signed = self.into_inner();
-        let rec = &signed.record;
-        rec.validate()?;
-        if rec.created > now.saturating_add(MAX_CLOCK_SKEW_SECS) {
-            return Err(RecordError::CreatedInFuture {
-                created: rec.created,
-                now,
-            });
-        }
-        if now >= rec.expires {
-            return Err(RecordError::Expired {
-                expires: rec.expires,
-                now,
-            });
-        }
-        signed.key.check_pow(pow)?;
-        let unsigned = signed
-            .bytes
-            .get(..signed.bytes.len().saturating_sub(SIGNATURE_BYTES))
-            .ok_or(RecordError::BadSignature)?;
-        signed
-            .key
-            .key
-            .verify_strict(&signed_message(unsigned), &signed.signature)
-            .map_err(|_| RecordError::BadSignature)?;
+        signed.record.validate()?;
+        check_signed(
+            (signed.record.created, signed.record.expires),
+            &signed.key,
+            &signed.bytes,
+            &signed.signature,
+            now,
+            pow,
+        )?;
         Ok(signed)
     }
 }

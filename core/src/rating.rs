@@ -179,7 +179,7 @@ impl Unchecked<SignedRating> {
         let signed = self.into_inner();
         signed.rating.rated.validate()?;
         check_signed(
-            &signed.rating.rated,
+            (signed.rating.rated.created, signed.rating.rated.expires),
             &signed.rater,
             &signed.bytes,
             &signed.signature,

@@ -548,7 +548,7 @@ impl Unchecked<SignedRecord> {
         let signed = self.0;
         signed.record.validate()?;
         check_signed(
-            &signed.record,
+            (signed.record.created, signed.record.expires),
             &signed.publisher,
             &signed.bytes,
             &signed.signature,
@@ -584,29 +584,23 @@ pub(crate) fn decode_header(
 }
 
 /// Checks what every pseudonym-signed record needs beyond its own fields
-/// (which the caller validated): the validity window of `rec` at `now`
-/// (Unix seconds), the pseudonym's proof of work at `pow`, and the
-/// signature over every byte of `bytes` before it, in that order
-/// (cheapest first).
+/// (which the caller validated): the validity window `window` (created,
+/// expires) at `now` (Unix seconds), the pseudonym's proof of work at
+/// `pow`, and the signature over every byte of `bytes` before it, in that
+/// order (cheapest first).
 pub(crate) fn check_signed(
-    rec: &ContentRecord,
+    (created, expires): (u64, u64),
     publisher: &PublisherKey,
     bytes: &[u8],
     signature: &Signature,
     now: u64,
     pow: PowParams,
 ) -> Result<(), RecordError> {
-    if rec.created > now.saturating_add(MAX_CLOCK_SKEW_SECS) {
-        return Err(RecordError::CreatedInFuture {
-            created: rec.created,
-            now,
-        });
+    if created > now.saturating_add(MAX_CLOCK_SKEW_SECS) {
+        return Err(RecordError::CreatedInFuture { created, now });
     }
-    if now >= rec.expires {
-        return Err(RecordError::Expired {
-            expires: rec.expires,
-            now,
-        });
+    if now >= expires {
+        return Err(RecordError::Expired { expires, now });
     }
     publisher.check_pow(pow)?;
     let unsigned_len = bytes.len().saturating_sub(SIGNATURE_BYTES);
