@@ -759,15 +759,8 @@ impl Downloads {
             }
         }
         took.sort_unstable();
-        let pct = |p: usize| {
-            if took.is_empty() {
-                0
-            } else {
-                took[((took.len() - 1) * p).div_ceil(100)]
-            }
-        };
-        o.download_ms_p50 = pct(50);
-        o.download_ms_p95 = pct(95);
+        o.download_ms_p50 = crate::metrics::percentile(&took, 50);
+        o.download_ms_p95 = crate::metrics::percentile(&took, 95);
         for (&(serving, reason), &n) in &self.dropped {
             match reason {
                 DropReasonKey::Bad => o.sources_dropped_bad += n,

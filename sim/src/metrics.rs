@@ -12,6 +12,15 @@ use crate::adversary::Role;
 use crate::position::{Observed, PositionGuess};
 use crate::scenario::{EPOCH_MS, Scenario};
 
+/// The `p`th percentile (nearest rank, rounded up) of `sorted`, 0 if empty.
+pub(crate) fn percentile(sorted: &[u64], p: usize) -> u64 {
+    if sorted.is_empty() {
+        0
+    } else {
+        sorted[((sorted.len() - 1) * p).div_ceil(100)]
+    }
+}
+
 /// What the harness recorded.
 #[derive(Debug, Clone, Default)]
 pub struct Outcome {
@@ -535,15 +544,8 @@ impl Metrics {
             }
         }
         times.sort_unstable();
-        let pct = |p: usize| -> u64 {
-            if times.is_empty() {
-                0
-            } else {
-                times[((times.len() - 1) * p).div_ceil(100)]
-            }
-        };
-        o.circuit_build_ms_p50 = pct(50);
-        o.circuit_build_ms_p95 = pct(95);
+        o.circuit_build_ms_p50 = percentile(&times, 50);
+        o.circuit_build_ms_p95 = percentile(&times, 95);
         o.colluder_guard_share = if guarded == 0 {
             0.0
         } else {

@@ -691,15 +691,8 @@ impl Workload {
         let counted = o.searches - o.searches_lost;
         o.search_success = ratio(o.searches_succeeded, counted);
         latencies.sort_unstable();
-        let pct = |p: usize| {
-            if latencies.is_empty() {
-                0
-            } else {
-                latencies[((latencies.len() - 1) * p).div_ceil(100)]
-            }
-        };
-        o.search_latency_ms_p50 = pct(50);
-        o.search_latency_ms_p95 = pct(95);
+        o.search_latency_ms_p50 = crate::metrics::percentile(&latencies, 50);
+        o.search_latency_ms_p95 = crate::metrics::percentile(&latencies, 95);
         let mut circuit_cells = 0;
         let mut relays = 0u64;
         let mut held = 0u64;
