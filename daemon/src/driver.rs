@@ -36,6 +36,16 @@
 //!   (the node task never waits for SQLite; only the newest list is
 //!   written). [`Network::shutdown`] writes the last list before returning.
 //!
+//! - **Reached relays survive restarts.** The relays this node dialled and
+//!   reached (outbound links that authenticated, with their descriptors)
+//!   are written to the store's `peers` table as they change, at most
+//!   [`crate::store::MAX_STORED_PEERS`]; at the next start the most
+//!   recently reached (at most 16, within 30 days) are dialled as seeds
+//!   besides the configured ones, so a node rejoins after its seeds are
+//!   gone. Only addresses we reached are kept: an inbound link's address
+//!   is a source port, and a descriptor's address is never used before it
+//!   was reached.
+//!
 //! The node itself guarantees that nothing but the handshake crosses a link
 //! before Noise completes.
 
@@ -65,7 +75,7 @@ use veil_core::transfer::{self, Bitfield, DropReason, Request, TransferMsg};
 
 use crate::admission::{self, Pending};
 use crate::net;
-use crate::store::Store;
+use crate::store::{Store, StoredPeer};
 
 /// Most inputs queued towards the node task (readers wait when it is full).
 const INPUT_QUEUE: usize = 1024;
@@ -76,6 +86,10 @@ const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 /// How long [`Network::shutdown`] waits for the last guard list to be
 /// written.
 const GUARD_FLUSH_TIMEOUT: Duration = Duration::from_secs(5);
+/// Relays reached within this long are dialled as extra seeds at start.
+const PEER_SEED_MAX_AGE_S: u64 = 30 * 24 * 3600;
+/// Most of them dialled at start (the most recently reached first).
+const MAX_PEER_SEEDS: usize = 16;
 
 /// Driver options besides the node's [`Config`].
 #[derive(Debug, Clone, Default)]
@@ -280,6 +294,24 @@ impl Network {
         let write_queue = config.max_link_in_flight_cells.max(1);
         let relay = config.relay;
         let pending = Pending::new(config.max_pending_handshakes * 2, options.admission);
+        if let Some(store) = &options.guard_store {
+            let since = (now_ms() / 1000).saturating_sub(PEER_SEED_MAX_AGE_S);
+            let stored = store
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .peer_seeds(since, MAX_PEER_SEEDS)
+                .context("cannot load the peers reached before")?;
+            let before = config.bootstrap.len();
+            for addr in stored {
+                if !config.bootstrap.contains(&addr) {
+                    config.bootstrap.push(addr);
+                }
+            }
+            let added = config.bootstrap.len() - before;
+            if added > 0 {
+                tracing::info!(added, "relays reached before are dialled as seeds too");
+            }
+        }
         let mut seed = [0u8; 32];
         rand::rngs::OsRng.fill_bytes(&mut seed);
         let config = config
@@ -327,6 +359,11 @@ impl Network {
             }
             None => None,
         };
+        let peers_tx = options.guard_store.as_ref().map(|store| {
+            let (tx, rx) = watch::channel(Vec::new());
+            tokio::spawn(write_peers(store.clone(), rx));
+            tx
+        });
         let (inputs, rx) = mpsc::channel(INPUT_QUEUE);
         let pacer = options.upload_limit.map(|rate| Arc::new(Pacer::new(rate)));
         let shared = Arc::new(Shared {
@@ -356,6 +393,7 @@ impl Network {
                 snapshot.clone(),
                 guards_tx,
                 index_tx,
+                peers_tx,
             )),
             tokio::spawn(accept_loop(shared)),
         ];
@@ -450,6 +488,45 @@ async fn write_index(store: Arc<Mutex<Store>>, mut snapshots: watch::Receiver<Ve
         }
         if closed {
             return;
+        }
+    }
+}
+
+/// Relays we dialled and reached (outbound links that authenticated),
+/// with their descriptors: the only addresses worth dialling again at the
+/// next start (an inbound link's address is a source port, and a
+/// descriptor's address is not used before it was reached).
+fn reached_relays(node: &Node, peers: &[PeerInfo]) -> Vec<StoredPeer> {
+    peers
+        .iter()
+        .filter(|p| p.relay && p.direction == Direction::Outbound)
+        .filter_map(|p| {
+            let (d, _) = node.known_descriptor(&p.node_id)?;
+            Some(StoredPeer {
+                id: p.node_id,
+                descriptor: d.to_bytes(),
+                addr: p.addr,
+            })
+        })
+        .collect()
+}
+
+/// Records the relays reached, as they change (the newest list only).
+async fn write_peers(store: Arc<Mutex<Store>>, mut lists: watch::Receiver<Vec<StoredPeer>>) {
+    while lists.changed().await.is_ok() {
+        let newest = lists.borrow_and_update().clone();
+        let store = store.clone();
+        let result = tokio::task::spawn_blocking(move || {
+            store
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .save_peers(&newest, now_ms() / 1000)
+        })
+        .await;
+        match result {
+            Ok(Ok(())) => tracing::debug!("reached peers saved"),
+            Ok(Err(e)) => tracing::warn!("cannot save the reached peers: {e:#}"),
+            Err(e) => tracing::warn!("cannot save the reached peers: {e}"),
         }
     }
 }
@@ -644,6 +721,7 @@ async fn run_node(
     snapshot: Arc<Mutex<Snapshot>>,
     guards_tx: Option<watch::Sender<Vec<GuardRecord>>>,
     index_tx: Option<watch::Sender<Vec<SignedRecord>>>,
+    peers_tx: Option<watch::Sender<Vec<StoredPeer>>>,
 ) {
     let mut links: BTreeMap<LinkId, LinkIo> = BTreeMap::new();
     let mut tasks = Tasks::default();
@@ -669,6 +747,16 @@ async fn run_node(
             let mut s = snapshot.lock().unwrap_or_else(|e| e.into_inner());
             if peers_changed {
                 s.peers = node.peers();
+                if let Some(tx) = &peers_tx {
+                    let reached = reached_relays(&node, &s.peers);
+                    if !reached.is_empty() {
+                        tx.send_if_modified(|old| {
+                            let changed = *old != reached;
+                            *old = reached;
+                            changed
+                        });
+                    }
+                }
             }
             if let Some(list) = guards {
                 s.guards = list.iter().map(|g| g.id).collect();

@@ -12,6 +12,7 @@
 //! **Invariant:** query text never reaches FTS5 syntax: [`fts_query`] keeps
 //! only alphanumeric tokens and quotes each one.
 
+use std::net::SocketAddr;
 use std::path::Path;
 
 use anyhow::{Context, bail};
@@ -26,6 +27,19 @@ use veil_core::search::{Query, Standing};
 use veil_core::transfer::Bitfield;
 
 use crate::api::{FindHit, LibraryEntry};
+
+/// Most relays kept in the `peers` table.
+pub const MAX_STORED_PEERS: usize = 256;
+
+/// A relay this node reached, as the `peers` table keeps it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredPeer {
+    pub id: NodeId,
+    /// Its signed descriptor, as received.
+    pub descriptor: Vec<u8>,
+    /// The address we dialled and reached it at.
+    pub addr: SocketAddr,
+}
 
 /// Each entry migrates from `user_version == index` to `index + 1`.
 const MIGRATIONS: &[&str] = &[
@@ -714,6 +728,57 @@ impl Store {
         Ok(out)
     }
 
+    /// Record relays this node reached at `addr` now (outbound links
+    /// that authenticated), with their descriptors: a later start dials
+    /// them as extra seeds. At most [`MAX_STORED_PEERS`] are kept, the
+    /// ones reached longest ago dropped first.
+    pub fn save_peers(&mut self, reached: &[StoredPeer], now_s: u64) -> anyhow::Result<()> {
+        let now = i64::try_from(now_s).context("time out of range")?;
+        let tx = self.conn.transaction()?;
+        {
+            let mut stmt = tx.prepare(
+                "INSERT INTO peers (node_id, descriptor, address, first_seen, last_seen, last_reached)
+                    VALUES (?1, ?2, ?3, ?4, ?4, ?4)
+                    ON CONFLICT(node_id) DO UPDATE SET descriptor = ?2, address = ?3,
+                        last_seen = ?4, last_reached = ?4, failures = 0",
+            )?;
+            for p in reached {
+                stmt.execute(params![
+                    p.id.as_bytes().as_slice(),
+                    p.descriptor,
+                    p.addr.to_string(),
+                    now
+                ])?;
+            }
+        }
+        tx.execute(
+            "DELETE FROM peers WHERE node_id NOT IN
+                (SELECT node_id FROM peers ORDER BY last_reached DESC LIMIT ?1)",
+            params![MAX_STORED_PEERS as i64],
+        )?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// Addresses of relays reached since `since_s`, most recently reached
+    /// first, at most `limit`.
+    pub fn peer_seeds(&self, since_s: u64, limit: usize) -> anyhow::Result<Vec<SocketAddr>> {
+        let since = i64::try_from(since_s).unwrap_or(i64::MAX);
+        let mut stmt = self.conn.prepare(
+            "SELECT address FROM peers WHERE last_reached >= ?1 AND address IS NOT NULL
+                ORDER BY last_reached DESC, node_id LIMIT ?2",
+        )?;
+        let rows = stmt.query_map(params![since, limit as i64], |r| r.get::<_, String>(0))?;
+        let mut out = Vec::new();
+        for r in rows {
+            // A row that does not parse is skipped, not fatal.
+            if let Ok(addr) = r?.parse() {
+                out.push(addr);
+            }
+        }
+        Ok(out)
+    }
+
     /// Register a download. False (and nothing written) if a download of
     /// that content is already registered.
     pub fn insert_download(&mut self, row: &DownloadRow) -> anyhow::Result<bool> {
@@ -1169,6 +1234,59 @@ mod tests {
         // Values u64 cannot carry into SQLite are an error, not a wrap.
         assert!(s.save_guards(&[guard(1, u64::MAX)]).is_err());
         assert_eq!(s.guards().unwrap(), second);
+    }
+
+    fn peer(i: u16, port: u16) -> StoredPeer {
+        let mut id = [0u8; 32];
+        id[..2].copy_from_slice(&i.to_be_bytes());
+        StoredPeer {
+            id: NodeId::from_bytes(id),
+            descriptor: vec![7; 50],
+            addr: SocketAddr::from(([127, (i % 250) as u8, 0, 1], port)),
+        }
+    }
+
+    #[test]
+    fn reached_peers_persist_newest_first_bounded_and_updated() {
+        let tmp = tempfile::tempdir().unwrap();
+        let db = tmp.path().join("db");
+        {
+            let mut s = Store::open(&db).unwrap();
+            assert!(s.peer_seeds(0, 10).unwrap().is_empty());
+            s.save_peers(&[peer(1, 7001), peer(2, 7002)], 100).unwrap();
+            s.save_peers(&[peer(3, 7003)], 200).unwrap();
+        }
+        let mut s = Store::open(&db).unwrap();
+        let seeds = s.peer_seeds(0, 10).unwrap();
+        assert_eq!(seeds[0], peer(3, 7003).addr);
+        assert_eq!(seeds.len(), 3);
+        // Reached again at a new port: one row, the new address, newest.
+        s.save_peers(&[peer(1, 9001)], 300).unwrap();
+        let seeds = s.peer_seeds(0, 10).unwrap();
+        assert_eq!(seeds.len(), 3);
+        assert_eq!(seeds[0], peer(1, 9001).addr);
+        // Too old, or past the limit, is left out.
+        assert_eq!(s.peer_seeds(250, 10).unwrap(), vec![peer(1, 9001).addr]);
+        assert_eq!(s.peer_seeds(0, 1).unwrap().len(), 1);
+        // The table never holds more than MAX_STORED_PEERS: the ones
+        // reached longest ago go first.
+        let many: Vec<StoredPeer> = (10..300).map(|i| peer(i, 8000)).collect();
+        s.save_peers(&many, 400).unwrap();
+        s.save_peers(&[peer(7, 8100)], 500).unwrap();
+        let n: i64 = s
+            .conn
+            .query_row("SELECT count(*) FROM peers", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(n, MAX_STORED_PEERS as i64);
+        assert_eq!(s.peer_seeds(450, 10).unwrap(), vec![peer(7, 8100).addr]);
+        // A row whose address does not parse is skipped.
+        s.conn
+            .execute(
+                "UPDATE peers SET address = 'junk', last_reached = 999 WHERE node_id = ?1",
+                params![peer(20, 0).id.as_bytes().as_slice()],
+            )
+            .unwrap();
+        assert_eq!(s.peer_seeds(450, 10).unwrap(), vec![peer(7, 8100).addr]);
     }
 
     fn download_row(id: u8, size: u64) -> DownloadRow {

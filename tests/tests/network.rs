@@ -83,3 +83,54 @@ fn peers_of_a_lonely_daemon_is_an_empty_array() {
     assert!(listen.ip().is_loopback() && listen.port() != 0);
     assert_eq!(status["peers"], 0);
 }
+
+/// Relays a daemon reached are kept in its database and dialled again at
+/// its next start: restarted with no bootstrap seed at all, it rejoins
+/// the network it knew (a daemon that never reached anyone stays alone,
+/// as `peers_of_a_lonely_daemon_is_an_empty_array` shows).
+#[test]
+fn a_restarted_daemon_rejoins_through_the_relays_it_reached_before() {
+    let (mut daemons, addrs, ids) = start_network(3);
+    let deadline = Instant::now() + FORM_DEADLINE;
+    while !peer_ids(&daemons[2]).contains(&ids[0]) {
+        assert!(Instant::now() < deadline, "daemon 2 never reached the seed");
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    // The reached relays are written as they change; the stop flushes.
+    let db = daemons[2].data_dir.join("veil.db");
+    let stored = || -> BTreeSet<String> {
+        let conn = rusqlite::Connection::open(&db).unwrap();
+        let mut stmt = conn.prepare("SELECT address FROM peers").unwrap();
+        stmt.query_map([], |r| r.get::<_, String>(0))
+            .unwrap()
+            .map(Result::unwrap)
+            .collect()
+    };
+    while !stored().contains(&addrs[0].to_string()) {
+        assert!(
+            Instant::now() < deadline,
+            "the seed was never stored: {:?}",
+            stored()
+        );
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    // A new port: nobody else can reach it at the old address, so only
+    // its own dials can bring it back.
+    daemons[2].stop();
+    let moved = veil_tests::free_udp_addr(&addrs[2].ip().to_string());
+    daemons[2].set_args(&["--listen", &moved.to_string()]);
+    daemons[2].restart();
+    let deadline = Instant::now() + FORM_DEADLINE;
+    loop {
+        let seen = peer_ids(&daemons[2]);
+        if seen.contains(&ids[0]) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no seed given, and the stored relays were not dialled: {seen:?}\n{}",
+            daemons[2].log_text()
+        );
+        std::thread::sleep(Duration::from_millis(250));
+    }
+}
