@@ -70,17 +70,36 @@ struct Args {
     /// daemon/veild.example.toml.
     #[arg(long, value_name = "FILE")]
     config: Option<PathBuf>,
-    /// Log filter (tracing EnvFilter syntax), e.g. `info` or `veil_daemon=debug`.
-    #[arg(long, env = "VEIL_LOG", default_value = "info")]
+    /// Log filter (tracing EnvFilter syntax), e.g. `veil_daemon=debug`.
+    /// Levels: error and warn: something failed or needs the operator;
+    /// info: what the node does, never with an address, key, id, content
+    /// id or query; debug: peers' addresses, node ids, content ids and
+    /// paths, for debugging only (do not publish such logs); trace: finer
+    /// still (each dial and handshake). The default keeps other crates at
+    /// error (they may log peer addresses above that).
+    #[arg(long, env = "VEIL_LOG", default_value = DEFAULT_LOG)]
     log: String,
 }
 
+/// The default log filter: veil's own crates at info, where nothing
+/// identifying is logged; dependencies (quinn, rustls) at error, since
+/// their warnings may carry a peer's address.
+const DEFAULT_LOG: &str = "error,veild=info,veil_daemon=info,veil_core=info";
+
 fn main() -> std::process::ExitCode {
     let args = Args::parse();
+    let filter = match tracing_subscriber::EnvFilter::try_new(&args.log) {
+        Ok(f) => f,
+        Err(e) => {
+            eprintln!(
+                "veild: --log (or VEIL_LOG) {:?} is not a log filter: {e}",
+                args.log
+            );
+            return std::process::ExitCode::from(2);
+        }
+    };
     tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_new(&args.log).unwrap_or_else(|_| "info".into()),
-        )
+        .with_env_filter(filter)
         .with_writer(std::io::stderr)
         .init();
     match run(args) {
@@ -188,7 +207,8 @@ fn run(args: Args) -> anyhow::Result<()> {
         veil_daemon::server::publish_library(&daemon);
         veil_daemon::server::publish_ratings(&daemon);
         veil_daemon::server::resume_downloads(daemon.clone());
-        tracing::info!(node_id = %daemon.node.node_id(), data_dir = %dir.path().display(), "veild ready");
+        tracing::debug!(node_id = %daemon.node.node_id(), "our node id");
+        tracing::info!(data_dir = %dir.path().display(), relay, "veild ready");
         let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
         let result = tokio::select! {
             r = serve(daemon, listener) => r.context("control socket failed"),
