@@ -5,12 +5,13 @@
 
 use std::fmt;
 use std::net::SocketAddr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{Context, bail};
 use serde::Deserialize;
 use veil_core::path::CircuitParams;
+use veil_core::pow::PowParams;
 
 use crate::admission;
 
@@ -29,6 +30,14 @@ pub const DEFAULT_CONTROL_CONNECTIONS: usize = 64;
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawConfig {
+    /// The data dir, an absolute path (`--data-dir` and `VEIL_DATA_DIR`
+    /// replace it).
+    pub data_dir: Option<PathBuf>,
+    /// Run on a test network: its proof of work, timers and circuit
+    /// defaults.
+    pub testnet: Option<bool>,
+    /// Proof-of-work difficulty in leading zero bits (test networks only).
+    pub pow_bits: Option<u8>,
     /// UDP address for peer links, `ADDR:PORT`.
     pub listen: Option<String>,
     /// Address a relay advertises in its descriptor, `ADDR:PORT`.
@@ -105,6 +114,13 @@ pub struct RawCircuits {
 /// Settings given on the command line; each replaces the file's.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Flags {
+    /// `--data-dir`, or `VEIL_DATA_DIR` when the flag is not given (clap
+    /// merges the two).
+    pub data_dir: Option<PathBuf>,
+    /// `--testnet` (false: not given).
+    pub testnet: bool,
+    /// `--pow-bits`.
+    pub pow_bits: Option<u8>,
     /// `--listen`.
     pub listen: Option<SocketAddr>,
     /// `--advertise`.
@@ -120,6 +136,14 @@ pub struct Flags {
 /// Validated settings.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Settings {
+    /// The data dir asked for (None: the default, `$XDG_DATA_HOME/veil`);
+    /// see [`crate::datadir::DataDir::resolve`].
+    pub data_dir: Option<PathBuf>,
+    /// Whether this node runs on a test network (its timers, circuit
+    /// defaults and proof of work).
+    pub testnet: bool,
+    /// The proof of work our identities carry and every peer's must meet.
+    pub pow: PowParams,
     /// Where to bind the UDP socket (port 0: any free port). A client-only
     /// node binds its IP with port 0 whatever the port here says (see
     /// [`crate::driver::Network::start`]).
@@ -187,7 +211,18 @@ pub fn load(path: &Path) -> anyhow::Result<RawConfig> {
 
 /// Merge the file with the flags (a flag given replaces the file's value)
 /// over the network's defaults and validate.
-pub fn resolve(file: RawConfig, flags: Flags, testnet: bool) -> anyhow::Result<Settings> {
+pub fn resolve(file: RawConfig, flags: Flags) -> anyhow::Result<Settings> {
+    let data_dir = match flags.data_dir {
+        Some(dir) => Some(dir),
+        None => file.data_dir.map(file_data_dir).transpose()?,
+    };
+    let testnet = flags.testnet || file.testnet.unwrap_or(false);
+    let pow = match (flags.pow_bits, file.pow_bits) {
+        (Some(bits), _) => pow_params("--pow-bits", bits, testnet)?,
+        (None, Some(bits)) => pow_params("pow_bits", bits, testnet)?,
+        (None, None) if testnet => PowParams::TESTNET,
+        (None, None) => PowParams::MAINNET,
+    };
     let listen = match flags.listen {
         Some(a) => a,
         None => parse_addr("listen", file.listen.as_deref().unwrap_or(DEFAULT_LISTEN))?,
@@ -324,6 +359,9 @@ pub fn resolve(file: RawConfig, flags: Flags, testnet: bool) -> anyhow::Result<S
         None => DEFAULT_CONTROL_CONNECTIONS,
     };
     Ok(Settings {
+        data_dir,
+        testnet,
+        pow,
         listen,
         advertise,
         bootstrap,
@@ -333,6 +371,54 @@ pub fn resolve(file: RawConfig, flags: Flags, testnet: bool) -> anyhow::Result<S
         upload_limit,
         control_timeout,
         control_max_connections,
+    })
+}
+
+/// The file's `data_dir`: absolute only, since a config file is read from
+/// wherever the daemon was started (a service manager's working directory
+/// is rarely the file's), and `~` is not expanded.
+fn file_data_dir(dir: PathBuf) -> anyhow::Result<PathBuf> {
+    if !dir.is_absolute() {
+        bail!(
+            "data_dir: {:?} is not an absolute path; give a full path such as \
+             \"/home/me/.local/share/veil\" (a relative path or `~` is not expanded)",
+            dir.display().to_string()
+        );
+    }
+    Ok(dir)
+}
+
+/// The proof-of-work difficulty asked for by `source` (`--pow-bits` or
+/// `pow_bits`). A difficulty is the network's, not the node's: it is both
+/// what our identities carry and what we require of every peer's, so a
+/// node that differs from its network either makes ids every peer rejects
+/// (lower) or rejects every honest peer (higher). The real network's is
+/// fixed; a test network may choose 1 to the real network's bits.
+fn pow_params(source: &str, bits: u8, testnet: bool) -> anyhow::Result<PowParams> {
+    let mainnet = PowParams::MAINNET.difficulty_bits;
+    if !testnet {
+        if bits == mainnet {
+            return Ok(PowParams::MAINNET);
+        }
+        let effect = if bits < mainnet {
+            "make ids that every peer rejects"
+        } else {
+            "reject every honest peer's id"
+        };
+        bail!(
+            "{source}: the real network's proof of work is {mainnet} bits; a node asking {bits} \
+             would {effect}. Another difficulty is for test networks only: add `testnet = true` \
+             (or --testnet), and give every node of that network the same value"
+        );
+    }
+    if !(1..=mainnet).contains(&bits) {
+        bail!(
+            "{source}: a test network's proof of work is 1 to {mainnet} bits (the real \
+             network's), not {bits}"
+        );
+    }
+    Ok(PowParams {
+        difficulty_bits: bits,
     })
 }
 
@@ -349,6 +435,17 @@ mod tests {
         Flags::default()
     }
 
+    /// [`resolve`] with `--testnet` given (`testnet`) or not.
+    fn resolve_on(file: RawConfig, flags: Flags, testnet: bool) -> anyhow::Result<Settings> {
+        resolve(
+            file,
+            Flags {
+                testnet: flags.testnet || testnet,
+                ..flags
+            },
+        )
+    }
+
     /// A file with these lines after `listen = "127.0.0.1:7171"`.
     fn file(text: &str) -> RawConfig {
         file_text(&format!("listen = \"127.0.0.1:7171\"\n{text}"))
@@ -359,13 +456,13 @@ mod tests {
     }
 
     fn error(file: RawConfig, flags: Flags) -> String {
-        format!("{:#}", resolve(file, flags, true).unwrap_err())
+        format!("{:#}", resolve_on(file, flags, true).unwrap_err())
     }
 
     #[test]
     fn example_config_loads() {
         let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("veild.example.toml");
-        let s = resolve(load(&path).unwrap(), no_flags(), false).unwrap();
+        let s = resolve_on(load(&path).unwrap(), no_flags(), false).unwrap();
         assert_eq!(s.listen, "127.0.0.1:7171".parse().unwrap());
         assert_eq!(s.bootstrap.len(), 2);
         assert_eq!(s.circuits.hops, 3);
@@ -375,6 +472,160 @@ mod tests {
         assert_eq!(s.admission, admission::Limits::DEFAULT);
         assert_eq!(s.control_timeout, DEFAULT_CONTROL_TIMEOUT);
         assert_eq!(s.control_max_connections, DEFAULT_CONTROL_CONNECTIONS);
+        assert_eq!(s.upload_limit, None);
+        assert_eq!(s.data_dir, None);
+        assert!(!s.testnet);
+        assert_eq!(s.pow, PowParams::MAINNET);
+        assert_eq!(s.circuits, CircuitParams::MAINNET);
+    }
+
+    /// The example's commented-out settings (`# key = value` lines) are
+    /// valid too: taken in, they set what they say.
+    #[test]
+    fn example_config_commented_settings_load() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("veild.example.toml");
+        let text = std::fs::read_to_string(path).unwrap();
+        let mut taken = Vec::new();
+        let text: String = text
+            .lines()
+            .map(|line| match line.strip_prefix("# ") {
+                Some(rest)
+                    if rest.split_once(" = ").is_some_and(|(key, _)| {
+                        !key.is_empty()
+                            && key
+                                .bytes()
+                                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
+                    }) =>
+                {
+                    taken.push(rest.split_once(" = ").unwrap().0.to_string());
+                    format!("{rest}\n")
+                }
+                _ => format!("{line}\n"),
+            })
+            .collect();
+        taken.sort();
+        assert_eq!(
+            taken,
+            [
+                "advertise",
+                "data_dir",
+                "pow_bits",
+                "testnet",
+                "upload_limit_kib_s"
+            ]
+        );
+        let s = resolve(file_text(&text), no_flags()).unwrap();
+        assert_eq!(s.data_dir, Some(PathBuf::from("/home/me/veil-data")));
+        assert!(s.testnet);
+        assert_eq!(s.pow, PowParams { difficulty_bits: 8 });
+        assert_eq!(s.advertise, Some("203.0.113.7:7171".parse().unwrap()));
+        assert_eq!(s.upload_limit, Some(4096 * 1024));
+        // The [circuits] table names every circuit default it sets, so the
+        // testnet's own do not show through.
+        assert_eq!(s.circuits.hops, 3);
+        assert_eq!(s.circuits.guard_min_age_ms, 3_600_000);
+        assert!(s.relay());
+    }
+
+    #[test]
+    fn data_dir_testnet_and_pow_bits_come_from_the_file_and_flags_override_them() {
+        let text = "data_dir = \"/srv/veil\"\ntestnet = true\npow_bits = 12\n";
+        let s = resolve(file(text), no_flags()).unwrap();
+        assert_eq!(s.data_dir, Some(PathBuf::from("/srv/veil")));
+        assert!(s.testnet);
+        assert_eq!(s.pow.difficulty_bits, 12);
+        // testnet = true brings the testnet's circuit defaults.
+        assert_eq!(s.circuits, CircuitParams::TESTNET);
+        // --data-dir (or VEIL_DATA_DIR, which clap puts in the same
+        // flag) replaces the file's, and may be relative (to the
+        // working directory, as on the command line).
+        let flags = Flags {
+            data_dir: Some(PathBuf::from("rel/dir")),
+            ..Flags::default()
+        };
+        let s = resolve(file(text), flags).unwrap();
+        assert_eq!(s.data_dir, Some(PathBuf::from("rel/dir")));
+        // --pow-bits replaces the file's.
+        let flags = Flags {
+            pow_bits: Some(5),
+            ..Flags::default()
+        };
+        assert_eq!(resolve(file(text), flags).unwrap().pow.difficulty_bits, 5);
+        // --testnet replaces the file's `testnet = false`, and with it the
+        // defaults: the testnet's proof of work and circuits.
+        let flags = Flags {
+            testnet: true,
+            ..Flags::default()
+        };
+        let s = resolve(file("testnet = false\n"), flags).unwrap();
+        assert!(s.testnet);
+        assert_eq!(s.pow, PowParams::TESTNET);
+        assert_eq!(s.circuits, CircuitParams::TESTNET);
+        // And --pow-bits on a network that --testnet made a test network.
+        let flags = Flags {
+            testnet: true,
+            pow_bits: Some(3),
+            ..Flags::default()
+        };
+        let s = resolve(file("testnet = false\npow_bits = 23\n"), flags).unwrap();
+        assert_eq!(s.pow.difficulty_bits, 3);
+        // Asking for the real network's own difficulty is allowed there.
+        let s = resolve(file("pow_bits = 23\n"), no_flags()).unwrap();
+        assert_eq!(s.pow, PowParams::MAINNET);
+        assert!(!s.testnet);
+    }
+
+    #[test]
+    fn a_changed_difficulty_off_a_test_network_and_bad_data_dirs_are_refused() {
+        let real =
+            |file: RawConfig, flags: Flags| format!("{:#}", resolve(file, flags).unwrap_err());
+        // Lowered: our ids would be rejected by every peer.
+        let e = real(file("pow_bits = 8\n"), no_flags());
+        assert!(
+            e.starts_with("pow_bits: the real network's proof of work is 23 bits"),
+            "{e}"
+        );
+        assert!(e.contains("every peer rejects"), "{e}");
+        assert!(e.contains("testnet = true"), "{e}");
+        // Raised: we would reject every honest peer.
+        let e = real(file("pow_bits = 24\n"), no_flags());
+        assert!(e.contains("reject every honest peer"), "{e}");
+        // The flag is named when it is the flag, even over a valid file.
+        let flags = Flags {
+            pow_bits: Some(10),
+            ..Flags::default()
+        };
+        let e = real(file("pow_bits = 23\n"), flags);
+        assert!(e.starts_with("--pow-bits: "), "{e}");
+        // `testnet = false` is the real network too.
+        assert!(real(file("testnet = false\npow_bits = 9\n"), no_flags()).contains("pow_bits"));
+        // A test network: 1 to 23 bits.
+        for bits in [0, 24, 255] {
+            let e = error(file(&format!("pow_bits = {bits}\n")), no_flags());
+            assert_eq!(
+                e,
+                format!(
+                    "pow_bits: a test network's proof of work is 1 to 23 bits (the real \
+                     network's), not {bits}"
+                )
+            );
+        }
+        for bits in [1, 23] {
+            let s = resolve_on(file(&format!("pow_bits = {bits}\n")), no_flags(), true);
+            assert_eq!(s.unwrap().pow.difficulty_bits, bits);
+        }
+        // The parser refuses what is not a small number, or not a bool.
+        assert!(toml::from_str::<RawConfig>("pow_bits = 256\n").is_err());
+        assert!(toml::from_str::<RawConfig>("pow_bits = -1\n").is_err());
+        assert!(toml::from_str::<RawConfig>("pow_bits = \"8\"\n").is_err());
+        assert!(toml::from_str::<RawConfig>("testnet = \"yes\"\n").is_err());
+        assert!(toml::from_str::<RawConfig>("data_dir = 3\n").is_err());
+        // A data dir in the file is absolute.
+        for rel in ["veil-data", "~/veil", "./x", ""] {
+            let e = error(file(&format!("data_dir = {rel:?}\n")), no_flags());
+            assert!(e.starts_with("data_dir: "), "{e}");
+            assert!(e.contains("not an absolute path"), "{e}");
+        }
     }
 
     #[test]
@@ -395,8 +646,9 @@ mod tests {
             bootstrap: vec![flag],
             hops: Some(4),
             client_only: true,
+            ..Flags::default()
         };
-        let s = resolve(file, flags, false).unwrap();
+        let s = resolve_on(file, flags, false).unwrap();
         assert_eq!(s.listen, flag);
         assert_eq!(s.bootstrap, vec![flag]);
         assert_eq!(s.circuits.hops, 4);
@@ -407,13 +659,13 @@ mod tests {
             advertise: Some(flag),
             ..Flags::default()
         };
-        let s = resolve(file_text("advertise = \"127.0.0.1:3\"\n"), flags, false).unwrap();
+        let s = resolve_on(file_text("advertise = \"127.0.0.1:3\"\n"), flags, false).unwrap();
         assert_eq!(s.advertise, Some(flag));
     }
 
     #[test]
     fn defaults_and_errors() {
-        let s = resolve(RawConfig::default(), no_flags(), false).unwrap();
+        let s = resolve_on(RawConfig::default(), no_flags(), false).unwrap();
         assert_eq!(s.listen, DEFAULT_LISTEN.parse().unwrap());
         assert!(s.bootstrap.is_empty());
         assert_eq!(s.circuits, CircuitParams::MAINNET);
@@ -426,19 +678,19 @@ mod tests {
         assert_eq!(s.admission, admission::Limits::DEFAULT);
         assert_eq!(s.control_timeout, DEFAULT_CONTROL_TIMEOUT);
         assert_eq!(s.control_max_connections, DEFAULT_CONTROL_CONNECTIONS);
-        let t = resolve(RawConfig::default(), no_flags(), true).unwrap();
+        let t = resolve_on(RawConfig::default(), no_flags(), true).unwrap();
         assert_eq!(t.circuits, CircuitParams::TESTNET);
         let bad = RawConfig {
             listen: Some("localhost".into()),
             ..RawConfig::default()
         };
-        assert!(resolve(bad, no_flags(), false).is_err());
+        assert!(resolve_on(bad, no_flags(), false).is_err());
         assert!(toml::from_str::<RawConfig>("lisen = \"x\"").is_err());
     }
 
     #[test]
     fn circuits_table_overrides_the_network_defaults() {
-        let s = resolve(
+        let s = resolve_on(
             file(
                 "[circuits]\nhops = 2\nclient_only = true\nguards = 5\nvanguards = 3\n\
                  prefix_v4 = 24\nguard_min_age_s = 600\n",
@@ -460,7 +712,7 @@ mod tests {
         );
         assert!(!s.relay());
         // Unset values keep the testnet's own.
-        let t = resolve(file("[circuits]\nhops = 1\n"), no_flags(), true).unwrap();
+        let t = resolve_on(file("[circuits]\nhops = 1\n"), no_flags(), true).unwrap();
         assert_eq!(
             t.circuits,
             CircuitParams {
@@ -469,7 +721,7 @@ mod tests {
             }
         );
         assert!(t.relay());
-        let relay = resolve(file("[circuits]\nclient_only = false\n"), no_flags(), true);
+        let relay = resolve_on(file("[circuits]\nclient_only = false\n"), no_flags(), true);
         assert!(relay.unwrap().relay());
     }
 
@@ -513,7 +765,7 @@ mod tests {
 
     #[test]
     fn an_advertised_address_makes_a_relay_of_an_unspecified_listen() {
-        let s = resolve(
+        let s = resolve_on(
             file_text("listen = \"0.0.0.0:7171\"\nadvertise = \"192.0.2.7:7171\"\n"),
             no_flags(),
             false,
@@ -522,7 +774,7 @@ mod tests {
         assert!(s.relay());
         assert_eq!(s.advertise, Some("192.0.2.7:7171".parse().unwrap()));
         // A specific listen IP needs no --advertise.
-        assert!(resolve(file(""), no_flags(), false).unwrap().relay());
+        assert!(resolve_on(file(""), no_flags(), false).unwrap().relay());
         // Addresses nobody can reach are refused, and so is advertising
         // while client-only.
         for bad in ["0.0.0.0:7171", "192.0.2.7:0", "224.0.0.1:7171"] {
@@ -540,7 +792,7 @@ mod tests {
 
     #[test]
     fn links_and_control_tables_set_the_limits() {
-        let s = resolve(
+        let s = resolve_on(
             file(
                 "[links]\nmax_pending_per_ip = 2\nmax_pending_per_24 = 6\nmax_pending_per_48 = 7\n\
                  quic_handshake_timeout_ms = 2500\nfirst_stream_timeout_ms = 1500\n\

@@ -432,7 +432,8 @@ impl PartialDownload {
             lock(store)?
                 .set_download_state(&id, DownloadState::Done.as_str(), None, now)
                 .map_err(DownloadError::Store)?;
-            tracing::info!(?id, "a finish cut short was completed");
+            tracing::info!("a finish cut short was completed");
+            tracing::debug!(?id, "finish completed");
             return Err(DownloadError::Finished { id, dest });
         }
         let reset = match (bits, part_len) {
@@ -454,7 +455,8 @@ impl PartialDownload {
                 (bits, file, None)
             }
             Err(reason) => {
-                tracing::warn!(?id, %reason, "download starts again from empty");
+                tracing::warn!(%reason, "a download starts again from empty");
+                tracing::debug!(?id, "download restarted from empty");
                 let bits = Bitfield::new(row.size);
                 // Forget the pieces before touching the file, so that no
                 // moment claims bytes that are not there.
@@ -693,10 +695,8 @@ impl PartialDownload {
 /// Mark the download failed and forget its pieces, after its file failed
 /// the re-hash. Returns the error to report.
 fn fail(store: &Mutex<Store>, id: ContentId, size: u64) -> DownloadError {
-    tracing::warn!(
-        ?id,
-        "finished download does not hash to its id; starting again"
-    );
+    tracing::warn!("a finished download does not hash to its id; starting again");
+    tracing::debug!(?id, "download failed its re-hash");
     let empty = Bitfield::new(size);
     let recorded = lock(store).and_then(|mut s| {
         s.set_download_state(

@@ -397,7 +397,10 @@ impl Network {
             )),
             tokio::spawn(accept_loop(shared)),
         ];
-        tracing::info!(%local_addr, "peer links: listening (QUIC)");
+        // Our own address too stays out of info logs (a client-only
+        // node's address is what it hides; `veil status` shows it).
+        tracing::info!(relay, "peer links: listening (QUIC)");
+        tracing::debug!(%local_addr, "peer links: bound");
         Ok(Network {
             endpoint,
             view: NetView {
@@ -944,8 +947,8 @@ fn drain(
                     addr,
                     direction,
                 } => {
-                    tracing::info!(link = link.0, %peer, ?direction, "peer link up");
-                    tracing::debug!(link = link.0, %addr, "peer link address");
+                    tracing::info!(link = link.0, ?direction, "peer link up");
+                    tracing::debug!(link = link.0, %peer, %addr, "peer link");
                     changed.peers = true;
                 }
                 Event::HandshakeFailed { link, error } => {

@@ -10,7 +10,6 @@ use rand::RngCore;
 use tokio::net::UnixListener;
 use veil_core::identity::NodeIdentity;
 use veil_core::node::Config;
-use veil_core::pow::PowParams;
 use veil_daemon::config;
 use veil_daemon::datadir::{
     DB_FILE, DataDir, ENV_DATA_DIR, InstanceLock, TOKEN_FILE, write_private,
@@ -25,13 +24,21 @@ use veil_daemon::store::Store;
 #[derive(Debug, Parser)]
 #[command(version, about)]
 struct Args {
-    /// Data dir (keys, database, control socket). Default: $XDG_DATA_HOME/veil.
+    /// Data dir (keys, database, control socket) [default: `data_dir` in
+    /// the config file, or $XDG_DATA_HOME/veil].
     #[arg(long, env = ENV_DATA_DIR)]
     data_dir: Option<PathBuf>,
     /// Test-network parameters: low proof-of-work difficulty and short timers.
-    /// Never use on the real network.
+    /// Never use on the real network [default: `testnet` in the config file,
+    /// or off].
     #[arg(long)]
     testnet: bool,
+    /// Proof-of-work difficulty in bits, the same for every node of a
+    /// network; another than the real network's 23 only with --testnet
+    /// (1 to 23) [default: 23, or 8 with --testnet, or `pow_bits` in the
+    /// config file].
+    #[arg(long, value_name = "BITS")]
+    pow_bits: Option<u8>,
     /// UDP address for peer links (QUIC); port 0 picks a free port. A specific
     /// IP is advertised to peers; on 0.0.0.0 without --advertise the node
     /// runs client-only. [default: 0.0.0.0:7171, or `listen` in the config
@@ -57,22 +64,42 @@ struct Args {
     /// port) and uses a fresh node identity on every start.
     #[arg(long)]
     client_only: bool,
-    /// TOML config file (`listen`, `advertise`, `bootstrap`, `[circuits]`,
-    /// `[links]`, `[control]`); flags override it. See
+    /// TOML config file (`data_dir`, `testnet`, `pow_bits`, `listen`,
+    /// `advertise`, `bootstrap`, `[circuits]`, `[links]`, `[control]`);
+    /// flags (and VEIL_DATA_DIR) override it. See
     /// daemon/veild.example.toml.
     #[arg(long, value_name = "FILE")]
     config: Option<PathBuf>,
-    /// Log filter (tracing EnvFilter syntax), e.g. `info` or `veil_daemon=debug`.
-    #[arg(long, env = "VEIL_LOG", default_value = "info")]
+    /// Log filter (tracing EnvFilter syntax), e.g. `veil_daemon=debug`.
+    /// Levels: error and warn: something failed or needs the operator;
+    /// info: what the node does, never with an address, key, id, content
+    /// id or query; debug: peers' addresses, node ids, content ids and
+    /// paths, for debugging only (do not publish such logs); trace: finer
+    /// still (each dial and handshake). The default keeps other crates at
+    /// error (they may log peer addresses above that).
+    #[arg(long, env = "VEIL_LOG", default_value = DEFAULT_LOG)]
     log: String,
 }
 
+/// The default log filter: veil's own crates at info, where nothing
+/// identifying is logged; dependencies (quinn, rustls) at error, since
+/// their warnings may carry a peer's address.
+const DEFAULT_LOG: &str = "error,veild=info,veil_daemon=info,veil_core=info";
+
 fn main() -> std::process::ExitCode {
     let args = Args::parse();
+    let filter = match tracing_subscriber::EnvFilter::try_new(&args.log) {
+        Ok(f) => f,
+        Err(e) => {
+            eprintln!(
+                "veild: --log (or VEIL_LOG) {:?} is not a log filter: {e}",
+                args.log
+            );
+            return std::process::ExitCode::from(2);
+        }
+    };
     tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_new(&args.log).unwrap_or_else(|_| "info".into()),
-        )
+        .with_env_filter(filter)
         .with_writer(std::io::stderr)
         .init();
     match run(args) {
@@ -89,27 +116,29 @@ fn run(args: Args) -> anyhow::Result<()> {
         Some(path) => config::load(path)?,
         None => config::RawConfig::default(),
     };
+    // The file is read before the data dir is resolved: it may name the
+    // data dir (which --data-dir and VEIL_DATA_DIR override).
     let flags = config::Flags {
+        data_dir: args.data_dir,
+        testnet: args.testnet,
+        pow_bits: args.pow_bits,
         listen: args.listen,
         advertise: args.advertise,
         bootstrap: args.bootstrap,
         hops: args.hops,
         client_only: args.client_only,
     };
-    let settings = config::resolve(file, flags, args.testnet)?;
+    let settings = config::resolve(file, flags)?;
     if let Some(why @ config::ClientOnly::NoAddress { .. }) = settings.client_only {
         tracing::warn!("running client-only (relaying for nobody): {why}");
     }
-    let dir = DataDir::resolve(args.data_dir)?;
+    let dir = DataDir::resolve(settings.data_dir.clone())?;
     dir.create_private()?;
     let _lock = InstanceLock::acquire(&dir)?;
-    let pow = if args.testnet {
-        PowParams::TESTNET
-    } else {
-        PowParams::MAINNET
-    };
+    let pow = settings.pow;
+    let relay = settings.relay();
     // A client-only node shows its guards an id that lives one run only.
-    let node = if settings.relay() {
+    let node = if relay {
         keys::load_or_create_node(&dir, pow)?
     } else {
         keys::fresh_node(pow)
@@ -134,13 +163,16 @@ fn run(args: Args) -> anyhow::Result<()> {
         match std::fs::remove_file(&socket) {
             Ok(()) => {}
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => return Err(e).with_context(|| format!("cannot remove stale {}", socket.display())),
+            Err(e) => {
+                return Err(e).with_context(|| format!("cannot remove stale {}", socket.display()));
+            }
         }
-        let mut node_config = if args.testnet {
+        let mut node_config = if settings.testnet {
             Config::testnet()
         } else {
             Config::mainnet()
         };
+        node_config.pow = pow;
         node_config.relay = settings.relay();
         node_config.advertised_addr = settings.advertise;
         node_config.bootstrap = settings.bootstrap;
@@ -161,7 +193,7 @@ fn run(args: Args) -> anyhow::Result<()> {
             publisher,
             store,
             token,
-            args.testnet,
+            settings.testnet,
             pow,
             network.view(),
         );
@@ -175,7 +207,8 @@ fn run(args: Args) -> anyhow::Result<()> {
         veil_daemon::server::publish_library(&daemon);
         veil_daemon::server::publish_ratings(&daemon);
         veil_daemon::server::resume_downloads(daemon.clone());
-        tracing::info!(node_id = %daemon.node.node_id(), data_dir = %dir.path().display(), "veild ready");
+        tracing::debug!(node_id = %daemon.node.node_id(), "our node id");
+        tracing::info!(data_dir = %dir.path().display(), relay, "veild ready");
         let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
         let result = tokio::select! {
             r = serve(daemon, listener) => r.context("control socket failed"),

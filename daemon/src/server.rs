@@ -855,7 +855,9 @@ pub fn resume_downloads(d: Arc<Daemon>) {
             let part = match PartialDownload::open(&d.library.store, &d.dir, info.id) {
                 Ok(p) => p,
                 Err(e) => {
-                    tracing::warn!("cannot resume a download: {e}");
+                    // The error names the content id and its paths.
+                    tracing::warn!("cannot resume a download (details at debug level)");
+                    tracing::debug!("cannot resume a download: {e}");
                     return;
                 }
             };
@@ -867,7 +869,10 @@ pub fn resume_downloads(d: Arc<Daemon>) {
             let wait = Duration::from_secs(u64::from(DEFAULT_GET_SECONDS) * 5);
             match fetch(&d, part, wait, &mut |_| {}) {
                 Ok(r) => tracing::info!(pieces = r.pieces_fetched, "resumed download finished"),
-                Err(e) => tracing::warn!("resumed download stopped: {}", e.message),
+                Err(e) => {
+                    tracing::warn!("a resumed download stopped (details at debug level)");
+                    tracing::debug!("resumed download stopped: {}", e.message);
+                }
             }
         });
     }

@@ -4,6 +4,10 @@
 //! The binaries are found next to the test executable's directory
 //! (`target/<profile>/`); `cargo test --workspace` builds them because the
 //! daemon and CLI crates have integration tests of their own.
+//!
+//! Daemons log at their default level: the harness removes `VEIL_LOG`
+//! (and `VEIL_DATA_DIR`) from their environment; a test that wants more
+//! passes `--log`.
 
 use std::net::{SocketAddr, UdpSocket};
 use std::path::{Path, PathBuf};
@@ -93,6 +97,7 @@ impl Daemon {
             .arg(&self.data_dir)
             .args(&self.args)
             .env_remove("VEIL_DATA_DIR")
+            .env_remove("VEIL_LOG")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(log)
@@ -238,9 +243,15 @@ pub fn free_udp_addr(ip: &str) -> SocketAddr {
 /// seed to be up). Returns the daemons, their listen addresses and their
 /// node ids.
 pub fn start_network(n: u8) -> (Vec<Daemon>, Vec<SocketAddr>, Vec<String>) {
-    let addrs: Vec<SocketAddr> = (1..=n)
-        .map(|i| free_udp_addr(&format!("127.{i}.0.1")))
-        .collect();
+    let ips: Vec<String> = (1..=n).map(|i| format!("127.{i}.0.1")).collect();
+    start_network_on(&ips)
+}
+
+/// Like [`start_network`] with one daemon on each of these loopback IPs
+/// (one per /16, e.g. `127.160.0.1`), the first the seed: for tests that
+/// must not share addresses with others.
+pub fn start_network_on(ips: &[String]) -> (Vec<Daemon>, Vec<SocketAddr>, Vec<String>) {
+    let addrs: Vec<SocketAddr> = ips.iter().map(|ip| free_udp_addr(ip)).collect();
     let seed = addrs[0].to_string();
     let mut daemons: Vec<Daemon> = addrs
         .iter()
@@ -272,4 +283,72 @@ pub fn logs(daemons: &[Daemon]) -> String {
         .map(|(i, d)| format!("---- daemon {i}\n{}", d.log_text()))
         .collect::<Vec<_>>()
         .join("\n")
+}
+
+/// Whether the daemon has built a circuit of its own yet.
+fn built(d: &Daemon) -> bool {
+    d.has_built_circuit()
+}
+
+/// The whole user journey between two daemons of `daemons`: wait until
+/// both have a built circuit, `sharer` shares a file named `name` holding
+/// `data`, `downloader` finds it with `veil search WORDS` and downloads
+/// it with `veil get`, and the bytes are checked. Every step is retried
+/// until it happens or `deadline` passes (then it panics with every
+/// log). Returns the content id (hex).
+pub fn share_find_get(
+    daemons: &[Daemon],
+    sharer: usize,
+    downloader: usize,
+    name: &str,
+    data: &[u8],
+    words: &[&str],
+    deadline: Instant,
+) -> String {
+    let (s, d) = (&daemons[sharer], &daemons[downloader]);
+    while !(built(s) && built(d)) {
+        assert!(Instant::now() < deadline, "no circuits\n{}", logs(daemons));
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    let files = tempfile::tempdir().expect("tempdir");
+    std::fs::write(files.path().join(name), data).expect("write the shared file");
+    let report = s.veil_json(&["share", files.path().to_str().expect("UTF-8 temp path")]);
+    assert_eq!(
+        report["added"].as_array().map(Vec::len),
+        Some(1),
+        "{report}"
+    );
+    let id = blake3::hash(data).to_hex().to_string();
+    let mut search = vec!["search", "--timeout", "8"];
+    search.extend_from_slice(words);
+    loop {
+        assert!(Instant::now() < deadline, "never found\n{}", logs(daemons));
+        let v = d.veil_json(&search);
+        let hits = v["results"].as_array().cloned().unwrap_or_default();
+        if hits.iter().any(|h| h["id"] == id.as_str()) {
+            break;
+        }
+    }
+    let out_dir = tempfile::tempdir().expect("tempdir");
+    let dest = out_dir.path().join("got");
+    let dest_str = dest.to_str().expect("UTF-8 temp path");
+    loop {
+        assert!(
+            Instant::now() < deadline,
+            "never downloaded\n{}",
+            logs(daemons)
+        );
+        let out = d.veil(&["get", "--json", "--timeout", "20", &id, "-o", dest_str]);
+        if out.status.success() {
+            break;
+        }
+        // Not yet: no provider record replicated yet. Say why, retry.
+        eprintln!("get not yet: {}", stderr(&out));
+        std::thread::sleep(Duration::from_secs(2));
+    }
+    assert!(
+        std::fs::read(&dest).expect("the downloaded file") == data,
+        "the downloaded bytes are not the file's"
+    );
+    id
 }
