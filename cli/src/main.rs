@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::Context;
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
 use serde::de::DeserializeOwned;
 use veil_daemon::api::{
@@ -20,9 +20,15 @@ use veil_daemon::api::{
 use veil_daemon::client;
 use veil_daemon::datadir::{DataDir, ENV_DATA_DIR};
 
-/// veil: anonymous, onion-routed file sharing.
+mod docs;
+
+/// Anonymous, onion-routed file sharing: the command-line client of veild.
+///
+/// Talks to the veild daemon whose data dir it is given. With --json, stdout
+/// is exactly one JSON document; progress and logs go to stderr. Exit
+/// codes: 0 ok, 1 error (including "veild is not reachable"), 2 usage.
 #[derive(Debug, Parser)]
-#[command(version, about, propagate_version = true)]
+#[command(name = "veil", version, propagate_version = true)]
 struct Cli {
     /// Data dir of the daemon to talk to. Default: $XDG_DATA_HOME/veil.
     #[arg(long, env = ENV_DATA_DIR, global = true)]
@@ -110,6 +116,24 @@ enum Cmd {
     Peers,
     /// List this node's onion circuits: id, state, age, relays (guard first).
     Circuits,
+    /// Print a shell completion script for SHELL (no daemon needed).
+    ///
+    /// E.g. `veil completions bash > ~/.local/share/bash-completion/completions/veil`.
+    Completions {
+        /// The shell to complete for.
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Print the man page veil(1) as roff (no daemon needed).
+    ///
+    /// E.g. `veil man > ~/.local/share/man/man1/veil.1`, or `veil man --dir
+    /// ~/.local/share/man/man1` for it and a page per subcommand.
+    Man {
+        /// Write veil.1 and a page per subcommand (veil-share.1, ...) into
+        /// this directory instead.
+        #[arg(long, value_name = "DIR")]
+        dir: Option<PathBuf>,
+    },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -138,12 +162,19 @@ fn main() -> ExitCode {
 }
 
 fn run(cli: Cli, out: Output) -> anyhow::Result<ExitCode> {
-    if let Cmd::Hash { files } = &cli.command {
-        return Ok(hash_files(files, out));
+    match &cli.command {
+        Cmd::Hash { files } => return Ok(hash_files(files, out)),
+        Cmd::Completions { shell } => {
+            return docs::completions(Cli::command(), *shell, out != Output::Human);
+        }
+        Cmd::Man { dir } => return docs::man(Cli::command(), dir.as_deref(), out != Output::Human),
+        _ => {}
     }
     let dir = DataDir::resolve(cli.data_dir.clone())?;
     match cli.command {
-        Cmd::Hash { .. } => unreachable!("handled above"),
+        Cmd::Hash { .. } | Cmd::Completions { .. } | Cmd::Man { .. } => {
+            unreachable!("handled above")
+        }
         Cmd::Share { path } => {
             let abs = absolute(&path)?;
             let bar = ShareBar::new(out == Output::Human);
