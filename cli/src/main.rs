@@ -270,22 +270,32 @@ fn run(cli: Cli, out: Output) -> anyhow::Result<ExitCode> {
                 limit,
             };
             let report: SearchReport = decode(client::call(&dir, command, &mut on_progress)?)?;
-            print_result(out, &report, |r| match r.reason.as_deref() {
-                Some("no_peers") => eprintln!(
-                    "nothing found: this node has no peers yet (check its bootstrap seeds)"
-                ),
-                Some("no_circuit") => {
-                    eprintln!("nothing found: no circuit is built yet (try again in a few seconds)")
+            print_result(out, &report, |r| {
+                match (r.reason.as_deref(), &r.readiness) {
+                    // The node says what it waits for, as `veil status` leads with.
+                    (Some("no_peers" | "no_circuit"), Some(line)) => {
+                        eprintln!("nothing found: this node is {line}")
+                    }
+                    (Some("no_peers"), _) => eprintln!(
+                        "nothing found: this node has no peers yet (check its bootstrap seeds)"
+                    ),
+                    (Some("no_circuit"), _) => {
+                        eprintln!(
+                            "nothing found: no circuit is built yet (try again in a few seconds)"
+                        )
+                    }
+                    (Some(_), _) => {
+                        eprintln!(
+                            "nothing found: nothing matched within the search's budget and time"
+                        )
+                    }
+                    (None, _) => eprintln!(
+                        "{} result(s), {} record(s), in {:.1} s",
+                        r.results.len(),
+                        r.records,
+                        r.elapsed_ms as f64 / 1000.0
+                    ),
                 }
-                Some(_) => {
-                    eprintln!("nothing found: nothing matched within the search's budget and time")
-                }
-                None => eprintln!(
-                    "{} result(s), {} record(s), in {:.1} s",
-                    r.results.len(),
-                    r.records,
-                    r.elapsed_ms as f64 / 1000.0
-                ),
             });
             Ok(ExitCode::SUCCESS)
         }
@@ -401,6 +411,9 @@ fn run(cli: Cli, out: Output) -> anyhow::Result<ExitCode> {
         Cmd::Status => {
             let s: StatusInfo = simple(&dir, Command::Status)?;
             print_result(out, &s, |s| {
+                if !s.readiness.is_empty() {
+                    println!("{}", s.readiness);
+                }
                 println!(
                     "veild {} running (pid {}, up {} s){}",
                     s.version,

@@ -54,8 +54,8 @@ use veil_core::cell::Cell;
 use veil_core::content::{ContentId, Outboard, VerifiedPiece};
 use veil_core::identity::{NodeId, NodeIdentity, PublisherId};
 use veil_core::node::{
-    CircuitId, CircuitInfo, Config, Direction, Event, GuardRecord, LinkId, Millis, Node, PeerInfo,
-    SearchError, SearchId, SendError, Stats,
+    CircuitId, CircuitInfo, Config, Direction, Event, GuardRecord, GuardStatus, LinkId, Millis,
+    Node, PeerInfo, SearchError, SearchId, SendError, Stats,
 };
 use veil_core::node::{DownloadId, SessionId};
 use veil_core::record::{SignedRecord, Unchecked};
@@ -109,6 +109,9 @@ pub struct Snapshot {
     pub relay_circuits: usize,
     /// Records we hold for others as an index holder.
     pub index_records: usize,
+    /// Where guard selection stands (refreshed at most every
+    /// [`GUARD_STATUS_INTERVAL`], and when peers or guards change).
+    pub guard_status: GuardStatus,
 }
 
 /// A read-only view of a running network, for the control API.
@@ -118,6 +121,8 @@ pub struct NetView {
     pub local_addr: SocketAddr,
     /// Whether the node relays for others ([`Config::relay`]).
     pub relay: bool,
+    /// How many bootstrap seeds the node was given ([`Config::bootstrap`]).
+    pub seeds: usize,
     snapshot: Arc<Mutex<Snapshot>>,
     inputs: mpsc::Sender<Input>,
 }
@@ -279,6 +284,7 @@ impl Network {
         let handshake_timeout = Duration::from_millis(config.handshake_timeout_ms);
         let write_queue = config.max_link_in_flight_cells.max(1);
         let relay = config.relay;
+        let seeds = config.bootstrap.len();
         let pending = Pending::new(config.max_pending_handshakes * 2, options.admission);
         let mut seed = [0u8; 32];
         rand::rngs::OsRng.fill_bytes(&mut seed);
@@ -347,6 +353,7 @@ impl Network {
             guards: node.guards().iter().map(|g| g.id).collect(),
             relay_circuits: node.relay_circuit_count(),
             index_records: node.index_len(),
+            guard_status: node.guard_status(),
         }));
         let tasks = vec![
             tokio::spawn(run_node(
@@ -365,6 +372,7 @@ impl Network {
             view: NetView {
                 local_addr,
                 relay,
+                seeds,
                 snapshot,
                 inputs: inputs.clone(),
             },
@@ -630,6 +638,10 @@ pub enum SearchUpdate {
 /// How often the records held for others are saved (when they changed).
 const INDEX_SAVE_INTERVAL: Duration = Duration::from_secs(10);
 
+/// How stale the snapshot's guard status may get (it walks the directory,
+/// so not after every input; peers or guards changing refresh it at once).
+const GUARD_STATUS_INTERVAL: Duration = Duration::from_secs(1);
+
 /// The node task's handle on one link.
 #[derive(Debug)]
 struct LinkIo {
@@ -651,6 +663,7 @@ async fn run_node(
     // Bootstrap dials start at once.
     node.handle_timeout(now_ms());
     let mut peers_changed = true;
+    let mut guard_status_at = tokio::time::Instant::now();
     loop {
         let changes = drain(&mut node, &mut links, &shared, &mut tasks);
         if let Some(tx) = &index_tx {
@@ -667,6 +680,13 @@ async fn run_node(
         }
         {
             let mut s = snapshot.lock().unwrap_or_else(|e| e.into_inner());
+            if peers_changed
+                || guards.is_some()
+                || guard_status_at.elapsed() >= GUARD_STATUS_INTERVAL
+            {
+                s.guard_status = node.guard_status();
+                guard_status_at = tokio::time::Instant::now();
+            }
             if peers_changed {
                 s.peers = node.peers();
             }
