@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::Context;
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
 use serde::de::DeserializeOwned;
 use veil_daemon::api::{
@@ -21,10 +21,15 @@ use veil_daemon::client;
 use veil_daemon::datadir::{DataDir, ENV_DATA_DIR};
 
 mod demo;
+mod docs;
 
-/// veil: anonymous, onion-routed file sharing.
+/// Anonymous, onion-routed file sharing: the command-line client of veild.
+///
+/// Talks to the veild daemon whose data dir it is given. With --json, stdout
+/// is exactly one JSON document; progress and logs go to stderr. Exit
+/// codes: 0 ok, 1 error (including "veild is not reachable"), 2 usage.
 #[derive(Debug, Parser)]
-#[command(version, about, propagate_version = true)]
+#[command(name = "veil", version, propagate_version = true)]
 struct Cli {
     /// Data dir of the daemon to talk to. Default: $XDG_DATA_HOME/veil.
     #[arg(long, env = ENV_DATA_DIR, global = true)]
@@ -118,6 +123,24 @@ enum Cmd {
     Peers,
     /// List this node's onion circuits: id, state, age, relays (guard first).
     Circuits,
+    /// Print a shell completion script for SHELL (no daemon needed).
+    ///
+    /// E.g. `veil completions bash > ~/.local/share/bash-completion/completions/veil`.
+    Completions {
+        /// The shell to complete for.
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Print the man page veil(1) as roff (no daemon needed).
+    ///
+    /// E.g. `veil man > ~/.local/share/man/man1/veil.1`, or `veil man --dir
+    /// ~/.local/share/man/man1` for it and a page per subcommand.
+    Man {
+        /// Write veil.1 and a page per subcommand (veil-share.1, ...) into
+        /// this directory instead.
+        #[arg(long, value_name = "DIR")]
+        dir: Option<PathBuf>,
+    },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -146,8 +169,13 @@ fn main() -> ExitCode {
 }
 
 fn run(cli: Cli, out: Output) -> anyhow::Result<ExitCode> {
-    if let Cmd::Hash { files } = &cli.command {
-        return Ok(hash_files(files, out));
+    match &cli.command {
+        Cmd::Hash { files } => return Ok(hash_files(files, out)),
+        Cmd::Completions { shell } => {
+            return docs::completions(Cli::command(), *shell, out != Output::Human);
+        }
+        Cmd::Man { dir } => return docs::man(Cli::command(), dir.as_deref(), out != Output::Human),
+        _ => {}
     }
     if let Cmd::Demo(args) = cli.command {
         let report = demo::run(args)?;
@@ -156,7 +184,9 @@ fn run(cli: Cli, out: Output) -> anyhow::Result<ExitCode> {
     }
     let dir = DataDir::resolve(cli.data_dir.clone())?;
     match cli.command {
-        Cmd::Hash { .. } | Cmd::Demo(_) => unreachable!("handled above"),
+        Cmd::Hash { .. } | Cmd::Demo(_) | Cmd::Completions { .. } | Cmd::Man { .. } => {
+            unreachable!("handled above")
+        }
         Cmd::Share { path } => {
             let abs = absolute(&path)?;
             let bar = ShareBar::new(out == Output::Human);
@@ -252,22 +282,32 @@ fn run(cli: Cli, out: Output) -> anyhow::Result<ExitCode> {
                 limit,
             };
             let report: SearchReport = decode(client::call(&dir, command, &mut on_progress)?)?;
-            print_result(out, &report, |r| match r.reason.as_deref() {
-                Some("no_peers") => eprintln!(
-                    "nothing found: this node has no peers yet (check its bootstrap seeds)"
-                ),
-                Some("no_circuit") => {
-                    eprintln!("nothing found: no circuit is built yet (try again in a few seconds)")
+            print_result(out, &report, |r| {
+                match (r.reason.as_deref(), &r.readiness) {
+                    // The node says what it waits for, as `veil status` leads with.
+                    (Some("no_peers" | "no_circuit"), Some(line)) => {
+                        eprintln!("nothing found: this node is {line}")
+                    }
+                    (Some("no_peers"), _) => eprintln!(
+                        "nothing found: this node has no peers yet (check its bootstrap seeds)"
+                    ),
+                    (Some("no_circuit"), _) => {
+                        eprintln!(
+                            "nothing found: no circuit is built yet (try again in a few seconds)"
+                        )
+                    }
+                    (Some(_), _) => {
+                        eprintln!(
+                            "nothing found: nothing matched within the search's budget and time"
+                        )
+                    }
+                    (None, _) => eprintln!(
+                        "{} result(s), {} record(s), in {:.1} s",
+                        r.results.len(),
+                        r.records,
+                        r.elapsed_ms as f64 / 1000.0
+                    ),
                 }
-                Some(_) => {
-                    eprintln!("nothing found: nothing matched within the search's budget and time")
-                }
-                None => eprintln!(
-                    "{} result(s), {} record(s), in {:.1} s",
-                    r.results.len(),
-                    r.records,
-                    r.elapsed_ms as f64 / 1000.0
-                ),
             });
             Ok(ExitCode::SUCCESS)
         }
@@ -383,6 +423,9 @@ fn run(cli: Cli, out: Output) -> anyhow::Result<ExitCode> {
         Cmd::Status => {
             let s: StatusInfo = simple(&dir, Command::Status)?;
             print_result(out, &s, |s| {
+                if !s.readiness.is_empty() {
+                    println!("{}", s.readiness);
+                }
                 println!(
                     "veild {} running (pid {}, up {} s){}",
                     s.version,

@@ -170,6 +170,11 @@ pub struct SearchReport {
     /// Why nothing was found, when nothing was: `no_peers`, `no_circuit`
     /// or `nothing_matched` (within the search's budget and time).
     pub reason: Option<String>,
+    /// When the search could not start (`no_peers`, `no_circuit`) and the
+    /// node is still not ready: its readiness line, which says what it
+    /// waits for (as `veil status` leads with).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub readiness: Option<String>,
     /// How long the search ran.
     pub elapsed_ms: u64,
 }
@@ -289,6 +294,13 @@ pub struct StatusInfo {
     /// Records this node holds for others as an index holder.
     #[serde(default)]
     pub index_records: usize,
+    /// Whether searches and downloads can start now (a circuit is built).
+    #[serde(default)]
+    pub ready: bool,
+    /// One line: `ready: N circuits`, or `not ready: ` and what the node
+    /// waits for (peers, aged relays, guards, a reachable guard, builds).
+    #[serde(default)]
+    pub readiness: String,
 }
 
 /// One of this node's own circuits.

@@ -64,8 +64,8 @@ use veil_core::cell::Cell;
 use veil_core::content::{ContentId, Outboard, VerifiedPiece};
 use veil_core::identity::{NodeId, NodeIdentity, PublisherId};
 use veil_core::node::{
-    CircuitId, CircuitInfo, Config, Direction, Event, GuardRecord, LinkId, Millis, Node, PeerInfo,
-    SearchError, SearchId, SendError, Stats,
+    CircuitId, CircuitInfo, Config, Direction, Event, GuardRecord, GuardStatus, LinkId, Millis,
+    Node, PeerInfo, SearchError, SearchId, SendError, Stats,
 };
 use veil_core::node::{DownloadId, SessionId};
 use veil_core::record::{SignedRecord, Unchecked};
@@ -123,6 +123,9 @@ pub struct Snapshot {
     pub relay_circuits: usize,
     /// Records we hold for others as an index holder.
     pub index_records: usize,
+    /// Where guard selection stands (refreshed at most every
+    /// [`GUARD_STATUS_INTERVAL`], and when peers or guards change).
+    pub guard_status: GuardStatus,
 }
 
 /// A read-only view of a running network, for the control API.
@@ -132,6 +135,8 @@ pub struct NetView {
     pub local_addr: SocketAddr,
     /// Whether the node relays for others ([`Config::relay`]).
     pub relay: bool,
+    /// How many bootstrap seeds the node was given ([`Config::bootstrap`]).
+    pub seeds: usize,
     snapshot: Arc<Mutex<Snapshot>>,
     inputs: mpsc::Sender<Input>,
 }
@@ -293,6 +298,7 @@ impl Network {
         let handshake_timeout = Duration::from_millis(config.handshake_timeout_ms);
         let write_queue = config.max_link_in_flight_cells.max(1);
         let relay = config.relay;
+        let seeds = config.bootstrap.len();
         let pending = Pending::new(config.max_pending_handshakes * 2, options.admission);
         if let Some(store) = &options.guard_store {
             let since = (now_ms() / 1000).saturating_sub(PEER_SEED_MAX_AGE_S);
@@ -384,6 +390,7 @@ impl Network {
             guards: node.guards().iter().map(|g| g.id).collect(),
             relay_circuits: node.relay_circuit_count(),
             index_records: node.index_len(),
+            guard_status: node.guard_status(),
         }));
         let tasks = vec![
             tokio::spawn(run_node(
@@ -406,6 +413,7 @@ impl Network {
             view: NetView {
                 local_addr,
                 relay,
+                seeds,
                 snapshot,
                 inputs: inputs.clone(),
             },
@@ -710,6 +718,10 @@ pub enum SearchUpdate {
 /// How often the records held for others are saved (when they changed).
 const INDEX_SAVE_INTERVAL: Duration = Duration::from_secs(10);
 
+/// How stale the snapshot's guard status may get (it walks the directory,
+/// so not after every input; peers or guards changing refresh it at once).
+const GUARD_STATUS_INTERVAL: Duration = Duration::from_secs(1);
+
 /// The node task's handle on one link.
 #[derive(Debug)]
 struct LinkIo {
@@ -732,6 +744,7 @@ async fn run_node(
     // Bootstrap dials start at once.
     node.handle_timeout(now_ms());
     let mut peers_changed = true;
+    let mut guard_status_at = tokio::time::Instant::now();
     loop {
         let changes = drain(&mut node, &mut links, &shared, &mut tasks);
         if let Some(tx) = &index_tx {
@@ -748,6 +761,13 @@ async fn run_node(
         }
         {
             let mut s = snapshot.lock().unwrap_or_else(|e| e.into_inner());
+            if peers_changed
+                || guards.is_some()
+                || guard_status_at.elapsed() >= GUARD_STATUS_INTERVAL
+            {
+                s.guard_status = node.guard_status();
+                guard_status_at = tokio::time::Instant::now();
+            }
             if peers_changed {
                 s.peers = node.peers();
                 if let Some(tx) = &peers_tx {

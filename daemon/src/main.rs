@@ -19,10 +19,10 @@ use veil_daemon::keys;
 use veil_daemon::server::{Daemon, serve};
 use veil_daemon::store::Store;
 
-/// veild: the veil node daemon. Keeps the library, links to peers over QUIC,
-/// answers the `veil` CLI.
+/// The veil node daemon: keeps the library, links to peers over QUIC,
+/// answers the `veil` CLI. Runs in the foreground.
 #[derive(Debug, Parser)]
-#[command(version, about)]
+#[command(name = "veild", version)]
 struct Args {
     /// Data dir (keys, database, control socket) [default: `data_dir` in
     /// the config file, or $XDG_DATA_HOME/veil].
@@ -79,6 +79,10 @@ struct Args {
     /// error (they may log peer addresses above that).
     #[arg(long, env = "VEIL_LOG", default_value = DEFAULT_LOG)]
     log: String,
+    /// Print this man page, veild(1), as roff and exit, e.g.
+    /// `veild --man > ~/.local/share/man/man1/veild.1`.
+    #[arg(long)]
+    man: bool,
 }
 
 /// The default log filter: veil's own crates at info, where nothing
@@ -88,6 +92,9 @@ const DEFAULT_LOG: &str = "error,veild=info,veil_daemon=info,veil_core=info";
 
 fn main() -> std::process::ExitCode {
     let args = Args::parse();
+    if args.man {
+        return print_man();
+    }
     let filter = match tracing_subscriber::EnvFilter::try_new(&args.log) {
         Ok(f) => f,
         Err(e) => {
@@ -106,6 +113,23 @@ fn main() -> std::process::ExitCode {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("veild: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+/// `veild --man`: the man page from the flags above, so it never drifts.
+fn print_man() -> std::process::ExitCode {
+    use std::io::Write;
+    let mut page = Vec::new();
+    let written = clap_mangen::Man::new(<Args as clap::CommandFactory>::command())
+        .render(&mut page)
+        .and_then(|()| std::io::stdout().lock().write_all(&page));
+    match written {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("veild: cannot write the man page: {e}");
             std::process::ExitCode::FAILURE
         }
     }

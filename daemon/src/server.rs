@@ -38,8 +38,9 @@ use crate::api::{
 use crate::config::{DEFAULT_CONTROL_CONNECTIONS, DEFAULT_CONTROL_TIMEOUT};
 use crate::datadir::DataDir;
 use crate::download::{self, DownloadError, DownloadState, PartialDownload};
-use crate::driver::{DownloadUpdate, NetView, SearchUpdate, Served, now_ms};
+use crate::driver::{DownloadUpdate, NetView, SearchUpdate, Served, Snapshot, now_ms};
 use crate::library::{self, Library, internal, lock};
+use crate::readiness;
 use crate::store::Store;
 
 /// Most results a local find returns unless asked for fewer.
@@ -281,6 +282,7 @@ fn execute(
             let (files, bytes) = lock(&d.library.store)?.totals().map_err(internal)?;
             let net = d.network.snapshot();
             let count = |state| net.circuits.iter().filter(|c| c.state == state).count();
+            let (ready, readiness) = readiness_of(d, &net);
             to_json(&StatusInfo {
                 version: env!("CARGO_PKG_VERSION").into(),
                 pid: std::process::id(),
@@ -306,6 +308,8 @@ fn execute(
                 relay_circuits: net.relay_circuits,
                 guards: net.guards.iter().map(|g| g.to_string()).collect(),
                 index_records: net.index_records,
+                ready,
+                readiness,
             })
         }
         Command::Id => {
@@ -657,9 +661,13 @@ fn find_record(d: &Daemon, id: ContentId, deadline: Instant) -> Result<(u64, Str
                     SearchError::NoPeers => "no peers yet",
                     SearchError::NoCircuit => "no circuit built yet",
                 };
+                let why = match readiness_of(d, &d.network.snapshot()) {
+                    (false, line) => format!("this node is {line}"),
+                    (true, _) => format!("{why}; try again"),
+                };
                 return Err(ApiError::new(
                     ErrorKind::Unavailable,
-                    format!("cannot search for this id: {why}; try again shortly"),
+                    format!("cannot search for this id: {why}"),
                 ));
             }
             Ok(SearchUpdate::Done) | Err(_) => break,
@@ -733,10 +741,18 @@ fn fetch(
             Ok(u) => u,
             Err(_) => {
                 let _ = d.network.cancel_download(id);
+                let why = match readiness_of(d, &d.network.snapshot()) {
+                    (false, line) => format!("this node is {line}"),
+                    (true, _) if bad + other > 0 => format!(
+                        "no provider reachable: {} source(s) dropped, {bad} for corrupt data",
+                        bad + other
+                    ),
+                    (true, _) => "no provider reachable, or none left".to_string(),
+                };
                 return Err(ApiError::new(
                     ErrorKind::Unavailable,
                     format!(
-                        "no piece came for {} s (no provider reachable, or none left); {} of {} pieces are kept: run `veil get` again to resume",
+                        "no piece came for {} s ({why}); {} of {} pieces are kept: run `veil get` again to resume",
                         wait.as_secs(),
                         part.bitfield().held(),
                         pieces
@@ -878,6 +894,19 @@ pub fn resume_downloads(d: Arc<Daemon>) {
     }
 }
 
+/// Whether the node can search and download now, and the line saying so
+/// or why not (see [`readiness`]), from a snapshot of the network.
+fn readiness_of(d: &Daemon, net: &Snapshot) -> (bool, String) {
+    let count = |state| net.circuits.iter().filter(|c| c.state == state).count();
+    readiness::assess(&readiness::Facts {
+        peers: net.peers.len(),
+        seeds: d.network.seeds,
+        built: count(CircuitState::Built),
+        building: count(CircuitState::Building),
+        guards: net.guard_status.clone(),
+    })
+}
+
 /// `veil search`: starts a network search and streams ranked results as
 /// they arrive, until the time bound or the network's search timeout.
 fn search(
@@ -973,6 +1002,15 @@ fn search(
         }
     }
     let ranked = rank(&records, &ratings, &standing, now_ms());
+    // Could not start: say what the node waits for (unless a circuit
+    // came meanwhile).
+    let readiness = match reason {
+        Some(_) => match readiness_of(d, &d.network.snapshot()) {
+            (false, line) => Some(line),
+            (true, _) => None,
+        },
+        None => None,
+    };
     if ranked.is_empty() && reason.is_none() {
         reason = Some("nothing_matched".into());
     }
@@ -985,6 +1023,7 @@ fn search(
             .collect(),
         records: records.len(),
         reason,
+        readiness,
         elapsed_ms: started.elapsed().as_millis() as u64,
     })
 }

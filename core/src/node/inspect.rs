@@ -2,7 +2,8 @@
 //! samples, circuits and guards. Nothing here changes the node.
 
 use super::{
-    CircuitId, CircuitInfo, Config, Descriptor, GuardRecord, Millis, Node, NodeId, PeerInfo, Stats,
+    CircuitId, CircuitInfo, Config, Descriptor, GuardRecord, GuardStatus, Millis, Node, NodeId,
+    PeerInfo, Stats,
 };
 
 impl Node {
@@ -64,6 +65,15 @@ impl Node {
     /// (after [`Event::GuardsChanged`]).
     pub fn guards(&self) -> Vec<GuardRecord> {
         self.circ.guard_records()
+    }
+
+    /// Where guard selection stands at the latest input's time: what
+    /// decides whether circuits can start (relays known and aged, guards
+    /// picked and reachable). Walks the directory: for a status display,
+    /// not for every input.
+    pub fn guard_status(&self) -> GuardStatus {
+        self.circ
+            .guard_status(self.now_ms, &self.config, &self.dir, &self.gossip)
     }
 
     /// Our current second-hop set (vanguards-lite).

@@ -64,8 +64,8 @@ mod transfer;
 pub use addr::{network_of, source_of};
 pub use api::{Direction, Event, LinkId, Millis, PeerInfo, Stats, Transmit};
 pub use circuits::{
-    CircuitId, CircuitInfo, CircuitState, CircuitStats, CloseReason, GuardRecord, Observation,
-    Purpose, RelayCircuitId, SendError,
+    CircuitId, CircuitInfo, CircuitState, CircuitStats, CloseReason, GuardRecord, GuardStatus,
+    Observation, Purpose, RelayCircuitId, SendError,
 };
 pub use config::{Config, ValidConfig};
 pub use fault::{Cause, Fault, Offence};

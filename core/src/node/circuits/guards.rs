@@ -13,13 +13,15 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use rand_core::RngCore;
 
-use super::{GuardRecord, World};
+use super::{GuardRecord, GuardStatus, World};
 use crate::descriptor::Descriptor;
 use crate::identity::NodeId;
+use crate::node::directory::Directory;
 use crate::node::fault::{Cause, Fault};
+use crate::node::gossip::Gossip;
 use crate::node::output::Ctx;
-use crate::node::{Event, LinkId, Millis};
-use crate::path::{self, Candidate};
+use crate::node::{Config, Event, LinkId, Millis};
+use crate::path::{self, Candidate, CircuitParams};
 
 #[derive(Debug)]
 struct Guard {
@@ -28,6 +30,36 @@ struct Guard {
     added_ms: Millis,
     unreachable_since: Option<Millis>,
     retry_at_ms: Millis,
+}
+
+impl Guard {
+    /// Not marked unreachable, or due for a retry.
+    fn usable(&self, now: Millis) -> bool {
+        self.unreachable_since.is_none() || now >= self.retry_at_ms
+    }
+}
+
+/// The pool guards and vanguards are drawn from: relays in our peer sample
+/// (near-uniform however others flood) with a fresh descriptor.
+fn pool(now: Millis, config: &Config, dir: &Directory, gossip: &Gossip) -> Vec<Candidate> {
+    let sample: BTreeSet<NodeId> = gossip.sample().into_iter().collect();
+    let mut pool = dir.candidates(now, config.descriptor_max_age_ms);
+    pool.retain(|c| sample.contains(&c.id));
+    pool
+}
+
+/// Relays of `pool` this node has known for the guard minimum age.
+fn aged(pool: &[Candidate], now: Millis, p: &CircuitParams) -> usize {
+    pool.iter()
+        .filter(|c| now.saturating_sub(c.first_seen_ms) >= p.guard_min_age_ms)
+        .count()
+}
+
+/// Aged relays needed before guards are picked from `pool`: at least a
+/// quarter of it (picking earlier would draw from the few relays heard of
+/// first), and enough for one path.
+fn aged_needed(pool: &[Candidate], p: &CircuitParams) -> usize {
+    p.hops.max(pool.len().div_ceil(4))
 }
 
 /// Our guards (first = primary), vanguards and suspects.
@@ -208,16 +240,8 @@ impl Guards {
             }
             return;
         }
-        let sample: BTreeSet<NodeId> = w.gossip.sample().into_iter().collect();
-        let mut pool = w.dir.candidates(now, cx.config.descriptor_max_age_ms);
-        pool.retain(|c| sample.contains(&c.id));
-        let aged = pool
-            .iter()
-            .filter(|c| now.saturating_sub(c.first_seen_ms) >= p.guard_min_age_ms)
-            .count();
-        // Wait until at least a quarter of our sampled relays are aged:
-        // picking earlier would draw from the few relays heard of first.
-        let ready = aged >= p.hops.max(pool.len().div_ceil(4));
+        let mut pool = pool(now, cx.config, w.dir, w.gossip);
+        let ready = aged(&pool, now, &p) >= aged_needed(&pool, &p);
         let mut tries = if ready { 0 } else { 8 };
         while self.guards.len() < p.guards && tries < 8 {
             tries += 1;
@@ -261,12 +285,37 @@ impl Guards {
         }
     }
 
+    /// Where guard selection stands at `now`: the same pool and rules as
+    /// [`Guards::maintain`], counted, nothing changed.
+    pub(super) fn status(
+        &self,
+        now: Millis,
+        config: &Config,
+        dir: &Directory,
+        gossip: &Gossip,
+    ) -> GuardStatus {
+        let p = &config.circuits;
+        let pool = pool(now, config, dir, gossip);
+        let next_aged_in_ms = pool
+            .iter()
+            .map(|c| (c.first_seen_ms + p.guard_min_age_ms).saturating_sub(now))
+            .filter(|&wait| wait > 0)
+            .min();
+        GuardStatus {
+            hops: p.hops,
+            candidates: pool.len(),
+            aged: aged(&pool, now, p),
+            aged_needed: aged_needed(&pool, p),
+            next_aged_in_ms,
+            guards: self.guards.len(),
+            guards_wanted: p.guards,
+            guards_unreachable: self.guards.iter().filter(|g| !g.usable(now)).count(),
+        }
+    }
+
     /// The guard to build through: the first one we can currently reach.
     fn primary(&self, now: Millis) -> Option<Candidate> {
-        self.guards
-            .iter()
-            .find(|g| g.unreachable_since.is_none() || now >= g.retry_at_ms)
-            .map(|g| g.cand)
+        self.guards.iter().find(|g| g.usable(now)).map(|g| g.cand)
     }
 
     /// A path for a new circuit and its hops' checked descriptors: the

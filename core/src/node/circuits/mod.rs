@@ -35,7 +35,7 @@ use super::fault::{Cause, Fault, Offence};
 use super::gossip::Gossip;
 use super::links::{Links, TokenBucket};
 use super::output::Ctx;
-use super::{Direction, LinkId};
+use super::{Config, Direction, LinkId, Millis};
 use crate::cell::{Cell, command};
 use crate::circuit::CircuitMsg;
 use crate::descriptor::Descriptor;
@@ -49,8 +49,8 @@ mod roles;
 mod types;
 
 pub use types::{
-    CircuitId, CircuitInfo, CircuitState, CircuitStats, CloseReason, GuardRecord, Observation,
-    Purpose, RelayCircuitId, SendError,
+    CircuitId, CircuitInfo, CircuitState, CircuitStats, CloseReason, GuardRecord, GuardStatus,
+    Observation, Purpose, RelayCircuitId, SendError,
 };
 
 use client::OwnCircuit;
@@ -416,6 +416,17 @@ impl Circuits {
     /// Our current second-hop set.
     pub(super) fn vanguards(&self) -> Vec<NodeId> {
         self.guards.vanguard_ids()
+    }
+
+    /// Where guard selection stands (read-only).
+    pub(super) fn guard_status(
+        &self,
+        now: Millis,
+        config: &Config,
+        dir: &Directory,
+        gossip: &Gossip,
+    ) -> GuardStatus {
+        self.guards.status(now, config, dir, gossip)
     }
 
     /// Timers: builds, probes, rotation, idle relayed circuits, guards,

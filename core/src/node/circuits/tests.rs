@@ -472,6 +472,47 @@ fn guards_survive_a_restart() {
 }
 
 #[test]
+fn guard_status_says_what_circuits_wait_for() {
+    let mut net = quiet_net(8);
+    net.nodes_mut()[0].config.circuits.guard_min_age_ms = 20_000;
+    net.nodes_mut()[0].config.circuits.guards = 1;
+    // Alone: nothing known, nothing picked.
+    let s = net.nodes()[0].guard_status();
+    assert_eq!((s.candidates, s.aged, s.guards), (0, 0, 0), "{s:?}");
+    assert_eq!((s.hops, s.guards_wanted, s.aged_needed), (3, 1, 3));
+    assert_eq!(s.next_aged_in_ms, None);
+    // Relays known, none of them for the minimum age: no guard yet.
+    net.run(T0 + 10_000);
+    let s = net.nodes()[0].guard_status();
+    assert!(s.candidates >= 3, "{s:?}");
+    assert_eq!((s.aged, s.guards), (0, 0), "{s:?}");
+    let wait = s.next_aged_in_ms.expect("a relay comes of age");
+    assert!(wait > 0 && wait <= 20_000, "{s:?}");
+    assert!(net.nodes()[0].circuits().is_empty());
+    // Once they are aged, a guard is picked and a circuit built.
+    net.run_from(T0 + 10_000, T0 + 40_000);
+    let s = net.nodes()[0].guard_status();
+    assert!(s.aged >= s.aged_needed, "{s:?}");
+    assert_eq!((s.guards, s.guards_unreachable), (1, 0), "{s:?}");
+    assert!(!built(&net, 0).is_empty());
+    // Our own dial of the guard fails: it is unreachable until its retry.
+    let g = net.nodes()[0].guard_ids()[0];
+    let g_addr = net.nodes()[index_of(&net, g)]
+        .descriptor()
+        .address()
+        .unwrap();
+    let now = T0 + 40_000;
+    if let Some(l) = net.nodes()[0].link_to(&g) {
+        net.nodes_mut()[0].handle_link_down(now, l);
+    }
+    assert!(net.nodes_mut()[0].dial_expected(now, g_addr, g, true));
+    while net.nodes_mut()[0].poll_event().is_some() {}
+    net.nodes_mut()[0].handle_connect_failed(now, g_addr);
+    let s = net.nodes()[0].guard_status();
+    assert_eq!((s.guards, s.guards_unreachable), (1, 1), "{s:?}");
+}
+
+#[test]
 fn rotation_destroys_the_old_circuit_at_every_relay() {
     let mut net = quiet_net(8);
     net.nodes_mut()[0].config.circuits.lifetime_ms = 5_000;

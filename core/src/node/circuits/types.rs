@@ -88,6 +88,34 @@ pub struct CircuitInfo {
     pub purpose: Purpose,
 }
 
+/// Where guard selection stands: what decides whether this node can start
+/// its circuits now, for a driver to tell its user why nothing is built yet
+/// (see [`crate::path`] for the rules). A read-only count; nothing here is
+/// an identity.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct GuardStatus {
+    /// Relays per circuit (a path needs that many on distinct networks).
+    pub hops: usize,
+    /// Relays in our peer sample with a fresh descriptor: the pool guards
+    /// and vanguards are drawn from.
+    pub candidates: usize,
+    /// Of those, the relays known for at least the guard minimum age.
+    pub aged: usize,
+    /// Aged candidates needed before guards are picked (at least the hop
+    /// count, and a quarter of the pool).
+    pub aged_needed: usize,
+    /// When the next candidate not aged yet comes of age, in milliseconds
+    /// from the node's clock (None: every candidate is aged).
+    pub next_aged_in_ms: Option<Millis>,
+    /// Guards in the list.
+    pub guards: usize,
+    /// Guards the list is topped up to.
+    pub guards_wanted: usize,
+    /// Guards marked unreachable and not yet due for a retry (when all of
+    /// them are, no circuit can start).
+    pub guards_unreachable: usize,
+}
+
 /// A guard as the driver persists it: order matters (first = primary).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct GuardRecord {
