@@ -367,8 +367,9 @@ fn exchange(
     let sharer = index_of(nodes, Role::Sharer);
     let downloader = index_of(nodes, Role::Downloader);
 
-    // 2. Both ends have a circuit.
+    // 2. Both ends have a circuit; meanwhile, what each waits for.
     let mut shown = (usize::MAX, usize::MAX);
+    let mut waiting = [String::new(), String::new()];
     let hops = loop {
         let s = built_circuits(&nodes[sharer].dir)?;
         let d = built_circuits(&nodes[downloader].dir)?;
@@ -382,8 +383,21 @@ fn exchange(
         if !s.is_empty() && !d.is_empty() {
             break d.iter().map(|c| c.hops.len()).max().unwrap_or(0);
         }
+        for (k, (who, i)) in [("sharer", sharer), ("downloader", downloader)]
+            .into_iter()
+            .enumerate()
+        {
+            let line = call::<StatusInfo>(&nodes[i].dir, Command::Status)?.readiness;
+            if line != waiting[k] {
+                eprintln!("    {who}: {line}");
+                waiting[k] = line;
+            }
+        }
         wait_or_fail(deadline, || {
-            "the sharer and the downloader built no circuit in time".to_string()
+            format!(
+                "the sharer and the downloader built no circuit in time (sharer {}; downloader {})",
+                waiting[0], waiting[1]
+            )
         })?;
     };
     let setup_seconds = started.elapsed().as_secs_f64();
