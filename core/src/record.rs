@@ -268,6 +268,23 @@ pub fn keywords_from_name(name: &str) -> Vec<String> {
     seen.into_iter().map(str::to_owned).collect()
 }
 
+/// Characters that change how a name looks without being seen: bidi
+/// embeddings, overrides, isolates and marks, zero-width characters and
+/// the byte-order mark. A name with one could show as another name on
+/// screen (`invoice<U+202E>fdp.exe` looks like `invoiceexe.pdf`), so no
+/// record may carry one.
+fn is_invisible_format(c: char) -> bool {
+    matches!(
+        c,
+        '\u{061C}'
+            | '\u{200B}'..='\u{200F}'
+            | '\u{202A}'..='\u{202E}'
+            | '\u{2060}'..='\u{2064}'
+            | '\u{2066}'..='\u{2069}'
+            | '\u{FEFF}'
+    )
+}
+
 fn check_len(field: &'static str, len: usize, max: usize) -> Result<(), RecordError> {
     if len > max {
         Err(RecordError::FieldTooLong { field, len, max })
@@ -292,6 +309,12 @@ impl ContentRecord {
             return Err(RecordError::NotCanonical {
                 field: "name",
                 reason: "control character or path separator",
+            });
+        }
+        if self.name.chars().any(is_invisible_format) {
+            return Err(RecordError::NotCanonical {
+                field: "name",
+                reason: "bidirectional or invisible formatting character",
             });
         }
         if self.name == "." || self.name == ".." {
@@ -761,7 +784,21 @@ mod tests {
                 max: 255
             }
         );
-        for bad in ["", ".", "..", "a/b", "a\\b", "a\nb", "a\u{7f}"] {
+        for bad in [
+            "",
+            ".",
+            "..",
+            "a/b",
+            "a\\b",
+            "a\nb",
+            "a\u{7f}",
+            // Names that would show as other names on screen.
+            "invoice\u{202E}fdp.exe",
+            "a\u{200B}b",
+            "\u{FEFF}a",
+            "a\u{2066}b\u{2069}",
+            "a\u{061C}b",
+        ] {
             rec.name = bad.to_owned();
             assert!(rec.sign(p).is_err(), "{bad:?}");
         }
@@ -982,7 +1019,7 @@ mod tests {
         (
             any::<[u8; 32]>(),
             any::<u64>(),
-            "[^/\\\\\\p{Cc}]{1,60}",
+            "[^/\\\\\\p{Cc}\\p{Cf}]{1,60}",
             "\\PC{0,120}",
             proptest::option::of("[a-z0-9.+-]{1,30}/[a-z0-9.+-]{1,30}"),
             0u64..(u64::MAX / 2),

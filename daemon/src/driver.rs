@@ -36,9 +36,11 @@
 //!   (the node task never waits for SQLite; only the newest list is
 //!   written). [`Network::shutdown`] writes the last list before returning.
 //!
-//! - **Reached relays survive restarts.** The relays this node dialled and
-//!   reached (outbound links that authenticated, with their descriptors)
-//!   are written to the store's `peers` table as they change, at most
+//! - **Reached relays survive restarts** (relays only; a client-only node
+//!   keeps its guards alone). The relays this node dialled and reached
+//!   (outbound links that authenticated, with their descriptors) that its
+//!   peer sampler picked are written to the store's `peers` table as they
+//!   change, at most
 //!   [`crate::store::MAX_STORED_PEERS`]; at the next start the most
 //!   recently reached (at most 16, within 30 days) are dialled as seeds
 //!   besides the configured ones, so a node rejoins after its seeds are
@@ -298,9 +300,11 @@ impl Network {
         let handshake_timeout = Duration::from_millis(config.handshake_timeout_ms);
         let write_queue = config.max_link_in_flight_cells.max(1);
         let relay = config.relay;
-        let seeds = config.bootstrap.len();
         let pending = Pending::new(config.max_pending_handshakes * 2, options.admission);
-        if let Some(store) = &options.guard_store {
+        // A client-only node keeps its guards only: stored relays would
+        // widen who sees its address at every start.
+        let peer_store = options.guard_store.as_ref().filter(|_| relay);
+        if let Some(store) = peer_store {
             let since = (now_ms() / 1000).saturating_sub(PEER_SEED_MAX_AGE_S);
             let stored = store
                 .lock()
@@ -318,6 +322,7 @@ impl Network {
                 tracing::info!(added, "relays reached before are dialled as seeds too");
             }
         }
+        let seeds = config.bootstrap.len();
         let mut seed = [0u8; 32];
         rand::rngs::OsRng.fill_bytes(&mut seed);
         let config = config
@@ -365,7 +370,7 @@ impl Network {
             }
             None => None,
         };
-        let peers_tx = options.guard_store.as_ref().map(|store| {
+        let peers_tx = peer_store.map(|store| {
             let (tx, rx) = watch::channel(Vec::new());
             tokio::spawn(write_peers(store.clone(), rx));
             tx
@@ -504,18 +509,33 @@ async fn write_index(store: Arc<Mutex<Store>>, mut snapshots: watch::Receiver<Ve
 }
 
 /// Relays we dialled and reached (outbound links that authenticated),
-/// with their descriptors: the only addresses worth dialling again at the
-/// next start (an inbound link's address is a source port, and a
-/// descriptor's address is not used before it was reached).
+/// with their descriptors, among those our peer sampler picked: the only
+/// addresses worth dialling again at the next start. An inbound link's
+/// address is a source port; a descriptor's address is not used before it
+/// was reached; and a relay we linked to only because someone's circuit
+/// extended to it is not kept (a client could otherwise fill the table
+/// with relays of its choosing, and it would record others' paths).
 fn reached_relays(node: &Node, peers: &[PeerInfo]) -> Vec<StoredPeer> {
+    let sampled: std::collections::BTreeSet<NodeId> = node.sample().into_iter().collect();
+    keep_reached(peers, &sampled, |id| {
+        node.known_descriptor(id).map(|(d, _)| d.to_bytes())
+    })
+}
+
+/// The rule of [`reached_relays`], apart from the node.
+fn keep_reached(
+    peers: &[PeerInfo],
+    sampled: &std::collections::BTreeSet<NodeId>,
+    descriptor: impl Fn(&NodeId) -> Option<Vec<u8>>,
+) -> Vec<StoredPeer> {
     peers
         .iter()
         .filter(|p| p.relay && p.direction == Direction::Outbound)
+        .filter(|p| sampled.contains(&p.node_id))
         .filter_map(|p| {
-            let (d, _) = node.known_descriptor(&p.node_id)?;
             Some(StoredPeer {
                 id: p.node_id,
-                descriptor: d.to_bytes(),
+                descriptor: descriptor(&p.node_id)?,
                 addr: p.addr,
             })
         })
@@ -1329,5 +1349,57 @@ impl Pacer {
             start
         };
         tokio::time::sleep_until(start).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeSet;
+
+    use super::*;
+
+    fn peer(i: u8, direction: Direction, relay: bool) -> PeerInfo {
+        PeerInfo {
+            node_id: NodeId::from_bytes([i; 32]),
+            addr: SocketAddr::from(([127, i, 0, 1], 7000)),
+            direction,
+            since_ms: 0,
+            relay,
+        }
+    }
+
+    /// From a hostile client's chair: it extends circuits through our
+    /// relay to relays of its own (ground ids, not in our sample), and
+    /// peers that dialled us or do not relay are linked too. Only the
+    /// sampled relays we dialled ourselves are kept for the next start.
+    #[test]
+    fn only_sampled_relays_we_dialled_are_kept_not_a_clients_extend_targets() {
+        let sampled_outbound = peer(1, Direction::Outbound, true);
+        let extend_target = peer(2, Direction::Outbound, true);
+        let inbound = peer(3, Direction::Inbound, true);
+        let client = peer(4, Direction::Outbound, false);
+        let no_descriptor = peer(5, Direction::Outbound, true);
+        let sampled: BTreeSet<NodeId> = [1, 3, 4, 5]
+            .into_iter()
+            .map(|i| NodeId::from_bytes([i; 32]))
+            .collect();
+        let peers = [
+            sampled_outbound.clone(),
+            extend_target,
+            inbound,
+            client,
+            no_descriptor,
+        ];
+        let kept = keep_reached(&peers, &sampled, |id| {
+            (id.as_bytes()[0] != 5).then(|| vec![id.as_bytes()[0]; 8])
+        });
+        assert_eq!(
+            kept,
+            vec![StoredPeer {
+                id: sampled_outbound.node_id,
+                descriptor: vec![1; 8],
+                addr: sampled_outbound.addr,
+            }]
+        );
     }
 }

@@ -766,7 +766,7 @@ impl Store {
         let since = i64::try_from(since_s).unwrap_or(i64::MAX);
         let mut stmt = self.conn.prepare(
             "SELECT address FROM peers WHERE last_reached >= ?1 AND address IS NOT NULL
-                ORDER BY last_reached DESC, node_id LIMIT ?2",
+                ORDER BY last_reached DESC, random() LIMIT ?2",
         )?;
         let rows = stmt.query_map(params![since, limit as i64], |r| r.get::<_, String>(0))?;
         let mut out = Vec::new();

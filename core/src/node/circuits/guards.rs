@@ -298,7 +298,11 @@ impl Guards {
         let pool = pool(now, config, dir, gossip);
         let next_aged_in_ms = pool
             .iter()
-            .map(|c| (c.first_seen_ms + p.guard_min_age_ms).saturating_sub(now))
+            .map(|c| {
+                c.first_seen_ms
+                    .saturating_add(p.guard_min_age_ms)
+                    .saturating_sub(now)
+            })
             .filter(|&wait| wait > 0)
             .min();
         GuardStatus {
