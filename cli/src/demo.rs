@@ -68,8 +68,9 @@ pub struct DemoArgs {
     /// Relays per circuit, on both sides of the rendezvous.
     #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u8).range(1..=4))]
     hops: u8,
-    /// Give up after this many seconds.
-    #[arg(long, default_value_t = 600)]
+    /// Give up after this many seconds (at most a day).
+    #[arg(long, default_value_t = 600,
+          value_parser = clap::value_parser!(u64).range(1..=86_400))]
     timeout: u64,
 }
 
@@ -131,12 +132,15 @@ pub struct DemoReport {
 struct Cleanup {
     children: Vec<Child>,
     root: Option<tempfile::TempDir>,
+    /// Set by the first stop: nothing more is started after it.
+    stopped: bool,
 }
 
 impl Cleanup {
     /// SIGTERM every daemon, wait for them (SIGKILL after a grace
     /// period), then remove the work dir.
     fn stop(&mut self) {
+        self.stopped = true;
         for c in &self.children {
             let _ = rustix::process::kill_process(
                 rustix::process::Pid::from_child(c),
@@ -167,9 +171,14 @@ impl Cleanup {
     }
 }
 
-impl Drop for Cleanup {
+/// Stops the network when dropped: on return, on `?` and on a panic's
+/// unwind (the signal handler holds the other reference, so the
+/// [`Cleanup`] itself is never dropped).
+struct StopOnDrop(Arc<Mutex<Cleanup>>);
+
+impl Drop for StopOnDrop {
     fn drop(&mut self) {
-        self.stop();
+        lock(&self.0).stop();
     }
 }
 
@@ -207,8 +216,10 @@ pub fn run(args: DemoArgs) -> anyhow::Result<DemoReport> {
     std::fs::create_dir_all(&args.out)
         .with_context(|| format!("cannot create --out {}", args.out.display()))?;
 
+    // Private: it holds the daemons' keys, logs and the generated file.
     let root = tempfile::Builder::new()
         .prefix("veil-demo-")
+        .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o700))
         .tempdir()
         .context("cannot create a work dir")?;
     let root_path = root.path().to_path_buf();
@@ -216,7 +227,9 @@ pub fn run(args: DemoArgs) -> anyhow::Result<DemoReport> {
     let cleanup = Arc::new(Mutex::new(Cleanup {
         children: Vec::new(),
         root: Some(root),
+        stopped: false,
     }));
+    let guard = StopOnDrop(cleanup.clone());
     {
         let cleanup = cleanup.clone();
         ctrlc::set_handler(move || {
@@ -228,7 +241,7 @@ pub fn run(args: DemoArgs) -> anyhow::Result<DemoReport> {
     }
     let result = drive(&args, &veild, &root_path, &cleanup, started, deadline);
     let stopped = Instant::now();
-    lock(&cleanup).stop();
+    drop(guard);
     match result {
         Ok(mut report) => {
             eprintln!(
@@ -299,7 +312,10 @@ fn launch(
         let log_file = std::fs::File::create(&log)
             .with_context(|| format!("cannot create {}", log.display()))?;
         let mut cmd = Process::new(veild);
-        cmd.arg("--testnet")
+        // The kernel stops each daemon if this process dies however it
+        // dies (SIGKILL included), so none outlives the demo.
+        cmd.arg("--stop-with-parent")
+            .arg("--testnet")
             .arg("--data-dir")
             .arg(&dir)
             .args(["--listen", &listen, "--bootstrap", &seeds])
@@ -312,11 +328,20 @@ fn launch(
         if role != Role::Relay {
             cmd.arg("--client-only");
         }
-        let child = cmd
-            .spawn()
-            .with_context(|| format!("cannot start {}", veild.display()))?;
-        let pid = child.id();
-        lock(cleanup).children.push(child);
+        // Spawned and recorded under the lock, so that a stop from the
+        // signal handler sees every daemon, and nothing starts after it.
+        let pid = {
+            let mut c = lock(cleanup);
+            if c.stopped {
+                bail!("interrupted");
+            }
+            let child = cmd
+                .spawn()
+                .with_context(|| format!("cannot start {}", veild.display()))?;
+            let pid = child.id();
+            c.children.push(child);
+            pid
+        };
         nodes.push(Node {
             info: NodeInfo {
                 role,

@@ -29,6 +29,8 @@ pub const TOKEN_FILE: &str = "control.token";
 pub const LOCK_FILE: &str = "veild.lock";
 /// Directory of partial downloads (`crate::download`).
 pub const DOWNLOADS_DIR: &str = "downloads";
+/// Which network the data dir belongs to (`mainnet 23`, `testnet 8`).
+pub const NETWORK_FILE: &str = "network";
 
 /// Longest Unix socket path the kernel accepts (sun_path minus the NUL).
 const MAX_SOCKET_PATH: usize = 107;
@@ -105,6 +107,41 @@ impl DataDir {
             );
         }
         Ok(())
+    }
+}
+
+impl DataDir {
+    /// Ties the data dir to one network: `testnet` and the proof-of-work
+    /// difficulty are written at the first start, and a later start for
+    /// another network is refused. The peers, guards and keys in a data
+    /// dir are one network's: a test run on a real node's data dir would
+    /// otherwise dial its real relays with test-network settings.
+    pub fn claim_network(&self, testnet: bool, pow_bits: u8) -> anyhow::Result<()> {
+        let want = format!("{} {pow_bits}", if testnet { "testnet" } else { "mainnet" });
+        let path = self.file(NETWORK_FILE);
+        match fs::read_to_string(&path) {
+            Ok(have) if have.trim() == want => Ok(()),
+            Ok(have) => bail!(
+                "data dir {} belongs to another network ({}; this start is for {}): use another --data-dir, or the same --testnet and --pow-bits as before",
+                self.root.display(),
+                describe_network(have.trim()),
+                describe_network(&want)
+            ),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                write_private(&path, format!("{want}\n").as_bytes())
+                    .with_context(|| format!("cannot write {}", path.display()))
+            }
+            Err(e) => Err(e).with_context(|| format!("cannot read {}", path.display())),
+        }
+    }
+}
+
+/// `testnet 8` as words.
+fn describe_network(marker: &str) -> String {
+    match marker.split_once(' ') {
+        Some(("mainnet", bits)) => format!("the real network, proof of work {bits} bits"),
+        Some(("testnet", bits)) => format!("a test network, proof of work {bits} bits"),
+        _ => format!("unreadable marker {marker:?}"),
     }
 }
 
@@ -187,6 +224,28 @@ mod tests {
         assert!(err.contains("already running"), "{err}");
         drop(first);
         InstanceLock::acquire(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_data_dir_serves_one_network_only() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = DataDir::resolve(Some(tmp.path().join("d"))).unwrap();
+        dir.create_private().unwrap();
+        dir.claim_network(true, 8).unwrap();
+        // The same network again is fine, every time.
+        dir.claim_network(true, 8).unwrap();
+        let err = dir.claim_network(false, 23).unwrap_err().to_string();
+        assert!(
+            err.contains("another network (a test network, proof of work 8 bits; this start is for the real network, proof of work 23 bits)"),
+            "{err}"
+        );
+        let err = dir.claim_network(true, 9).unwrap_err().to_string();
+        assert!(err.contains("another network"), "{err}");
+        // A refused start changes nothing.
+        assert_eq!(
+            fs::read_to_string(dir.file(NETWORK_FILE)).unwrap(),
+            "testnet 8\n"
+        );
     }
 
     #[test]

@@ -79,6 +79,10 @@ struct Args {
     /// error (they may log peer addresses above that).
     #[arg(long, env = "VEIL_LOG", default_value = DEFAULT_LOG)]
     log: String,
+    /// Stop (as on SIGTERM) when the process that started veild exits,
+    /// however it exits: for supervisors such as `veil demo` (Linux only).
+    #[arg(long)]
+    stop_with_parent: bool,
     /// Print this man page, veild(1), as roff and exit, e.g.
     /// `veild --man > ~/.local/share/man/man1/veild.1`.
     #[arg(long)]
@@ -118,6 +122,18 @@ fn main() -> std::process::ExitCode {
     }
 }
 
+/// `--stop-with-parent`: the kernel sends us SIGTERM (a clean stop) when
+/// the process that started us exits, however it exits (Linux).
+fn stop_with_parent() -> anyhow::Result<()> {
+    rustix::process::set_parent_process_death_signal(Some(rustix::process::Signal::TERM))
+        .context("--stop-with-parent: cannot ask for a signal on the parent's exit")?;
+    // The parent may have exited before the request: we are init's now.
+    if rustix::process::getppid().is_none_or(|p| p.as_raw_nonzero().get() == 1) {
+        anyhow::bail!("--stop-with-parent: the process that started veild has exited");
+    }
+    Ok(())
+}
+
 /// `veild --man`: the man page from the flags above, so it never drifts.
 fn print_man() -> std::process::ExitCode {
     use std::io::Write;
@@ -136,6 +152,9 @@ fn print_man() -> std::process::ExitCode {
 }
 
 fn run(args: Args) -> anyhow::Result<()> {
+    if args.stop_with_parent {
+        stop_with_parent()?;
+    }
     let file = match &args.config {
         Some(path) => config::load(path)?,
         None => config::RawConfig::default(),
@@ -160,6 +179,7 @@ fn run(args: Args) -> anyhow::Result<()> {
     dir.create_private()?;
     let _lock = InstanceLock::acquire(&dir)?;
     let pow = settings.pow;
+    dir.claim_network(settings.testnet, pow.difficulty_bits)?;
     let relay = settings.relay();
     // A client-only node shows its guards an id that lives one run only.
     let node = if relay {
@@ -232,7 +252,8 @@ fn run(args: Args) -> anyhow::Result<()> {
         veil_daemon::server::publish_ratings(&daemon);
         veil_daemon::server::resume_downloads(daemon.clone());
         tracing::debug!(node_id = %daemon.node.node_id(), "our node id");
-        tracing::info!(data_dir = %dir.path().display(), relay, "veild ready");
+        tracing::debug!(data_dir = %dir.path().display(), "data dir");
+        tracing::info!(relay, "veild ready");
         let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
         let result = tokio::select! {
             r = serve(daemon, listener) => r.context("control socket failed"),

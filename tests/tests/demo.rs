@@ -313,3 +313,38 @@ fn bad_arguments_are_refused_before_anything_starts() {
     let o = run(&["--nodes", "250"]);
     assert_eq!(o.status.code(), Some(2), "usage error");
 }
+
+#[test]
+fn a_demo_killed_outright_leaves_no_daemon_running() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("out");
+    let mut demo = Demo::start(&[
+        "--nodes",
+        "5",
+        "--size-mib",
+        "1",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    let work = demo.work_dir();
+    demo.wait_for(|l| l.starts_with("==> nodes up: 5/5"))
+        .expect("the daemons came up");
+    assert!(processes_mentioning(&work).len() >= 5);
+    // SIGKILL: no handler runs; the kernel tells each daemon instead.
+    demo.child.kill().unwrap();
+    let _ = demo.child.wait();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let left = processes_mentioning(&work);
+        if left.is_empty() {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "daemons outlived a killed demo: {left:?}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    // Only the work dir is left, as after any SIGKILL: ours to remove.
+    let _ = std::fs::remove_dir_all(&work);
+}
