@@ -42,7 +42,7 @@ const STOP_GRACE: Duration = Duration::from_secs(10);
 /// How often readiness, circuits and downloads are polled.
 const POLL: Duration = Duration::from_millis(200);
 /// How long each search round runs (rounds repeat until the deadline).
-const SEARCH_ROUND_S: u32 = 10;
+const SEARCH_ROUND_S: u32 = 3;
 /// How long one `get` waits for providers and for each piece.
 const GET_ROUND_S: u32 = 30;
 
