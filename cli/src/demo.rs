@@ -108,6 +108,11 @@ pub struct DemoReport {
     /// The download: from `veil get` to the verified file in place.
     pub seconds: f64,
     pub throughput_mb_s: f64,
+    /// From the first verified piece to the file in place (the transfer
+    /// alone, without finding the record and the providers).
+    pub transfer_seconds: f64,
+    /// `bytes` over `transfer_seconds`.
+    pub transfer_mb_s: f64,
     /// Relays per circuit on each side of the rendezvous.
     pub hops: usize,
     /// From the start until the sharer and the downloader had circuits.
@@ -498,7 +503,7 @@ fn exchange(
         .context("the output path is not valid UTF-8")?
         .to_string();
     eprintln!("==> the downloader downloads {id} to {dest_str}");
-    let got: GetReport = loop {
+    let (got, transfer): (GetReport, Option<f64>) = loop {
         let command = Command::Get {
             id: id.clone(),
             out: Some(dest_str.clone()),
@@ -508,7 +513,10 @@ fn exchange(
         let result = client::call(&nodes[downloader].dir, command, &mut |p| bar.update(&p));
         bar.finish();
         match result {
-            Ok(v) => break decode(v)?,
+            Ok(v) => {
+                let transfer = bar.first_piece.map(|t| t.elapsed().as_secs_f64());
+                break (decode(v)?, transfer);
+            }
             Err(ClientError::Api(e))
                 if matches!(e.kind, ErrorKind::Unavailable | ErrorKind::NotFound) =>
             {
@@ -547,6 +555,8 @@ fn exchange(
         bytes: got.bytes,
         seconds: got.seconds,
         throughput_mb_s: mb_s(got.bytes, got.seconds),
+        transfer_seconds: transfer.unwrap_or(got.seconds),
+        transfer_mb_s: mb_s(got.bytes, transfer.unwrap_or(got.seconds)),
         hops,
         setup_seconds,
         search_seconds,
@@ -695,6 +705,8 @@ fn log_tail(path: &Path, n: usize) -> String {
 struct PieceBar {
     bar: Option<indicatif::ProgressBar>,
     tenth: u64,
+    /// When the first verified piece was reported.
+    first_piece: Option<Instant>,
 }
 
 impl PieceBar {
@@ -713,24 +725,33 @@ impl PieceBar {
             );
             b
         });
-        PieceBar { bar, tenth: 0 }
+        PieceBar {
+            bar,
+            tenth: 0,
+            first_piece: None,
+        }
     }
 
     fn update(&mut self, p: &Progress) {
         match p {
-            Progress::Download { held, pieces, .. } => match &self.bar {
-                Some(b) => {
-                    b.set_length(*pieces);
-                    b.set_position(*held);
+            Progress::Download { held, pieces, .. } => {
+                if self.first_piece.is_none() {
+                    self.first_piece = Some(Instant::now());
                 }
-                None => {
-                    let tenth = held * 10 / (*pieces).max(1);
-                    if tenth > self.tenth {
-                        self.tenth = tenth;
-                        eprintln!("    pieces verified: {held}/{pieces}");
+                match &self.bar {
+                    Some(b) => {
+                        b.set_length(*pieces);
+                        b.set_position(*held);
+                    }
+                    None => {
+                        let tenth = held * 10 / (*pieces).max(1);
+                        if tenth > self.tenth {
+                            self.tenth = tenth;
+                            eprintln!("    pieces verified: {held}/{pieces}");
+                        }
                     }
                 }
-            },
+            }
             Progress::Dropped { reason } => {
                 eprintln!("    a source was dropped ({reason})");
             }
