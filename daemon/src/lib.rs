@@ -15,5 +15,6 @@ pub mod driver;
 pub mod keys;
 pub mod library;
 pub mod net;
+pub mod running;
 pub mod server;
 pub mod store;
