@@ -20,6 +20,8 @@ use veil_daemon::api::{
 use veil_daemon::client;
 use veil_daemon::datadir::{DataDir, ENV_DATA_DIR};
 
+mod downloads;
+
 /// veil: anonymous, onion-routed file sharing.
 #[derive(Debug, Parser)]
 #[command(version, about, propagate_version = true)]
@@ -92,6 +94,8 @@ enum Cmd {
         #[arg(long)]
         timeout: Option<u32>,
     },
+    /// List downloads (`veil downloads`), or pause, resume or cancel one.
+    Downloads(downloads::Args),
     /// Rate a file a search found: `good`, or `fake` (a decoy). This node
     /// then ranks that file's publishers accordingly: the publishers of a
     /// fake weigh nothing in its later searches.
@@ -274,31 +278,12 @@ fn run(cli: Cli, out: Output) -> anyhow::Result<ExitCode> {
                 ),
                 None => None,
             };
-            let bar = (out == Output::Human).then(|| {
-                let b = ProgressBar::new(0);
-                b.set_style(
-                    ProgressStyle::with_template(
-                        "{spinner} pieces [{bar:30}] {pos}/{len} {per_sec} eta {eta} {msg}",
-                    )
-                    .unwrap_or_else(|_| ProgressStyle::default_bar())
-                    .progress_chars("=> "),
-                );
-                b
-            });
+            let mut bar = downloads::GetBar::new(out == Output::Human);
             let mut on_progress = |p: Progress| {
                 if out == Output::Jsonl {
                     emit_line(&serde_json::json!({ "progress": p }));
                 }
-                match (&bar, &p) {
-                    (Some(b), Progress::Download { held, pieces, .. }) => {
-                        b.set_length(*pieces);
-                        b.set_position(*held);
-                    }
-                    (Some(b), Progress::Dropped { reason }) => {
-                        b.set_message(format!("a source was dropped ({reason})"));
-                    }
-                    _ => {}
-                }
+                bar.update(&p);
             };
             let command = Command::Get {
                 id,
@@ -306,9 +291,7 @@ fn run(cli: Cli, out: Output) -> anyhow::Result<ExitCode> {
                 timeout_s: timeout,
             };
             let result = client::call(&dir, command, &mut on_progress);
-            if let Some(b) = &bar {
-                b.finish_and_clear();
-            }
+            bar.finish();
             let report: GetReport = decode(result?)?;
             print_result(out, &report, |r| {
                 println!(
@@ -330,6 +313,7 @@ fn run(cli: Cli, out: Output) -> anyhow::Result<ExitCode> {
             });
             Ok(ExitCode::SUCCESS)
         }
+        Cmd::Downloads(args) => downloads::run(&dir, out, args),
         Cmd::Rate { id, verdict } => {
             let verdict = if verdict == "good" {
                 Verdict::Good
