@@ -238,13 +238,29 @@ pub fn free_udp_addr(ip: &str) -> SocketAddr {
 /// seed to be up). Returns the daemons, their listen addresses and their
 /// node ids.
 pub fn start_network(n: u8) -> (Vec<Daemon>, Vec<SocketAddr>, Vec<String>) {
+    start_network_with(n, |_| Vec::new())
+}
+
+/// [`start_network`] with `extra(i)` added to the arguments of daemon `i`
+/// (0-based), e.g. a `--config` file for one of them.
+pub fn start_network_with(
+    n: u8,
+    extra: impl Fn(usize) -> Vec<String>,
+) -> (Vec<Daemon>, Vec<SocketAddr>, Vec<String>) {
     let addrs: Vec<SocketAddr> = (1..=n)
         .map(|i| free_udp_addr(&format!("127.{i}.0.1")))
         .collect();
     let seed = addrs[0].to_string();
     let mut daemons: Vec<Daemon> = addrs
         .iter()
-        .map(|a| Daemon::prepare(&["--listen", &a.to_string(), "--bootstrap", &seed]))
+        .enumerate()
+        .map(|(i, a)| {
+            let mut args = vec!["--listen".to_string(), a.to_string(), "--bootstrap".into()];
+            args.push(seed.clone());
+            args.extend(extra(i));
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            Daemon::prepare(&args)
+        })
         .collect();
     for d in &mut daemons {
         d.launch();
