@@ -22,6 +22,7 @@ use veil_daemon::datadir::{DataDir, ENV_DATA_DIR};
 
 mod demo;
 mod docs;
+mod downloads;
 
 /// Anonymous, onion-routed file sharing: the command-line client of veild.
 ///
@@ -99,6 +100,8 @@ enum Cmd {
         #[arg(long)]
         timeout: Option<u32>,
     },
+    /// List downloads (`veil downloads`), or pause, resume or cancel one.
+    Downloads(downloads::Args),
     /// Rate a file a search found: `good`, or `fake` (a decoy). This node
     /// then ranks that file's publishers accordingly: the publishers of a
     /// fake weigh nothing in its later searches.
@@ -327,31 +330,12 @@ fn run(cli: Cli, out: Output) -> anyhow::Result<ExitCode> {
                 ),
                 None => None,
             };
-            let bar = (out == Output::Human).then(|| {
-                let b = ProgressBar::new(0);
-                b.set_style(
-                    ProgressStyle::with_template(
-                        "{spinner} pieces [{bar:30}] {pos}/{len} {per_sec} eta {eta} {msg}",
-                    )
-                    .unwrap_or_else(|_| ProgressStyle::default_bar())
-                    .progress_chars("=> "),
-                );
-                b
-            });
+            let mut bar = downloads::GetBar::new(out == Output::Human);
             let mut on_progress = |p: Progress| {
                 if out == Output::Jsonl {
                     emit_line(&serde_json::json!({ "progress": p }));
                 }
-                match (&bar, &p) {
-                    (Some(b), Progress::Download { held, pieces, .. }) => {
-                        b.set_length(*pieces);
-                        b.set_position(*held);
-                    }
-                    (Some(b), Progress::Dropped { reason }) => {
-                        b.set_message(format!("a source was dropped ({reason})"));
-                    }
-                    _ => {}
-                }
+                bar.update(&p);
             };
             let command = Command::Get {
                 id,
@@ -359,9 +343,7 @@ fn run(cli: Cli, out: Output) -> anyhow::Result<ExitCode> {
                 timeout_s: timeout,
             };
             let result = client::call(&dir, command, &mut on_progress);
-            if let Some(b) = &bar {
-                b.finish_and_clear();
-            }
+            bar.finish();
             let report: GetReport = decode(result?)?;
             print_result(out, &report, |r| {
                 println!(
@@ -383,6 +365,7 @@ fn run(cli: Cli, out: Output) -> anyhow::Result<ExitCode> {
             });
             Ok(ExitCode::SUCCESS)
         }
+        Cmd::Downloads(args) => downloads::run(&dir, out, args),
         Cmd::Rate { id, verdict } => {
             let verdict = if verdict == "good" {
                 Verdict::Good

@@ -16,6 +16,9 @@ use serde::{Deserialize, Serialize};
 /// Core's own state types, serialised as they are (no parallel copies).
 pub use veil_core::node::{CircuitState, Direction};
 
+/// A download's stored state, serialised as it is stored.
+pub use crate::download::DownloadState;
+
 /// Largest request line the daemon reads.
 pub const MAX_REQUEST_BYTES: usize = 64 * 1024;
 
@@ -64,6 +67,18 @@ pub enum Command {
         #[serde(default)]
         timeout_s: Option<u32>,
     },
+    /// Every registered download, oldest first ([`DownloadEntry`] each).
+    Downloads,
+    /// Stop fetching a download and want nothing more for now; its
+    /// partial file and pieces are kept. A `veil get` waiting on it ends
+    /// with a [`ErrorKind::Stopped`] error. Not resumed at daemon start.
+    PauseDownload { id: String },
+    /// Want a paused (or failed) download's pieces again and fetch them in
+    /// the background, as a start does for active downloads.
+    ResumeDownload { id: String },
+    /// Stop a download if it runs and forget it: its partial file and
+    /// its row go. A done download's file stays where it is.
+    CancelDownload { id: String },
     /// Search the network anonymously: results stream as progress events
     /// ([`Progress::Result`]) until `timeout_s` (default
     /// [`DEFAULT_SEARCH_SECONDS`]) or the network's own search timeout.
@@ -95,6 +110,48 @@ pub struct GetReport {
     pub sources_dropped_bad: u64,
     /// Sources dropped for stalling or refusing.
     pub sources_dropped_other: u64,
+}
+
+/// One registered download, as `veil downloads` lists it.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct DownloadEntry {
+    /// Content id, 64 lowercase hex digits.
+    pub id: String,
+    /// The file name from its record.
+    pub name: String,
+    /// Size in bytes.
+    pub size: u64,
+    /// Where the file goes once complete and verified.
+    pub dest: String,
+    /// Where it stands: active, paused, done or failed.
+    pub state: DownloadState,
+    /// Verified pieces held (each durable on disk).
+    pub held: u64,
+    /// Pieces in all.
+    pub pieces: u64,
+    /// Bytes in the pieces held.
+    pub held_bytes: u64,
+    /// Whether a fetch is running for it now (an active download that is
+    /// not running waits for `veil get`, `veil downloads resume` or the
+    /// next daemon start).
+    pub running: bool,
+    /// Registered, Unix seconds.
+    pub created: u64,
+    /// Last change, Unix seconds.
+    pub updated: u64,
+}
+
+/// The answer to `CancelDownload`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct CancelReport {
+    /// Content id, 64 lowercase hex digits.
+    pub id: String,
+    /// The file name from its record.
+    pub name: String,
+    /// A fetch was running and was stopped.
+    pub stopped: bool,
+    /// Verified bytes that were held and are now deleted.
+    pub discarded_bytes: u64,
 }
 
 /// A user's judgment of a content id.
@@ -218,8 +275,11 @@ pub enum ErrorKind {
     /// The network cannot do it now (no peers, no circuit, no provider
     /// reachable); try again later.
     Unavailable,
-    /// Nothing matched (no record of a content id).
+    /// Nothing matched (no record of a content id, no such download).
     NotFound,
+    /// The download this request waited on was paused or cancelled by
+    /// another request.
+    Stopped,
 }
 
 impl ApiError {
@@ -250,8 +310,17 @@ pub enum Progress {
     Hashing { path: String, done: u64, total: u64 },
     /// A search found a content id, or more publishers for one.
     Result { hit: SearchHit },
-    /// A download is under way: pieces held of all.
-    Download { held: u64, pieces: u64, bytes: u64 },
+    /// A download is under way: pieces held (verified) of all, the
+    /// content's size, the bytes held and the sources sending now.
+    Download {
+        held: u64,
+        pieces: u64,
+        bytes: u64,
+        #[serde(default)]
+        held_bytes: u64,
+        #[serde(default)]
+        sources: u64,
+    },
     /// A download source was dropped (`bad`: it served a corrupt piece).
     Dropped { reason: String },
 }
@@ -390,4 +459,63 @@ pub struct FindHit {
     pub size: u64,
     pub name: String,
     pub path: String,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn download_progress_without_the_later_fields_still_parses() {
+        let old = r#"{"phase":"download","held":3,"pieces":23,"bytes":1500000}"#;
+        let p: Progress = serde_json::from_str(old).unwrap();
+        assert_eq!(
+            p,
+            Progress::Download {
+                held: 3,
+                pieces: 23,
+                bytes: 1_500_000,
+                held_bytes: 0,
+                sources: 0
+            }
+        );
+    }
+
+    #[test]
+    fn download_commands_and_entries_round_trip() {
+        let id = "ab".repeat(32);
+        for command in [
+            Command::Downloads,
+            Command::PauseDownload { id: id.clone() },
+            Command::ResumeDownload { id: id.clone() },
+            Command::CancelDownload { id: id.clone() },
+        ] {
+            let line = serde_json::to_string(&command).unwrap();
+            let back: Command = serde_json::from_str(&line).unwrap();
+            assert_eq!(format!("{back:?}"), format!("{command:?}"));
+        }
+        assert_eq!(
+            serde_json::to_value(Command::PauseDownload { id: id.clone() }).unwrap(),
+            serde_json::json!({ "cmd": "pause_download", "id": id })
+        );
+        let entry = DownloadEntry {
+            id,
+            name: "a.bin".into(),
+            size: 10,
+            dest: "/tmp/a.bin".into(),
+            state: DownloadState::Paused,
+            held: 0,
+            pieces: 1,
+            held_bytes: 0,
+            running: false,
+            created: 1,
+            updated: 2,
+        };
+        let json = serde_json::to_value(&entry).unwrap();
+        assert_eq!(json["state"], "paused");
+        assert_eq!(
+            serde_json::from_value::<DownloadEntry>(json).unwrap(),
+            entry
+        );
+    }
 }

@@ -74,8 +74,10 @@ use crate::datadir::DataDir;
 use crate::library::{HashFileError, hash_file};
 use crate::store::{DownloadRow, Store};
 
-/// Where a download stands, stored as its [`as_str`](Self::as_str) text.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// Where a download stands, stored as its [`as_str`](Self::as_str) text
+/// (and serialised as that text in the control API).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum DownloadState {
     /// Pieces are wanted.
     Active,
@@ -514,6 +516,11 @@ impl PartialDownload {
     /// The pieces still wanted, in order.
     pub fn missing(&self) -> impl Iterator<Item = u64> + '_ {
         self.bits.missing()
+    }
+
+    /// Bytes in the pieces held.
+    pub fn held_bytes(&self) -> u64 {
+        held_bytes(&self.bits, self.size)
     }
 
     /// Every piece is held: `finish` may be called.
@@ -1455,6 +1462,32 @@ mod tests {
                 assert_eq!(fs::read_dir(dest.parent().unwrap()).unwrap().count(), 1);
             }
             _ => eprintln!("no second filesystem at /dev/shm: EXDEV itself not exercised"),
+        }
+    }
+
+    #[test]
+    fn held_bytes_count_the_short_last_piece_by_its_length() {
+        let f = Fixture::new();
+        let mut dl = f.create();
+        assert_eq!(dl.held_bytes(), 0);
+        dl.write(f.piece(5)).unwrap();
+        assert_eq!(dl.held_bytes(), 1234);
+        dl.write(f.piece(0)).unwrap();
+        assert_eq!(dl.held_bytes(), PIECE_BYTES + 1234);
+        assert_eq!(list(&f.store).unwrap()[0].held_bytes, dl.held_bytes());
+    }
+
+    #[test]
+    fn states_serialise_as_they_are_stored() {
+        use DownloadState::*;
+        for state in [Active, Paused, Done, Failed] {
+            let json = serde_json::to_value(state).unwrap();
+            assert_eq!(json, state.as_str());
+            assert_eq!(
+                serde_json::from_value::<DownloadState>(json).unwrap(),
+                state
+            );
+            assert_eq!(state.as_str().parse::<DownloadState>().unwrap(), state);
         }
     }
 

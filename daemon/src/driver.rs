@@ -711,6 +711,8 @@ pub enum DownloadUpdate {
         /// `Event::SourceDropped`).
         proven: bool,
     },
+    /// The number of sources with an open session changed to this.
+    Sources(usize),
     /// Every piece is held.
     Done,
 }
@@ -719,9 +721,18 @@ pub enum DownloadUpdate {
 #[derive(Debug, Default)]
 struct Tasks {
     searches: BTreeMap<SearchId, std::sync::mpsc::Sender<SearchUpdate>>,
-    downloads: BTreeMap<DownloadId, (ContentId, std::sync::mpsc::Sender<DownloadUpdate>)>,
+    downloads: BTreeMap<DownloadId, DownloadTask>,
     served: BTreeMap<ContentId, Served>,
     service: Option<PublisherId>,
+}
+
+/// A download the control API started, and where its updates go.
+#[derive(Debug)]
+struct DownloadTask {
+    id: ContentId,
+    updates: std::sync::mpsc::Sender<DownloadUpdate>,
+    /// The source count last sent.
+    sources: usize,
 }
 
 /// What becomes of a search started with [`NetView::search`].
@@ -767,6 +778,7 @@ async fn run_node(
     let mut guard_status_at = tokio::time::Instant::now();
     loop {
         let changes = drain(&mut node, &mut links, &shared, &mut tasks);
+        report_sources(&node, &mut tasks);
         if let Some(tx) = &index_tx {
             let stored = node.stats().search.stored;
             if stored != index_saved.1 && index_saved.0.elapsed() >= INDEX_SAVE_INTERVAL {
@@ -888,7 +900,12 @@ async fn run_node(
                 updates,
             }) => match node.download(now, id, size, have) {
                 Ok(d) => {
-                    tasks.downloads.insert(d, (id, updates));
+                    let task = DownloadTask {
+                        id,
+                        updates,
+                        sources: 0,
+                    };
+                    tasks.downloads.insert(d, task);
                 }
                 Err(e) => {
                     let _ = updates.send(DownloadUpdate::Failed(e.to_string()));
@@ -898,7 +915,7 @@ async fn run_node(
                 let running: Vec<DownloadId> = tasks
                     .downloads
                     .iter()
-                    .filter(|(_, (c, _))| *c == id)
+                    .filter(|(_, t)| t.id == id)
                     .map(|(d, _)| *d)
                     .collect();
                 for d in running {
@@ -910,6 +927,20 @@ async fn run_node(
         // Inputs arriving back to back must not starve the timer.
         if node.poll_timeout().is_some_and(|t| t <= now) {
             node.handle_timeout(now);
+        }
+    }
+}
+
+/// Tells each download's consumer how many sources it has open, when that
+/// changed since it was last told.
+fn report_sources(node: &Node, tasks: &mut Tasks) {
+    for (d, t) in &mut tasks.downloads {
+        let Some((_, _, sources)) = node.download_progress(*d) else {
+            continue;
+        };
+        if sources != t.sources {
+            t.sources = sources;
+            let _ = t.updates.send(DownloadUpdate::Sources(sources));
         }
     }
 }
@@ -1060,15 +1091,15 @@ fn drain(
                     let gone = tasks
                         .downloads
                         .get(&download)
-                        .is_some_and(|(_, tx)| tx.send(DownloadUpdate::Piece(piece)).is_err());
+                        .is_some_and(|t| t.updates.send(DownloadUpdate::Piece(piece)).is_err());
                     if gone {
                         tasks.downloads.remove(&download);
                         node.cancel_download(now_ms(), download);
                     }
                 }
                 Event::DownloadDone { download } => {
-                    if let Some((_, tx)) = tasks.downloads.remove(&download) {
-                        let _ = tx.send(DownloadUpdate::Done);
+                    if let Some(t) = tasks.downloads.remove(&download) {
+                        let _ = t.updates.send(DownloadUpdate::Done);
                     }
                 }
                 Event::SourceDropped {
@@ -1078,8 +1109,8 @@ fn drain(
                     proven,
                 } => {
                     tracing::info!(?reason, "a download source was dropped");
-                    if let Some((_, tx)) = tasks.downloads.get(&download) {
-                        let _ = tx.send(DownloadUpdate::Dropped {
+                    if let Some(t) = tasks.downloads.get(&download) {
+                        let _ = t.updates.send(DownloadUpdate::Dropped {
                             service,
                             reason,
                             proven,

@@ -16,5 +16,6 @@ pub mod keys;
 pub mod library;
 pub mod net;
 pub mod readiness;
+pub mod running;
 pub mod server;
 pub mod store;

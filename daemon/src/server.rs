@@ -31,16 +31,17 @@ use veil_core::search::{Query, Ranked, rank};
 use veil_core::transfer::DropReason;
 
 use crate::api::{
-    ApiError, CircuitEntry, Command, DEFAULT_SEARCH_SECONDS, ErrorKind, FindHit, GetReport, IdInfo,
-    MAX_REQUEST_BYTES, MAX_SEARCH_SECONDS, PeerEntry, RateReport, Reply, Request, SearchHit,
-    SearchReport, StatusInfo, UnshareReport, Verdict,
+    ApiError, CancelReport, CircuitEntry, Command, DEFAULT_SEARCH_SECONDS, DownloadEntry,
+    ErrorKind, FindHit, GetReport, IdInfo, MAX_REQUEST_BYTES, MAX_SEARCH_SECONDS, PeerEntry,
+    RateReport, Reply, Request, SearchHit, SearchReport, StatusInfo, UnshareReport, Verdict,
 };
 use crate::config::{DEFAULT_CONTROL_CONNECTIONS, DEFAULT_CONTROL_TIMEOUT};
 use crate::datadir::DataDir;
-use crate::download::{self, DownloadError, DownloadState, PartialDownload};
+use crate::download::{self, DownloadError, DownloadInfo, DownloadState, PartialDownload};
 use crate::driver::{DownloadUpdate, NetView, SearchUpdate, Served, Snapshot, now_ms};
 use crate::library::{self, Library, internal, lock};
 use crate::readiness;
+use crate::running::{Claim, Running, Stop};
 use crate::store::Store;
 
 /// Most results a local find returns unless asked for fewer.
@@ -71,8 +72,8 @@ pub struct Daemon {
     pub control_max_connections: usize,
     /// The service key, until the first publication hands it to the node.
     pub service: Mutex<Option<ServiceKey>>,
-    /// Downloads running now (one handle per download).
-    pub running: Mutex<std::collections::BTreeSet<ContentId>>,
+    /// Downloads being fetched now, one claim each.
+    pub running: Arc<Running>,
 }
 
 impl Daemon {
@@ -104,7 +105,7 @@ impl Daemon {
             control_timeout: DEFAULT_CONTROL_TIMEOUT,
             control_max_connections: DEFAULT_CONTROL_CONNECTIONS,
             service: Mutex::new(None),
-            running: Mutex::new(Default::default()),
+            running: Arc::default(),
         }
     }
 }
@@ -273,7 +274,7 @@ fn to_json<T: serde::Serialize>(v: &T) -> Result<serde_json::Value, ApiError> {
 }
 
 fn execute(
-    d: &Daemon,
+    d: &Arc<Daemon>,
     command: Command,
     progress: &mut dyn FnMut(crate::api::Progress),
 ) -> Result<serde_json::Value, ApiError> {
@@ -350,10 +351,19 @@ fn execute(
             limit,
         } => search(d, &words, timeout_s, limit, progress),
         Command::Get { id, out, timeout_s } => get(d, &id, out.as_deref(), timeout_s, progress),
+        Command::Downloads => {
+            let entries: Vec<DownloadEntry> = download::list(&d.library.store)
+                .map_err(download_error)?
+                .iter()
+                .map(|i| entry(i, d.running.is_running(&i.id)))
+                .collect();
+            to_json(&entries)
+        }
+        Command::PauseDownload { id } => pause_download(d, &id),
+        Command::ResumeDownload { id } => resume_download(d, &id),
+        Command::CancelDownload { id } => cancel_download(d, &id),
         Command::Rate { id, verdict } => {
-            let content: ContentId = id.trim().to_ascii_lowercase().parse().map_err(|_| {
-                ApiError::new(ErrorKind::BadRequest, "not a content id (64 hex digits)")
-            })?;
+            let content = parse_id(&id)?;
             let mut store = lock(&d.library.store)?;
             let publishers = store.publishers_of(&content).map_err(internal)?;
             if publishers.is_empty() {
@@ -580,15 +590,12 @@ fn get(
     timeout_s: Option<u32>,
     progress: &mut dyn FnMut(crate::api::Progress),
 ) -> Result<serde_json::Value, ApiError> {
-    let id: ContentId =
-        id.trim().to_ascii_lowercase().parse().map_err(|_| {
-            ApiError::new(ErrorKind::BadRequest, "not a content id (64 hex digits)")
-        })?;
+    let id = parse_id(id)?;
     let wait = Duration::from_secs(u64::from(
         timeout_s.unwrap_or(DEFAULT_GET_SECONDS).clamp(1, 3600),
     ));
     let started = Instant::now();
-    let Some(_running) = Running::claim(d, id) else {
+    let Some(claim) = d.running.claim(id) else {
         return Err(ApiError::new(
             ErrorKind::Busy,
             "this download is running already (resumed in the background at start, or from another `veil get`); its file appears at its destination when done",
@@ -619,7 +626,7 @@ fn get(
         }
         Err(e) => return Err(download_error(e)),
     };
-    let report = fetch(d, part, wait, progress)?;
+    let report = fetch(d, &claim, part, wait, progress)?;
     to_json(&GetReport {
         seconds: started.elapsed().as_secs_f64(),
         ..report
@@ -717,14 +724,32 @@ fn download_error(e: DownloadError) -> ApiError {
     ApiError::new(kind, e.to_string())
 }
 
+/// How often a fetch waiting for updates looks whether another request
+/// asked it to stop.
+const STOP_TICK: Duration = Duration::from_millis(200);
+
+/// How long pausing or cancelling waits for a running fetch to stop (it
+/// notices within a [`STOP_TICK`], unless it is writing or re-hashing the
+/// finished file).
+const STOP_WAIT: Duration = Duration::from_secs(30);
+
+/// How long a download resumed in the background waits for each next
+/// piece before it stops (the partial file stays; the next start,
+/// `veil get` or `veil downloads resume` takes it up again).
+const BACKGROUND_WAIT: Duration = Duration::from_secs(DEFAULT_GET_SECONDS as u64 * 5);
+
 /// Runs a download until its file is in place, or no piece came for
-/// `wait` (the partial file stays, to resume).
+/// `wait` (the partial file stays, to resume), or another request asks
+/// `claim` to stop (a pause is recorded here, so that it holds even if
+/// the one who asked gave up waiting).
 fn fetch(
     d: &Daemon,
+    claim: &Claim,
     mut part: PartialDownload,
     wait: Duration,
     progress: &mut dyn FnMut(crate::api::Progress),
 ) -> Result<GetReport, ApiError> {
+    use std::sync::mpsc::RecvTimeoutError;
     let id = part.id();
     let size = part.size();
     let pieces = part.bitfield().pieces();
@@ -734,32 +759,54 @@ fn fetch(
         .download(id, size, part.bitfield().clone())
         .map_err(internal)?;
     let (mut bad, mut other) = (0, 0);
+    let mut sources = 0;
+    let report = |part: &PartialDownload, sources: usize| crate::api::Progress::Download {
+        held: part.bitfield().held(),
+        pieces,
+        bytes: size,
+        held_bytes: part.held_bytes(),
+        sources: sources as u64,
+    };
+    progress(report(&part, sources));
     // An update taken while gathering a batch of pieces, handled next.
     let mut next = None;
+    // When a piece (or other news of the sources) last came.
+    let mut heard = Instant::now();
     loop {
-        let update = match next.take().map_or_else(|| updates.recv_timeout(wait), Ok) {
-            Ok(u) => u,
-            Err(_) => {
-                let _ = d.network.cancel_download(id);
-                let why = match readiness_of(d, &d.network.snapshot()) {
-                    (false, line) => format!("this node is {line}"),
-                    (true, _) if bad + other > 0 => format!(
-                        "no provider reachable: {} source(s) dropped, {bad} for corrupt data",
-                        bad + other
-                    ),
-                    (true, _) => "no provider reachable, or none left".to_string(),
-                };
-                return Err(ApiError::new(
-                    ErrorKind::Unavailable,
-                    format!(
-                        "no piece came for {} s ({why}); {} of {} pieces are kept: run `veil get` again to resume",
-                        wait.as_secs(),
-                        part.bitfield().held(),
-                        pieces
-                    ),
-                ));
-            }
+        if let Some(why) = claim.stop_requested() {
+            let _ = d.network.cancel_download(id);
+            return Err(stopped(&mut part, why));
+        }
+        let update = match next.take() {
+            Some(u) => u,
+            None => match updates.recv_timeout(STOP_TICK.min(wait)) {
+                Ok(u) => u,
+                Err(RecvTimeoutError::Timeout) if heard.elapsed() < wait => continue,
+                Err(_) => {
+                    let _ = d.network.cancel_download(id);
+                    let why = match readiness_of(d, &d.network.snapshot()) {
+                        (false, line) => format!("this node is {line}"),
+                        (true, _) if bad + other > 0 => format!(
+                            "no provider reachable: {} source(s) dropped, {bad} for corrupt data",
+                            bad + other
+                        ),
+                        (true, _) => "no provider reachable, or none left".to_string(),
+                    };
+                    return Err(ApiError::new(
+                        ErrorKind::Unavailable,
+                        format!(
+                            "no piece came for {} s ({why}); {} of {} pieces are kept: run `veil get` again to resume",
+                            wait.as_secs(),
+                            part.bitfield().held(),
+                            pieces
+                        ),
+                    ));
+                }
+            },
         };
+        if !matches!(update, DownloadUpdate::Sources(_)) {
+            heard = Instant::now();
+        }
         match update {
             DownloadUpdate::Piece(piece) => {
                 // The pieces that arrived meanwhile are written with it:
@@ -779,12 +826,11 @@ fn fetch(
                     let _ = d.network.cancel_download(id);
                     download_error(e)
                 })?;
-                let held = part.bitfield().held();
-                progress(crate::api::Progress::Download {
-                    held,
-                    pieces,
-                    bytes: size,
-                });
+                progress(report(&part, sources));
+            }
+            DownloadUpdate::Sources(n) => {
+                sources = n;
+                progress(report(&part, sources));
             }
             DownloadUpdate::Dropped {
                 service,
@@ -828,29 +874,48 @@ fn fetch(
     })
 }
 
-/// A download marked as running while this lives.
-struct Running<'a> {
-    d: &'a Daemon,
-    id: ContentId,
+/// A fetch asked to stop: records a pause, and says what became of it to
+/// the one who waited on the fetch.
+fn stopped(part: &mut PartialDownload, why: Stop) -> ApiError {
+    let id = part.id().to_hex();
+    let (held, pieces) = (part.bitfield().held(), part.bitfield().pieces());
+    let message = match why {
+        Stop::Pause => {
+            if let Err(e) = part.pause() {
+                tracing::warn!("cannot record a pause: {e}");
+            }
+            format!(
+                "the download was paused (`veil downloads pause`); {held} of {pieces} pieces are kept: `veil downloads resume {id}` or `veil get {id}` goes on"
+            )
+        }
+        Stop::Cancel => format!(
+            "the download was cancelled (`veil downloads cancel`); its {held} verified pieces are deleted"
+        ),
+    };
+    ApiError::new(ErrorKind::Stopped, message)
 }
 
-impl<'a> Running<'a> {
-    fn claim(d: &'a Daemon, id: ContentId) -> Option<Running<'a>> {
-        let mut set = d.running.lock().unwrap_or_else(|e| e.into_inner());
-        set.insert(id).then_some(Running { d, id })
-    }
-}
-
-impl Drop for Running<'_> {
-    fn drop(&mut self) {
-        let mut set = self.d.running.lock().unwrap_or_else(|e| e.into_inner());
-        set.remove(&self.id);
+/// Fetches a download with nobody waiting on it (at start, or resumed by
+/// `veil downloads resume`), logging how it ends.
+fn fetch_quietly(d: &Daemon, claim: &Claim, part: PartialDownload) {
+    tracing::info!(
+        held = part.bitfield().held(),
+        pieces = part.bitfield().pieces(),
+        "resuming a download"
+    );
+    match fetch(d, claim, part, BACKGROUND_WAIT, &mut |_| {}) {
+        Ok(r) => tracing::info!(pieces = r.pieces_fetched, "resumed download finished"),
+        Err(e) => {
+            // The message may name the content id or its paths.
+            tracing::warn!("a resumed download stopped (details at debug level)");
+            tracing::debug!("resumed download stopped: {}", e.message);
+        }
     }
 }
 
 /// Restarts the downloads left active by the last run, in the
 /// background (each stops again if no piece comes for a while; the next
-/// start or `veil get` resumes it).
+/// start or `veil get` resumes it). Paused ones stay paused.
 pub fn resume_downloads(d: Arc<Daemon>) {
     let list = match download::list(&d.library.store) {
         Ok(l) => l,
@@ -865,29 +930,15 @@ pub fn resume_downloads(d: Arc<Daemon>) {
     {
         let d = d.clone();
         tokio::task::spawn_blocking(move || {
-            let Some(_running) = Running::claim(&d, info.id) else {
+            let Some(claim) = d.running.claim(info.id) else {
                 return;
             };
-            let part = match PartialDownload::open(&d.library.store, &d.dir, info.id) {
-                Ok(p) => p,
+            match PartialDownload::open(&d.library.store, &d.dir, info.id) {
+                Ok(part) => fetch_quietly(&d, &claim, part),
                 Err(e) => {
                     // The error names the content id and its paths.
                     tracing::warn!("cannot resume a download (details at debug level)");
                     tracing::debug!("cannot resume a download: {e}");
-                    return;
-                }
-            };
-            tracing::info!(
-                held = part.bitfield().held(),
-                pieces = part.bitfield().pieces(),
-                "resuming a download"
-            );
-            let wait = Duration::from_secs(u64::from(DEFAULT_GET_SECONDS) * 5);
-            match fetch(&d, part, wait, &mut |_| {}) {
-                Ok(r) => tracing::info!(pieces = r.pieces_fetched, "resumed download finished"),
-                Err(e) => {
-                    tracing::warn!("a resumed download stopped (details at debug level)");
-                    tracing::debug!("resumed download stopped: {}", e.message);
                 }
             }
         });
@@ -904,6 +955,107 @@ fn readiness_of(d: &Daemon, net: &Snapshot) -> (bool, String) {
         built: count(CircuitState::Built),
         building: count(CircuitState::Building),
         guards: net.guard_status.clone(),
+    })
+}
+
+/// A content id as the API takes it: 64 hex digits.
+fn parse_id(id: &str) -> Result<ContentId, ApiError> {
+    id.trim()
+        .to_ascii_lowercase()
+        .parse()
+        .map_err(|_| ApiError::new(ErrorKind::BadRequest, "not a content id (64 hex digits)"))
+}
+
+/// The registered download of `id`, or a not-found error.
+fn registered(d: &Daemon, id: ContentId) -> Result<DownloadInfo, ApiError> {
+    download::list(&d.library.store)
+        .map_err(download_error)?
+        .into_iter()
+        .find(|i| i.id == id)
+        .ok_or_else(|| {
+            ApiError::new(
+                ErrorKind::NotFound,
+                format!(
+                    "no download of {} is registered (see `veil downloads`)",
+                    id.to_hex()
+                ),
+            )
+        })
+}
+
+fn entry(i: &DownloadInfo, running: bool) -> DownloadEntry {
+    DownloadEntry {
+        id: i.id.to_hex(),
+        name: i.name.clone(),
+        size: i.size,
+        dest: i.dest.display().to_string(),
+        state: i.state,
+        held: i.held,
+        pieces: i.pieces,
+        held_bytes: i.held_bytes,
+        running,
+        created: i.created,
+        updated: i.updated,
+    }
+}
+
+/// The claim of a registered download, once whatever fetched it stopped.
+fn take_over(d: &Daemon, id: ContentId, why: Stop) -> Result<(Claim, bool), ApiError> {
+    d.running.take_over(id, why, STOP_WAIT).map_err(|e| {
+        ApiError::new(
+            ErrorKind::Busy,
+            format!("{e} (it may be writing or checking its file); try again"),
+        )
+    })
+}
+
+/// `veil downloads pause`: stops the fetch if one runs, then records the
+/// pause; what is held stays.
+fn pause_download(d: &Daemon, id: &str) -> Result<serde_json::Value, ApiError> {
+    let id = parse_id(id)?;
+    registered(d, id)?;
+    let (_claim, _) = take_over(d, id, Stop::Pause)?;
+    let mut part = PartialDownload::open(&d.library.store, &d.dir, id).map_err(download_error)?;
+    part.pause().map_err(download_error)?;
+    drop(part);
+    to_json(&entry(&registered(d, id)?, false))
+}
+
+/// `veil downloads resume`: marks the download active and fetches it in
+/// the background; one that runs already is left to run.
+fn resume_download(d: &Arc<Daemon>, id: &str) -> Result<serde_json::Value, ApiError> {
+    let id = parse_id(id)?;
+    let info = registered(d, id)?;
+    let Some(claim) = d.running.claim(id) else {
+        return to_json(&entry(&info, true));
+    };
+    let mut part = PartialDownload::open(&d.library.store, &d.dir, id).map_err(download_error)?;
+    part.resume().map_err(download_error)?;
+    let info = registered(d, id)?;
+    let daemon = Arc::clone(d);
+    tokio::task::spawn_blocking(move || fetch_quietly(&daemon, &claim, part));
+    to_json(&entry(&info, true))
+}
+
+/// `veil downloads cancel`: stops the fetch if one runs, then deletes the
+/// partial file and the row.
+fn cancel_download(d: &Daemon, id: &str) -> Result<serde_json::Value, ApiError> {
+    let id = parse_id(id)?;
+    registered(d, id)?;
+    let (_claim, stopped) = take_over(d, id, Stop::Cancel)?;
+    // Read again under the claim: what the stopped fetch left.
+    let info = registered(d, id)?;
+    download::remove(&d.library.store, &d.dir, id).map_err(download_error)?;
+    let discarded_bytes = if info.state == DownloadState::Done {
+        0
+    } else {
+        info.held_bytes
+    };
+    to_json(&CancelReport {
+        id: id.to_hex(),
+        name: info.name,
+        stopped,
+        discarded_bytes,
     })
 }
 

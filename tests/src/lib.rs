@@ -243,19 +243,43 @@ pub fn free_udp_addr(ip: &str) -> SocketAddr {
 /// seed to be up). Returns the daemons, their listen addresses and their
 /// node ids.
 pub fn start_network(n: u8) -> (Vec<Daemon>, Vec<SocketAddr>, Vec<String>) {
+    start_network_with(n, |_| Vec::new())
+}
+
+/// [`start_network`] with `extra(i)` added to the arguments of daemon `i`
+/// (0-based), e.g. a `--config` file for one of them.
+pub fn start_network_with(
+    n: u8,
+    extra: impl Fn(usize) -> Vec<String>,
+) -> (Vec<Daemon>, Vec<SocketAddr>, Vec<String>) {
     let ips: Vec<String> = (1..=n).map(|i| format!("127.{i}.0.1")).collect();
-    start_network_on(&ips)
+    start_network_on_with(&ips, extra)
 }
 
 /// Like [`start_network`] with one daemon on each of these loopback IPs
 /// (one per /16, e.g. `127.160.0.1`), the first the seed: for tests that
 /// must not share addresses with others.
 pub fn start_network_on(ips: &[String]) -> (Vec<Daemon>, Vec<SocketAddr>, Vec<String>) {
+    start_network_on_with(ips, |_| Vec::new())
+}
+
+/// [`start_network_on`] with `extra(i)` added to daemon `i`'s arguments.
+pub fn start_network_on_with(
+    ips: &[String],
+    extra: impl Fn(usize) -> Vec<String>,
+) -> (Vec<Daemon>, Vec<SocketAddr>, Vec<String>) {
     let addrs: Vec<SocketAddr> = ips.iter().map(|ip| free_udp_addr(ip)).collect();
     let seed = addrs[0].to_string();
     let mut daemons: Vec<Daemon> = addrs
         .iter()
-        .map(|a| Daemon::prepare(&["--listen", &a.to_string(), "--bootstrap", &seed]))
+        .enumerate()
+        .map(|(i, a)| {
+            let mut args = vec!["--listen".to_string(), a.to_string(), "--bootstrap".into()];
+            args.push(seed.clone());
+            args.extend(extra(i));
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            Daemon::prepare(&args)
+        })
         .collect();
     for d in &mut daemons {
         d.launch();
