@@ -670,7 +670,8 @@ fn generate(root: &Path, mib: u64) -> anyhow::Result<PathBuf> {
     Ok(path)
 }
 
-/// `dir/name`, or `dir/name (2)` and so on if taken.
+/// `dir/name`, or `dir/name (2)` and so on if taken (a dangling symlink
+/// counts as taken: the daemon never writes through one).
 fn free_name(dir: &Path, name: &str) -> anyhow::Result<PathBuf> {
     for k in 1..1000 {
         let candidate = if k == 1 {
@@ -678,7 +679,7 @@ fn free_name(dir: &Path, name: &str) -> anyhow::Result<PathBuf> {
         } else {
             dir.join(format!("{name} ({k})"))
         };
-        if !candidate.exists() {
+        if std::fs::symlink_metadata(&candidate).is_err() {
             return Ok(candidate);
         }
     }
