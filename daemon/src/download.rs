@@ -807,9 +807,31 @@ fn is_content_checked(path: &Path, id: ContentId, size: u64) -> Result<bool, Dow
     }
 }
 
-/// The file at `path` is the content (false if it cannot be read).
+/// A destination holds the content: a regular file of ours (not a
+/// symlink, FIFO or device, and not another user's, who could change it
+/// later) of `size` bytes that hash to `id`. Opened without following a
+/// symlink and without blocking; false if anything else is there.
 fn is_content(path: &Path, id: ContentId, size: u64) -> bool {
-    matches!(is_content_checked(path, id, size), Ok(true))
+    use rustix::fs::{Mode, OFlags};
+    use std::os::unix::fs::MetadataExt;
+    let flags = OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::CLOEXEC;
+    let Ok(fd) = rustix::fs::open(path, flags, Mode::empty()) else {
+        return false;
+    };
+    let file = File::from(fd);
+    let Ok(meta) = file.metadata() else {
+        return false;
+    };
+    if !meta.file_type().is_file()
+        || meta.uid() != rustix::process::geteuid().as_raw()
+        || meta.len() != size
+    {
+        return false;
+    }
+    matches!(
+        Outboard::compute(BufReader::with_capacity(1 << 20, &file), size),
+        Ok(ob) if ob.root() == id
+    )
 }
 
 /// Copy `src` into a new hidden file beside `dest`, hashing the bytes as
@@ -1397,6 +1419,49 @@ mod tests {
         assert!(matches!(f.open(), Err(DownloadError::Finished { .. })));
         assert_eq!(f.row().unwrap().state, "done");
         assert_eq!(fs::read(f.dest()).unwrap(), f.data);
+    }
+
+    /// From a local attacker's chair: while the download runs, it puts a
+    /// FIFO, or a symlink to its own copy of the (public) content, where
+    /// the file will go. `open` must neither block on the FIFO nor adopt
+    /// the symlink as the finished file.
+    #[test]
+    fn a_fifo_or_symlink_at_the_destination_is_never_taken_for_the_file() {
+        let f = Fixture::new();
+        let mut dl = f.create();
+        f.write_all(&mut dl);
+        drop(dl);
+        fs::create_dir_all(f.dest().parent().unwrap()).unwrap();
+        let theirs = f.dest().with_extension("theirs");
+        fs::write(&theirs, &f.data).unwrap();
+        std::os::unix::fs::symlink(&theirs, f.dest()).unwrap();
+        let dl = f.open().expect("not taken for finished");
+        assert!(dl.is_complete());
+        assert_eq!(f.row().unwrap().state, "active");
+        assert!(f.part().exists(), "the verified pieces are kept");
+        drop(dl);
+
+        fs::remove_file(f.dest()).unwrap();
+        rustix::fs::mknodat(
+            rustix::fs::CWD,
+            f.dest(),
+            rustix::fs::FileType::Fifo,
+            rustix::fs::Mode::from_bits_truncate(0o600),
+            0,
+        )
+        .unwrap();
+        // Would block for ever on a plain open of the FIFO.
+        let (tx, rx) = std::sync::mpsc::channel();
+        let fixture = std::sync::Arc::new(f);
+        let f2 = fixture.clone();
+        std::thread::spawn(move || {
+            let _ = tx.send(f2.open().map(|d| d.is_complete()));
+        });
+        let opened = rx
+            .recv_timeout(std::time::Duration::from_secs(20))
+            .expect("open returned instead of blocking on the FIFO");
+        assert!(matches!(opened, Ok(true)));
+        assert_eq!(fixture.row().unwrap().state, "active");
     }
 
     #[test]

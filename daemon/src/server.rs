@@ -212,6 +212,8 @@ async fn handle(daemon: Arc<Daemon>, stream: UnixStream) -> std::io::Result<()> 
             break;
         }
     }
+    // Nobody reads what the work still reports: let it go, not pile up.
+    drop(rx);
     let _ = worker.await;
     Ok(())
 }
@@ -779,10 +781,15 @@ fn fetch(
         }
         let update = match next.take() {
             Some(u) => u,
-            None => match updates.recv_timeout(STOP_TICK.min(wait)) {
-                Ok(u) => u,
-                Err(RecvTimeoutError::Timeout) if heard.elapsed() < wait => continue,
-                Err(_) => {
+            // Silence is judged on every pass, so news of sources that
+            // keeps coming without a piece does not hold the fetch open.
+            None => match (
+                heard.elapsed() >= wait,
+                updates.recv_timeout(STOP_TICK.min(wait)),
+            ) {
+                (false, Ok(u)) => u,
+                (false, Err(RecvTimeoutError::Timeout)) => continue,
+                _ => {
                     let _ = d.network.cancel_download(id);
                     let why = match readiness_of(d, &d.network.snapshot()) {
                         (false, line) => format!("this node is {line}"),
@@ -804,7 +811,8 @@ fn fetch(
                 }
             },
         };
-        if !matches!(update, DownloadUpdate::Sources(_)) {
+        // Only a piece is news: dropped sources and source counts are not.
+        if matches!(update, DownloadUpdate::Piece(_)) {
             heard = Instant::now();
         }
         match update {
@@ -934,6 +942,8 @@ pub fn resume_downloads(d: Arc<Daemon>) {
                 return;
             };
             match PartialDownload::open(&d.library.store, &d.dir, info.id) {
+                // Paused (or failed) since the list was read: left alone.
+                Ok(part) if part.state() != DownloadState::Active => {}
                 Ok(part) => fetch_quietly(&d, &claim, part),
                 Err(e) => {
                     // The error names the content id and its paths.
