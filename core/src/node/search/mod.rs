@@ -332,6 +332,10 @@ impl Checked {
 
 /// Checks record encodings of either kind; the checked ones, and how many
 /// failed.
+/// Below this many known nodes an index holder refuses only its own
+/// pseudonyms' records (see [`Search::refuses`]).
+const REFUSAL_MIN_KNOWN: usize = 8;
+
 fn check_all(cx: &Ctx<'_>, records: &[Vec<u8>]) -> Checked {
     let mut out = Checked::default();
     let now = now_s(cx);
@@ -397,12 +401,14 @@ impl Search {
         self.index.records().cloned().collect()
     }
 
-    /// Restores persisted index records (checked again).
+    /// Restores persisted index records (checked again). They were held
+    /// under the refusal rule of their time: only our own pseudonyms' are
+    /// refused now (the directory is empty at start).
     pub(super) fn restore(&mut self, cx: &mut Ctx<'_>, records: Vec<SignedRecord>) -> usize {
         let p = &cx.config.search;
         let mut n = 0;
         for r in records {
-            if !self.refuses(cx, &r.publisher().id())
+            if !self.refuses(cx, 0, &r.publisher().id())
                 && self
                     .index
                     .offer(
@@ -426,9 +432,17 @@ impl Search {
     /// pseudonym's records on a node and asks for it back learns only that
     /// the node is among the quarter of the network that refuses that
     /// pseudonym.
-    fn refuses(&mut self, cx: &mut Ctx<'_>, publisher: &PublisherId) -> bool {
+    fn refuses(&mut self, cx: &mut Ctx<'_>, known: usize, publisher: &PublisherId) -> bool {
         if self.own_publishers.contains(publisher) {
             return true;
+        }
+        // Among fewer nodes, the quarter that refuses is too few to hide
+        // an owner in (under 2), while it can refuse a publisher at every
+        // other node (with five daemons, 1 publisher in 256, for good:
+        // the choice is fixed): there a node refuses its own pseudonyms
+        // only.
+        if known < REFUSAL_MIN_KNOWN {
+            return false;
         }
         // From the node's long-term secret, so the choice survives
         // restarts: a choice drawn afresh each run would let a prober who
@@ -671,7 +685,7 @@ impl Search {
         }
         match walk.body.clone() {
             WalkBody::Publish { records } => {
-                self.store(cx, &records);
+                self.store(cx, v, &records);
                 self.continue_walk(cx, v, &walk, Some(peer), cx.config.search.publish_len);
             }
             WalkBody::Query { query, reply_key } => {
@@ -750,7 +764,7 @@ impl Search {
                     return;
                 }
                 let records = ok.encodings();
-                self.store(cx, &records);
+                self.store(cx, v, &records);
                 let walk = Walk {
                     id: walk_id(cx),
                     flood_ttl: None,
@@ -837,16 +851,17 @@ impl Search {
     }
 
     /// Stores checked records from `encodings` (never our own).
-    fn store(&mut self, cx: &mut Ctx<'_>, encodings: &[Vec<u8>]) {
+    fn store(&mut self, cx: &mut Ctx<'_>, v: &SearchView<'_>, encodings: &[Vec<u8>]) {
         if !cx.config.relay {
             return;
         }
+        let known = v.dir.len();
         let ok = check_all(cx, encodings);
         cx.stats.search.refused += ok.bad;
         let p = cx.config.search.clone();
         let now = now_s(cx);
         for r in ok.content {
-            if self.refuses(cx, &r.publisher().id()) {
+            if self.refuses(cx, known, &r.publisher().id()) {
                 cx.stats.search.refused += 1;
                 continue;
             }
@@ -856,7 +871,7 @@ impl Search {
             count(cx, offered);
         }
         for r in ok.providers {
-            if self.refuses(cx, &r.publisher().id()) {
+            if self.refuses(cx, known, &r.publisher().id()) {
                 cx.stats.search.refused += 1;
                 continue;
             }
@@ -866,7 +881,7 @@ impl Search {
             count(cx, offered);
         }
         for r in ok.ratings {
-            if self.refuses(cx, &r.publisher().id()) {
+            if self.refuses(cx, known, &r.publisher().id()) {
                 cx.stats.search.refused += 1;
                 continue;
             }

@@ -461,7 +461,7 @@ fn the_refusal_choice_survives_a_restart() {
             .map(|who| {
                 let id = record("x y", 1, who).publisher().id();
                 let (mut cx, p) = n.split();
-                p.search.refuses(&mut cx, &id)
+                p.search.refuses(&mut cx, REFUSAL_MIN_KNOWN, &id)
             })
             .collect::<Vec<bool>>()
     };
@@ -472,6 +472,32 @@ fn the_refusal_choice_survives_a_restart() {
         (3..=18).contains(&refused),
         "about a quarter refused: {refused} of 40"
     );
+}
+
+/// In a network this node knows to be tiny, the refusals that hide an
+/// owner would hide it among fewer than two others while they can leave
+/// a publisher with no holder at all: there a node refuses its own
+/// pseudonyms only, and from 8 known nodes on, a quarter of the others.
+#[test]
+fn below_eight_known_nodes_only_our_own_pseudonyms_are_refused() {
+    let mut n = crate::node::tests::node(3, vec![]);
+    let own = record("mine", 1, 99).publisher().id();
+    n.search.own_publisher(own);
+    let refused = |n: &mut Node, known: usize| {
+        (1..=40u8)
+            .filter(|who| {
+                let id = record("x y", 1, *who).publisher().id();
+                let (mut cx, p) = n.split();
+                p.search.refuses(&mut cx, known, &id)
+            })
+            .count()
+    };
+    assert_eq!(refused(&mut n, REFUSAL_MIN_KNOWN - 1), 0);
+    assert!(refused(&mut n, REFUSAL_MIN_KNOWN) >= 3);
+    for known in [0, REFUSAL_MIN_KNOWN - 1, REFUSAL_MIN_KNOWN, 10_000] {
+        let (mut cx, p) = n.split();
+        assert!(p.search.refuses(&mut cx, known, &own), "own, {known} known");
+    }
 }
 
 /// From every exit's chair: no publish message it reads carries our
