@@ -25,10 +25,15 @@ struct Demo {
 
 impl Demo {
     fn start(args: &[&str]) -> Demo {
+        Demo::start_with_timeout(args, 240)
+    }
+
+    /// `veil demo ARGS --timeout SECS`.
+    fn start_with_timeout(args: &[&str], secs: u32) -> Demo {
         let mut child = Command::new(bin("veil"))
             .arg("demo")
             .args(args)
-            .args(["--timeout", "240"])
+            .args(["--timeout", &secs.to_string()])
             .env_remove("VEIL_DATA_DIR")
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
@@ -347,4 +352,32 @@ fn a_demo_killed_outright_leaves_no_daemon_running() {
     }
     // Only the work dir is left, as after any SIGKILL: ours to remove.
     let _ = std::fs::remove_dir_all(&work);
+}
+
+#[test]
+fn a_demo_that_fails_midway_still_stops_everything() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("out");
+    // One second is too short for circuits: the demo gives up after its
+    // daemons started, and must take them down with it.
+    let mut demo = Demo::start_with_timeout(
+        &[
+            "--nodes",
+            "5",
+            "--size-mib",
+            "1",
+            "--out",
+            out.to_str().unwrap(),
+            "--json",
+        ],
+        1,
+    );
+    let work = demo.work_dir();
+    let (status, stdout, stderr) = demo.finish();
+    assert_eq!(status.code(), Some(1), "{stderr}");
+    assert!(stdout.is_empty(), "no summary on failure");
+    assert!(stderr.contains("--timeout"), "says why: {stderr}");
+    assert!(!work.exists(), "{} is left behind", work.display());
+    let left = processes_mentioning(&work);
+    assert!(left.is_empty(), "daemons left running: {left:?}");
 }
