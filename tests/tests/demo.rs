@@ -154,6 +154,22 @@ fn processes_mentioning(needle: &Path) -> Vec<String> {
     found
 }
 
+/// A five-daemon demo of a generated 1 MiB file into `out`, with `extra`
+/// arguments and its own `--timeout`.
+fn small_demo(out: &Path, extra: &[&str], timeout_s: u32) -> Demo {
+    let out = out.to_str().expect("UTF-8 temp path");
+    let mut args = vec!["--nodes", "5", "--size-mib", "1", "--out", out];
+    args.extend_from_slice(extra);
+    Demo::start_with_timeout(&args, timeout_s)
+}
+
+/// No daemon of the demo runs, and its work dir is gone.
+fn assert_nothing_left(work: &Path) {
+    assert!(!work.exists(), "{} is left behind", work.display());
+    let left = processes_mentioning(work);
+    assert!(left.is_empty(), "daemons left running: {left:?}");
+}
+
 fn body(len: usize) -> Vec<u8> {
     (0..len as u32)
         .map(|i| (i.wrapping_mul(2_246_822_519).rotate_left(7) >> 11) as u8)
@@ -244,24 +260,14 @@ fn demo_json_sends_a_file_across_the_network_verified_and_leaves_nothing_behind(
     }
 
     // Nothing is left: no daemon of the demo, no work dir.
-    assert!(!work.exists(), "{} is left behind", work.display());
-    let left = processes_mentioning(&work);
-    assert!(left.is_empty(), "daemons left running: {left:?}");
+    assert_nothing_left(&work);
 }
 
 #[test]
 fn ctrl_c_in_the_middle_stops_every_daemon_and_removes_the_work_dir() {
     let tmp = tempfile::tempdir().unwrap();
     let out = tmp.path().join("out");
-    let mut demo = Demo::start(&[
-        "--nodes",
-        "5",
-        "--size-mib",
-        "1",
-        "--out",
-        out.to_str().unwrap(),
-        "--json",
-    ]);
+    let mut demo = small_demo(&out, &["--json"], 240);
     let work = demo.work_dir();
     // Interrupt once every daemon is up (they are all running then).
     demo.wait_for(|l| l.starts_with("==> nodes up: 5/5"))
@@ -280,9 +286,7 @@ fn ctrl_c_in_the_middle_stops_every_daemon_and_removes_the_work_dir() {
         "no summary after an interrupt: {stdout:?}"
     );
     assert!(stderr.contains("interrupted"), "{stderr}");
-    assert!(!work.exists(), "{} is left behind", work.display());
-    let left = processes_mentioning(&work);
-    assert!(left.is_empty(), "daemons left running: {left:?}");
+    assert_nothing_left(&work);
 }
 
 #[test]
@@ -323,14 +327,7 @@ fn bad_arguments_are_refused_before_anything_starts() {
 fn a_demo_killed_outright_leaves_no_daemon_running() {
     let tmp = tempfile::tempdir().unwrap();
     let out = tmp.path().join("out");
-    let mut demo = Demo::start(&[
-        "--nodes",
-        "5",
-        "--size-mib",
-        "1",
-        "--out",
-        out.to_str().unwrap(),
-    ]);
+    let mut demo = small_demo(&out, &[], 240);
     let work = demo.work_dir();
     demo.wait_for(|l| l.starts_with("==> nodes up: 5/5"))
         .expect("the daemons came up");
@@ -360,24 +357,11 @@ fn a_demo_that_fails_midway_still_stops_everything() {
     let out = tmp.path().join("out");
     // One second is too short for circuits: the demo gives up after its
     // daemons started, and must take them down with it.
-    let mut demo = Demo::start_with_timeout(
-        &[
-            "--nodes",
-            "5",
-            "--size-mib",
-            "1",
-            "--out",
-            out.to_str().unwrap(),
-            "--json",
-        ],
-        1,
-    );
+    let mut demo = small_demo(&out, &["--json"], 1);
     let work = demo.work_dir();
     let (status, stdout, stderr) = demo.finish();
     assert_eq!(status.code(), Some(1), "{stderr}");
     assert!(stdout.is_empty(), "no summary on failure");
     assert!(stderr.contains("--timeout"), "says why: {stderr}");
-    assert!(!work.exists(), "{} is left behind", work.display());
-    let left = processes_mentioning(&work);
-    assert!(left.is_empty(), "daemons left running: {left:?}");
+    assert_nothing_left(&work);
 }

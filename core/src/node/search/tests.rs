@@ -449,6 +449,18 @@ fn the_flood_baseline_publishes_by_walks_and_floods_queries() {
     assert!(results(&net, 7, id).contains(&r));
 }
 
+/// Whether node `n`, knowing `known` nodes, refuses each of 40 other
+/// publishers' records.
+fn refusals_of_40(n: &mut Node, known: usize) -> Vec<bool> {
+    (1..=40u8)
+        .map(|who| {
+            let id = record("x y", 1, who).publisher().id();
+            let (mut cx, p) = n.split();
+            p.search.refuses(&mut cx, known, &id)
+        })
+        .collect()
+}
+
 #[test]
 fn the_refusal_choice_survives_a_restart() {
     // The same node (same identity, a different RNG seed: a restart) makes
@@ -457,13 +469,7 @@ fn the_refusal_choice_survives_a_restart() {
     let choices = |k: u8, seed: u8| {
         let mut n = crate::node::tests::node(k, vec![]);
         n.rng = <rand_chacha::ChaCha20Rng as rand_core::SeedableRng>::from_seed([seed; 32]);
-        (1..=40u8)
-            .map(|who| {
-                let id = record("x y", 1, who).publisher().id();
-                let (mut cx, p) = n.split();
-                p.search.refuses(&mut cx, REFUSAL_MIN_KNOWN, &id)
-            })
-            .collect::<Vec<bool>>()
+        refusals_of_40(&mut n, REFUSAL_MIN_KNOWN)
     };
     assert_eq!(choices(3, 1), choices(3, 2));
     assert_ne!(choices(3, 1), choices(4, 1));
@@ -483,15 +489,8 @@ fn below_eight_known_nodes_only_our_own_pseudonyms_are_refused() {
     let mut n = crate::node::tests::node(3, vec![]);
     let own = record("mine", 1, 99).publisher().id();
     n.search.own_publisher(own);
-    let refused = |n: &mut Node, known: usize| {
-        (1..=40u8)
-            .filter(|who| {
-                let id = record("x y", 1, *who).publisher().id();
-                let (mut cx, p) = n.split();
-                p.search.refuses(&mut cx, known, &id)
-            })
-            .count()
-    };
+    let refused =
+        |n: &mut Node, known: usize| refusals_of_40(n, known).into_iter().filter(|r| *r).count();
     assert_eq!(refused(&mut n, REFUSAL_MIN_KNOWN - 1), 0);
     assert!(refused(&mut n, REFUSAL_MIN_KNOWN) >= 3);
     for known in [0, REFUSAL_MIN_KNOWN - 1, REFUSAL_MIN_KNOWN, 10_000] {
