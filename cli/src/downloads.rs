@@ -67,6 +67,13 @@ pub fn run(dir: &DataDir, out: Output, args: Args) -> anyhow::Result<ExitCode> {
         Some(Action::Cancel { id }) => {
             let r: CancelReport = simple(dir, Command::CancelDownload { id })?;
             print_result(out, &r, |r| {
+                if r.finished {
+                    println!(
+                        "{} ({}) had finished: its file stays where it was put; the entry is forgotten",
+                        r.id, r.name
+                    );
+                    return;
+                }
                 println!(
                     "cancelled {} ({}){}; {} deleted",
                     r.id,

@@ -152,6 +152,10 @@ pub struct CancelReport {
     pub stopped: bool,
     /// Verified bytes that were held and are now deleted.
     pub discarded_bytes: u64,
+    /// The download had finished (its file is in place and stays; only
+    /// its entry is forgotten).
+    #[serde(default)]
+    pub finished: bool,
 }
 
 /// A user's judgment of a content id.

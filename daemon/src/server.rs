@@ -1056,16 +1056,13 @@ fn cancel_download(d: &Daemon, id: &str) -> Result<serde_json::Value, ApiError> 
     // Read again under the claim: what the stopped fetch left.
     let info = registered(d, id)?;
     download::remove(&d.library.store, &d.dir, id).map_err(download_error)?;
-    let discarded_bytes = if info.state == DownloadState::Done {
-        0
-    } else {
-        info.held_bytes
-    };
+    let finished = info.state == DownloadState::Done;
     to_json(&CancelReport {
         id: id.to_hex(),
         name: info.name,
         stopped,
-        discarded_bytes,
+        discarded_bytes: if finished { 0 } else { info.held_bytes },
+        finished,
     })
 }
 

@@ -228,6 +228,7 @@ fn downloads_on_one_daemon_are_listed_paused_resumed_and_cancelled() {
     assert_eq!(c["id"], active.as_str());
     assert_eq!(c["stopped"], true);
     assert_eq!(c["discarded_bytes"], 0);
+    assert_eq!(c["finished"], false);
     assert!(!partial(&d, &active).exists());
     let c = d.veil_json(&["downloads", "cancel", &paused]);
     assert_eq!(c["stopped"], false);
@@ -438,4 +439,12 @@ fn a_transfer_is_paused_another_cancelled_and_the_first_resumed_to_the_exact_byt
     let done = dl.veil(&["downloads", "pause", &first_id]);
     assert_eq!(done.status.code(), Some(1));
     assert!(stderr(&done).contains("done"), "{}", stderr(&done));
+    // Cancelling a finished download says so and keeps its file.
+    let c = dl.veil_json(&["downloads", "cancel", &first_id]);
+    assert_eq!(
+        (&c["finished"], &c["discarded_bytes"]),
+        (&true.into(), &0.into()),
+        "{c}"
+    );
+    assert_eq!(std::fs::read(&first_dest).unwrap(), first, "the file stays");
 }
