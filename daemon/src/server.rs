@@ -74,6 +74,10 @@ pub struct Daemon {
     pub service: Mutex<Option<ServiceKey>>,
     /// Downloads being fetched now, one claim each.
     pub running: Arc<Running>,
+    /// Permits for background fetches (resumed at start or by `veil
+    /// downloads resume`): at most [`MAX_BACKGROUND_FETCHES`] at once, so
+    /// they never fill the blocking pool control requests run on.
+    pub background: Arc<tokio::sync::Semaphore>,
 }
 
 impl Daemon {
@@ -106,6 +110,7 @@ impl Daemon {
             control_max_connections: DEFAULT_CONTROL_CONNECTIONS,
             service: Mutex::new(None),
             running: Arc::default(),
+            background: Arc::new(tokio::sync::Semaphore::new(MAX_BACKGROUND_FETCHES)),
         }
     }
 }
@@ -740,6 +745,11 @@ const STOP_WAIT: Duration = Duration::from_secs(30);
 /// `veil get` or `veil downloads resume` takes it up again).
 const BACKGROUND_WAIT: Duration = Duration::from_secs(DEFAULT_GET_SECONDS as u64 * 5);
 
+/// Most downloads fetched in the background at once; the rest resumed at
+/// start wait their turn (without a thread), and `veil downloads resume`
+/// beyond it is answered `busy`.
+pub const MAX_BACKGROUND_FETCHES: usize = 8;
+
 /// Runs a download until its file is in place, or no piece came for
 /// `wait` (the partial file stays, to resume), or another request asks
 /// `claim` to stop (a pause is recorded here, so that it holds even if
@@ -937,20 +947,29 @@ pub fn resume_downloads(d: Arc<Daemon>) {
         .filter(|i| i.state == DownloadState::Active)
     {
         let d = d.clone();
-        tokio::task::spawn_blocking(move || {
-            let Some(claim) = d.running.claim(info.id) else {
+        // A permit first (waiting holds no thread), then the claim: a
+        // download waiting its turn can be paused or cancelled meanwhile.
+        tokio::spawn(async move {
+            let Ok(permit) = d.background.clone().acquire_owned().await else {
                 return;
             };
-            match PartialDownload::open(&d.library.store, &d.dir, info.id) {
-                // Paused (or failed) since the list was read: left alone.
-                Ok(part) if part.state() != DownloadState::Active => {}
-                Ok(part) => fetch_quietly(&d, &claim, part),
-                Err(e) => {
-                    // The error names the content id and its paths.
-                    tracing::warn!("cannot resume a download (details at debug level)");
-                    tracing::debug!("cannot resume a download: {e}");
+            let _ = tokio::task::spawn_blocking(move || {
+                let _permit = permit;
+                let Some(claim) = d.running.claim(info.id) else {
+                    return;
+                };
+                match PartialDownload::open(&d.library.store, &d.dir, info.id) {
+                    // Paused (or failed) since the list was read: left alone.
+                    Ok(part) if part.state() != DownloadState::Active => {}
+                    Ok(part) => fetch_quietly(&d, &claim, part),
+                    Err(e) => {
+                        // The error names the content id and its paths.
+                        tracing::warn!("cannot resume a download (details at debug level)");
+                        tracing::debug!("cannot resume a download: {e}");
+                    }
                 }
-            }
+            })
+            .await;
         });
     }
 }
@@ -1039,11 +1058,23 @@ fn resume_download(d: &Arc<Daemon>, id: &str) -> Result<serde_json::Value, ApiEr
     let Some(claim) = d.running.claim(id) else {
         return to_json(&entry(&info, true));
     };
+    let Ok(permit) = d.background.clone().try_acquire_owned() else {
+        return Err(ApiError::new(
+            ErrorKind::Busy,
+            format!(
+                "{MAX_BACKGROUND_FETCHES} downloads are fetched in the background already; try again when one ends, or `veil get {}` (it fetches in the foreground)",
+                id.to_hex()
+            ),
+        ));
+    };
     let mut part = PartialDownload::open(&d.library.store, &d.dir, id).map_err(download_error)?;
     part.resume().map_err(download_error)?;
     let info = registered(d, id)?;
     let daemon = Arc::clone(d);
-    tokio::task::spawn_blocking(move || fetch_quietly(&daemon, &claim, part));
+    tokio::task::spawn_blocking(move || {
+        let _permit = permit;
+        fetch_quietly(&daemon, &claim, part);
+    });
     to_json(&entry(&info, true))
 }
 

@@ -448,3 +448,76 @@ fn a_transfer_is_paused_another_cancelled_and_the_first_resumed_to_the_exact_byt
     );
     assert_eq!(std::fs::read(&first_dest).unwrap(), first, "the file stays");
 }
+
+/// A local user with many stalled downloads: at start only
+/// `MAX_BACKGROUND_FETCHES` are fetched at once (the rest wait without a
+/// thread), the control API keeps answering, a waiting one can be paused
+/// at once, a `resume` beyond the limit is refused as busy, and a freed
+/// slot goes to one that waits.
+#[test]
+fn background_fetches_run_a_bounded_number_at_once_and_control_still_answers() {
+    use veil_daemon::server::MAX_BACKGROUND_FETCHES;
+    let mut d = Daemon::start();
+    d.stop();
+    let out = tempfile::tempdir().unwrap();
+    let n = MAX_BACKGROUND_FETCHES + 4;
+    let ids: Vec<String> = {
+        let dir = DataDir::resolve(Some(d.data_dir.clone())).unwrap();
+        let store = Arc::new(Mutex::new(Store::open(&dir.file(DB_FILE)).unwrap()));
+        (0..n)
+            .map(|i| {
+                let id = ContentId::from_bytes(*blake3::hash(&[i as u8]).as_bytes());
+                let name = format!("f{i}.bin");
+                PartialDownload::create(&store, &dir, id, 70_000, &name, &out.path().join(&name))
+                    .unwrap();
+                id.to_hex()
+            })
+            .collect()
+    };
+    d.restart();
+    let running = |d: &Daemon| -> Vec<String> {
+        let list = d.veil_json(&["downloads"]);
+        list.as_array()
+            .unwrap()
+            .iter()
+            .filter(|e| e["running"] == true)
+            .map(|e| e["id"].as_str().unwrap().to_string())
+            .collect()
+    };
+    let deadline = Instant::now() + SHORT;
+    while running(&d).len() < MAX_BACKGROUND_FETCHES {
+        assert!(Instant::now() < deadline, "{:?}", running(&d));
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // A while later still no more than the limit, and the API answers.
+    std::thread::sleep(Duration::from_millis(1500));
+    let now = running(&d);
+    assert_eq!(now.len(), MAX_BACKGROUND_FETCHES, "{now:?}");
+    assert!(d.veil(&["status"]).status.success());
+    let waiting: Vec<&String> = ids.iter().filter(|i| !now.contains(i)).collect();
+    assert_eq!(waiting.len(), 4);
+    // A waiting one: resume is refused as busy; pause works at once.
+    assert_eq!(
+        error_kind(
+            &d,
+            Command::ResumeDownload {
+                id: waiting[0].clone()
+            }
+        ),
+        ErrorKind::Busy
+    );
+    let p = d.veil_json(&["downloads", "pause", waiting[0]]);
+    assert_eq!(p["state"], "paused", "{p}");
+    // Pausing a running one frees its slot for one that waits.
+    d.veil_json(&["downloads", "pause", &now[0]]);
+    let deadline = Instant::now() + SHORT;
+    loop {
+        let r = running(&d);
+        if r.len() == MAX_BACKGROUND_FETCHES && !r.contains(&now[0]) {
+            assert!(!r.contains(waiting[0]), "the paused one stays paused");
+            break;
+        }
+        assert!(Instant::now() < deadline, "{r:?}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
