@@ -34,10 +34,58 @@ pub enum Stop {
 /// The downloads being fetched now, one claim each.
 #[derive(Debug, Default)]
 pub struct Running {
-    /// Each running download's stop request (None: let it run).
-    claims: Mutex<BTreeMap<ContentId, Option<Stop>>>,
+    claims: Mutex<Claims>,
     /// Signalled whenever a claim is released.
     released: Condvar,
+}
+
+/// The claims, and a counter that tells one claim of an id from the next.
+#[derive(Debug, Default)]
+struct Claims {
+    slots: BTreeMap<ContentId, Slot>,
+    next_generation: u64,
+}
+
+impl Claims {
+    fn insert(&mut self, id: ContentId) {
+        self.next_generation += 1;
+        let slot = Slot {
+            generation: self.next_generation,
+            ..Slot::default()
+        };
+        self.slots.insert(id, slot);
+    }
+}
+
+/// One claim, and who waits for it to stop: the stop asked of its holder
+/// follows from the waiters, so one that gives up withdraws only its own
+/// request (a cancel still waiting is not undone by a pause that timed
+/// out, nor the other way round).
+#[derive(Debug, Default, Clone, Copy)]
+struct Slot {
+    generation: u64,
+    pauses: usize,
+    cancels: usize,
+}
+
+impl Slot {
+    /// A cancel outweighs a pause.
+    fn stop(&self) -> Option<Stop> {
+        if self.cancels > 0 {
+            Some(Stop::Cancel)
+        } else if self.pauses > 0 {
+            Some(Stop::Pause)
+        } else {
+            None
+        }
+    }
+
+    fn count(&mut self, why: Stop) -> &mut usize {
+        match why {
+            Stop::Pause => &mut self.pauses,
+            Stop::Cancel => &mut self.cancels,
+        }
+    }
 }
 
 /// Why [`Running::take_over`] did not get the claim.
@@ -49,10 +97,10 @@ impl Running {
     /// Claim `id` for a fetch; None if something holds it already.
     pub fn claim(self: &Arc<Self>, id: ContentId) -> Option<Claim> {
         let mut claims = self.lock();
-        if claims.contains_key(&id) {
+        if claims.slots.contains_key(&id) {
             return None;
         }
-        claims.insert(id, None);
+        claims.insert(id);
         Some(Claim {
             running: Arc::clone(self),
             id,
@@ -61,13 +109,14 @@ impl Running {
 
     /// Whether `id` is claimed now.
     pub fn is_running(&self, id: &ContentId) -> bool {
-        self.lock().contains_key(id)
+        self.lock().slots.contains_key(id)
     }
 
     /// Get the claim of `id`, asking its holder (if any) to stop for
     /// `why` and waiting up to `wait` for it to let go. Returns the claim
-    /// and whether something was running. On a timeout the stop request
-    /// is withdrawn, so the holder carries on as if nothing was asked.
+    /// and whether something was running. On a timeout this request is
+    /// withdrawn (others' stay), so a holder nobody else asked to stop
+    /// carries on as if nothing was asked.
     pub fn take_over(
         self: &Arc<Self>,
         id: ContentId,
@@ -77,17 +126,18 @@ impl Running {
         let deadline = Instant::now() + wait;
         let mut claims = self.lock();
         let mut was_running = false;
-        while let Some(stop) = claims.get_mut(&id) {
+        // The claim (by generation) our request is counted on.
+        let mut counted_on = None;
+        while let Some(slot) = claims.slots.get_mut(&id) {
             was_running = true;
-            // A pause asked while a cancel is pending does not soften it.
-            if *stop != Some(Stop::Cancel) {
-                *stop = Some(why);
+            if counted_on != Some(slot.generation) {
+                *slot.count(why) += 1;
+                counted_on = Some(slot.generation);
             }
             let left = deadline.saturating_duration_since(Instant::now());
             if left.is_zero() {
-                if let Some(stop) = claims.get_mut(&id) {
-                    *stop = None;
-                }
+                let n = slot.count(why);
+                *n = n.saturating_sub(1);
                 return Err(StillRunning(wait));
             }
             claims = self
@@ -96,7 +146,7 @@ impl Running {
                 .unwrap_or_else(|e| e.into_inner())
                 .0;
         }
-        claims.insert(id, None);
+        claims.insert(id);
         let claim = Claim {
             running: Arc::clone(self),
             id,
@@ -104,7 +154,7 @@ impl Running {
         Ok((claim, was_running))
     }
 
-    fn lock(&self) -> MutexGuard<'_, BTreeMap<ContentId, Option<Stop>>> {
+    fn lock(&self) -> MutexGuard<'_, Claims> {
         // The map stays consistent whatever a panicking holder did.
         self.claims.lock().unwrap_or_else(|e| e.into_inner())
     }
@@ -125,13 +175,13 @@ impl Claim {
 
     /// Whether another request asked this fetch to stop, and why.
     pub fn stop_requested(&self) -> Option<Stop> {
-        self.running.lock().get(&self.id).copied().flatten()
+        self.running.lock().slots.get(&self.id).and_then(Slot::stop)
     }
 }
 
 impl Drop for Claim {
     fn drop(&mut self) {
-        self.running.lock().remove(&self.id);
+        self.running.lock().slots.remove(&self.id);
         self.running.released.notify_all();
     }
 }
@@ -203,5 +253,45 @@ mod tests {
         assert_eq!(err, StillRunning(Duration::from_millis(50)));
         assert!(r.is_running(&id(1)));
         assert_eq!(holder.stop_requested(), None, "the request is withdrawn");
+    }
+
+    /// A pause that gives up does not withdraw a cancel still waiting,
+    /// and a cancel that gives up leaves a waiting pause in force.
+    #[test]
+    fn a_request_that_gives_up_withdraws_only_itself() {
+        let r = Arc::new(Running::default());
+        let holder = r.claim(id(1)).unwrap();
+        let r2 = r.clone();
+        let cancel =
+            std::thread::spawn(move || r2.take_over(id(1), Stop::Cancel, Duration::from_secs(30)));
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while holder.stop_requested() != Some(Stop::Cancel) {
+            assert!(Instant::now() < deadline, "the cancel never asked");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        let err = r.take_over(id(1), Stop::Pause, Duration::from_millis(50));
+        assert!(err.is_err());
+        assert_eq!(holder.stop_requested(), Some(Stop::Cancel), "still asked");
+        drop(holder);
+        let (claim, was_running) = cancel.join().unwrap().unwrap();
+        assert!(was_running);
+        assert_eq!(claim.stop_requested(), None);
+
+        // The other way round: a pause waits, a cancel gives up.
+        let r2 = r.clone();
+        let pause =
+            std::thread::spawn(move || r2.take_over(id(1), Stop::Pause, Duration::from_secs(30)));
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while claim.stop_requested() != Some(Stop::Pause) {
+            assert!(Instant::now() < deadline, "the pause never asked");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        assert!(
+            r.take_over(id(1), Stop::Cancel, Duration::from_millis(50))
+                .is_err()
+        );
+        assert_eq!(claim.stop_requested(), Some(Stop::Pause), "the pause stays");
+        drop(claim);
+        assert!(pause.join().unwrap().is_ok());
     }
 }
