@@ -34,12 +34,29 @@
 //! the body of a content record (crate::record): content id, size, name,
 //!   keywords, media type, created, expires (the rating's own window)
 //! u8 verdict (1 good, 2 fake)
+//! u8 n <= 64 | n x [8] signer tags, strictly increasing
 //! [64] ed25519 signature over SIGNATURE_CONTEXT || all bytes above
 //! ```
+//!
+//! # Signer tags
+//! A rating also names the pseudonyms that signed the rated id in the
+//! rater's results: the first 8 bytes of each publisher id
+//! ([`SignerTag`]), at most [`MAX_RATED_SIGNERS`]. A searcher that never
+//! saw the rated id can then weigh those pseudonyms wherever they sign
+//! (a coalition signing decoys under many names with the same
+//! pseudonyms is caught by the ratings of any one of them). The names are
+//! the rater's claim, not proof that the named pseudonym signed anything:
+//! the searcher weighs them as it weighs the verdict, by the rater's
+//! weight, and needs more than one fresh rater per pseudonym
+//! (`crate::search::rank`). Eight bytes of a BLAKE3-derived id: finding a
+//! second pseudonym with an honest one's tag costs about 2^64 key
+//! derivations.
 
 use ed25519_dalek::{Signature, Signer};
 
-use crate::identity::{Pseudonym, PublisherKey};
+use rand_core::RngCore;
+
+use crate::identity::{Pseudonym, PublisherId, PublisherKey};
 use crate::pow::PowParams;
 use crate::record::{
     ContentRecord, MAX_RECORD_BYTES, RECORD_VERSION, RecordError, RecordKind, SIGNATURE_BYTES,
@@ -47,8 +64,42 @@ use crate::record::{
 };
 use crate::wire::{DecodeError, Reader, Writer};
 
+/// Most signer tags one rating names.
+pub const MAX_RATED_SIGNERS: usize = 64;
+
 /// Largest encoded rating.
-pub const MAX_RATING_BYTES: usize = MAX_RECORD_BYTES + 1;
+pub const MAX_RATING_BYTES: usize = MAX_RECORD_BYTES + 1 + 1 + MAX_RATED_SIGNERS * SignerTag::BYTES;
+
+/// How a rating names a pseudonym that signed the rated id: the first
+/// 8 bytes of its publisher id.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct SignerTag(pub [u8; 8]);
+
+impl SignerTag {
+    /// Bytes of a tag.
+    pub const BYTES: usize = 8;
+
+    /// The tag of publisher `id`.
+    pub fn of(id: &PublisherId) -> SignerTag {
+        let mut t = [0u8; Self::BYTES];
+        t.copy_from_slice(&id.as_bytes()[..Self::BYTES]);
+        SignerTag(t)
+    }
+}
+
+/// The signer tags a rating names for `signers` (the pseudonyms that
+/// signed the rated id in the rater's results): all of them, or
+/// [`MAX_RATED_SIGNERS`] drawn at random from more, sorted.
+pub fn signer_tags(signers: &[PublisherId], rng: &mut impl RngCore) -> Vec<SignerTag> {
+    let mut tags: Vec<SignerTag> = signers.iter().map(SignerTag::of).collect();
+    tags.sort();
+    tags.dedup();
+    while tags.len() > MAX_RATED_SIGNERS {
+        let i = (rng.next_u64() % tags.len() as u64) as usize;
+        tags.remove(i);
+    }
+    tags
+}
 
 /// What a user said of a download.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -87,12 +138,26 @@ pub struct Rating {
     pub rated: ContentRecord,
     /// The verdict.
     pub verdict: Verdict,
+    /// The pseudonyms that signed the rated id in the rater's results
+    /// (see the module docs); sorted and deduplicated when signed, at
+    /// most [`MAX_RATED_SIGNERS`].
+    pub signers: Vec<SignerTag>,
 }
 
 impl Rating {
     /// Validates the rated fields, then signs with the rater pseudonym.
     pub fn sign(&self, rater: &Pseudonym) -> Result<SignedRating, RecordError> {
         self.rated.validate()?;
+        let mut rating = self.clone();
+        rating.signers.sort();
+        rating.signers.dedup();
+        if rating.signers.len() > MAX_RATED_SIGNERS {
+            return Err(RecordError::FieldTooLong {
+                field: "signers",
+                len: rating.signers.len(),
+                max: MAX_RATED_SIGNERS,
+            });
+        }
         let key = rater.publisher();
         let mut w = Writer::with_capacity(MAX_RATING_BYTES);
         w.put_u8(RECORD_VERSION);
@@ -101,10 +166,15 @@ impl Rating {
         w.put_u64(key.pow.nonce);
         self.rated.encode_body(&mut w)?;
         w.put_u8(self.verdict.as_u8());
+        // At most MAX_RATED_SIGNERS (64), checked above.
+        w.put_u8(rating.signers.len() as u8);
+        for t in &rating.signers {
+            w.put_bytes(&t.0);
+        }
         let signature = rater.signing_key().sign(&signed_message(w.as_slice()));
         w.put_bytes(&signature.to_bytes());
         Ok(SignedRating {
-            rating: self.clone(),
+            rating,
             rater: key,
             signature,
             bytes: w.into_vec(),
@@ -163,10 +233,34 @@ impl Unchecked<SignedRating> {
         let rater = decode_header(&mut r, RecordKind::Rating)?;
         let rated = ContentRecord::decode_body(&mut r)?;
         let verdict = Verdict::from_u8(r.get_u8()?)?;
+        let n = usize::from(r.get_u8()?);
+        if n > MAX_RATED_SIGNERS {
+            return Err(DecodeError::TooLong {
+                field: "signers",
+                len: n,
+                max: MAX_RATED_SIGNERS,
+            });
+        }
+        let mut signers: Vec<SignerTag> = Vec::with_capacity(n);
+        for _ in 0..n {
+            let t = SignerTag(r.get_array::<{ SignerTag::BYTES }>()?);
+            // One encoding per rating: strictly increasing tags.
+            if signers.last().is_some_and(|last| *last >= t) {
+                return Err(DecodeError::BadValue {
+                    field: "signers",
+                    reason: "not strictly increasing",
+                });
+            }
+            signers.push(t);
+        }
         let signature = Signature::from_bytes(&r.get_array::<SIGNATURE_BYTES>()?);
         r.finish()?;
         Ok(Unchecked::new(SignedRating {
-            rating: Rating { rated, verdict },
+            rating: Rating {
+                rated,
+                verdict,
+                signers,
+            },
             rater,
             signature,
             bytes: bytes.to_vec(),
@@ -217,10 +311,15 @@ mod tests {
         }
     }
 
+    fn tags(n: u8) -> Vec<SignerTag> {
+        (0..n).map(|i| SignerTag([i; 8])).collect()
+    }
+
     fn signed(verdict: Verdict) -> SignedRating {
         Rating {
             rated: rated(),
             verdict,
+            signers: tags(3),
         }
         .sign(rater())
         .unwrap()
@@ -283,9 +382,10 @@ mod tests {
             Unchecked::<SignedRating>::decode(&big),
             Err(DecodeError::TooLong { .. })
         ));
-        // A verdict byte outside 1..=2, re-signed so only the verdict is bad.
+        // A verdict byte outside 1..=2: the decoder refuses it before the
+        // signature is looked at.
         let mut b = s.to_bytes();
-        let at = b.len() - SIGNATURE_BYTES - 1;
+        let at = b.len() - SIGNATURE_BYTES - 1 - 1 - 3 * SignerTag::BYTES;
         b[at] = 9;
         assert!(matches!(
             Unchecked::<SignedRating>::decode(&b),
@@ -294,5 +394,93 @@ mod tests {
                 ..
             })
         ));
+    }
+
+    #[test]
+    fn signer_tags_are_signed_sorted_and_strict() {
+        // Given unsorted with a duplicate, signing sorts and dedups them.
+        let mut signers = tags(5);
+        signers.reverse();
+        signers.push(SignerTag([2; 8]));
+        let s = Rating {
+            rated: rated(),
+            verdict: Verdict::Fake,
+            signers,
+        }
+        .sign(rater())
+        .unwrap();
+        assert_eq!(s.rating().signers, tags(5));
+        let back = Unchecked::<SignedRating>::decode(s.as_bytes())
+            .unwrap()
+            .check(NOW, PowParams::TESTNET)
+            .unwrap();
+        assert_eq!(back.rating().signers, tags(5));
+        // Two tags swapped in the bytes: refused as not canonical, before
+        // any signature check.
+        let mut b = s.to_bytes();
+        let first = b.len() - SIGNATURE_BYTES - 5 * SignerTag::BYTES;
+        b[first..first + 8].copy_from_slice(&[1; 8]);
+        b[first + 8..first + 16].copy_from_slice(&[0; 8]);
+        assert!(matches!(
+            Unchecked::<SignedRating>::decode(&b),
+            Err(DecodeError::BadValue {
+                field: "signers",
+                ..
+            })
+        ));
+        // More than the bound: refused when signing, and when decoding.
+        let many: Vec<SignerTag> = (0..=MAX_RATED_SIGNERS as u64)
+            .map(|i| SignerTag(i.to_be_bytes()))
+            .collect();
+        let too_many = Rating {
+            rated: rated(),
+            verdict: Verdict::Fake,
+            signers: many,
+        };
+        assert!(matches!(
+            too_many.sign(rater()),
+            Err(RecordError::FieldTooLong {
+                field: "signers",
+                ..
+            })
+        ));
+        let mut b = signed(Verdict::Fake).to_bytes();
+        let count = b.len() - SIGNATURE_BYTES - 3 * SignerTag::BYTES - 1;
+        b[count] = MAX_RATED_SIGNERS as u8 + 1;
+        assert!(matches!(
+            Unchecked::<SignedRating>::decode(&b),
+            Err(DecodeError::TooLong {
+                field: "signers",
+                ..
+            })
+        ));
+    }
+
+    #[test]
+    fn signer_tags_name_every_signer_or_a_sample_of_the_bound() {
+        use rand_chacha::ChaCha20Rng;
+        use rand_chacha::rand_core::SeedableRng;
+        let mut rng = ChaCha20Rng::seed_from_u64(1);
+        let ids: Vec<PublisherId> = (0..100u8)
+            .map(|i| PublisherId::from_bytes([i; 32]))
+            .collect();
+        let few = signer_tags(&ids[..10], &mut rng);
+        assert_eq!(few.len(), 10);
+        assert!(few.windows(2).all(|w| w[0] < w[1]));
+        assert_eq!(few[3], SignerTag::of(&ids[3]));
+        let a = signer_tags(&ids, &mut rng);
+        let b = signer_tags(&ids, &mut rng);
+        assert_eq!((a.len(), b.len()), (MAX_RATED_SIGNERS, MAX_RATED_SIGNERS));
+        assert!(a.windows(2).all(|w| w[0] < w[1]));
+        assert_ne!(a, b, "two raters name different samples");
+        // A rating naming the bound still fits its bound.
+        let s = Rating {
+            rated: rated(),
+            verdict: Verdict::Fake,
+            signers: a,
+        }
+        .sign(rater())
+        .unwrap();
+        assert!(s.as_bytes().len() <= MAX_RATING_BYTES);
     }
 }

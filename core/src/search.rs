@@ -30,7 +30,7 @@ use x25519_dalek::{PublicKey, StaticSecret};
 use crate::content::ContentId;
 use crate::identity::PublisherId;
 use crate::provider::SignedProvider;
-use crate::rating::{SignedRating, Verdict};
+use crate::rating::{SignedRating, SignerTag, Verdict};
 use crate::record::{ContentRecord, SignedRecord, keywords_from_name};
 use crate::wire::{DecodeError, Reader, Writer};
 
@@ -504,6 +504,61 @@ pub fn select_answer<'a, R: Answerable>(
     out
 }
 
+/// Ratings of other files to put in an answer next to `records`: those
+/// that name a signer of one of them ([`crate::rating::SignerTag`]),
+/// either verdict, not in `taken`, one per rater, at most `max` within
+/// `max_bytes`; those naming more of the answer's signers first, then in
+/// an order drawn from the walk id. This is how a searcher learns what
+/// other users said of a pseudonym that signs under many names.
+pub fn select_signer_ratings<'a>(
+    records: &[&SignedRecord],
+    held: impl Iterator<Item = &'a SignedRating>,
+    taken: &[&SignedRating],
+    order: &WalkId,
+    max: usize,
+    max_bytes: usize,
+) -> Vec<&'a SignedRating> {
+    let signers: std::collections::BTreeSet<SignerTag> = records
+        .iter()
+        .map(|r| SignerTag::of(&r.publisher().id()))
+        .collect();
+    if signers.is_empty() || max == 0 {
+        return Vec::new();
+    }
+    let mut list: Vec<(usize, [u8; 32], &'a SignedRating)> = held
+        .filter(|r| !taken.iter().any(|t| t.as_bytes() == r.as_bytes()))
+        .filter_map(|r| {
+            let hits = r
+                .rating()
+                .signers
+                .iter()
+                .filter(|t| signers.contains(t))
+                .count();
+            (hits > 0).then(|| {
+                let mut key = [0u8; 48];
+                key[..16].copy_from_slice(&order.0);
+                key[16..].copy_from_slice(&blake3::hash(r.as_bytes()).as_bytes()[..32]);
+                (hits, *blake3::hash(&key).as_bytes(), r)
+            })
+        })
+        .collect();
+    list.sort_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(&b.1)));
+    let mut raters: std::collections::BTreeSet<PublisherId> =
+        taken.iter().map(|r| r.publisher().id()).collect();
+    let (mut out, mut bytes) = (Vec::new(), 0);
+    for (_, _, r) in list {
+        if out.len() >= max {
+            break;
+        }
+        let size = r.as_bytes().len() + 2;
+        if bytes + size <= max_bytes && raters.insert(r.publisher().id()) {
+            bytes += size;
+            out.push(r);
+        }
+    }
+    out
+}
+
 /// The provider records for content `id` to put in one answer: at most
 /// `max`, within `max_bytes`, one per service, in an order drawn from the
 /// walk id (so no service is always first, and none can choose to be).
@@ -742,8 +797,11 @@ pub struct Ranked {
     pub rated_good: usize,
     /// See `rated_good`.
     pub rated_fake: usize,
-    /// Raters' weight says fake ([`DISPUTE_MARGIN`]): ranked after every
-    /// content id that is not.
+    /// Of its publishers, those raters' signer tags discredit (see
+    /// [`rank`]): they add nothing to `score`.
+    pub discredited: usize,
+    /// Raters' weight says fake ([`DISPUTE_MARGIN`]), or every publisher
+    /// is discredited: ranked after every content id that is not.
     pub disputed: bool,
 }
 
@@ -759,6 +817,14 @@ pub const DISPUTE_MARGIN: f64 = 0.15;
 /// published is ignored, and each rater counts once per content id (its
 /// first rating here). Uses only what the searcher knows: no address, no
 /// timestamp a publisher chose.
+///
+/// Ratings also judge the pseudonyms they name as signers
+/// ([`crate::rating::SignerTag`]), whatever file they rate, so `ratings`
+/// may hold ratings of ids that are not among `records`: a publisher whose
+/// namers' weight says fake by more than [`DISPUTE_MARGIN`] (each rater
+/// once per publisher; one who named it with both verdicts, for neither)
+/// is *discredited* and adds nothing to any score; a content id all of
+/// whose publishers are discredited is disputed.
 pub fn rank(
     records: &[SignedRecord],
     ratings: &[SignedRating],
@@ -794,6 +860,41 @@ pub fn rank(
             })
             .or_insert(Some(v));
     }
+    // Each rater's verdict on each pseudonym it names, over every rating
+    // here, of these ids or of others.
+    let mut named: BTreeMap<SignerTag, BTreeMap<PublisherId, Option<Verdict>>> = BTreeMap::new();
+    for r in ratings {
+        let v = r.rating().verdict;
+        for t in &r.rating().signers {
+            named
+                .entry(*t)
+                .or_default()
+                .entry(r.publisher().id())
+                .and_modify(|old| {
+                    if *old != Some(v) {
+                        *old = None;
+                    }
+                })
+                .or_insert(Some(v));
+        }
+    }
+    let discredited = |p: &PublisherId| -> bool {
+        let Some(by) = named.get(&SignerTag::of(p)) else {
+            return false;
+        };
+        let (mut good, mut fake) = (0.0, 0.0);
+        for (rater, v) in by {
+            if rater == p {
+                continue;
+            }
+            match v {
+                Some(Verdict::Good) => good += standing.weight(rater, now),
+                Some(Verdict::Fake) => fake += standing.weight(rater, now),
+                None => {}
+            }
+        }
+        fake > good + DISPUTE_MARGIN
+    };
     let mut out: Vec<Ranked> = groups
         .into_iter()
         .map(|(content_id, pubs)| {
@@ -824,15 +925,26 @@ pub fn rank(
                     }
                 }
             }
+            let standing_of: Vec<(&PublisherId, bool)> =
+                pubs.keys().map(|id| (id, discredited(id))).collect();
+            let discredited = standing_of.iter().filter(|(_, d)| *d).count();
+            let score = standing_of
+                .iter()
+                .filter(|(_, d)| !*d)
+                .map(|(id, _)| standing.weight(id, now))
+                .sum::<f64>()
+                + good;
             Ranked {
                 content_id,
                 name: name.to_owned(),
                 size,
                 publishers: pubs.len(),
-                score: pubs.keys().map(|id| standing.weight(id, now)).sum::<f64>() + good,
+                score,
                 rated_good,
                 rated_fake,
-                disputed: fake > good + DISPUTE_MARGIN,
+                discredited,
+                disputed: fake > good + DISPUTE_MARGIN
+                    || (discredited > 0 && discredited == pubs.len()),
             }
         })
         .collect();

@@ -215,8 +215,13 @@ pub struct SearchHit {
     /// See `rated_good`.
     #[serde(default)]
     pub rated_fake: usize,
+    /// Of its publishers, those other users' ratings (of any file) name
+    /// as signers of fakes: they add nothing to the score.
+    #[serde(default)]
+    pub discredited: usize,
     /// Raters say fake (their weight exceeds the good raters' by a
-    /// margin): ranked after every id that is not disputed.
+    /// margin), or every publisher is discredited: ranked after every id
+    /// that is not disputed.
     #[serde(default)]
     pub disputed: bool,
 }

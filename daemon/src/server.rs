@@ -24,7 +24,7 @@ use veil_core::node::CircuitState;
 
 use veil_core::content::{ContentId, Outboard};
 use veil_core::node::SearchError;
-use veil_core::rating::{Rating, SignedRating};
+use veil_core::rating::{Rating, SignedRating, signer_tags};
 use veil_core::record::{SignedRecord, Unchecked};
 use veil_core::rendezvous::ServiceKey;
 use veil_core::search::{Query, Ranked, rank};
@@ -417,6 +417,7 @@ fn execute(
                     let signed = Rating {
                         rated,
                         verdict: said,
+                        signers: signer_tags(&publishers, &mut rand::rngs::OsRng),
                     }
                     .sign(&rater)
                     .map_err(|e| ApiError::new(ErrorKind::Internal, e.to_string()))?;
@@ -1228,6 +1229,7 @@ fn hit(i: usize, r: &Ranked, id: String) -> SearchHit {
         score: (r.score * 1000.0).round() / 1000.0,
         rated_good: r.rated_good,
         rated_fake: r.rated_fake,
+        discredited: r.discredited,
         disputed: r.disputed,
     }
 }

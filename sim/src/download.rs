@@ -56,7 +56,7 @@ use veil_core::node::{
     CircuitId, CircuitInfo, DownloadId, DownloadStartError, Event, Millis, SearchId, SessionId,
 };
 use veil_core::pow::PowParams;
-use veil_core::rating::{Rating, SignedRating, Verdict};
+use veil_core::rating::{Rating, SignedRating, Verdict, signer_tags};
 use veil_core::record::SignedRecord;
 use veil_core::rendezvous::ServiceKey;
 use veil_core::search::rank;
@@ -664,6 +664,7 @@ impl Downloads {
         let fake = is_decoy != wrong;
         self.misjudged += u64::from(wrong);
         let verdict = if fake { Verdict::Fake } else { Verdict::Good };
+        let signers = signer_tags(&w.signers_of(node, &id), &mut self.rng);
         let (seed, pow) = (self.seed, self.pow);
         let rater = self.raters.entry(node).or_insert_with(|| {
             let mut rng = ChaCha20Rng::seed_from_u64(seed ^ (node as u64).rotate_left(32));
@@ -671,11 +672,18 @@ impl Downloads {
         });
         let me = rater.publisher().id();
         // The user's rating goes out, naming the file as its search
-        // showed it (the top record's fields for that id).
+        // showed it (the top record's fields for that id) and the
+        // pseudonyms that signed it there.
         let rating = shown.filter(|_| self.share_ratings).and_then(|mut rated| {
             rated.created = now / 1000;
             rated.expires = rated.created + RATING_LIFETIME_S;
-            (Rating { rated, verdict }).sign(rater).ok()
+            (Rating {
+                rated,
+                verdict,
+                signers,
+            })
+            .sign(rater)
+            .ok()
         });
         if let Some(rating) = rating {
             self.ratings_published += 1;

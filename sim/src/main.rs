@@ -107,13 +107,17 @@ struct SearchArgs {
     /// Experiment: mean publish walk length (core default 10).
     #[arg(long)]
     publish_len: Option<u32>,
-    /// Downloads by random honest nodes over a 60 s window after
-    /// publication: search by words, download the top-ranked result,
-    /// check it, rate it (the run is extended by 4 min for them). Sharers
-    /// then run services, and poisoners split into decoy publishers,
-    /// false claimers and stallers.
+    /// Downloads by random honest nodes over a window after publication
+    /// (`--download-window`): search by words, download the top-ranked
+    /// result, check it, rate it (the run is extended by 4 min for them).
+    /// Sharers then run services, and poisoners split into decoy
+    /// publishers, false claimers and stallers.
     #[arg(long, default_value_t = 0)]
     downloads: usize,
+    /// The window the downloads are spread over, in seconds (the
+    /// searches then go on 90 s past it).
+    #[arg(long, default_value_t = 60)]
+    download_window: u64,
     /// Only this many honest nodes download (0: any honest node), so that
     /// each downloads repeatedly and its ratings act on its later picks.
     #[arg(long, default_value_t = 0)]
@@ -146,7 +150,14 @@ impl SearchArgs {
             self.walkers != Some(0) && self.walk_len != Some(0) && self.publish_len != Some(0),
             "--walkers, --walk-len and --publish-len must be positive"
         );
-        let d = SearchScenario::default();
+        anyhow::ensure!(
+            (1..=3600).contains(&self.download_window),
+            "--download-window must be 1 to 3600 seconds"
+        );
+        let d = SearchScenario {
+            download_window_ms: self.download_window * 1000,
+            ..SearchScenario::default()
+        };
         // With downloads, the searches go on until well after the last
         // download's search, so that the last quarter of them meets the
         // users' ratings.

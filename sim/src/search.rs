@@ -374,6 +374,15 @@ impl Workload {
         self.decoys.values().any(|&f| f == file)
     }
 
+    /// The pseudonyms that signed content `id` in node `node`'s results.
+    pub(crate) fn signers_of(&self, node: usize, id: &ContentId) -> Vec<PublisherId> {
+        self.signers
+            .get(&node)
+            .and_then(|m| m.get(id))
+            .map(|s| s.iter().copied().collect())
+            .unwrap_or_default()
+    }
+
     /// Node `node`'s standing of publishers (empty if it never searched).
     pub(crate) fn standing(&self, node: usize) -> Standing {
         self.standing.get(&node).cloned().unwrap_or_default()

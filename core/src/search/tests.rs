@@ -187,6 +187,7 @@ fn rating(id: u8, who: u8, verdict: crate::rating::Verdict) -> crate::rating::Si
     crate::rating::Rating {
         rated: record("film x", id, 250).record().clone(),
         verdict,
+        signers: vec![],
     }
     .sign(&p)
     .unwrap()
@@ -287,6 +288,7 @@ fn a_rater_that_signs_both_verdicts_counts_for_neither_and_disagrees() {
                 crate::rating::Rating {
                     rated: record(name, 1, 250).record().clone(),
                     verdict: v,
+                    signers: vec![],
                 }
                 .sign(&p)
                 .unwrap(),
@@ -318,4 +320,182 @@ fn a_signer_ground_to_sort_first_is_not_always_answered_first() {
         first += usize::from(a[0].publisher().id() == lowest);
     }
     assert!(first < 32, "the lowest id was taken in {first} of 64 walks");
+}
+
+/// A rating of `name` (content `id`) by rater `who`, naming the pseudonyms
+/// `signers` as the signers it saw.
+fn naming(
+    name: &str,
+    id: u8,
+    who: u8,
+    verdict: crate::rating::Verdict,
+    signers: &[u8],
+) -> crate::rating::SignedRating {
+    let p = Pseudonym::from_key(SigningKey::from_bytes(&[who; 32]), PowParams::TESTNET);
+    crate::rating::Rating {
+        rated: record(name, id, 250).record().clone(),
+        verdict,
+        signers: signers
+            .iter()
+            .map(|w| crate::rating::SignerTag::of(&record("x", 0, *w).publisher().id()))
+            .collect(),
+    }
+    .sign(&p)
+    .unwrap()
+}
+
+#[test]
+fn ratings_of_one_decoy_discredit_its_signers_under_every_name() {
+    use crate::rating::Verdict::{Fake, Good};
+    let now = NOW_S * 1000;
+    let st = Standing::default();
+    // "film x": the real file (id 1, two publishers) and a decoy (id 2)
+    // signed by a coalition of six (10..16) that also signs a decoy of
+    // "film y" (id 3), which nobody searching "film x" sees.
+    let mut all: Vec<SignedRecord> = (1..=2).map(|w| record("film x", 1, w)).collect();
+    all.extend((10..16).map(|w| record("film x", 2, w)));
+    let coalition: Vec<u8> = (10..16).collect();
+    // One user rated the "film y" decoy fake: one fresh rater is not
+    // enough to discredit anyone.
+    let one = [naming("film y", 3, 100, Fake, &coalition)];
+    let r = rank(&all, &one, &st, now);
+    assert_eq!(r[0].content_id, ContentId::from_bytes([2; 32]));
+    assert_eq!(r[0].discredited, 0);
+    // Two users did: the whole coalition is discredited wherever it signs,
+    // its "film x" decoy is disputed and ranks below the real file.
+    let two = [
+        naming("film y", 3, 100, Fake, &coalition),
+        naming("film y", 3, 101, Fake, &coalition),
+    ];
+    let r = rank(&all, &two, &st, now);
+    assert_eq!(r[0].content_id, ContentId::from_bytes([1; 32]));
+    assert_eq!((r[1].discredited, r[1].score), (6, 0.0));
+    assert!(r[1].disputed && !r[0].disputed);
+    // A pseudonym named by only some raters keeps its weight: naming is
+    // per pseudonym, each rater once.
+    let part = [
+        naming("film y", 3, 100, Fake, &coalition[..3]),
+        naming("film y", 3, 101, Fake, &coalition[3..]),
+    ];
+    assert_eq!(rank(&all, &part, &st, now)[0].discredited, 0);
+    // A rater that named one pseudonym with both verdicts counts for
+    // neither; raters naming it good weigh against those naming it fake.
+    let hedged = [
+        naming("film y", 3, 100, Fake, &coalition),
+        naming("film z", 4, 100, Good, &coalition),
+        naming("film y", 3, 101, Fake, &coalition),
+    ];
+    assert_eq!(rank(&all, &hedged, &st, now)[0].discredited, 0);
+    let countered = [
+        naming("film y", 3, 100, Fake, &coalition),
+        naming("film y", 3, 101, Fake, &coalition),
+        naming("film y", 3, 102, Good, &coalition),
+        naming("film y", 3, 103, Good, &coalition),
+    ];
+    assert_eq!(rank(&all, &countered, &st, now)[0].discredited, 0);
+    // A pseudonym naming itself good does not count.
+    let selfish: Vec<_> = two
+        .iter()
+        .cloned()
+        .chain(
+            coalition
+                .iter()
+                .map(|w| naming("film y", 3, *w, Good, &[*w])),
+        )
+        .collect();
+    assert_eq!(rank(&all, &selfish, &st, now)[1].discredited, 6);
+}
+
+/// The attacker's chair: a coalition of fresh raters that names honest
+/// publishers as signers of fakes. What it takes to discredit them is
+/// what it takes to dispute their file directly (two fresh raters, each
+/// a proof of work), good ratings from downloaders weigh against it, and
+/// a user whose own judgment disagreed with those raters ignores them.
+#[test]
+fn framing_an_honest_publisher_costs_what_disputing_its_file_costs() {
+    use crate::rating::Verdict::{Fake, Good};
+    let now = NOW_S * 1000;
+    let mut all: Vec<SignedRecord> = (1..=2).map(|w| record("film x", 1, w)).collect();
+    all.extend((10..13).map(|w| record("film x", 2, w)));
+    let honest = [1u8, 2];
+    let mut st = Standing::default();
+    for w in 1..=2 {
+        st.seen(record("x", 0, w).publisher().id(), 0);
+    }
+    let now_aged = now.max(AGING_MS);
+    assert_eq!(
+        rank(&all, &[], &st, now_aged)[0].content_id,
+        ContentId::from_bytes([1; 32])
+    );
+    // One framer: nothing.
+    let one = [naming("other", 5, 200, Fake, &honest)];
+    assert_eq!(rank(&all, &one, &st, now_aged)[0].discredited, 0);
+    // Two framers: the honest pair is discredited, as two fake ratings of
+    // their file would dispute it.
+    let two = [
+        naming("other", 5, 200, Fake, &honest),
+        naming("other", 5, 201, Fake, &honest),
+    ];
+    let r = rank(&all, &two, &st, now_aged);
+    assert_eq!(r[0].content_id, ContentId::from_bytes([2; 32]));
+    // Downloaders who rated the real file good and named its signers
+    // outweigh them.
+    let mut answered = two.to_vec();
+    answered.extend([
+        naming("film x", 1, 202, Good, &honest),
+        naming("film x", 1, 203, Good, &honest),
+    ]);
+    assert_eq!(
+        rank(&all, &answered, &st, now_aged)[0].content_id,
+        ContentId::from_bytes([1; 32])
+    );
+    // And a user who judged a file against the framers stops counting
+    // them at all.
+    let me = PublisherId::from_bytes([9; 32]);
+    let disagreed = st.judged(&ContentId::from_bytes([5; 32]), Good, &two, Some(&me));
+    assert_eq!(disagreed, (0, 2));
+    let r = rank(&all, &two, &st, now_aged);
+    assert_eq!(
+        (r[0].content_id, r[0].discredited),
+        (ContentId::from_bytes([1; 32]), 0)
+    );
+}
+
+#[test]
+fn holders_add_ratings_that_name_the_answers_signers_once_per_rater() {
+    use crate::rating::Verdict::{Fake, Good};
+    let records: Vec<SignedRecord> = (10..13).map(|w| record("film x", 2, w)).collect();
+    let shown: Vec<&SignedRecord> = records.iter().collect();
+    let held = [
+        naming("film y", 3, 100, Fake, &[10, 11, 12]),
+        naming("film y", 3, 101, Fake, &[12]),
+        naming("film z", 4, 101, Fake, &[10]),
+        naming("film y", 3, 102, Good, &[11]),
+        naming("film w", 6, 103, Fake, &[50, 51]),
+        naming("film x", 2, 104, Fake, &[10]),
+    ];
+    let taken = [&held[5]];
+    let w = WalkId([3; 16]);
+    let out = select_signer_ratings(&shown, held.iter(), &taken, &w, 8, 1 << 20);
+    let raters: Vec<u8> = out
+        .iter()
+        .map(|r| {
+            (100..=104)
+                .find(|who| naming("x", 0, *who, Fake, &[]).publisher() == r.publisher())
+                .unwrap()
+        })
+        .collect();
+    // The rating naming most of them first; one of rater 101's two; the
+    // good one too; never a rating naming none of them, nor one taken.
+    assert_eq!(raters.len(), 3);
+    assert_eq!(raters[0], 100);
+    assert!(raters.contains(&101) && raters.contains(&102));
+    // Bounded by count and by bytes.
+    assert_eq!(
+        select_signer_ratings(&shown, held.iter(), &taken, &w, 1, 1 << 20).len(),
+        1
+    );
+    let one = held[0].as_bytes().len() + 2;
+    assert!(select_signer_ratings(&shown, held.iter(), &taken, &w, 8, one - 1).len() <= 1);
+    assert!(select_signer_ratings(&[], held.iter(), &taken, &w, 8, 1 << 20).is_empty());
 }

@@ -306,7 +306,10 @@ impl Source {
 ///   [`ScheduleParams::backoff_base_ms`] up to
 ///   [`ScheduleParams::backoff_max_ms`], and gets no request meanwhile;
 ///   after [`ScheduleParams::max_failures`] consecutive failures it is
-///   dropped. A verified piece resets its count.
+///   dropped. A verified piece resets its count. A source that stalls
+///   before it has served one verified piece is dropped at its first
+///   stall: it is replaced at once rather than holding its place through
+///   the backoff (a provider that never answers costs one `stall_ms`).
 /// - **A dead source cannot hold pieces hostage.** A source that owes
 ///   replies and has answered nothing for [`ScheduleParams::stall_ms`] is
 ///   stalled: its requests go back to be fetched elsewhere. The clock runs
@@ -647,13 +650,18 @@ impl Download {
     }
 
     /// A failure of `source`: bench it, or drop it for `reason` when it has
-    /// failed too often in a row.
+    /// failed too often in a row. A source that stalls before serving a
+    /// single verified piece is dropped at once: patience is for sources
+    /// that have worked and whose circuit may be rebuilding, and a
+    /// provider that never answers (a staller) must not hold a source
+    /// place through a whole backoff.
     fn fail(&mut self, source: SourceId, now_ms: u64, reason: DropReason) {
         let Some(s) = self.sources.get_mut(&source) else {
             return;
         };
         s.failures = s.failures.saturating_add(1);
-        if s.failures >= self.params.max_failures {
+        let unproven_stall = reason == DropReason::Stalled && s.served == 0;
+        if s.failures >= self.params.max_failures || unproven_stall {
             self.drop_source(source, reason);
         } else {
             let bench = self.params.backoff_ms(s.failures);
@@ -990,7 +998,10 @@ mod tests {
 
     #[test]
     fn a_silent_source_is_stalled_after_stall_ms_and_the_other_finishes() {
-        for max_failures in [5, 1] {
+        // (max_failures, whether A served a piece before falling silent):
+        // one that never served is dropped at its first stall, whatever
+        // the patience; one that served is benched first.
+        for (max_failures, proven) in [(5, true), (1, true), (5, false)] {
             let params = ScheduleParams {
                 max_failures,
                 ..params()
@@ -999,22 +1010,37 @@ mod tests {
                 SIZE,
                 &[],
                 params,
-                &[(A, Behaviour::Silent), (B, Behaviour::Honest)],
+                &[(A, Behaviour::Honest), (B, Behaviour::Honest)],
             );
             net.send_all();
+            if proven {
+                // A serves its first request at time 0, then falls silent.
+                let r = net
+                    .inbox
+                    .get_mut(&A)
+                    .and_then(|q| q.pop_front())
+                    .expect("asked");
+                let TransferMsg::Piece { encoded, .. } = net.reply(A, &r) else {
+                    unreachable!("an honest reply");
+                };
+                let v = net.dl.on_piece(A, r.req, &encoded, 0).expect("verified");
+                net.keep(v);
+            }
+            net.behaviour.insert(A, Behaviour::Silent);
             while net.answer_round() {}
-            // A still owes pieces 0, 2 and 4; its clock started at 0.
-            assert_eq!(net.dl.source(A).map(|i| i.in_flight), Some(3));
+            // A still owes pieces; its clock started at 0.
+            let owed = net.dl.source(A).map_or(0, |i| i.in_flight);
+            assert!(owed > 0);
             assert_eq!(net.dl.poll_timeout(), Some(15_000));
             net.dl.on_timeout(14_999);
             assert_eq!(
                 net.dl.source(A).map(|i| i.in_flight),
-                Some(3),
+                Some(owed),
                 "not before stall_ms"
             );
             net.now = 15_000;
             net.dl.on_timeout(net.now);
-            if max_failures == 1 {
+            if max_failures == 1 || !proven {
                 assert_eq!(net.dl.source(A), None);
                 assert_eq!(
                     net.dl.poll_event(),
@@ -1033,7 +1059,7 @@ mod tests {
             }
             net.run();
             assert_eq!(net.out, net.data);
-            assert_eq!(net.served(B), 6);
+            assert_eq!(net.served(B), if proven { 5 } else { 6 });
         }
     }
 

@@ -296,6 +296,9 @@ const MAX_ANSWER_PROVIDERS: usize = 4;
 /// Most ratings in one answer (to a word query), in at most a quarter of
 /// the message.
 const MAX_ANSWER_RATINGS: usize = 4;
+/// Most ratings of other files naming the answer's signers in one answer
+/// (in at most a quarter of it).
+const MAX_ANSWER_SIGNER_RATINGS: usize = 4;
 /// Most ratings our user keeps published (the newest are kept).
 pub const MAX_OWN_RATINGS: usize = 4096;
 
@@ -935,20 +938,56 @@ impl Search {
             .map(|r| r.as_bytes().len() + 2)
             .chain(ratings.iter().map(|r| r.as_bytes().len() + 2))
             .sum();
+        // For words, ratings of other files that name the answer's signers
+        // get up to a quarter, kept back from the records only if some
+        // rating held names a signer of a matching record.
+        let reserve = match query {
+            Query::Words(_) => {
+                let matching: Vec<&SignedRecord> = self
+                    .index
+                    .records()
+                    .filter(|r| query.matches(r.record()))
+                    .collect();
+                let any = search::select_signer_ratings(
+                    &matching,
+                    self.ratings.records(),
+                    &ratings,
+                    walk,
+                    1,
+                    budget / 4,
+                );
+                if any.is_empty() { 0 } else { budget / 4 }
+            }
+            Query::Content(_) => 0,
+        };
         let chosen = search::select_answer(
             query,
             self.index.records(),
             walk,
             p.max_answer_records,
-            budget - used,
+            budget - used - reserve,
             p.max_answer_per_publisher,
         );
+        let used = used + chosen.iter().map(|r| r.as_bytes().len() + 2).sum::<usize>();
+        let signer_ratings = if reserve > 0 {
+            search::select_signer_ratings(
+                &chosen,
+                self.ratings.records(),
+                &ratings,
+                walk,
+                MAX_ANSWER_SIGNER_RATINGS,
+                budget - used,
+            )
+        } else {
+            Vec::new()
+        };
         if chosen.is_empty() && providers.is_empty() && ratings.is_empty() {
             return None;
         }
         let mut encodings: Vec<Vec<u8>> = chosen.iter().map(|r| r.to_bytes()).collect();
         encodings.extend(providers.iter().map(|r| r.to_bytes()));
         encodings.extend(ratings.iter().map(|r| r.to_bytes()));
+        encodings.extend(signer_ratings.iter().map(|r| r.to_bytes()));
         let answered: Vec<(PublisherId, ContentId)> = chosen
             .iter()
             .map(|r| (r.publisher().id(), r.record().content_id))

@@ -121,6 +121,7 @@ fn a_rating_reaches_a_later_searcher_and_buries_the_decoy_it_names() {
         let rating = Rating {
             rated,
             verdict: Verdict::Fake,
+            signers: vec![],
         }
         .sign(&rater)
         .unwrap();
@@ -160,6 +161,82 @@ fn a_rating_reaches_a_later_searcher_and_buries_the_decoy_it_names() {
     let ranked = crate::search::rank(&records, &ratings, &st, now);
     assert_eq!(ranked[0].content_id, real.record().content_id);
     assert!(ranked[1].disputed);
+}
+
+#[test]
+fn ratings_of_another_name_reach_a_searcher_through_the_signers_they_name() {
+    use crate::rating::{Rating, SignedRating, SignerTag, Verdict};
+    let mut net = ready(16);
+    let now = T0 + 12_000;
+    // The coalition (pseudonyms 2 and 3) signs a decoy of "popular film"
+    // and one of "other show"; only the second was downloaded and rated.
+    let real = record("popular film.mkv", 1, 1);
+    let decoys = [
+        record("popular film.mkv", 2, 2),
+        record("popular film.mkv", 2, 3),
+    ];
+    let coalition: Vec<SignerTag> = decoys
+        .iter()
+        .map(|r| SignerTag::of(&r.publisher().id()))
+        .collect();
+    net.nodes_mut()[3].publish(now, vec![real.clone()]);
+    net.nodes_mut()[4].publish(now, vec![decoys[0].clone(), record("other show.mkv", 5, 2)]);
+    net.nodes_mut()[5].publish(now, vec![decoys[1].clone(), record("other show.mkv", 5, 3)]);
+    for (who, node) in [(20u8, 6usize), (21, 7)] {
+        let rater = Pseudonym::from_key(SigningKey::from_bytes(&[who; 32]), PowParams::TESTNET);
+        let mut rated = record("other show.mkv", 5, 2).record().clone();
+        rated.created = now / 1000;
+        rated.expires = now / 1000 + 3600;
+        let rating = Rating {
+            rated,
+            verdict: Verdict::Fake,
+            signers: coalition.clone(),
+        }
+        .sign(&rater)
+        .unwrap();
+        net.nodes_mut()[node].rate(now, rating);
+    }
+    net.run_from(now, now + 3_000);
+    let now = now + 3_000;
+    let id = net.nodes_mut()[9]
+        .search(now, Query::parse("popular film").unwrap())
+        .unwrap();
+    net.run_from(now, now + 9_000);
+    let (mut records, mut ratings): (Vec<SignedRecord>, Vec<SignedRating>) = (vec![], vec![]);
+    for (n, e) in net.events() {
+        if let Event::SearchResults {
+            search,
+            records: r,
+            ratings: g,
+        } = e
+            && *n == 9
+            && *search == id
+        {
+            records.extend(r.iter().cloned());
+            ratings.extend(g.iter().cloned());
+        }
+    }
+    // Only "popular film" records came back as results, and with them the
+    // ratings of "other show" that name their signers.
+    assert!(
+        records
+            .iter()
+            .all(|r| r.record().name == "popular film.mkv")
+    );
+    let raters: std::collections::BTreeSet<_> = ratings
+        .iter()
+        .filter(|r| r.record().name == "other show.mkv")
+        .map(|r| r.publisher().id())
+        .collect();
+    assert_eq!(raters.len(), 2, "both raters' verdicts came back");
+    let st = crate::search::Standing::default();
+    assert_eq!(
+        crate::search::rank(&records, &[], &st, now)[0].content_id,
+        decoys[0].record().content_id
+    );
+    let ranked = crate::search::rank(&records, &ratings, &st, now);
+    assert_eq!(ranked[0].content_id, real.record().content_id);
+    assert!(ranked[1].disputed && ranked[1].discredited == 2);
 }
 
 /// Sends a query walk for `words` to node `to` over its link from node
@@ -521,6 +598,7 @@ fn an_exit_never_reads_the_library_and_a_rating_in_one_message() {
     let rating = Rating {
         rated,
         verdict: Verdict::Fake,
+        signers: vec![],
     }
     .sign(&rater)
     .unwrap();
