@@ -34,7 +34,7 @@
 //! the body of a content record (crate::record): content id, size, name,
 //!   keywords, media type, created, expires (the rating's own window)
 //! u8 verdict (1 good, 2 fake)
-//! u8 n <= 64 | n x [8] signer tags, strictly increasing
+//! u8 n <= 96 | n x [8] signer tags, strictly increasing
 //! [64] ed25519 signature over SIGNATURE_CONTEXT || all bytes above
 //! ```
 //!
@@ -65,7 +65,7 @@ use crate::record::{
 use crate::wire::{DecodeError, Reader, Writer};
 
 /// Most signer tags one rating names.
-pub const MAX_RATED_SIGNERS: usize = 64;
+pub const MAX_RATED_SIGNERS: usize = 96;
 
 /// Largest encoded rating.
 pub const MAX_RATING_BYTES: usize = MAX_RECORD_BYTES + 1 + 1 + MAX_RATED_SIGNERS * SignerTag::BYTES;
@@ -87,17 +87,38 @@ impl SignerTag {
     }
 }
 
-/// The signer tags a rating names for `signers` (the pseudonyms that
-/// signed the rated id in the rater's results): all of them, or
-/// [`MAX_RATED_SIGNERS`] drawn at random from more, sorted.
-pub fn signer_tags(signers: &[PublisherId], rng: &mut impl RngCore) -> Vec<SignerTag> {
+/// The signer tags a rating of `rated` names for `signers` (the
+/// pseudonyms that signed it in the rater's results): all of them, or as
+/// many as drawn at random when there are more than
+/// [`MAX_RATED_SIGNERS`] or than keep the rating within
+/// [`crate::search::MAX_ANSWERED_RATING_BYTES`] (so that an answer can
+/// carry it), sorted.
+pub fn signer_tags(
+    signers: &[PublisherId],
+    rated: &ContentRecord,
+    rng: &mut impl RngCore,
+) -> Vec<SignerTag> {
+    let mut body = Writer::with_capacity(MAX_RECORD_BYTES);
+    let room = match rated.encode_body(&mut body) {
+        // version, kind, key, nonce | body | verdict, count | signature
+        Ok(()) => {
+            crate::search::MAX_ANSWERED_RATING_BYTES
+                .saturating_sub(1 + 1 + 32 + 8 + body.as_slice().len() + 1 + 1 + SIGNATURE_BYTES)
+                / SignerTag::BYTES
+        }
+        Err(_) => 0,
+    };
     let mut tags: Vec<SignerTag> = signers.iter().map(SignerTag::of).collect();
     tags.sort();
     tags.dedup();
-    while tags.len() > MAX_RATED_SIGNERS {
-        let i = (rng.next_u64() % tags.len() as u64) as usize;
-        tags.remove(i);
+    let keep = tags.len().min(MAX_RATED_SIGNERS).min(room);
+    // A partial Fisher-Yates shuffle: the first `keep` are a uniform draw.
+    for i in 0..keep {
+        let j = i + (rng.next_u64() % (tags.len() - i) as u64) as usize;
+        tags.swap(i, j);
     }
+    tags.truncate(keep);
+    tags.sort();
     tags
 }
 
@@ -166,7 +187,7 @@ impl Rating {
         w.put_u64(key.pow.nonce);
         self.rated.encode_body(&mut w)?;
         w.put_u8(self.verdict.as_u8());
-        // At most MAX_RATED_SIGNERS (64), checked above.
+        // At most MAX_RATED_SIGNERS (96), checked above.
         w.put_u8(rating.signers.len() as u8);
         for t in &rating.signers {
             w.put_bytes(&t.0);
@@ -464,16 +485,17 @@ mod tests {
         let ids: Vec<PublisherId> = (0..100u8)
             .map(|i| PublisherId::from_bytes([i; 32]))
             .collect();
-        let few = signer_tags(&ids[..10], &mut rng);
+        let few = signer_tags(&ids[..10], &rated(), &mut rng);
         assert_eq!(few.len(), 10);
         assert!(few.windows(2).all(|w| w[0] < w[1]));
         assert_eq!(few[3], SignerTag::of(&ids[3]));
-        let a = signer_tags(&ids, &mut rng);
-        let b = signer_tags(&ids, &mut rng);
-        assert_eq!((a.len(), b.len()), (MAX_RATED_SIGNERS, MAX_RATED_SIGNERS));
+        let a = signer_tags(&ids, &rated(), &mut rng);
+        let b = signer_tags(&ids, &rated(), &mut rng);
+        // As many as fit an answer (fewer than the bound for this name).
+        assert!(a.len() == b.len() && a.len() > 64 && a.len() <= MAX_RATED_SIGNERS);
         assert!(a.windows(2).all(|w| w[0] < w[1]));
         assert_ne!(a, b, "two raters name different samples");
-        // A rating naming the bound still fits its bound.
+        // A rating naming the bound fits what an answer carries.
         let s = Rating {
             rated: rated(),
             verdict: Verdict::Fake,
@@ -481,6 +503,23 @@ mod tests {
         }
         .sign(rater())
         .unwrap();
-        assert!(s.as_bytes().len() <= MAX_RATING_BYTES);
+        assert!(s.as_bytes().len() <= crate::search::MAX_ANSWERED_RATING_BYTES);
+        // A file with a long name and many words leaves room for fewer
+        // signers, and the rating still fits.
+        let mut long = rated();
+        long.name = "w".repeat(200);
+        long.keywords = (0..16)
+            .map(|i| format!("{i:02}{}", "k".repeat(28)))
+            .collect();
+        let fewer = signer_tags(&ids, &long, &mut rng);
+        assert!(fewer.len() < MAX_RATED_SIGNERS && !fewer.is_empty());
+        let s = Rating {
+            rated: long,
+            verdict: Verdict::Fake,
+            signers: fewer,
+        }
+        .sign(rater())
+        .unwrap();
+        assert!(s.as_bytes().len() <= crate::search::MAX_ANSWERED_RATING_BYTES);
     }
 }

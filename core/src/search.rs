@@ -37,6 +37,13 @@ use crate::wire::{DecodeError, Reader, Writer};
 /// Most bytes of one search message (fits a relay cell's data and a link
 /// cell's payload).
 pub const MAX_SEARCH_BYTES: usize = crate::circuit::MAX_DATA_BYTES;
+/// What the records of one answer may take: a message less what fits
+/// around them (the walk id, the tag, the ephemeral key, the count).
+pub const ANSWER_BUDGET_BYTES: usize = MAX_SEARCH_BYTES - 128;
+/// The largest rating an answer can carry: one quarter of the budget (the
+/// ratings' share), less its length prefix. `rating::signer_tags` names no
+/// more signers than keep a rating within it.
+pub const MAX_ANSWERED_RATING_BYTES: usize = ANSWER_BUDGET_BYTES / 4 - 2;
 /// Most words in a query.
 pub const MAX_QUERY_WORDS: usize = 8;
 /// Most records in one publish message or one answer.
@@ -504,49 +511,66 @@ pub fn select_answer<'a, R: Answerable>(
     out
 }
 
-/// Ratings of other files to put in an answer next to `records`: those
-/// that name a signer of one of them ([`crate::rating::SignerTag`]),
-/// either verdict, not in `taken`, one per rater, at most `max` within
-/// `max_bytes`; those naming more of the answer's signers first, then in
-/// an order drawn from the walk id. This is how a searcher learns what
-/// other users said of a pseudonym that signs under many names.
+/// Whether rating `r` names one of `signers`.
+fn names_any(r: &SignedRating, signers: &std::collections::BTreeSet<SignerTag>) -> bool {
+    r.rating().signers.iter().any(|t| signers.contains(t))
+}
+
+/// The signer tags of `records`.
+fn tags_of<'a>(
+    records: impl Iterator<Item = &'a SignedRecord>,
+) -> std::collections::BTreeSet<SignerTag> {
+    records
+        .map(|r| SignerTag::of(&r.publisher().id()))
+        .collect()
+}
+
+/// Whether any of `held` is a rating of a file `query` does not match
+/// that names a signer of `records` (what [`select_signer_ratings`] could
+/// take), stopping at the first.
+pub fn any_signer_rating<'a>(
+    query: &Query,
+    records: impl Iterator<Item = &'a SignedRecord>,
+    mut held: impl Iterator<Item = &'a SignedRating>,
+) -> bool {
+    let signers = tags_of(records);
+    !signers.is_empty() && held.any(|r| !query.matches(r.record()) && names_any(r, &signers))
+}
+
+/// Ratings of other files to put in an answer to `query` next to
+/// `records`: those that name a signer of one of them
+/// ([`crate::rating::SignerTag`]), either verdict, of files the query does
+/// not match (those go with the records), one per rater, at most `max`
+/// within `max_bytes`, in an order drawn from the walk id (never by how
+/// many signers a rating names: a framer naming everyone gains nothing).
+/// This is how a searcher learns what other users said of a pseudonym that
+/// signs under many names.
 pub fn select_signer_ratings<'a>(
+    query: &Query,
     records: &[&SignedRecord],
     held: impl Iterator<Item = &'a SignedRating>,
-    taken: &[&SignedRating],
     order: &WalkId,
     max: usize,
     max_bytes: usize,
 ) -> Vec<&'a SignedRating> {
-    let signers: std::collections::BTreeSet<SignerTag> = records
-        .iter()
-        .map(|r| SignerTag::of(&r.publisher().id()))
-        .collect();
+    let signers = tags_of(records.iter().copied());
     if signers.is_empty() || max == 0 {
         return Vec::new();
     }
-    let mut list: Vec<(usize, [u8; 32], &'a SignedRating)> = held
-        .filter(|r| !taken.iter().any(|t| t.as_bytes() == r.as_bytes()))
-        .filter_map(|r| {
-            let hits = r
-                .rating()
-                .signers
-                .iter()
-                .filter(|t| signers.contains(t))
-                .count();
-            (hits > 0).then(|| {
-                let mut key = [0u8; 48];
-                key[..16].copy_from_slice(&order.0);
-                key[16..].copy_from_slice(&blake3::hash(r.as_bytes()).as_bytes()[..32]);
-                (hits, *blake3::hash(&key).as_bytes(), r)
-            })
+    let mut list: Vec<([u8; 32], &'a SignedRating)> = held
+        .filter(|r| !query.matches(r.record()) && names_any(r, &signers))
+        .map(|r| {
+            let mut key = [0u8; 80];
+            key[..16].copy_from_slice(&order.0);
+            key[16..48].copy_from_slice(r.publisher().id().as_bytes());
+            key[48..].copy_from_slice(r.record().content_id.as_bytes());
+            (*blake3::hash(&key).as_bytes(), r)
         })
         .collect();
-    list.sort_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(&b.1)));
-    let mut raters: std::collections::BTreeSet<PublisherId> =
-        taken.iter().map(|r| r.publisher().id()).collect();
+    list.sort_by_key(|(k, _)| *k);
+    let mut raters = std::collections::BTreeSet::new();
     let (mut out, mut bytes) = (Vec::new(), 0);
-    for (_, _, r) in list {
+    for (_, r) in list {
         if out.len() >= max {
             break;
         }
@@ -822,9 +846,10 @@ pub const DISPUTE_MARGIN: f64 = 0.15;
 /// ([`crate::rating::SignerTag`]), whatever file they rate, so `ratings`
 /// may hold ratings of ids that are not among `records`: a publisher whose
 /// namers' weight says fake by more than [`DISPUTE_MARGIN`] (each rater
-/// once per publisher; one who named it with both verdicts, for neither)
-/// is *discredited* and adds nothing to any score; a content id all of
-/// whose publishers are discredited is disputed.
+/// once per publisher, fake if it named it in any fake rating; raters
+/// that publish among `records` not at all) is *discredited* and adds
+/// nothing to any score, nor to the tie-break; a content id all of whose
+/// publishers are discredited is disputed.
 pub fn rank(
     records: &[SignedRecord],
     ratings: &[SignedRating],
@@ -861,21 +886,30 @@ pub fn rank(
             .or_insert(Some(v));
     }
     // Each rater's verdict on each pseudonym it names, over every rating
-    // here, of these ids or of others.
-    let mut named: BTreeMap<SignerTag, BTreeMap<PublisherId, Option<Verdict>>> = BTreeMap::new();
+    // here, of these ids or of others: fake if it named it as a signer of
+    // anything it judged fake (signing real files too does not wash that
+    // out). Raters that publish in these results are not counted: a
+    // coalition does not vouch for itself.
+    let publishing: std::collections::BTreeSet<PublisherId> =
+        records.iter().map(|r| r.publisher().id()).collect();
+    let mut named: BTreeMap<SignerTag, BTreeMap<PublisherId, Verdict>> = BTreeMap::new();
     for r in ratings {
+        let rater = r.publisher().id();
+        if publishing.contains(&rater) {
+            continue;
+        }
         let v = r.rating().verdict;
         for t in &r.rating().signers {
             named
                 .entry(*t)
                 .or_default()
-                .entry(r.publisher().id())
+                .entry(rater)
                 .and_modify(|old| {
-                    if *old != Some(v) {
-                        *old = None;
+                    if v == Verdict::Fake {
+                        *old = Verdict::Fake;
                     }
                 })
-                .or_insert(Some(v));
+                .or_insert(v);
         }
     }
     let discredited = |p: &PublisherId| -> bool {
@@ -884,13 +918,9 @@ pub fn rank(
         };
         let (mut good, mut fake) = (0.0, 0.0);
         for (rater, v) in by {
-            if rater == p {
-                continue;
-            }
             match v {
-                Some(Verdict::Good) => good += standing.weight(rater, now),
-                Some(Verdict::Fake) => fake += standing.weight(rater, now),
-                None => {}
+                Verdict::Good => good += standing.weight(rater, now),
+                Verdict::Fake => fake += standing.weight(rater, now),
             }
         }
         fake > good + DISPUTE_MARGIN
@@ -952,7 +982,7 @@ pub fn rank(
         a.disputed
             .cmp(&b.disputed)
             .then(b.score.total_cmp(&a.score))
-            .then(b.publishers.cmp(&a.publishers))
+            .then((b.publishers - b.discredited).cmp(&(a.publishers - a.discredited)))
             .then(a.content_id.cmp(&b.content_id))
     });
     out

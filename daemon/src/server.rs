@@ -414,10 +414,11 @@ fn execute(
                 Some(mut rated) => {
                     rated.created = now;
                     rated.expires = now + RATING_LIFETIME_S;
+                    let signers = signer_tags(&publishers, &rated, &mut rand::rngs::OsRng);
                     let signed = Rating {
                         rated,
                         verdict: said,
-                        signers: signer_tags(&publishers, &mut rand::rngs::OsRng),
+                        signers,
                     }
                     .sign(&rater)
                     .map_err(|e| ApiError::new(ErrorKind::Internal, e.to_string()))?;

@@ -664,7 +664,10 @@ impl Downloads {
         let fake = is_decoy != wrong;
         self.misjudged += u64::from(wrong);
         let verdict = if fake { Verdict::Fake } else { Verdict::Good };
-        let signers = signer_tags(&w.signers_of(node, &id), &mut self.rng);
+        let signers = shown
+            .as_ref()
+            .map(|r| signer_tags(&w.signers_of(node, &id), r, &mut self.rng))
+            .unwrap_or_default();
         let (seed, pow) = (self.seed, self.pow);
         let rater = self.raters.entry(node).or_insert_with(|| {
             let mut rng = ChaCha20Rng::seed_from_u64(seed ^ (node as u64).rotate_left(32));

@@ -116,7 +116,7 @@ struct SearchArgs {
     downloads: usize,
     /// The window the downloads are spread over, in seconds (the
     /// searches then go on 90 s past it).
-    #[arg(long, default_value_t = 60)]
+    #[arg(long, default_value_t = 150)]
     download_window: u64,
     /// Only this many honest nodes download (0: any honest node), so that
     /// each downloads repeatedly and its ratings act on its later picks.

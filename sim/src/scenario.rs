@@ -157,7 +157,7 @@ impl Default for SearchScenario {
             judge_error: 0.1,
             share_ratings: true,
             download_delay_ms: 10_000,
-            download_window_ms: 60_000,
+            download_window_ms: 150_000,
             download_time_ms: 240_000,
         }
     }

@@ -378,14 +378,16 @@ fn ratings_of_one_decoy_discredit_its_signers_under_every_name() {
         naming("film y", 3, 101, Fake, &coalition[3..]),
     ];
     assert_eq!(rank(&all, &part, &st, now)[0].discredited, 0);
-    // A rater that named one pseudonym with both verdicts counts for
-    // neither; raters naming it good weigh against those naming it fake.
-    let hedged = [
-        naming("film y", 3, 100, Fake, &coalition),
-        naming("film z", 4, 100, Good, &coalition),
-        naming("film y", 3, 101, Fake, &coalition),
-    ];
-    assert_eq!(rank(&all, &hedged, &st, now)[0].discredited, 0);
+    // A rater that named a pseudonym in any fake rating counts it fake:
+    // the same users rating another file good, with the coalition among
+    // its signers, do not wash the decoy out (a coalition co-signing a
+    // real file to launder itself).
+    let mut laundered = two.to_vec();
+    let mut real_w: Vec<u8> = vec![3];
+    real_w.extend(&coalition);
+    laundered.extend([100, 101].map(|who| naming("film w", 5, who, Good, &real_w)));
+    assert_eq!(rank(&all, &laundered, &st, now)[1].discredited, 6);
+    // Other raters naming it good weigh against those naming it fake.
     let countered = [
         naming("film y", 3, 100, Fake, &coalition),
         naming("film y", 3, 101, Fake, &coalition),
@@ -393,17 +395,40 @@ fn ratings_of_one_decoy_discredit_its_signers_under_every_name() {
         naming("film y", 3, 103, Good, &coalition),
     ];
     assert_eq!(rank(&all, &countered, &st, now)[0].discredited, 0);
-    // A pseudonym naming itself good does not count.
-    let selfish: Vec<_> = two
-        .iter()
-        .cloned()
-        .chain(
-            coalition
-                .iter()
-                .map(|w| naming("film y", 3, *w, Good, &[*w])),
-        )
+    // The coalition's own pseudonyms vouching for each other (and for
+    // themselves) count for nothing: raters that publish in the results
+    // are not counted.
+    let mut vouched: Vec<_> = (100..105)
+        .map(|who| naming("film y", 3, who, Fake, &coalition))
         .collect();
-    assert_eq!(rank(&all, &selfish, &st, now)[1].discredited, 6);
+    vouched.extend(
+        coalition
+            .iter()
+            .map(|w| naming("film z", 4, *w, Good, &coalition)),
+    );
+    let r = rank(&all, &vouched, &st, now);
+    assert_eq!(r[0].content_id, ContentId::from_bytes([1; 32]));
+    assert_eq!(r[1].discredited, 6);
+}
+
+#[test]
+fn discredited_signers_do_not_win_the_tie_break() {
+    use crate::rating::Verdict::Fake;
+    let now = NOW_S * 1000;
+    let st = Standing::default();
+    // A discredited decoy plus one fresh pseudonym nobody named scores as
+    // much as a real file with one fresh publisher (0.1 each): the tie
+    // goes by publishers not discredited (one each), then by content id.
+    let mut all: Vec<SignedRecord> = vec![record("film x", 1, 1)];
+    all.extend((10..17).map(|w| record("film x", 2, w)));
+    let coalition: Vec<u8> = (10..16).collect();
+    let ratings: Vec<_> = (100..102)
+        .map(|who| naming("film y", 3, who, Fake, &coalition))
+        .collect();
+    let r = rank(&all, &ratings, &st, now);
+    assert_eq!((r[0].score, r[1].score), (0.1, 0.1));
+    assert_eq!(r[0].content_id, ContentId::from_bytes([1; 32]));
+    assert_eq!((r[1].discredited, r[1].disputed), (6, false));
 }
 
 /// The attacker's chair: a coalition of fresh raters that names honest
@@ -464,38 +489,42 @@ fn framing_an_honest_publisher_costs_what_disputing_its_file_costs() {
 #[test]
 fn holders_add_ratings_that_name_the_answers_signers_once_per_rater() {
     use crate::rating::Verdict::{Fake, Good};
-    let records: Vec<SignedRecord> = (10..13).map(|w| record("film x", 2, w)).collect();
+    let records: Vec<SignedRecord> = (10..13).map(|w| record("film xx", 2, w)).collect();
     let shown: Vec<&SignedRecord> = records.iter().collect();
+    let q = Query::parse("film xx").unwrap();
     let held = [
-        naming("film y", 3, 100, Fake, &[10, 11, 12]),
-        naming("film y", 3, 101, Fake, &[12]),
-        naming("film z", 4, 101, Fake, &[10]),
-        naming("film y", 3, 102, Good, &[11]),
-        naming("film w", 6, 103, Fake, &[50, 51]),
-        naming("film x", 2, 104, Fake, &[10]),
+        naming("show yy", 3, 100, Fake, &[10, 11, 12]),
+        naming("show yy", 3, 101, Fake, &[12]),
+        naming("show zz", 4, 101, Fake, &[10]),
+        naming("show yy", 3, 102, Good, &[11]),
+        naming("show ww", 6, 103, Fake, &[50, 51]),
+        // Of a file the query matches: it goes with the records, if at all.
+        naming("film xx", 2, 104, Fake, &[10]),
     ];
-    let taken = [&held[5]];
+    let who = |r: &crate::rating::SignedRating| -> u8 {
+        (100..=104)
+            .find(|w| naming("x", 0, *w, Fake, &[]).publisher() == r.publisher())
+            .unwrap()
+    };
     let w = WalkId([3; 16]);
-    let out = select_signer_ratings(&shown, held.iter(), &taken, &w, 8, 1 << 20);
-    let raters: Vec<u8> = out
-        .iter()
-        .map(|r| {
-            (100..=104)
-                .find(|who| naming("x", 0, *who, Fake, &[]).publisher() == r.publisher())
-                .unwrap()
+    let out = select_signer_ratings(&q, &shown, held.iter(), &w, 8, 1 << 20);
+    let mut raters: Vec<u8> = out.iter().map(|r| who(r)).collect();
+    raters.sort();
+    // One of rater 101's two, the good one too; never a rating naming none
+    // of them, nor one of a matching file.
+    assert_eq!(raters, vec![100, 101, 102]);
+    assert!(any_signer_rating(&q, records.iter(), held.iter()));
+    assert!(!any_signer_rating(&q, records.iter(), held[4..].iter()));
+    // The order is drawn from the walk id, not from how many signers a
+    // rating names: the one naming all three is not always first.
+    let firsts: std::collections::BTreeSet<u8> = (0..16u8)
+        .map(|i| {
+            who(select_signer_ratings(&q, &shown, held.iter(), &WalkId([i; 16]), 1, 1 << 20)[0])
         })
         .collect();
-    // The rating naming most of them first; one of rater 101's two; the
-    // good one too; never a rating naming none of them, nor one taken.
-    assert_eq!(raters.len(), 3);
-    assert_eq!(raters[0], 100);
-    assert!(raters.contains(&101) && raters.contains(&102));
+    assert!(firsts.len() > 1, "{firsts:?}");
     // Bounded by count and by bytes.
-    assert_eq!(
-        select_signer_ratings(&shown, held.iter(), &taken, &w, 1, 1 << 20).len(),
-        1
-    );
     let one = held[0].as_bytes().len() + 2;
-    assert!(select_signer_ratings(&shown, held.iter(), &taken, &w, 8, one - 1).len() <= 1);
-    assert!(select_signer_ratings(&[], held.iter(), &taken, &w, 8, 1 << 20).is_empty());
+    assert!(select_signer_ratings(&q, &shown, held.iter(), &w, 8, one - 1).len() <= 1);
+    assert!(select_signer_ratings(&q, &[], held.iter(), &w, 8, 1 << 20).is_empty());
 }

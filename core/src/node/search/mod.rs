@@ -296,9 +296,12 @@ const MAX_ANSWER_PROVIDERS: usize = 4;
 /// Most ratings in one answer (to a word query), in at most a quarter of
 /// the message.
 const MAX_ANSWER_RATINGS: usize = 4;
+/// Publish walks an exit starts for a message of ratings alone (one for
+/// records): a rating is stored about four times as widely as a record.
+const RATING_PUBLISH_WALKS: usize = 4;
 /// Most ratings of other files naming the answer's signers in one answer
 /// (in at most a quarter of it).
-const MAX_ANSWER_SIGNER_RATINGS: usize = 4;
+const MAX_ANSWER_SIGNER_RATINGS: usize = 2;
 /// Most ratings our user keeps published (the newest are kept).
 pub const MAX_OWN_RATINGS: usize = 4096;
 
@@ -766,6 +769,14 @@ impl Search {
                 if ok.is_empty() {
                     return;
                 }
+                // Ratings alone (they never share a message with records)
+                // go out on more walks: one per download, and each reaches
+                // searchers of every name its signers sign.
+                let walks = if ok.content.is_empty() && ok.providers.is_empty() {
+                    RATING_PUBLISH_WALKS
+                } else {
+                    1
+                };
                 let records = ok.encodings();
                 self.store(cx, v, &records);
                 let walk = Walk {
@@ -773,7 +784,7 @@ impl Search {
                     flood_ttl: None,
                     body: WalkBody::Publish { records },
                 };
-                self.launch(cx, v, &walk, 1);
+                self.launch(cx, v, &walk, walks);
             }
             ToExit::Search {
                 walk,
@@ -908,7 +919,7 @@ impl Search {
         let p = &cx.config.search;
         // What fits one sealed message: the walk id, the tag, the
         // ephemeral key and the record count around the encodings.
-        let budget = MAX_SEARCH_BYTES - 128;
+        let budget = search::ANSWER_BUDGET_BYTES;
         // For an exact id, the providers first (what a downloader needs),
         // in at most half the message; the content records in the rest.
         let providers = match query {
@@ -939,43 +950,39 @@ impl Search {
             .chain(ratings.iter().map(|r| r.as_bytes().len() + 2))
             .sum();
         // For words, ratings of other files that name the answer's signers
-        // get up to a quarter, kept back from the records only if some
-        // rating held names a signer of a matching record.
+        // get up to a quarter and MAX_ANSWER_SIGNER_RATINGS places, kept
+        // back from the records only if some rating held names a signer of
+        // a matching record. Every part counts against the places of one
+        // message (MAX_RECORDS_PER_MSG), or the answer could not be sealed.
         let reserve = match query {
-            Query::Words(_) => {
-                let matching: Vec<&SignedRecord> = self
-                    .index
-                    .records()
-                    .filter(|r| query.matches(r.record()))
-                    .collect();
-                let any = search::select_signer_ratings(
-                    &matching,
+            Query::Words(_)
+                if search::any_signer_rating(
+                    query,
+                    self.index.records().filter(|r| query.matches(r.record())),
                     self.ratings.records(),
-                    &ratings,
-                    walk,
-                    1,
-                    budget / 4,
-                );
-                if any.is_empty() { 0 } else { budget / 4 }
+                ) =>
+            {
+                (budget / 4, MAX_ANSWER_SIGNER_RATINGS)
             }
-            Query::Content(_) => 0,
+            _ => (0, 0),
         };
+        let places = MAX_RECORDS_PER_MSG.saturating_sub(providers.len() + ratings.len());
         let chosen = search::select_answer(
             query,
             self.index.records(),
             walk,
-            p.max_answer_records,
-            budget - used - reserve,
+            p.max_answer_records.min(places.saturating_sub(reserve.1)),
+            budget - used - reserve.0,
             p.max_answer_per_publisher,
         );
         let used = used + chosen.iter().map(|r| r.as_bytes().len() + 2).sum::<usize>();
-        let signer_ratings = if reserve > 0 {
+        let signer_ratings = if reserve.1 > 0 {
             search::select_signer_ratings(
+                query,
                 &chosen,
                 self.ratings.records(),
-                &ratings,
                 walk,
-                MAX_ANSWER_SIGNER_RATINGS,
+                reserve.1.min(places.saturating_sub(chosen.len())),
                 budget - used,
             )
         } else {

@@ -630,3 +630,61 @@ fn an_exit_never_reads_the_library_and_a_rating_in_one_message() {
         "published and republished ({with_rating})"
     );
 }
+
+/// The attacker's chair: small records under one name, ratings of those
+/// files and ratings of another file naming their signers, together more
+/// than one message's places (12 records + 4 + 2 > 16). A holder must
+/// still answer (every part is counted against the places), or anyone
+/// could silence the holders of a name by publishing ratings.
+#[test]
+fn ratings_naming_signers_never_push_an_answer_past_one_message() {
+    use crate::rating::{Rating, SignerTag, Verdict};
+    let mut net = ready(12);
+    let to = 5;
+    let from = neighbour(&net, to);
+    let now = T0 + 12_000;
+    // 20 small records "ab", distinct ids and signers.
+    let recs: Vec<SignedRecord> = (0..20u8).map(|i| record("ab", 100 + i, 100 + i)).collect();
+    for (k, chunk) in recs.chunks(8).enumerate() {
+        plant(&mut net, from, to, chunk, 10 + k as u8, now);
+    }
+    let rate = |who: u8, name: &str, id: u8, signers: Vec<SignerTag>| {
+        let p = Pseudonym::from_key(SigningKey::from_bytes(&[who; 32]), PowParams::TESTNET);
+        Rating {
+            rated: record(name, id, 1).record().clone(),
+            verdict: Verdict::Good,
+            signers,
+        }
+        .sign(&p)
+        .unwrap()
+        .to_bytes()
+    };
+    let plant_bytes = |net: &mut TestNet, rs: Vec<Vec<u8>>, seed: u8| {
+        let walk = Walk {
+            id: WalkId([seed; 16]),
+            flood_ttl: None,
+            body: WalkBody::Publish { records: rs },
+        };
+        inject(net, from, to, command::WALK, &walk.encode().unwrap(), now);
+        net.pump(now);
+    };
+    // 8 raters of matching "ab" files: the ratings' places fill up.
+    let per_id: Vec<Vec<u8>> = (0..8u8)
+        .map(|i| rate(150 + i, "ab", 100 + i, vec![SignerTag([8; 8])]))
+        .collect();
+    plant_bytes(&mut net, per_id, 30);
+    assert!(probe(&mut net, from, to, "ab", 40), "answers before");
+    // 4 ratings of another file naming every signer of the "ab" records.
+    let all: Vec<SignerTag> = recs
+        .iter()
+        .map(|r| SignerTag::of(&r.publisher().id()))
+        .collect();
+    let signer: Vec<Vec<u8>> = (0..4u8)
+        .map(|i| rate(170 + i, "cd", 200, all.clone()))
+        .collect();
+    plant_bytes(&mut net, signer, 31);
+    let answered = (0..8u8)
+        .filter(|s| probe(&mut net, from, to, "ab", 50 + s))
+        .count();
+    assert_eq!(answered, 8, "the holder still answers every probe");
+}
