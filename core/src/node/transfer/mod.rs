@@ -309,12 +309,23 @@ impl Transfers {
         for (d, dl) in &mut self.downloads {
             let have = self.sources.values().filter(|s| s.download == *d).count();
             for _ in have..max {
-                // At random: service ids can be ground to sort first.
+                // At random among those that failed least: a provider
+                // never tried goes before one that already failed (a
+                // staller is replaced by a fresh provider, not retried
+                // while untried ones wait). At random: service ids can be
+                // ground to sort first.
                 let now = cx.now;
-                let ready: Vec<PublisherId> = dl
+                let fails = |s: &PublisherId| dl.fails.get(s).copied().unwrap_or(0);
+                let least = dl
                     .candidates
                     .iter()
                     .filter(|(_, (_, at))| *at <= now)
+                    .map(|(s, _)| fails(s))
+                    .min();
+                let ready: Vec<PublisherId> = dl
+                    .candidates
+                    .iter()
+                    .filter(|(s, (_, at))| *at <= now && Some(fails(s)) == least)
                     .map(|(s, _)| *s)
                     .collect();
                 if ready.is_empty() {

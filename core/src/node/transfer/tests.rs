@@ -212,6 +212,50 @@ fn a_silent_source_is_replaced_by_the_other() {
 }
 
 #[test]
+fn stallers_are_replaced_by_untried_providers_not_retried_first() {
+    // One source at a time, eight stallers and one honest provider: each
+    // staller is dropped at its first stall (it never served), and the
+    // next source is always a provider not tried yet, so the honest one is
+    // reached after at most eight stalls, with no staller tried twice.
+    let mut w = world(
+        &[
+            (1, Sharer::Silent),
+            (2, Sharer::Silent),
+            (3, Sharer::Silent),
+            (4, Sharer::Silent),
+            (6, Sharer::Silent),
+            (7, Sharer::Silent),
+            (8, Sharer::Silent),
+            (10, Sharer::Silent),
+            (5, Sharer::Honest),
+        ],
+        4 * PIECE_BYTES as usize,
+        |_, c| {
+            c.transfer.schedule.stall_ms = 3_000;
+            c.transfer.max_sources = 1;
+        },
+    );
+    start(&mut w, Bitfield::new(4 * PIECE_BYTES));
+    w.run(180_000);
+    assert!(w.done, "the download finished");
+    assert_eq!(w.bytes(), w.data);
+    let stalled: Vec<PublisherId> = w
+        .dropped
+        .iter()
+        .filter(|(_, r, proven)| *r == DropReason::Stalled && !*proven)
+        .map(|(s, _, _)| *s)
+        .collect();
+    let distinct: std::collections::BTreeSet<_> = stalled.iter().collect();
+    assert_eq!(
+        distinct.len(),
+        stalled.len(),
+        "a staller tried twice: {stalled:?}"
+    );
+    assert!(!stalled.is_empty(), "the test reaches stallers first");
+    assert!(stalled.len() <= 8 && !stalled.contains(&w.service_of(5)));
+}
+
+#[test]
 fn a_resumed_download_fetches_only_what_is_missing() {
     let size = 8 * PIECE_BYTES;
     let mut w = world(&[(3, Sharer::Honest)], size as usize, |_, _| {});
