@@ -41,17 +41,31 @@ fn ready(n: u8) -> TestNet {
     net
 }
 
+/// The records and ratings node `i`'s search `id` brought.
+fn results_and_ratings(
+    net: &TestNet,
+    i: usize,
+    id: SearchId,
+) -> (Vec<SignedRecord>, Vec<crate::rating::SignedRating>) {
+    let (mut records, mut ratings) = (Vec::new(), Vec::new());
+    for (n, e) in net.events() {
+        if let Event::SearchResults {
+            search,
+            records: r,
+            ratings: g,
+        } = e
+            && *n == i
+            && *search == id
+        {
+            records.extend(r.iter().cloned());
+            ratings.extend(g.iter().cloned());
+        }
+    }
+    (records, ratings)
+}
+
 fn results(net: &TestNet, i: usize, id: SearchId) -> Vec<SignedRecord> {
-    net.events()
-        .iter()
-        .filter_map(|(n, e)| match e {
-            Event::SearchResults {
-                search, records, ..
-            } if *n == i && *search == id => Some(records.clone()),
-            _ => None,
-        })
-        .flatten()
-        .collect()
+    results_and_ratings(net, i, id).0
 }
 
 #[test]
@@ -100,7 +114,7 @@ fn a_search_finds_a_record_published_from_another_node() {
 
 #[test]
 fn a_rating_reaches_a_later_searcher_and_buries_the_decoy_it_names() {
-    use crate::rating::{Rating, SignedRating, Verdict};
+    use crate::rating::{Rating, Verdict};
     let mut net = ready(16);
     let now = T0 + 12_000;
     // A decoy with two fresh publishers outranks the real file's one.
@@ -135,20 +149,7 @@ fn a_rating_reaches_a_later_searcher_and_buries_the_decoy_it_names() {
         .search(now, Query::parse("popular film").unwrap())
         .unwrap();
     net.run_from(now, now + 9_000);
-    let (mut records, mut ratings): (Vec<SignedRecord>, Vec<SignedRating>) = (vec![], vec![]);
-    for (n, e) in net.events() {
-        if let Event::SearchResults {
-            search,
-            records: r,
-            ratings: g,
-        } = e
-            && *n == 9
-            && *search == id
-        {
-            records.extend(r.iter().cloned());
-            ratings.extend(g.iter().cloned());
-        }
-    }
+    let (records, ratings) = results_and_ratings(&net, 9, id);
     assert!(!ratings.is_empty(), "ratings came back with the records");
     let st = crate::search::Standing::default();
     let unrated = crate::search::rank(&records, &[], &st, now);
@@ -165,7 +166,7 @@ fn a_rating_reaches_a_later_searcher_and_buries_the_decoy_it_names() {
 
 #[test]
 fn ratings_of_another_name_reach_a_searcher_through_the_signers_they_name() {
-    use crate::rating::{Rating, SignedRating, SignerTag, Verdict};
+    use crate::rating::{Rating, SignerTag, Verdict};
     let mut net = ready(16);
     let now = T0 + 12_000;
     // The coalition (pseudonyms 2 and 3) signs a decoy of "popular film"
@@ -202,20 +203,7 @@ fn ratings_of_another_name_reach_a_searcher_through_the_signers_they_name() {
         .search(now, Query::parse("popular film").unwrap())
         .unwrap();
     net.run_from(now, now + 9_000);
-    let (mut records, mut ratings): (Vec<SignedRecord>, Vec<SignedRating>) = (vec![], vec![]);
-    for (n, e) in net.events() {
-        if let Event::SearchResults {
-            search,
-            records: r,
-            ratings: g,
-        } = e
-            && *n == 9
-            && *search == id
-        {
-            records.extend(r.iter().cloned());
-            ratings.extend(g.iter().cloned());
-        }
-    }
+    let (records, ratings) = results_and_ratings(&net, 9, id);
     // Only "popular film" records came back as results, and with them the
     // ratings of "other show" that name their signers.
     assert!(
