@@ -183,14 +183,7 @@ fn ranking_counts_distinct_aged_pseudonyms_and_standing() {
 }
 
 fn rating(id: u8, who: u8, verdict: crate::rating::Verdict) -> crate::rating::SignedRating {
-    let p = Pseudonym::from_key(SigningKey::from_bytes(&[who; 32]), PowParams::TESTNET);
-    crate::rating::Rating {
-        rated: record("film x", id, 250).record().clone(),
-        verdict,
-        signers: vec![],
-    }
-    .sign(&p)
-    .unwrap()
+    naming("film x", id, who, verdict, &[])
 }
 
 #[test]

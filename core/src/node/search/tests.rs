@@ -112,9 +112,32 @@ fn a_search_finds_a_record_published_from_another_node() {
     );
 }
 
+/// Two users (rater pseudonyms 20 and 21, on nodes 6 and 7) rate `rated`
+/// fake at `now`, naming `signers`.
+fn two_users_rate_fake(
+    net: &mut TestNet,
+    rated: &ContentRecord,
+    signers: &[crate::rating::SignerTag],
+    now: Millis,
+) {
+    for (who, node) in [(20u8, 6usize), (21, 7)] {
+        let rater = Pseudonym::from_key(SigningKey::from_bytes(&[who; 32]), PowParams::TESTNET);
+        let mut rated = rated.clone();
+        rated.created = now / 1000;
+        rated.expires = now / 1000 + 3600;
+        let rating = crate::rating::Rating {
+            rated,
+            verdict: crate::rating::Verdict::Fake,
+            signers: signers.to_vec(),
+        }
+        .sign(&rater)
+        .unwrap();
+        net.nodes_mut()[node].rate(now, rating);
+    }
+}
+
 #[test]
 fn a_rating_reaches_a_later_searcher_and_buries_the_decoy_it_names() {
-    use crate::rating::{Rating, Verdict};
     let mut net = ready(16);
     let now = T0 + 12_000;
     // A decoy with two fresh publishers outranks the real file's one.
@@ -127,20 +150,7 @@ fn a_rating_reaches_a_later_searcher_and_buries_the_decoy_it_names() {
     net.nodes_mut()[4].publish(now, vec![decoys[0].clone()]);
     net.nodes_mut()[5].publish(now, vec![decoys[1].clone()]);
     // Two users who downloaded the decoy rate it fake.
-    for (who, node) in [(20u8, 6usize), (21, 7)] {
-        let rater = Pseudonym::from_key(SigningKey::from_bytes(&[who; 32]), PowParams::TESTNET);
-        let mut rated = decoys[0].record().clone();
-        rated.created = now / 1000;
-        rated.expires = now / 1000 + 3600;
-        let rating = Rating {
-            rated,
-            verdict: Verdict::Fake,
-            signers: vec![],
-        }
-        .sign(&rater)
-        .unwrap();
-        net.nodes_mut()[node].rate(now, rating);
-    }
+    two_users_rate_fake(&mut net, decoys[0].record(), &[], now);
     net.run_from(now, now + 3_000);
     let held: usize = net.nodes().iter().map(|n| n.search.ratings.len()).sum();
     assert!(held >= 2, "ratings are held by index holders ({held})");
@@ -166,7 +176,7 @@ fn a_rating_reaches_a_later_searcher_and_buries_the_decoy_it_names() {
 
 #[test]
 fn ratings_of_another_name_reach_a_searcher_through_the_signers_they_name() {
-    use crate::rating::{Rating, SignerTag, Verdict};
+    use crate::rating::SignerTag;
     let mut net = ready(16);
     let now = T0 + 12_000;
     // The coalition (pseudonyms 2 and 3) signs a decoy of "popular film"
@@ -183,20 +193,12 @@ fn ratings_of_another_name_reach_a_searcher_through_the_signers_they_name() {
     net.nodes_mut()[3].publish(now, vec![real.clone()]);
     net.nodes_mut()[4].publish(now, vec![decoys[0].clone(), record("other show.mkv", 5, 2)]);
     net.nodes_mut()[5].publish(now, vec![decoys[1].clone(), record("other show.mkv", 5, 3)]);
-    for (who, node) in [(20u8, 6usize), (21, 7)] {
-        let rater = Pseudonym::from_key(SigningKey::from_bytes(&[who; 32]), PowParams::TESTNET);
-        let mut rated = record("other show.mkv", 5, 2).record().clone();
-        rated.created = now / 1000;
-        rated.expires = now / 1000 + 3600;
-        let rating = Rating {
-            rated,
-            verdict: Verdict::Fake,
-            signers: coalition.clone(),
-        }
-        .sign(&rater)
-        .unwrap();
-        net.nodes_mut()[node].rate(now, rating);
-    }
+    two_users_rate_fake(
+        &mut net,
+        record("other show.mkv", 5, 2).record(),
+        &coalition,
+        now,
+    );
     net.run_from(now, now + 3_000);
     let now = now + 3_000;
     let id = net.nodes_mut()[9]
