@@ -67,6 +67,13 @@ use crate::wire::{DecodeError, Reader, Writer};
 /// Most signer tags one rating names.
 pub const MAX_RATED_SIGNERS: usize = 96;
 
+/// Most signers of a content id a node keeps from the answers to one
+/// download's own searches for providers (each signer once). A fake
+/// verdict names them with those the user's search showed; a good one
+/// does not (anyone can sign a record of a popular id and slip it into
+/// those answers, to be credited by the user's approval).
+pub const MAX_DOWNLOAD_SIGNERS: usize = 256;
+
 /// Largest encoded rating.
 pub const MAX_RATING_BYTES: usize = MAX_RECORD_BYTES + 1 + 1 + MAX_RATED_SIGNERS * SignerTag::BYTES;
 

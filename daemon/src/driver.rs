@@ -70,6 +70,7 @@ use veil_core::node::{
     Node, PeerInfo, SearchError, SearchId, SendError, Stats,
 };
 use veil_core::node::{DownloadId, SessionId};
+use veil_core::rating::MAX_DOWNLOAD_SIGNERS;
 use veil_core::record::{SignedRecord, Unchecked};
 use veil_core::rendezvous::ServiceKey;
 use veil_core::search::Query;
@@ -713,6 +714,10 @@ pub enum DownloadUpdate {
     },
     /// The number of sources with an open session changed to this.
     Sources(usize),
+    /// Pseudonyms that signed records of the content, from the node's own
+    /// searches for its providers (each once): noted so that a fake
+    /// verdict on the content reaches and names them too.
+    Signers(Vec<PublisherId>),
     /// Every piece is held.
     Done,
 }
@@ -733,6 +738,8 @@ struct DownloadTask {
     updates: std::sync::mpsc::Sender<DownloadUpdate>,
     /// The source count last sent.
     sources: usize,
+    /// Signers of the content already sent (see [`DownloadUpdate::Signers`]).
+    signers: std::collections::BTreeSet<PublisherId>,
 }
 
 /// What becomes of a search started with [`NetView::search`].
@@ -904,6 +911,7 @@ async fn run_node(
                         id,
                         updates,
                         sources: 0,
+                        signers: Default::default(),
                     };
                     tasks.downloads.insert(d, task);
                 }
@@ -1149,10 +1157,32 @@ fn drain(
                     ratings,
                 } => {
                     tracing::debug!(search = search.0, records = records.len(), "search results");
-                    if let Some(tx) = searches.get(&search)
-                        && tx.send(SearchUpdate::Results(records, ratings)).is_err()
-                    {
-                        searches.remove(&search);
+                    match searches.get(&search) {
+                        Some(tx) => {
+                            if tx.send(SearchUpdate::Results(records, ratings)).is_err() {
+                                searches.remove(&search);
+                            }
+                        }
+                        // The node's own search for a download's providers:
+                        // the records' signers go to that download.
+                        // Each signer once per download, and at most
+                        // MAX_DOWNLOAD_SIGNERS: an answer repeated a
+                        // thousand times costs one store write at most.
+                        None => {
+                            for t in tasks.downloads.values_mut() {
+                                let mut new = Vec::new();
+                                for r in records.iter().filter(|r| r.record().content_id == t.id) {
+                                    let p = r.publisher().id();
+                                    if t.signers.len() < MAX_DOWNLOAD_SIGNERS && t.signers.insert(p)
+                                    {
+                                        new.push(p);
+                                    }
+                                }
+                                if !new.is_empty() {
+                                    let _ = t.updates.send(DownloadUpdate::Signers(new));
+                                }
+                            }
+                        }
                     }
                 }
                 Event::SearchDone { search } => {

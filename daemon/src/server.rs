@@ -372,11 +372,25 @@ fn execute(
         Command::Rate { id, verdict } => {
             let content = parse_id(&id)?;
             let mut store = lock(&d.library.store)?;
-            let publishers = store.publishers_of(&content).map_err(internal)?;
+            // A fake verdict also reaches the signers only the download's
+            // own searches brought (they signed what the user judged); a
+            // good one only those a search of the user's showed, so that
+            // nobody is credited by slipping a record into those answers.
+            let publishers = store
+                .publishers_of(&content, verdict == Verdict::Fake)
+                .map_err(internal)?;
             if publishers.is_empty() {
+                let downloaded = !store
+                    .publishers_of(&content, true)
+                    .map_err(internal)?
+                    .is_empty();
                 return Err(ApiError::new(
                     ErrorKind::BadRequest,
-                    "no search result of this node had that id: search for it first",
+                    if downloaded {
+                        "only this node's download of that id saw its records, and a good verdict reaches only the publishers a search showed: search for it first"
+                    } else {
+                        "no search or download of this node saw a record of that id: search for it first"
+                    },
                 ));
             }
             let (delta, said) = match verdict {
@@ -851,6 +865,19 @@ fn fetch(
             DownloadUpdate::Sources(n) => {
                 sources = n;
                 progress(report(&part, sources));
+            }
+            DownloadUpdate::Signers(signers) => {
+                // Not "seen" for ranking: the user never saw them.
+                // A store that cannot take them does not stop the fetch.
+                let noted = lock(&d.library.store)
+                    .map_err(|e| e.message)
+                    .and_then(|mut s| {
+                        s.note_download_signers(&id, &signers, now_ms())
+                            .map_err(|e| format!("{e:#}"))
+                    });
+                if let Err(e) = noted {
+                    tracing::warn!("cannot note the content's signers: {e}");
+                }
             }
             DownloadUpdate::Dropped {
                 service,

@@ -171,6 +171,13 @@ const MIGRATIONS: &[&str] = &[
         created     INTEGER NOT NULL
     );
     "#,
+    // 5 -> 6: pairs that only a download's own searches for providers
+    // brought (never a search of the user's): `veil rate ... fake` reaches
+    // them, `good` does not (anyone can sign a record of a popular id and
+    // slip it into those answers, to be credited by the user's approval).
+    r#"
+    ALTER TABLE result_publishers ADD COLUMN from_download INTEGER NOT NULL DEFAULT 0;
+    "#,
 ];
 
 /// What a search showed of one content id: one record's encoding, and
@@ -521,11 +528,45 @@ impl Store {
         {
             let mut stmt = tx.prepare(
                 "INSERT INTO result_publishers (content_id, publisher, seen_ms) VALUES (?1, ?2, ?3)
-                    ON CONFLICT(content_id, publisher) DO UPDATE SET seen_ms = ?3",
+                    ON CONFLICT(content_id, publisher) DO UPDATE SET seen_ms = ?3, from_download = 0",
             )?;
             for (c, p) in pairs {
                 stmt.execute(params![
                     c.as_bytes().as_slice(),
+                    p.as_bytes().as_slice(),
+                    now
+                ])?;
+            }
+        }
+        tx.execute(
+            "DELETE FROM result_publishers WHERE rowid IN (SELECT rowid FROM result_publishers
+                ORDER BY seen_ms DESC LIMIT -1 OFFSET ?1)",
+            params![MAX_RESULT_PUBLISHERS],
+        )?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// Remembers pseudonyms that signed records of `content` in the
+    /// answers to a download's own searches for providers (bounded with
+    /// the search pairs; a pair a search of the user's showed stays one).
+    pub fn note_download_signers(
+        &mut self,
+        content: &ContentId,
+        signers: &[PublisherId],
+        now_ms: u64,
+    ) -> anyhow::Result<()> {
+        let now = i64::try_from(now_ms).unwrap_or(i64::MAX);
+        let tx = self.conn.transaction()?;
+        {
+            let mut stmt = tx.prepare(
+                "INSERT INTO result_publishers (content_id, publisher, seen_ms, from_download)
+                    VALUES (?1, ?2, ?3, 1)
+                    ON CONFLICT(content_id, publisher) DO UPDATE SET seen_ms = ?3",
+            )?;
+            for p in signers {
+                stmt.execute(params![
+                    content.as_bytes().as_slice(),
                     p.as_bytes().as_slice(),
                     now
                 ])?;
@@ -642,11 +683,17 @@ impl Store {
 
     /// The pseudonyms that signed records for `content` in our search
     /// results.
-    pub fn publishers_of(&self, content: &ContentId) -> anyhow::Result<Vec<PublisherId>> {
+    pub fn publishers_of(
+        &self,
+        content: &ContentId,
+        with_download: bool,
+    ) -> anyhow::Result<Vec<PublisherId>> {
         let mut stmt = self.conn.prepare(
-            "SELECT publisher FROM result_publishers WHERE content_id = ?1 ORDER BY publisher",
+            "SELECT publisher FROM result_publishers
+                WHERE content_id = ?1 AND (from_download = 0 OR ?2)
+                ORDER BY publisher",
         )?;
-        let rows = stmt.query_map(params![content.as_bytes().as_slice()], |r| {
+        let rows = stmt.query_map(params![content.as_bytes().as_slice(), with_download], |r| {
             r.get::<_, Vec<u8>>(0)
         })?;
         let mut out = Vec::new();
@@ -1169,12 +1216,24 @@ mod tests {
         let mut s = s;
         let c = ContentId::from_bytes([9; 32]);
         s.note_results(&[(c, id), (c, id)], 10).unwrap();
-        assert_eq!(s.publishers_of(&c).unwrap(), vec![id]);
+        assert_eq!(s.publishers_of(&c, false).unwrap(), vec![id]);
         assert!(
-            s.publishers_of(&ContentId::from_bytes([8; 32]))
+            s.publishers_of(&ContentId::from_bytes([8; 32]), true)
                 .unwrap()
                 .is_empty()
         );
+        // A signer only a download's searches for providers brought is
+        // reached by a fake verdict, not by a good one; one a search of
+        // the user's showed stays reached by both.
+        let other = PublisherId::from_bytes([7; 32]);
+        s.note_download_signers(&c, &[other, id], 11).unwrap();
+        assert_eq!(s.publishers_of(&c, false).unwrap(), vec![id]);
+        let mut both = vec![id, other];
+        both.sort();
+        assert_eq!(s.publishers_of(&c, true).unwrap(), both);
+        // Once a search of the user's shows it too, it is a search's.
+        s.note_results(&[(c, other)], 12).unwrap();
+        assert_eq!(s.publishers_of(&c, false).unwrap(), both);
     }
 
     #[test]

@@ -147,16 +147,31 @@ struct Dl {
     /// The node's user had rated a decoy fake before this pick.
     after_fake_decoy: bool,
     started_ms: Millis,
+    /// When the user asked for it.
+    asked_ms: Millis,
     /// The assembled bytes.
     buf: Vec<u8>,
     took_ms: Option<Millis>,
     /// The bytes equal the content placed for the chosen id.
     intact: Option<bool>,
+    /// What the user saw when it chose (for `--trace-downloads`).
+    view: Option<serde_json::Value>,
+    /// The user misjudges what it downloads (drawn with the plan when it
+    /// asks, so that the same users err whatever the nodes do).
+    misjudged: bool,
+    /// How many signers its rating named.
+    named: usize,
 }
 
 /// The download workload's state.
 #[derive(Debug)]
 pub(crate) struct Downloads {
+    /// The plan: when downloads are asked for, by whom, of what, and
+    /// whether the user will misjudge what it gets. Its own stream, so
+    /// that a change to what the nodes do (or to the draws below) leaves
+    /// the users' plan as it was and runs compare download for download.
+    pub(crate) plan: ChaCha20Rng,
+    /// Everything else: service keys, signer samples.
     pub(crate) rng: ChaCha20Rng,
     judge_error: f64,
     downloaders: usize,
@@ -194,6 +209,8 @@ pub(crate) struct Downloads {
     /// Whether users publish their ratings (off: feedback stays local).
     share_ratings: bool,
     ratings_published: u64,
+    /// Every rating a user published: when, of a decoy, fake.
+    rating_log: Vec<(Millis, bool, bool)>,
 }
 
 /// How long a user's rating lives (it is republished with the node's
@@ -314,6 +331,7 @@ impl Downloads {
     /// The workload of `s` (its own RNG).
     pub(crate) fn new(s: &Scenario) -> Downloads {
         Downloads {
+            plan: ChaCha20Rng::seed_from_u64(s.seed ^ 0x91a7_d0_7710_ad5e),
             rng: ChaCha20Rng::seed_from_u64(s.seed ^ 0xd0_7710_adde_c0de),
             judge_error: s.search.judge_error,
             downloaders: s.search.downloaders,
@@ -345,6 +363,7 @@ impl Downloads {
             pow: PowParams::TESTNET,
             share_ratings: s.search.share_ratings,
             ratings_published: 0,
+            rating_log: Vec::new(),
         }
     }
 
@@ -383,7 +402,7 @@ impl Downloads {
         }
         if self.chosen.is_none() {
             let mut c = ready.clone();
-            crate::adversary::shuffle(&mut self.rng, &mut c);
+            crate::adversary::shuffle(&mut self.plan, &mut c);
             c.truncate(self.downloaders);
             c.sort_unstable();
             self.chosen = Some(c);
@@ -403,6 +422,7 @@ impl Downloads {
             return;
         };
         let poisoned = w.is_poisoned(file);
+        let u = (self.plan.next_u64() >> 11) as f64 / (1u64 << 53) as f64;
         self.list.push(Dl {
             node,
             file,
@@ -415,9 +435,13 @@ impl Downloads {
             decoy: false,
             after_fake_decoy: false,
             started_ms: now,
+            asked_ms: now,
             buf: Vec::new(),
             took_ms: None,
             intact: None,
+            view: None,
+            misjudged: u < self.judge_error,
+            named: 0,
         });
     }
 
@@ -455,6 +479,59 @@ impl Downloads {
         d.chosen = Some(top.content_id);
         d.decoy = w.is_decoy(&top.content_id);
         d.after_fake_decoy = self.decoys_rated_fake.contains_key(&d.node);
+        // What the user saw, for the trace: the top three and the true
+        // file, the decoy ratings it got, and how many had been
+        // published by then.
+        let wanted = w.catalog.files[d.file].id;
+        let entry = |i: usize, r: &veil_core::search::Ranked| {
+            serde_json::json!({
+                "rank": i,
+                "kind": if r.content_id == wanted { "real" } else if w.is_decoy(&r.content_id) { "decoy" } else { "other" },
+                "publishers": r.publishers,
+                "discredited": r.discredited,
+                "rated_good": r.rated_good,
+                "rated_fake": r.rated_fake,
+                "disputed": r.disputed,
+                "score": (r.score * 1000.0).round() / 1000.0,
+            })
+        };
+        let mut shown: Vec<serde_json::Value> = ranked
+            .iter()
+            .take(3)
+            .enumerate()
+            .map(|(i, r)| entry(i, r))
+            .collect();
+        if let Some((i, r)) = ranked
+            .iter()
+            .enumerate()
+            .skip(3)
+            .find(|(_, r)| r.content_id == wanted)
+        {
+            shown.push(entry(i, r));
+        }
+        let decoy_raters = |v: Verdict| -> usize {
+            d.ratings
+                .iter()
+                .filter(|r| r.rating().verdict == v && w.is_decoy(&r.record().content_id))
+                .map(|r| r.publisher().id())
+                .collect::<BTreeSet<_>>()
+                .len()
+        };
+        let published = |decoy: bool, fake: bool| {
+            self.rating_log
+                .iter()
+                .filter(|&&(t, dd, f)| t <= now && dd == decoy && f == fake)
+                .count()
+        };
+        d.view = Some(serde_json::json!({
+            "chosen_ms": now,
+            "ratings_received": d.ratings.len(),
+            "decoy_fake_raters_received": decoy_raters(Verdict::Fake),
+            "decoy_good_raters_received": decoy_raters(Verdict::Good),
+            "decoy_fake_ratings_published": published(true, true),
+            "decoy_good_ratings_published": published(true, false),
+            "ranked": shown,
+        }));
         Some((d.node, top.content_id, top.size))
     }
 
@@ -586,6 +663,26 @@ impl Downloads {
                     w.seen(node, records, ratings, now);
                     self.list[k].records.extend(records.iter().cloned());
                     self.list[k].ratings.extend(ratings.iter().cloned());
+                } else {
+                    // The node's own content-id searches for a download
+                    // in progress (finding providers) bring records of
+                    // that id too: their signers are kept, so that a fake
+                    // verdict names them as well (what the daemon does
+                    // with the same results).
+                    let fetching: Vec<&SignedRecord> = records
+                        .iter()
+                        .filter(|r| {
+                            self.list.iter().any(|d| {
+                                d.node == node
+                                    && d.stage == Stage::Running
+                                    && d.chosen == Some(r.record().content_id)
+                            })
+                        })
+                        .collect();
+                    if !fetching.is_empty() {
+                        let fetching: Vec<SignedRecord> = fetching.into_iter().cloned().collect();
+                        w.download_signed(node, &fetching);
+                    }
                 }
             }
             Event::SearchDone { search } => {
@@ -659,15 +756,15 @@ impl Downloads {
             .find(|r| r.record().content_id == id)
             .map(|r| r.record().clone());
         let is_decoy = w.is_decoy(&id);
-        let u = (self.rng.next_u64() >> 11) as f64 / (1u64 << 53) as f64;
-        let wrong = u < self.judge_error;
+        let wrong = d.misjudged;
         let fake = is_decoy != wrong;
         self.misjudged += u64::from(wrong);
         let verdict = if fake { Verdict::Fake } else { Verdict::Good };
         let signers = shown
             .as_ref()
-            .map(|r| signer_tags(&w.signers_of(node, &id), r, &mut self.rng))
+            .map(|r| signer_tags(&w.signers_of(node, &id, fake), r, &mut self.rng))
             .unwrap_or_default();
+        d.named = signers.len();
         let (seed, pow) = (self.seed, self.pow);
         let rater = self.raters.entry(node).or_insert_with(|| {
             let mut rng = ChaCha20Rng::seed_from_u64(seed ^ (node as u64).rotate_left(32));
@@ -690,6 +787,7 @@ impl Downloads {
         });
         if let Some(rating) = rating {
             self.ratings_published += 1;
+            self.rating_log.push((now, is_decoy, fake));
             self.pending.push_back(Pending::Rate {
                 node,
                 rating: Box::new(rating),
@@ -705,6 +803,34 @@ impl Downloads {
             self.ratings_good += 1;
             w.rate(node, &id, GOOD_STANDING, verdict, &me);
         }
+    }
+
+    /// One object per download asked for, in order: who, what, when,
+    /// what the user saw when it chose and how it ended
+    /// (`--trace-downloads`).
+    pub(crate) fn trace(&self, w: &Workload) -> Vec<serde_json::Value> {
+        self.list
+            .iter()
+            .enumerate()
+            .map(|(k, d)| {
+                let wanted = w.catalog.files[d.file].id;
+                serde_json::json!({
+                    "download": k,
+                    "node": d.node,
+                    "file": d.file,
+                    "poisoned": d.poisoned,
+                    "asked_ms": d.asked_ms,
+                    "stage": format!("{:?}", d.stage).to_lowercase(),
+                    "chose": d.chosen.map(|c| if c == wanted { "real" } else if w.is_decoy(&c) { "decoy" } else { "other" }),
+                    "after_fake_decoy": d.after_fake_decoy,
+                    "verified": d.stage == Stage::Done && d.intact == Some(true) && d.chosen == Some(wanted),
+                    "took_ms": d.took_ms,
+                    "misjudged": d.misjudged,
+                    "named": d.named,
+                    "view": d.view,
+                })
+            })
+            .collect()
     }
 
     /// The figures; `corrupt_pieces_rejected` and `pieces_served` are the

@@ -7,6 +7,7 @@
 
 use std::time::Instant;
 
+use anyhow::Context;
 use clap::{Parser, Subcommand};
 use veil_core::node::Config;
 use veil_sim::download::DownloadOutcome;
@@ -129,6 +130,12 @@ struct SearchArgs {
     /// the rater's own later searches only).
     #[arg(long)]
     local_ratings: bool,
+    /// Write one JSON object per download to this file (JSON lines): who
+    /// asked, when, what its ranked results showed when it chose (the top
+    /// three and the true file, decoy ratings received and published by
+    /// then) and how it ended.
+    #[arg(long, value_name = "PATH")]
+    trace_downloads: Option<std::path::PathBuf>,
 }
 
 impl SearchArgs {
@@ -264,6 +271,14 @@ fn main() -> anyhow::Result<()> {
             let o = sim.outcome();
             let so = sim.search_outcome();
             let dlo = sim.download_outcome();
+            if let Some(path) = &search.trace_downloads {
+                let mut out = String::new();
+                for line in sim.download_trace().unwrap_or_default() {
+                    out.push_str(&line.to_string());
+                    out.push('\n');
+                }
+                std::fs::write(path, out).with_context(|| format!("writing {}", path.display()))?;
+            }
             let duration_s = sim.scenario().duration_ms / 1000;
             let wall_ms = started.elapsed().as_millis() as u64;
             // Flooders' place in honest nodes' picks (they are relays too).

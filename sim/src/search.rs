@@ -39,7 +39,7 @@ use veil_core::content::ContentId;
 use veil_core::identity::{Pseudonym, PublisherId};
 use veil_core::node::{Event, Millis, Node, SearchId};
 use veil_core::pow::PowParams;
-use veil_core::rating::{SignedRating, Verdict};
+use veil_core::rating::{MAX_DOWNLOAD_SIGNERS, SignedRating, Verdict};
 use veil_core::record::{ContentRecord, SignedRecord, keywords_from_name};
 use veil_core::search::{Query, Standing, rank};
 
@@ -144,6 +144,11 @@ pub(crate) struct Workload {
     /// Each searcher's search results: who signed a record for which
     /// content id (what a rating reaches, as `veil rate` does).
     signers: BTreeMap<usize, BTreeMap<ContentId, BTreeSet<PublisherId>>>,
+    /// Each downloader's signers of the content it fetches, from the
+    /// answers to its download's own searches for providers (at most
+    /// `MAX_DOWNLOAD_SIGNERS` per id): a fake verdict reaches them too, a
+    /// good one does not (as the daemon's `veil rate`).
+    download_signers: BTreeMap<usize, BTreeMap<ContentId, BTreeSet<PublisherId>>>,
     /// Each searcher's ratings seen in search results, by content id
     /// (what its user's own judgment is compared with).
     ratings_seen: BTreeMap<usize, BTreeMap<ContentId, Vec<SignedRating>>>,
@@ -322,6 +327,7 @@ impl Workload {
             by_search: BTreeMap::new(),
             standing: BTreeMap::new(),
             signers: BTreeMap::new(),
+            download_signers: BTreeMap::new(),
             ratings_seen: BTreeMap::new(),
             timeout,
             pseudonyms: BTreeMap::new(),
@@ -374,13 +380,40 @@ impl Workload {
         self.decoys.values().any(|&f| f == file)
     }
 
-    /// The pseudonyms that signed content `id` in node `node`'s results.
-    pub(crate) fn signers_of(&self, node: usize, id: &ContentId) -> Vec<PublisherId> {
-        self.signers
-            .get(&node)
-            .and_then(|m| m.get(id))
-            .map(|s| s.iter().copied().collect())
-            .unwrap_or_default()
+    /// The pseudonyms that signed content `id` in node `node`'s search
+    /// results, and (`with_download`) in the answers to its downloads'
+    /// searches for providers.
+    pub(crate) fn signers_of(
+        &self,
+        node: usize,
+        id: &ContentId,
+        with_download: bool,
+    ) -> Vec<PublisherId> {
+        let of = |m: &BTreeMap<usize, BTreeMap<ContentId, BTreeSet<PublisherId>>>| {
+            m.get(&node)
+                .and_then(|m| m.get(id))
+                .cloned()
+                .unwrap_or_default()
+        };
+        let mut all = of(&self.signers);
+        if with_download {
+            all.extend(of(&self.download_signers));
+        }
+        all.into_iter().collect()
+    }
+
+    /// Node `node`'s download's own search for providers brought
+    /// `records` (of the content it fetches): their signers are kept for
+    /// a fake verdict, each once, up to `MAX_DOWNLOAD_SIGNERS` per id. Not
+    /// "seen" for ranking: the user never saw them.
+    pub(crate) fn download_signed(&mut self, node: usize, records: &[SignedRecord]) {
+        let m = self.download_signers.entry(node).or_default();
+        for r in records {
+            let set = m.entry(r.record().content_id).or_default();
+            if set.len() < MAX_DOWNLOAD_SIGNERS {
+                set.insert(r.publisher().id());
+            }
+        }
     }
 
     /// Node `node`'s standing of publishers (empty if it never searched).
@@ -415,7 +448,8 @@ impl Workload {
 
     /// Node `node`'s user rated content `id`: `delta` to the standing of
     /// every pseudonym that signed a record for it in that node's search
-    /// results (as `veil rate` does), and each rater of `id` it saw gains
+    /// results, and for a fake verdict in its download's answers (as
+    /// `veil rate` does), and each rater of `id` it saw gains
     /// or loses by agreeing or not (`Standing::judged`). Returns how many
     /// publishers.
     pub(crate) fn rate(
@@ -430,10 +464,9 @@ impl Workload {
         if let Some(seen) = self.ratings_seen.get(&node).and_then(|m| m.get(id)) {
             standing.judged(id, verdict, seen, Some(me));
         }
-        let Some(who) = self.signers.get(&node).and_then(|m| m.get(id)) else {
-            return 0;
-        };
-        for p in who {
+        let who = self.signers_of(node, id, verdict == Verdict::Fake);
+        let standing = self.standing.entry(node).or_default();
+        for p in &who {
             standing.adjust(*p, delta);
         }
         who.len()

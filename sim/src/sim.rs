@@ -540,7 +540,7 @@ impl Sim {
         let slot = window / n.max(1);
         for k in 0..n {
             let jitter = match &mut self.h.dl {
-                Some(d) if slot > 0 => d.rng.next_u64() % slot,
+                Some(d) if slot > 0 => d.plan.next_u64() % slot,
                 _ => 0,
             };
             self.net.schedule(from + k * slot + jitter, Kind::Download);
@@ -602,7 +602,7 @@ impl Sim {
             return;
         };
         let eligible = d.eligible(ready);
-        let pick = w.catalog.pick(&mut d.rng, &eligible);
+        let pick = w.catalog.pick(&mut d.plan, &eligible);
         d.asked(pick.as_ref().map(|(i, f, _)| (*i, *f)), now, w);
         let Some((i, _, query)) = pick else { return };
         let search = self.net.nodes_mut()[i].search(now, query).ok();
@@ -681,6 +681,13 @@ impl Sim {
         let rejected = t.clone().map(|t| t.corrupt_pieces_rejected).sum();
         let served = t.map(|t| t.pieces_served).sum();
         Some(d.outcome(w, rejected, served))
+    }
+
+    /// One object per download (see `--trace-downloads`), if the
+    /// scenario had downloads.
+    pub fn download_trace(&self) -> Option<Vec<serde_json::Value>> {
+        let (w, d) = (self.h.work.as_ref()?, self.h.dl.as_ref()?);
+        Some(d.trace(w))
     }
 
     /// The scenario as run (its duration extended for searches).

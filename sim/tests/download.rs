@@ -5,6 +5,7 @@
 //! is ever accepted. Small networks with short stall times, so they run
 //! in bounded virtual time; the 1000-node figures are in docs/.
 
+use serde_json::Value;
 use veil_core::node::Config;
 use veil_sim::download::DownloadOutcome;
 use veil_sim::sim::{Scenario, Sim};
@@ -73,7 +74,27 @@ fn liars_are_dropped_and_no_corrupt_file_is_accepted() {
     let mut s = scenario(12);
     s.search.poisoners = 0.2;
     s.search.download_time_ms = 60_000;
-    let o = run(s);
+    let mut sim = Sim::new(s, &config());
+    sim.run();
+    let o = sim.download_outcome().expect("a download workload");
+    eprintln!("{o:#?}");
+    // The trace (`--trace-downloads`) tells the same story, download by
+    // download: what each user saw when it chose, and how it ended.
+    let trace = sim.download_trace().expect("a download workload");
+    assert_eq!(trace.len() as u64, o.downloads - o.downloads_skipped);
+    let count = |f: &dyn Fn(&Value) -> bool| trace.iter().filter(|d| f(d)).count() as u64;
+    assert_eq!(count(&|d| d["verified"] == true), o.downloads_verified);
+    assert_eq!(count(&|d| d["chose"] == "decoy"), o.decoy_downloads);
+    assert_eq!(count(&|d| d["stage"] == "done"), o.downloads_completed);
+    for d in trace.iter().filter(|d| d["chose"] == "decoy") {
+        assert_eq!(d["view"]["ranked"][0]["kind"], "decoy", "{d}");
+    }
+    for d in trace.iter().filter(|d| d["stage"] == "done") {
+        assert!(
+            d["named"].as_u64() > Some(0),
+            "its rating named signers: {d}"
+        );
+    }
     assert_eq!(
         o.corrupt_accepted, 0,
         "no file that is not its id's content"
@@ -108,4 +129,35 @@ fn liars_are_dropped_and_no_corrupt_file_is_accepted() {
         o.downloads_completed,
         o.downloads_started
     );
+}
+
+/// What the users do (when, who, which file, whether they misjudge) is a
+/// plan of its own: nodes that behave differently (here, sources given up
+/// on later) change how downloads go, not which downloads are asked for.
+/// Runs of two protocol versions then compare download for download.
+#[test]
+fn the_users_plan_does_not_depend_on_what_the_nodes_do() {
+    let plan = |config: &Config| -> Vec<(Value, Value, Value, Value)> {
+        let mut s = scenario(13);
+        s.search.poisoners = 0.2;
+        let mut sim = Sim::new(s, config);
+        sim.run();
+        sim.download_trace()
+            .expect("a download workload")
+            .into_iter()
+            .map(|d| {
+                (
+                    d["asked_ms"].clone(),
+                    d["node"].clone(),
+                    d["file"].clone(),
+                    d["misjudged"].clone(),
+                )
+            })
+            .collect()
+    };
+    let mut patient = config();
+    patient.transfer.schedule.stall_ms = 6_000;
+    let (a, b) = (plan(&config()), plan(&patient));
+    assert_eq!(a.len(), 30);
+    assert_eq!(a, b);
 }

@@ -82,6 +82,19 @@ fn a_file_shared_on_one_daemon_is_downloaded_verified_by_another() {
     assert!(!partial.exists());
     let again = daemons[3].veil(&["get", "--json", &id, "-o", dest.to_str().unwrap()]);
     assert!(!again.status.success(), "{}", stdout(&again));
+    // No search of this node showed the id, but the download's own
+    // searches for providers brought its record: a fake verdict reaches
+    // the pseudonym that signed it. A good one does not: anyone could
+    // slip a record of a popular id into those answers to be credited.
+    let out = daemons[3].veil(&["rate", &id, "good"]);
+    assert!(!out.status.success(), "{}", stdout(&out));
+    assert!(
+        stderr(&out).contains("search for it first"),
+        "{}",
+        stderr(&out)
+    );
+    let rated = daemons[3].veil_json(&["rate", &id, "fake"]);
+    assert_eq!(rated["publishers"].as_array().unwrap().len(), 1, "{rated}");
 }
 
 /// A download cut short by killing the downloading daemon resumes when it
