@@ -331,7 +331,7 @@ impl Downloads {
     /// The workload of `s` (its own RNG).
     pub(crate) fn new(s: &Scenario) -> Downloads {
         Downloads {
-            plan: ChaCha20Rng::seed_from_u64(s.seed ^ 0x91a7_d0_7710_ad5e),
+            plan: ChaCha20Rng::seed_from_u64(s.seed ^ 0x0091_a7d0_7710_ad5e),
             rng: ChaCha20Rng::seed_from_u64(s.seed ^ 0xd0_7710_adde_c0de),
             judge_error: s.search.judge_error,
             downloaders: s.search.downloaders,
