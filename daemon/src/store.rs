@@ -523,28 +523,7 @@ impl Store {
         pairs: &[(ContentId, PublisherId)],
         now_ms: u64,
     ) -> anyhow::Result<()> {
-        let now = i64::try_from(now_ms).unwrap_or(i64::MAX);
-        let tx = self.conn.transaction()?;
-        {
-            let mut stmt = tx.prepare(
-                "INSERT INTO result_publishers (content_id, publisher, seen_ms) VALUES (?1, ?2, ?3)
-                    ON CONFLICT(content_id, publisher) DO UPDATE SET seen_ms = ?3, from_download = 0",
-            )?;
-            for (c, p) in pairs {
-                stmt.execute(params![
-                    c.as_bytes().as_slice(),
-                    p.as_bytes().as_slice(),
-                    now
-                ])?;
-            }
-        }
-        tx.execute(
-            "DELETE FROM result_publishers WHERE rowid IN (SELECT rowid FROM result_publishers
-                ORDER BY seen_ms DESC LIMIT -1 OFFSET ?1)",
-            params![MAX_RESULT_PUBLISHERS],
-        )?;
-        tx.commit()?;
-        Ok(())
+        self.note_pairs(pairs, now_ms, false)
     }
 
     /// Remembers pseudonyms that signed records of `content` in the
@@ -556,17 +535,33 @@ impl Store {
         signers: &[PublisherId],
         now_ms: u64,
     ) -> anyhow::Result<()> {
+        let pairs: Vec<_> = signers.iter().map(|p| (*content, *p)).collect();
+        self.note_pairs(&pairs, now_ms, true)
+    }
+
+    /// Upserts result pairs (`from_download`: only a download's searches
+    /// brought them, unless a search of the user's showed them already or
+    /// shows them later), then drops the oldest beyond the bound.
+    fn note_pairs(
+        &mut self,
+        pairs: &[(ContentId, PublisherId)],
+        now_ms: u64,
+        from_download: bool,
+    ) -> anyhow::Result<()> {
         let now = i64::try_from(now_ms).unwrap_or(i64::MAX);
         let tx = self.conn.transaction()?;
         {
-            let mut stmt = tx.prepare(
+            let mut stmt = tx.prepare(if from_download {
                 "INSERT INTO result_publishers (content_id, publisher, seen_ms, from_download)
                     VALUES (?1, ?2, ?3, 1)
-                    ON CONFLICT(content_id, publisher) DO UPDATE SET seen_ms = ?3",
-            )?;
-            for p in signers {
+                    ON CONFLICT(content_id, publisher) DO UPDATE SET seen_ms = ?3"
+            } else {
+                "INSERT INTO result_publishers (content_id, publisher, seen_ms) VALUES (?1, ?2, ?3)
+                    ON CONFLICT(content_id, publisher) DO UPDATE SET seen_ms = ?3, from_download = 0"
+            })?;
+            for (c, p) in pairs {
                 stmt.execute(params![
-                    content.as_bytes().as_slice(),
+                    c.as_bytes().as_slice(),
                     p.as_bytes().as_slice(),
                     now
                 ])?;
