@@ -669,7 +669,7 @@ impl Downloads {
                     // that id too: their signers are kept, so that a fake
                     // verdict names them as well (what the daemon does
                     // with the same results).
-                    let fetching: Vec<&SignedRecord> = records
+                    let fetching: Vec<SignedRecord> = records
                         .iter()
                         .filter(|r| {
                             self.list.iter().any(|d| {
@@ -678,11 +678,9 @@ impl Downloads {
                                     && d.chosen == Some(r.record().content_id)
                             })
                         })
+                        .cloned()
                         .collect();
-                    if !fetching.is_empty() {
-                        let fetching: Vec<SignedRecord> = fetching.into_iter().cloned().collect();
-                        w.download_signed(node, &fetching);
-                    }
+                    w.download_signed(node, &fetching);
                 }
             }
             Event::SearchDone { search } => {
